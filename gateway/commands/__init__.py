@@ -1,0 +1,1 @@
+"""One module per ``ics2gw`` subcommand; see ``gateway.cli``."""

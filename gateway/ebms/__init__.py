@@ -1,0 +1,1 @@
+"""The ebMS3/AS4 message layer: model, building, parsing, MIME packaging, compression (sans-I/O)."""

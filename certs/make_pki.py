@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+LEAF_DAYS = 730  # raised by the test-vector generator so committed vectors stay valid for years
 LOOPBACK_SAN = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                 x509.IPAddress(ipaddress.ip_address("::1"))]
 P12_PASSWORD = "test-only-pkcs12-password"
@@ -70,13 +71,13 @@ class Pki:
 
     def build(self, name: str, subject: x509.Name, issuer: Issuer | None, *, ca: bool = False,
               pathlen: int | None = None, usage: str = "seal", san: list[x509.GeneralName] | None = None,
-              not_before: dt.datetime | None = None, days: int = 730) -> Issuer:
+              not_before: dt.datetime | None = None, days: int | None = None) -> Issuer:
         key = self.key()
         nb = not_before or (NOW - dt.timedelta(hours=1))
         b = (x509.CertificateBuilder().subject_name(subject)
              .issuer_name(issuer.cert.subject if issuer else subject)
              .public_key(key.public_key()).serial_number(x509.random_serial_number())
-             .not_valid_before(nb).not_valid_after(nb + dt.timedelta(days=days))
+             .not_valid_before(nb).not_valid_after(nb + dt.timedelta(days=days or LEAF_DAYS))
              .add_extension(x509.BasicConstraints(ca=ca, path_length=pathlen), critical=True)
              .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False))
         if issuer:

@@ -1,0 +1,1 @@
+"""The conformance runner and the negative-test message builder."""

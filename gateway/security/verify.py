@@ -1,0 +1,248 @@
+"""Verification of a sealed AS4 message, failing closed.
+
+What is checked, in order: one wsse:Security header with one ds:Signature; algorithms on the allow-list;
+every ds:Reference resolves to exactly one element (a duplicated wsu:Id is an attack, not an ambiguity) and
+that element is *the* eb:Messaging or *the* SOAP Body the caller will read, or an attachment that is really
+in the message; eb:Messaging, the Body and every attachment are each covered exactly once; every digest; the
+signature value with the key of the token's signer; the chain to a configured anchor, validity and CRLs.
+
+Two policies: ``TOLERANT`` (what we accept from customs and other peers: PkiPath or X509v3 tokens) and
+``STRICT`` (what customs demands of traders, used by the simulator: X509PKIPathv1 with the full chain).
+Every failure is an ``EbmsFault`` with the ebMS code the profile wants.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import hmac
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from lxml import etree
+
+from gateway.ebms.constants import (
+    ALG_ATTACHMENT_CONTENT, ALG_EXC_C14N, ALG_RSA_SHA256, ALG_SHA256, NS_DS, NS_EC, NS_SOAP12, NS_WSSE, NS_WSU,
+    VT_PKIPATH, VT_X509V3,
+)
+from gateway.ebms.errors import EbmsFault
+from gateway.security import pkipath, rsa_backend
+from gateway.security.keys import eori_of
+from gateway.security.seal import Attachment, attachment_digest_input, c14n
+from gateway.security.trust import ChainError, TrustStore
+
+_DS = "{%s}" % NS_DS
+_WSSE = "{%s}" % NS_WSSE
+_WSU_ID = "{%s}Id" % NS_WSU
+_S = "{%s}" % NS_SOAP12
+_ID_ATTRS = (_WSU_ID, "Id", "ID", "id")
+
+
+@dataclass(frozen=True)
+class VerifyPolicy:
+    name: str
+    token_types: tuple[str, ...]
+    require_full_chain: bool           # the token must hold more than the leaf
+    signature_methods: tuple[str, ...] = (ALG_RSA_SHA256,)
+    digest_methods: tuple[str, ...] = (ALG_SHA256,)
+    require_customs_signer: bool = False
+
+
+TOLERANT = VerifyPolicy("trader-role", (VT_PKIPATH, VT_X509V3), require_full_chain=False)
+STRICT = VerifyPolicy("customs-role", (VT_PKIPATH,), require_full_chain=True)
+
+
+@dataclass(frozen=True)
+class VerifiedSignature:
+    signer: x509.Certificate
+    chain: tuple[x509.Certificate, ...]      # leaf first, as validated (ending at the anchor)
+    token_type: str
+    token_chain_length: int                  # certificates carried in the token
+    references: tuple[etree._Element, ...]   # the ds:Reference elements, copied into NRR receipts
+    signer_eori: str | None
+
+    @property
+    def signer_subject(self) -> str:
+        return self.signer.subject.rfc4514_string()
+
+
+def _fault(code: str, message: str, ref: str | None) -> EbmsFault:
+    return EbmsFault(code, message, ref_to_message_id=ref)
+
+
+def _ids(root: etree._Element) -> dict[str, list[etree._Element]]:
+    table: dict[str, list[etree._Element]] = {}
+    for el in root.iter(etree.Element):
+        for attr in _ID_ATTRS:
+            value = el.get(attr)
+            if value is not None:
+                table.setdefault(value, []).append(el)
+    return table
+
+
+def _single(parent: etree._Element, tag: str, what: str, ref: str | None, code: str = "EBMS:0103") -> etree._Element:
+    found = parent.findall(tag)
+    if len(found) != 1:
+        raise _fault(code, f"expected exactly one {what}, found {len(found)}", ref)
+    return found[0]
+
+
+def _prefix_list(transform_or_cm: etree._Element) -> list[str]:
+    inc = transform_or_cm.find("{%s}InclusiveNamespaces" % NS_EC)
+    return (inc.get("PrefixList") or "").split() if inc is not None else []
+
+
+def _b64(text: str | None, what: str, ref: str | None) -> bytes:
+    try:
+        return base64.b64decode("".join((text or "").split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise _fault("EBMS:0101", f"{what} is not valid base64", ref) from None
+
+
+def verify_envelope(env: etree._Element, messaging: etree._Element, body: etree._Element,
+                    attachments: Mapping[str, Attachment], trust: TrustStore, policy: VerifyPolicy = TOLERANT, *,
+                    now: dt.datetime | None = None, ref_to_message_id: str | None = None) -> VerifiedSignature:
+    """Verifies the seal of a parsed envelope. ``messaging`` and ``body`` are the elements the caller will read;
+    ``attachments`` maps Content-ID (no brackets) to the received MIME parts."""
+    ref = ref_to_message_id
+    header = env.find(_S + "Header")
+    if header is None:
+        raise _fault("EBMS:0103", "the message has no SOAP Header, so it is not sealed", ref)
+    securities = header.findall(_WSSE + "Security")
+    if not securities:
+        raise _fault("EBMS:0103", "the message is not sealed (no wsse:Security header)", ref)
+    if len(securities) > 1:
+        raise _fault("EBMS:0103", "more than one wsse:Security header", ref)
+    security = securities[0]
+    if len(list(env.iter(_DS + "Signature"))) != 1:
+        raise _fault("EBMS:0103", "the message must carry exactly one ds:Signature", ref)
+    signature = _single(security, _DS + "Signature", "ds:Signature in wsse:Security", ref)
+    signed_info = _single(signature, _DS + "SignedInfo", "ds:SignedInfo", ref)
+
+    cm = _single(signed_info, _DS + "CanonicalizationMethod", "ds:CanonicalizationMethod", ref)
+    if cm.get("Algorithm") != ALG_EXC_C14N:
+        raise _fault("EBMS:0103", f"canonicalization {cm.get('Algorithm')} is not allowed (exclusive c14n only)", ref)
+    sm = _single(signed_info, _DS + "SignatureMethod", "ds:SignatureMethod", ref)
+    sig_method = sm.get("Algorithm") or ""
+    if sig_method not in policy.signature_methods:
+        raise _fault("EBMS:0103", f"signature algorithm {sig_method} is not allowed (rsa-sha256 only)", ref)
+
+    ids = _ids(env)
+    covered: dict[str, int] = {"messaging": 0, "body": 0}
+    covered_cids: dict[str, int] = {cid: 0 for cid in attachments}
+    references = list(signed_info.iterchildren(_DS + "Reference"))
+    if not references:
+        raise _fault("EBMS:0103", "the signature has no reference", ref)
+    token_id_refs: set[str] = set()
+    for r in references:
+        uri = r.get("URI")
+        dm = _single(r, _DS + "DigestMethod", "ds:DigestMethod", ref)
+        if dm.get("Algorithm") not in policy.digest_methods:
+            raise _fault("EBMS:0103", f"digest algorithm {dm.get('Algorithm')} is not allowed (sha256 only)", ref)
+        transforms = [t for t in r.iterfind(f"{_DS}Transforms/{_DS}Transform")]
+        algs = [t.get("Algorithm") for t in transforms]
+        expected = _b64(_single(r, _DS + "DigestValue", "ds:DigestValue", ref).text, "a DigestValue", ref)
+        if uri is None:
+            raise _fault("EBMS:0103", "a reference without URI is not allowed", ref)
+        if uri.startswith("#"):
+            if algs != [ALG_EXC_C14N]:
+                raise _fault("EBMS:0103", f"reference {uri}: transforms {algs} not allowed (exclusive c14n only)", ref)
+            targets = ids.get(uri[1:], [])
+            if len(targets) != 1:
+                raise _fault("EBMS:0101", f"reference {uri} resolves to {len(targets)} elements (duplicate or missing "
+                                          "Id: possible signature wrapping)", ref)
+            target = targets[0]
+            if target is messaging:
+                covered["messaging"] += 1
+            elif target is body:
+                covered["body"] += 1
+            elif target.tag == _WSSE + "BinarySecurityToken" and target.getparent() is security:
+                token_id_refs.add(uri[1:])
+            else:
+                raise _fault("EBMS:0101", f"reference {uri} points at {etree.QName(target).localname}, which is not the "
+                                          "eb:Messaging or Body of this message (signature wrapping)", ref)
+            actual = hashlib.sha256(c14n(target, _prefix_list(transforms[0]))).digest()
+        elif uri.lower().startswith("cid:"):
+            cid = uri[4:]
+            if algs != [ALG_ATTACHMENT_CONTENT]:
+                raise _fault("EBMS:0103", f"reference {uri}: transforms {algs} not allowed "
+                                          "(Attachment-Content-Signature-Transform only)", ref)
+            att = attachments.get(cid)
+            if att is None:
+                raise _fault("EBMS:0101", f"reference {uri} names no MIME part of this message", ref)
+            covered_cids[cid] += 1
+            try:
+                actual = hashlib.sha256(attachment_digest_input(att.content, att.content_type)).digest()
+            except ValueError as exc:
+                raise _fault("EBMS:0101", f"attachment {cid} cannot be canonicalized: {exc}", ref) from None
+        else:
+            raise _fault("EBMS:0103", f"reference URI {uri!r} is neither a same-document Id nor a cid:", ref)
+        if not hmac.compare_digest(actual, expected):
+            raise _fault("EBMS:0101", f"digest of {uri} does not match: the content was changed after sealing", ref)
+
+    for part, count in covered.items():
+        if count != 1:
+            what = "eb:Messaging" if part == "messaging" else "the SOAP Body"
+            raise _fault("EBMS:0103" if count == 0 else "EBMS:0101",
+                         f"{what} is {'not signed' if count == 0 else f'referenced {count} times'}", ref)
+    for cid, count in covered_cids.items():
+        if count != 1:
+            raise _fault("EBMS:0103" if count == 0 else "EBMS:0101",
+                         f"attachment {cid} is {'not signed' if count == 0 else f'referenced {count} times'}", ref)
+
+    # --- the key: KeyInfo -> SecurityTokenReference -> BinarySecurityToken in this Security header
+    str_ref = signature.find(f"{_DS}KeyInfo/{_WSSE}SecurityTokenReference/{_WSSE}Reference")
+    if str_ref is None or not (str_ref.get("URI") or "").startswith("#"):
+        raise _fault("EBMS:0101", "the signature does not reference a wsse:BinarySecurityToken", ref)
+    token_els = ids.get(str_ref.get("URI")[1:], [])  # type: ignore[index]
+    if len(token_els) != 1 or token_els[0].tag != _WSSE + "BinarySecurityToken" or token_els[0].getparent() is not security:
+        raise _fault("EBMS:0101", "the token reference does not resolve to one BinarySecurityToken of this header", ref)
+    bst = token_els[0]
+    token_type = bst.get("ValueType") or ""
+    if token_type not in policy.token_types:
+        raise _fault("EBMS:0101", f"token type {token_type.rsplit('#', 1)[-1]} is not accepted here "
+                                  f"(accepted: {', '.join(t.rsplit('#', 1)[-1] for t in policy.token_types)})", ref)
+    token = _b64(bst.text, "the BinarySecurityToken", ref)
+    try:
+        if token_type == VT_PKIPATH:
+            token_certs = pkipath.decode(token)
+            if len(token_certs) > 1 and not pkipath.order_is_root_first(token_certs):
+                raise _fault("EBMS:0101", "the X509PKIPathv1 token is not in PkiPath order (root first, signer last)",
+                             ref)
+            chain = list(reversed(token_certs))
+        else:
+            chain = [x509.load_der_x509_certificate(token)]
+    except (pkipath.PkiPathError, ValueError) as exc:
+        if isinstance(exc, EbmsFault):
+            raise
+        raise _fault("EBMS:0101", f"the security token cannot be read: {exc}", ref) from None
+    if policy.require_full_chain and len(chain) < 2:
+        raise _fault("EBMS:0101", "the token holds only the leaf certificate; the full chain is required "
+                                  "(ICD 4.6.2, X509PKIPathv1)", ref)
+    signer = chain[0]
+
+    sig_value = _b64(_single(signature, _DS + "SignatureValue", "ds:SignatureValue", ref).text, "SignatureValue", ref)
+    if not rsa_backend.verify(signer.public_key(), sig_value, c14n(signed_info, _prefix_list(cm)), sig_method):
+        raise _fault("EBMS:0101", "the signature value does not verify with the signer's key", ref)
+
+    try:
+        result = trust.validate(chain, at=now)
+    except ChainError as exc:
+        raise _fault("EBMS:0101", f"the signing certificate is not acceptable ({exc.reason}): {exc}", ref) from None
+    if policy.require_customs_signer and not trust.is_customs_certificate(signer):
+        raise _fault("EBMS:0101", f"the message is sealed by {signer.subject.rfc4514_string()}, which is not a "
+                                  "configured customs sealing certificate", ref)
+    return VerifiedSignature(signer=signer, chain=result.chain, token_type=token_type, token_chain_length=len(chain),
+                             references=tuple(references), signer_eori=eori_of(signer))
+
+
+def references_digests(refs: Sequence[etree._Element]) -> dict[str, str]:
+    """URI -> compact base64 digest of each ds:Reference (to compare NRR information)."""
+    out = {}
+    for r in refs:
+        dv = r.find(_DS + "DigestValue")
+        out[r.get("URI") or ""] = "".join((dv.text or "").split()) if dv is not None else ""
+    return out

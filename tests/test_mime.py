@@ -1,0 +1,351 @@
+"""multipart/related packing and tolerant-but-strict unpacking, including the interop tamper variants."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import importlib.util
+import io
+import os
+import sys
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.ebms.compression import gzip_bytes
+from gateway.ebms.mime import (
+    MimeError, MimePart, pack, parse_header_value, read_message_file, unpack, write_message_file, write_multipart,
+)
+
+SOAP = (b'<?xml version="1.0" encoding="UTF-8"?><S12:Envelope xmlns:S12="http://www.w3.org/2003/05/soap-envelope">'
+        b"<S12:Header/><S12:Body/></S12:Envelope>")
+LIMITS = dict(max_parts=32, max_part_bytes=32 * 1024 * 1024)
+TAMPER = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "interop", "tamper.py")
+
+
+def load_tamper():
+    spec = importlib.util.spec_from_file_location("tamper", TAMPER)
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def sample() -> tuple[str, bytes, bytes]:
+    payload = gzip_bytes(b"<IE3F32>" + b"data" * 300 + b"</IE3F32>")
+    ctype, body = pack(SOAP, [("message", "application/gzip", payload)])
+    return ctype, body, payload
+
+
+def handmade(parts: list[bytes], *, boundary: str = "b1", eol: bytes = b"\r\n", preamble: bytes = b"",
+             epilogue: bytes = b"", padding: bytes = b"") -> bytes:
+    out = preamble
+    for i, p in enumerate(parts):
+        out += (eol if i or preamble else b"") + b"--" + boundary.encode() + padding + eol + p
+    return out + eol + b"--" + boundary.encode() + b"--" + padding + eol + epilogue
+
+
+def soap_part(cid: str = "root", ctype: bytes = b"application/soap+xml; charset=UTF-8", eol: bytes = b"\r\n") -> bytes:
+    return b"Content-Type: " + ctype + eol + b"Content-ID: <" + cid.encode() + b">" + eol + eol + SOAP
+
+
+def att_part(cid: str, content: bytes, eol: bytes = b"\r\n", extra: bytes = b"") -> bytes:
+    return (b"Content-Type: application/gzip" + eol + b"Content-ID: <" + cid.encode() + b">" + eol + extra
+            + eol + content)
+
+
+# ---------------------------------------------------------------------------------------------- pack
+def test_pack_layout() -> None:
+    ctype, body = pack(SOAP, [("message", "application/gzip", b"\x1f\x8bDATA"),
+                              MimePart({}, b"%PDF", "att1", "application/pdf")], boundary="BND")
+    media, params = parse_header_value(ctype)
+    assert media == "multipart/related"
+    assert params["type"] == "application/soap+xml" and params["boundary"] == "BND"
+    root = params["start"]
+    assert root.startswith("<root.") and root.endswith("@ics2gw>")
+    assert body.startswith(b"--BND\r\nContent-Type: application/soap+xml; charset=UTF-8\r\n"
+                           b"Content-Transfer-Encoding: binary\r\nContent-ID: " + root.encode() + b"\r\n\r\n" + SOAP)
+    assert (b"\r\n--BND\r\nContent-Type: application/gzip\r\nContent-Transfer-Encoding: binary\r\n"
+            b"Content-ID: <message>\r\n\r\n\x1f\x8bDATA\r\n--BND\r\n") in body
+    assert body.endswith(b"%PDF\r\n--BND--\r\n")
+    u = unpack(ctype, body, **LIMITS)
+    assert u.soap.content == SOAP and u.soap.content_id == root[1:-1]
+    assert [(a.content_id, a.media_type, a.content) for a in u.attachments] == [
+        ("message", "application/gzip", b"\x1f\x8bDATA"), ("att1", "application/pdf", b"%PDF")]
+
+
+def test_pack_random_boundary_avoids_content(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.ebms import mime
+    seq = iter(["MIMEBoundary_clash", "MIMEBoundary_clash", "MIMEBoundary_free"])
+    monkeypatch.setattr(mime, "_new_boundary", lambda: next(seq))
+    ctype, body = pack(SOAP, [("a", "application/octet-stream", b"xx--MIMEBoundary_clash--yy")])
+    assert parse_header_value(ctype)[1]["boundary"] == "MIMEBoundary_free"
+    assert unpack(ctype, body, **LIMITS).attachments[0].content == b"xx--MIMEBoundary_clash--yy"
+
+
+def test_pack_default_boundaries_differ_and_given_clash_is_refused() -> None:
+    assert pack(SOAP, [])[0] != pack(SOAP, [])[0]
+    with pytest.raises(ValueError, match="occurs"):
+        pack(SOAP, [("a", "application/gzip", b"...BND...")], boundary="BND")
+    with pytest.raises(ValueError):
+        pack(SOAP, [], boundary="x" * 71)
+
+
+@pytest.mark.parametrize("att", [
+    [("a", "application/gzip", b"1"), ("a", "application/gzip", b"2")],
+    [("<a>", "application/gzip", b"1")],
+    [("a\r\nX-Injected: 1", "application/gzip", b"1")],
+    [("a", "application/gzip\r\nX: y", b"1")],
+    [("", "application/gzip", b"1")],
+])
+def test_pack_refuses_bad_ids_and_header_injection(att: list[tuple[str, str, bytes]]) -> None:
+    with pytest.raises(ValueError):
+        pack(SOAP, att)
+
+
+cids = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789.-@_", min_size=1, max_size=30)
+
+
+@settings(max_examples=80, deadline=None)
+@given(atts=st.lists(st.tuples(cids, st.sampled_from(["application/gzip", "application/pdf", "image/jpeg"]),
+                               st.binary(max_size=3000)), max_size=5, unique_by=lambda t: t[0]),
+       soap_tail=st.binary(max_size=200).filter(lambda b: b"--" not in b))
+def test_property_pack_unpack_round_trip(atts: list[tuple[str, str, bytes]], soap_tail: bytes) -> None:
+    soap = SOAP + b"<!--x-->" + soap_tail.replace(b"\r", b"").replace(b"\n", b"")
+    ctype, body = pack(soap, atts)
+    u = unpack(ctype, body, **LIMITS)
+    assert u.soap.content == soap
+    assert [(a.content_id, a.content_type, a.content) for a in u.attachments] == atts
+    # the streaming writer produces the same message, whether content is bytes or a stream
+    boundary = parse_header_value(ctype)[1]["boundary"]
+    root = parse_header_value(ctype)[1]["start"][1:-1]
+    dst = io.BytesIO()
+    ctype2 = write_multipart(dst, soap, [(c, t, io.BytesIO(d)) for c, t, d in atts], boundary=boundary,
+                             root_content_id=root, chunk=7)
+    assert (ctype2, dst.getvalue()) == (ctype, body)
+
+
+@settings(max_examples=60, deadline=None)
+@given(content=st.binary(min_size=0, max_size=400), lf=st.booleans())
+def test_property_binary_content_edges_survive(content: bytes, lf: bool) -> None:
+    """Trailing CR / LF / '--' bytes of binary parts are kept, in CRLF and in LF framing."""
+    eol = b"\n" if lf else b"\r\n"
+    content = content.replace(b"--b1", b"")
+    body = handmade([soap_part(eol=eol), att_part("p", content, eol=eol)], eol=eol)
+    u = unpack('multipart/related; boundary=b1; start="<root>"', body, **LIMITS)
+    assert u.attachments[0].content == content
+
+
+def test_write_multipart_streams_and_detects_boundary_in_stream() -> None:
+    data = os.urandom(3 * 1024 * 1024)
+    dst = io.BytesIO()
+    ctype = write_multipart(dst, SOAP, [("big", "application/gzip", io.BytesIO(data)),
+                                        ("small", "application/pdf", b"%PDF")], chunk=64 * 1024)
+    u = unpack(ctype, dst.getvalue(), **LIMITS)
+    assert u.attachments[0].content == data and u.attachments[1].content == b"%PDF"
+    # boundary split across two chunks of the stream
+    evil = b"a" * 10 + b"XBOUNDARYX" + b"b" * 10
+    with pytest.raises(ValueError, match="boundary"):
+        write_multipart(io.BytesIO(), SOAP, [("e", "application/gzip", io.BytesIO(evil))], boundary="XBOUNDARYX",
+                        chunk=14)
+
+
+# ---------------------------------------------------------------------------------------------- tolerated variants
+def test_tamper_variants_from_interop() -> None:
+    """The packaging probes of /work/shared/interop/tamper.py: lf-mime, base64-payload, root-second."""
+    if not os.path.exists(TAMPER):
+        pytest.skip("tamper.py not available")
+    t = load_tamper()
+    ctype, body, payload = sample()
+    b = t.boundary_of(ctype)
+    lf = t.join_parts(t.split_parts(body, b), b, eol=b"\n")
+    assert b"\r\n" not in lf.replace(SOAP, b"").replace(payload, b"")
+    u = unpack(ctype, lf, **LIMITS)
+    assert u.soap.content == SOAP and u.attachments[0].content == payload
+
+    parts = t.split_parts(body, b)
+    head, content = parts[1]
+    parts[1] = (head.replace(b"Content-Transfer-Encoding: binary", b"Content-Transfer-Encoding: base64"),
+                base64.encodebytes(content).replace(b"\n", b"\r\n").rstrip(b"\r\n"))
+    u = unpack(ctype, t.join_parts(parts, b), **LIMITS)
+    assert u.attachments[0].content == payload
+
+    parts = t.split_parts(body, b)
+    second = t.join_parts([parts[1], parts[0]], b)
+    u = unpack(ctype, second, **LIMITS)
+    assert u.soap.content == SOAP and [a.content_id for a in u.attachments] == ["message"]
+
+
+def test_unquoted_params_and_name_case_and_start_without_brackets() -> None:
+    body = handmade([att_part("pay", b"\x1f\x8bZ"), soap_part("soapcid")])
+    for ctype in ['Multipart/Related; TYPE=application/soap+xml; BOUNDARY=b1; Start=soapcid',
+                  'multipart/related;boundary="b1";start="<soapcid>";type="application/soap+xml"',
+                  'multipart/related ; boundary = "b1" ; start = <soapcid>',
+                  'multipart/related; start="<soapcid>"; boundary=b1; start-info="application/soap+xml"']:
+        u = unpack(ctype, body, **LIMITS)
+        assert u.soap.content_id == "soapcid" and u.attachments[0].content == b"\x1f\x8bZ", ctype
+
+
+def test_text_xml_root_and_missing_start_means_first_part() -> None:
+    body = handmade([soap_part("r", ctype=b"text/xml; charset=utf-8"), att_part("p", b"x")])
+    u = unpack("multipart/related; type=text/xml; boundary=b1", body, **LIMITS)
+    assert u.soap.media_type == "text/xml" and u.soap.content == SOAP
+
+
+def test_preamble_epilogue_and_transport_padding() -> None:
+    body = handmade([soap_part(), att_part("p", b"payload")], preamble=b"This is a MIME message.\r\n",
+                    epilogue=b"epilogue text\r\n--b1\r\nignored", padding=b" \t ")
+    u = unpack('multipart/related; boundary="b1"; start="<root>"', body, **LIMITS)
+    assert u.soap.content == SOAP and u.attachments[0].content == b"payload"
+
+
+def test_folded_headers_and_odd_header_spacing() -> None:
+    part = (b"Content-Type: application/soap+xml;\r\n\tcharset=UTF-8;\r\n  action=\"x\"\r\n"
+            b"content-id:<root>\r\nX-Empty:\r\n\r\n" + SOAP)
+    body = handmade([part, att_part("p", b"x", extra=b"Content-Description:\r\n  folded\r\n")])
+    u = unpack('multipart/related; boundary=b1; start="<root>"', body, **LIMITS)
+    assert u.soap.content_type == 'application/soap+xml; charset=UTF-8; action="x"'
+    assert u.soap.headers["x-empty"] == ""
+    assert u.attachments[0].headers["content-description"] == "folded"
+
+
+def test_quoted_printable_and_7bit() -> None:
+    qp = binascii.b2a_qp(b"caf\xc3\xa9 = ok\r\n", istext=False)
+    body = handmade([soap_part(), att_part("q", qp, extra=b"Content-Transfer-Encoding: quoted-printable\r\n"),
+                     att_part("s", b"plain", extra=b"Content-Transfer-Encoding: 7BIT\r\n")])
+    u = unpack("multipart/related; boundary=b1", body, **LIMITS)
+    assert u.attachments[0].content == b"caf\xc3\xa9 = ok\r\n" and u.attachments[1].content == b"plain"
+
+
+def test_bom_root_and_part_without_headers_and_boundary_lookalike() -> None:
+    body = handmade([soap_part(), b"\r\nno headers at all", att_part("p", b"line\r\n--b1x is not a delimiter")])
+    u = unpack("multipart/related; boundary=b1", body, **LIMITS)
+    assert u.attachments[0].content == b"no headers at all" and u.attachments[0].content_id is None
+    assert u.attachments[1].content == b"line\r\n--b1x is not a delimiter"
+    bom = b"\xef\xbb\xbf" + SOAP
+    assert unpack("application/soap+xml; charset=UTF-8", bom, **LIMITS).soap.content == bom
+
+
+@pytest.mark.parametrize("ctype", ["application/soap+xml", 'application/soap+xml; charset="UTF-8"',
+                                   "text/xml; charset=utf-8", "TEXT/XML"])
+def test_non_multipart_soap(ctype: str) -> None:
+    u = unpack(ctype, memoryview(SOAP), **LIMITS)
+    assert u.soap.content == SOAP and u.attachments == [] and not u.multipart
+
+
+def test_twenty_megabyte_body_is_fast() -> None:
+    payload = os.urandom(20 * 1024 * 1024)
+    ctype, body = pack(SOAP, [("message", "application/gzip", payload)])
+    t0 = time.perf_counter()
+    u = unpack(ctype, memoryview(body), **LIMITS)
+    elapsed = time.perf_counter() - t0
+    assert u.attachments[0].content == payload
+    assert elapsed < 0.5, f"{elapsed:.2f}s"
+
+
+# ---------------------------------------------------------------------------------------------- rejections
+def reject(ctype: str, body: bytes, match: str, **kw: int) -> None:
+    with pytest.raises(MimeError, match=match):
+        unpack(ctype, body, **{**LIMITS, **kw})
+
+
+def test_missing_boundary() -> None:
+    reject("multipart/related; type=application/soap+xml", handmade([soap_part()]), "no boundary")
+
+
+def test_boundary_not_in_body() -> None:
+    reject("multipart/related; boundary=zz", handmade([soap_part()]), "no MIME delimiter")
+
+
+def test_truncated_bodies() -> None:
+    ctype, body, _ = sample()
+    for cut in (len(body) - 3, len(body) - 9, len(body) // 2, 40):
+        reject(ctype, body[:cut], "closing delimiter|no MIME delimiter|not followed")
+
+
+def test_start_names_missing_part() -> None:
+    reject('multipart/related; boundary=b1; start="<nope>"', handmade([soap_part()]), "<nope>")
+
+
+def test_duplicate_content_ids() -> None:
+    body = handmade([soap_part("root"), att_part("p", b"1"), att_part("p", b"2")])
+    reject("multipart/related; boundary=b1", body, "used by parts 2 and 3")
+
+
+def test_too_many_parts() -> None:
+    body = handmade([soap_part()] + [att_part(f"p{i}", b"x") for i in range(5)])
+    unpack("multipart/related; boundary=b1", body, max_parts=6, max_part_bytes=1000)
+    reject("multipart/related; boundary=b1", body, "more than 5", max_parts=5)
+
+
+def test_oversize_part_raw_and_after_decoding() -> None:
+    body = handmade([soap_part(), att_part("p", b"x" * 1001)])
+    reject("multipart/related; boundary=b1", body, "over the limit of 1000", max_part_bytes=1000)
+    b64 = base64.b64encode(b"y" * 1001)
+    body = handmade([soap_part(), att_part("p", b64, extra=b"Content-Transfer-Encoding: base64\r\n")])
+    reject("multipart/related; boundary=b1", body, "after decoding", max_part_bytes=1000)
+    reject("application/soap+xml", SOAP, "over the limit", max_part_bytes=10)
+
+
+@pytest.mark.parametrize("root", [
+    b"Content-Type: application/gzip\r\nContent-ID: <root>\r\n\r\n\x1f\x8b\x08",
+    b"Content-Type: application/soap+xml\r\nContent-ID: <root>\r\n\r\nnot xml at all",
+])
+def test_root_not_xml(root: bytes) -> None:
+    reject('multipart/related; boundary=b1; start="<root>"', handmade([root, att_part("p", b"x")]), "not XML|not an XML")
+
+
+def test_other_rejections() -> None:
+    reject("application/octet-stream", SOAP, "neither multipart")
+    reject("", SOAP, "neither multipart")
+    reject("text/xml", b"hello", "not an XML document")
+    reject("multipart/related; boundary=b1", b"--b1--\r\n", "no parts")
+    reject("multipart/related; boundary=b1",
+           handmade([soap_part(), att_part("p", b"x", extra=b"Content-Transfer-Encoding: x-uuencode\r\n")]),
+           "unknown Content-Transfer-Encoding")
+    reject("multipart/related; boundary=b1", handmade([b"Content-Type: text/xml\r\n" + SOAP]), "empty line")
+    reject("multipart/related; boundary=b1", handmade([b"Bad header line\r\n\r\n" + SOAP]), "malformed header")
+    reject("multipart/related; boundary=b1", handmade([b" folded first\r\n\r\n" + SOAP]), "continuation")
+
+
+# ---------------------------------------------------------------------------------------------- wire files
+def test_message_file_round_trip_and_variants() -> None:
+    ctype, body, _ = sample()
+    f = write_message_file(ctype, body)
+    assert f.startswith(b"MIME-Version: 1.0\r\nContent-Type: multipart/related;")
+    assert read_message_file(f) == (ctype, body)
+    folded = b"MIME-Version: 1.0\nContent-Type: multipart/related;\n  boundary=\"x\"\n\n" + body
+    assert read_message_file(folded) == ('multipart/related; boundary="x"', body)
+    assert read_message_file(body, sidecar=f"Content-Type: {ctype}\n") == (ctype, body)
+    assert read_message_file(SOAP, sidecar="application/soap+xml") == ("application/soap+xml", SOAP)
+    assert read_message_file(f, sidecar="text/xml") == (ctype, body)  # the header block wins
+    with pytest.raises(MimeError, match="no Content-Type"):
+        read_message_file(body)
+    with pytest.raises(MimeError):
+        read_message_file(b"X-Other: 1\r\n\r\n" + body)
+    with pytest.raises(ValueError):
+        write_message_file("multipart/related\r\nX: 1", body)
+
+
+def test_tamper_reads_our_files(tmp_path) -> None:
+    """The interop tool reads what write_message_file writes (same on-disk contract)."""
+    if not os.path.exists(TAMPER):
+        pytest.skip("tamper.py not available")
+    t = load_tamper()
+    ctype, body, _ = sample()
+    p = tmp_path / "m.mime"
+    p.write_bytes(write_message_file(ctype, body))
+    assert t.read_message(str(p)) == (ctype, body)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ('multipart/related; boundary="a;b"; type=text/xml', ("multipart/related", {"boundary": "a;b", "type": "text/xml"})),
+    ('text/xml;charset=UTF-8;', ("text/xml", {"charset": "UTF-8"})),
+    (' A/B ; X="q\\"uote" ; y', ("a/b", {"x": 'q"uote', "y": ""})),
+    ('a/b; x="unterminated', ("a/b", {"x": "unterminated"})),
+    ('a/b; x=1; X=2', ("a/b", {"x": "1"})),
+])
+def test_parse_header_value(value: str, expected: tuple[str, dict[str, str]]) -> None:
+    assert parse_header_value(value) == expected

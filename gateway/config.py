@@ -219,6 +219,7 @@ class TrustConfig:
     crls: tuple[Path, ...]
     customs_certs: tuple[Path, ...]
     crl_refresh_seconds: int
+    intermediates: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -290,13 +291,14 @@ def read_seal(sec: Section) -> SealConfig:
 
 
 def read_trust(sec: Section) -> TrustConfig:
-    sec.check_keys({"anchors", "crls", "customs_certs", "crl_refresh_seconds"})
+    sec.check_keys({"anchors", "crls", "customs_certs", "crl_refresh_seconds", "intermediates"})
     anchors = sec.paths("anchors")
     if not anchors:
         sec.fail("anchors", "at least one trust anchor is required")
     return TrustConfig(anchors=tuple(anchors), crls=tuple(sec.paths("crls", [])),
                        customs_certs=tuple(sec.paths("customs_certs", [])),
-                       crl_refresh_seconds=sec.int("crl_refresh_seconds", 3600, min=10))
+                       crl_refresh_seconds=sec.int("crl_refresh_seconds", 3600, min=10),
+                       intermediates=tuple(sec.paths("intermediates", [])))
 
 
 def read_limits(sec: Section) -> Limits:

@@ -163,11 +163,12 @@ def wrap_messaging(env: etree._Element) -> None:
 
 
 def forged_messaging_same_id(env: etree._Element) -> None:
-    """Duplicate wsu:Id: a forged copy of eb:Messaging carrying the signed one's Id, in another header block."""
+    """Duplicate wsu:Id: a decoy element in another header block carries the signed eb:Messaging's Id."""
     messaging = next(env.iter(EB + "Messaging"))
-    forged = deepcopy(messaging)
-    forged.tag = "{urn:x-test:wrapper}NotMessaging"
-    messaging.addnext(forged)
+    decoy = etree.Element("{urn:x-test:wrapper}Decoy", nsmap={"wrap": "urn:x-test:wrapper"})
+    decoy.set(WSU_ID, messaging.get(WSU_ID))
+    decoy.text = "decoy carrying the signed Id"
+    messaging.addnext(decoy)
 
 
 def body_payload(env: etree._Element) -> None:

@@ -136,7 +136,7 @@ class Engine:
         from dataclasses import replace
         identity = load_sealing_identity(cfg.seal, conf_file=cfg.file)
         trust = TrustStore.from_files(cfg.trust.anchors, cfg.trust.crls, cfg.trust.customs_certs,
-                                      cfg.trust.crl_refresh_seconds)
+                                      cfg.trust.crl_refresh_seconds, cfg.trust.intermediates)
         pol = policy or replace(TOLERANT, require_customs_signer=bool(cfg.trust.customs_certs))
         return cls(identity, trust, party_id=cfg.identity.party_id, fqdn=cfg.identity.fqdn, limits=cfg.limits,
                    policy=pol)

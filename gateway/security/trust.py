@@ -84,8 +84,11 @@ class TrustStore:
     """Trust anchors, CRLs and (for customs traffic) the set of accepted customs sealing certificates."""
 
     def __init__(self, anchors: Sequence[x509.Certificate], crls: CrlCache | None = None,
-                 customs_certs: Sequence[x509.Certificate] = ()) -> None:
+                 customs_certs: Sequence[x509.Certificate] = (),
+                 intermediates: Sequence[x509.Certificate] = ()) -> None:
         self.anchors = list(anchors)
+        # CA certificates that are not anchors but may complete a chain sent as a bare leaf (X509v3 token)
+        self.intermediates = list(intermediates)
         self.crls = crls
         self.customs_certs = list(customs_certs)
         self._anchor_der = {_fingerprint(a) for a in self.anchors}
@@ -93,10 +96,11 @@ class TrustStore:
 
     @classmethod
     def from_files(cls, anchors: Sequence[Path], crls: Sequence[Path] = (), customs_certs: Sequence[Path] = (),
-                   crl_refresh_seconds: int = 3600) -> TrustStore:
+                   crl_refresh_seconds: int = 3600, intermediates: Sequence[Path] = ()) -> TrustStore:
         a = [c for p in anchors for c in load_pem_certificates(p)]
         cc = [c for p in customs_certs for c in load_pem_certificates(p)]
-        return cls(a, CrlCache(crls, crl_refresh_seconds) if crls else None, cc)
+        im = [c for p in intermediates for c in load_pem_certificates(p)]
+        return cls(a, CrlCache(crls, crl_refresh_seconds) if crls else None, cc, im)
 
     def is_customs_certificate(self, cert: x509.Certificate) -> bool:
         return _fingerprint(cert) in self._customs_der
@@ -114,6 +118,13 @@ class TrustStore:
                                            f"({chain[i].subject.rfc4514_string()})")
             if not _is_ca(chain[i + 1]):
                 raise ChainError("broken", f"{chain[i + 1].subject.rfc4514_string()} is not a CA certificate")
+        # complete a short chain (an X509v3 token holds the leaf only) from the configured intermediates
+        while (_fingerprint(chain[-1]) not in self._anchor_der
+               and not any(is_issued_by(chain[-1], a) for a in self.anchors) and len(chain) < 8):
+            issuer = next((c for c in self.intermediates if c is not chain[-1] and is_issued_by(chain[-1], c)), None)
+            if issuer is None:
+                break
+            chain.append(issuer)
         last = chain[-1]
         if _fingerprint(last) in self._anchor_der:
             anchor = last

@@ -209,6 +209,10 @@ def verify_envelope(env: etree._Element, messaging: etree._Element, body: etree.
     try:
         if token_type == VT_PKIPATH:
             token_certs = pkipath.decode(token)
+            if len(token_certs) == 1 and token_certs[0].issuer != token_certs[0].subject:
+                # A PkiPath promises the path; the leaf alone is the commonest ICS2 onboarding error (ICD 4.6.2)
+                raise _fault("EBMS:0101", "the X509PKIPathv1 token holds only the leaf certificate; the full chain "
+                                          "is required (ICD 4.6.2)", ref)
             if len(token_certs) > 1 and not pkipath.order_is_root_first(token_certs):
                 raise _fault("EBMS:0101", "the X509PKIPathv1 token is not in PkiPath order (root first, signer last)",
                              ref)

@@ -157,7 +157,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         pki = Path(tmp)
         make_pki.generate(pki, 2048, "NL123456789")
-        for name in ("trader-root.pem", "customs-root.pem", "trader-int.crl.pem", "trader-root.crl.pem"):
+        for name in ("trader-root.pem", "trader-int.pem", "customs-root.pem", "trader-int.crl.pem", "trader-root.crl.pem"):
             shutil.copy(pki / name, HERE / "pki" / name)
         keys = {k: (load_key(pki / f"{k}-seal.key"), load_pem_certificates(pki / f"{k}-chain.pem"))
                 for k in ("trader", "other", "expired", "revoked")}

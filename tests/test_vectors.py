@@ -89,7 +89,3 @@ def test_expired_vector_is_expired_not_untrusted(engine: Engine) -> None:
     ct, body = mime.read_message_file((VECTORS / "wire" / "bad-expired-certificate.mime").read_bytes())
     with pytest.raises(EbmsFault, match="expired"):
         engine.open(ct, body, policy=TOLERANT)
-    # the same message at a time when the certificate was valid passes the chain check
-    engine2 = Engine(engine.identity, engine.trust, party_id="sti-taxud", fqdn="x",
-                     clock=lambda: dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=20))
-    assert engine2.open(ct, body).signature is not None

@@ -125,8 +125,10 @@ def recipes(pki: Path) -> list[tuple[str, Recipe, dict, str]]:
         ("bad-soap11-envelope", Recipe(parts=payload(), after_pack=[unsafe.replace_bytes(
             b"http://www.w3.org/2003/05/soap-envelope", b"http://schemas.xmlsoap.org/soap/envelope/")]),
          {"code": "EBMS:0009"}, "trader"),
-        ("bad-undefined-action", Recipe(parts=payload(), action="IE3F99"), {"code": "EBMS:0010", "pmode": True},
+        ("bad-undefined-action", Recipe(parts=payload(), action="IE3F99"), {"code": "EBMS:0001", "pmode": True},
          "trader"),
+        ("bad-pmode-mismatch-service", Recipe(parts=payload(), service="eu_ics2_c2t"),
+         {"code": "EBMS:0010", "pmode": True}, "trader"),
         ("bad-unknown-agreement", Recipe(parts=payload(), agreement="EU-ICS2-TI-V9.9"),
          {"code": "EBMS:0001", "pmode": True}, "trader"),
     ]

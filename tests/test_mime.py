@@ -7,7 +7,6 @@ import binascii
 import importlib.util
 import io
 import os
-import sys
 import time
 
 import pytest
@@ -294,7 +293,8 @@ def test_oversize_part_raw_and_after_decoding() -> None:
     b"Content-Type: application/soap+xml\r\nContent-ID: <root>\r\n\r\nnot xml at all",
 ])
 def test_root_not_xml(root: bytes) -> None:
-    reject('multipart/related; boundary=b1; start="<root>"', handmade([root, att_part("p", b"x")]), "not XML|not an XML")
+    body = handmade([root, att_part("p", b"x")])
+    reject('multipart/related; boundary=b1; start="<root>"', body, "not XML|not an XML")
 
 
 def test_other_rejections() -> None:
@@ -341,7 +341,8 @@ def test_tamper_reads_our_files(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("value, expected", [
-    ('multipart/related; boundary="a;b"; type=text/xml', ("multipart/related", {"boundary": "a;b", "type": "text/xml"})),
+    ('multipart/related; boundary="a;b"; type=text/xml',
+     ("multipart/related", {"boundary": "a;b", "type": "text/xml"})),
     ('text/xml;charset=UTF-8;', ("text/xml", {"charset": "UTF-8"})),
     (' A/B ; X="q\\"uote" ; y', ("a/b", {"x": 'q"uote', "y": ""})),
     ('a/b; x="unterminated', ("a/b", {"x": "unterminated"})),

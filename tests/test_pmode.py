@@ -11,7 +11,7 @@ import pytest
 
 from gateway.config import ConfigError
 from gateway.ebms.constants import (
-    AGREEMENT, AGREEMENT_TYPE, BINDING_PULL, BINDING_PUSH, DEFAULT_MPC, PARTY_TYPE_AUTH, PARTY_TYPE_EORI,
+    AGREEMENT, AGREEMENT_TYPE, BINDING_PUSH, DEFAULT_MPC, PARTY_TYPE_AUTH, PARTY_TYPE_EORI,
     SERVICE_C2T, SERVICE_T2C, SERVICE_TYPE, TEST_ACTION, TEST_SERVICE,
 )
 from gateway.ebms.errors import EbmsFault

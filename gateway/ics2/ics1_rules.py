@@ -199,7 +199,7 @@ def _r5_r7(c: Ctx) -> None:
         except ValueError:
             nums.append(None)
     if nums != list(range(1, len(c.items) + 1)):
-        rule = "R5" if len(c.items) == 1 else "R7"
+        rule = "R5" if (None in nums or not nums or nums[0] != 1) else "R7"
         c.fail(rule, 8102, INCORRECT if len(set(nums)) == len(nums) else DUPLICATE, c.root,
                "Item numbers must be unique and sequential, starting from 1 and incrementing by 1",
                ",".join("" if n is None else str(n) for n in nums[:20]))

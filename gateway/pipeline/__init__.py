@@ -1,0 +1,1 @@
+"""The filing pipeline: intake, sending with reception awareness, correlation, delivery, the daemon."""

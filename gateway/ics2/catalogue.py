@@ -134,6 +134,9 @@ _FILINGS: tuple[tuple[str, str, str], ...] = (
 # ICD 3.1.11: the filings and amendments that may carry binary attachments.
 _ATTACHMENT_SUFFIXES = frozenset({"20", "23", "24", "26", "28", "32"})
 
+# Annex 1 lists no IE3A25 (the IE3F25 master air waybill reference is not amended by message).
+_NO_AMENDMENT = frozenset({"25"})
+
 _FILING_ANSWERS = ("IE3R01", "IE3N99", "IE3N01")
 _AMENDMENT_ANSWERS = ("IE3N10", "IE3N99", "IE3N01")
 
@@ -141,13 +144,15 @@ _AMENDMENT_ANSWERS = ("IE3N10", "IE3N99", "IE3N01")
 def _ics2() -> list[MessageSpec]:
     specs: list[MessageSpec] = []
     filing_ids = tuple(f[0] for f in _FILINGS)
-    amendment_ids = tuple("IE3A" + f[0][4:] for f in _FILINGS)
+    amendment_ids = tuple("IE3A" + f[0][4:] for f in _FILINGS if f[0][4:] not in _NO_AMENDMENT)
     for mid, mode, meaning in _FILINGS:
         suffix = mid[4:]
         specs.append(MessageSpec(
             id=mid, family="ics2", direction="t2c", meaning=f"ENS filing ({mode}): {meaning}", category="B",
             category_inferred=False, reference="LRN", attachments_allowed=suffix in _ATTACHMENT_SUFFIXES,
             kind="filing", answers=_FILING_ANSWERS, xml_root=mid, mode_of_transport=mode))
+        if suffix in _NO_AMENDMENT:
+            continue
         aid = "IE3A" + suffix
         specs.append(MessageSpec(
             id=aid, family="ics2", direction="t2c", meaning=f"Amend ENS filed with {mid} ({mode})", category="B",

@@ -125,3 +125,12 @@ def test_999_items_validate_in_milliseconds(profile: str) -> None:
     elapsed = time.perf_counter() - t0
     assert r.valid, r.errors[:3]
     assert elapsed < 0.5, f"999-item IE315 took {elapsed * 1000:.1f} ms"
+
+
+def test_precheck_block_warn_off() -> None:
+    bad = (FIX / "ics2/ens-IE3F32-invalid-lrn-eori.xml").read_bytes()
+    from gateway.ics2.validate import precheck
+    assert precheck(bad, mode="block")[0] is False
+    ok, report = precheck(bad, mode="warn")
+    assert ok and not report.valid and report.errors
+    assert precheck(bad, mode="off")[0] is True

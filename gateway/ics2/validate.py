@@ -26,7 +26,7 @@ from gateway.xmlsafe import XmlRejected
 
 PROFILES = ("ics2", "eu-ics1", "uk-ssgb")
 
-__all__ = ["PROFILES", "Finding", "ValidationReport", "validate_payload"]
+__all__ = ["PROFILES", "Finding", "ValidationReport", "precheck", "validate_payload"]
 
 
 def validate_payload(data: bytes, *, profile: str | None = None, action: str | None = None) -> ValidationReport:
@@ -69,3 +69,15 @@ def validate_payload(data: bytes, *, profile: str | None = None, action: str | N
 def _mismatch(spec: catalogue.MessageSpec, profile: str) -> ValidationReport:
     return ValidationReport(spec.id, False, [Finding(str(NOT_SUPPORTED), "PROFILE", "/", f"profile {profile} does "
                                                      f"not apply to {spec.family} message {spec.id}")], profile)
+
+
+def precheck(data: bytes, *, mode: str = "block", profile: str | None = None,
+             action: str | None = None) -> tuple[bool, ValidationReport]:
+    """The pipeline's pre-send gate: ``(may_send, report)``. ``mode="block"`` stops an invalid payload,
+    ``mode="warn"`` lets it through (the caller logs ``report.errors``), ``mode="off"`` skips validation."""
+    if mode not in ("block", "warn", "off"):
+        raise ValueError(f"pre-validation mode must be block, warn or off, not {mode!r}")
+    if mode == "off":
+        return True, ValidationReport(None, True, [], profile)
+    report = validate_payload(data, profile=profile, action=action)
+    return (report.valid or mode == "warn"), report

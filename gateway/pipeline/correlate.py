@@ -1,0 +1,107 @@
+"""What an inbound business message does to the filing it belongs to, and what a sent follow-up does.
+
+Pure functions over the catalogue and the journal's state machine: no SQL, no I/O. The pipeline finds the
+filing (eb:RefToMessageId first, then the functional reference of ICD table 9), asks ``inbound_effect`` what to
+do, and the journal applies it in one transaction.
+
+Outcomes belong to AS4 messages first and filings second: IE3N99 / IE3N01 reject the *message* they answer, and
+the filing follows from which message that was (the first filing message -> rejected; an amendment or an
+invalidation request -> the registered ENS stays registered).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.journal.states import FilingState as S
+from gateway.journal.states import can_transition
+
+# The message ids that open a request customs expects an answer to, and what answers them (ICD Annex 1).
+REQUESTS = {
+    "IE3Q01": (),                               # do not load: a final alert, no reply in the ICD
+    "IE3Q02": ("IE3R02", "IE3A"),               # additional information: IE3R02, or an amendment IE3Axx
+    "IE3Q03": ("IE3R03",),                      # HRCM screening: IE3R03
+}
+# Inbound messages correlated only by eb:RefToMessageId: their functional reference is not unique (ICD 4.5.3)
+REF_ONLY = frozenset({"IE3R08"})
+
+
+@dataclass(frozen=True)
+class InboundEffect:
+    new_state: str | None = None          # the filing's next state, None to leave it
+    message_outcome: str | None = None    # outcome recorded on the outbound message this one answers
+    learn_mrn: str | None = None
+    open_request: str | None = None       # IE3Q01/02/03
+    alert: str | None = None              # an operator alert (do-not-load, information requested, ...)
+    event: str = "inbound"
+
+
+def _to(current: str, target: str) -> str | None:
+    """``target`` if the state machine allows it from ``current``, else None (keep the state: a late or
+    out-of-order message never drags a filing backwards)."""
+    if current == target:
+        return None
+    return target if can_transition(current, target) else None
+
+
+def is_filing_action(action: str | None) -> bool:
+    return bool(action) and action.startswith("IE3F")  # type: ignore[union-attr]
+
+
+def inbound_effect(action: str, *, current_state: str, answered_action: str | None, mrn: str | None,
+                   registered_state: str = S.REGISTERED) -> InboundEffect:
+    """The effect of inbound ``action`` on a filing in ``current_state``.
+
+    ``answered_action`` is the action of our message this one answers (found by RefToMessageId or inferred from
+    the filing), ``registered_state`` what a rejected follow-up returns the filing to (registered or amended)."""
+    if action == "IE3R01":
+        # The first filing message is answered by IE3R01, IE3N99 or IE3N01 (ICD Annex 3); IE3R01 registers it.
+        target = S.REGISTERED
+        if current_state in (S.SENDING, S.QUEUED, S.FAILED, S.HELD) and not can_transition(current_state, target):
+            target = S.SENT
+        return InboundEffect(_to(current_state, target), "registered", learn_mrn=mrn, event="registered")
+    if action in ("IE3N99", "IE3N01"):
+        if answered_action is None or is_filing_action(answered_action) or answered_action == "IE3N06":
+            return InboundEffect(_to(current_state, S.REJECTED), "rejected", alert="filing-rejected",
+                                 event="rejected")
+        # an amendment or invalidation refused: the registered ENS stands as it was
+        return InboundEffect(_to(current_state, registered_state), "rejected", alert="follow-up-rejected",
+                             event="follow-up-rejected")
+    if action == "IE3N10":
+        return InboundEffect(_to(current_state, S.AMENDED), "amendment-accepted", learn_mrn=mrn, event="amended")
+    if action == "IE3R07":
+        return InboundEffect(_to(current_state, S.INVALIDATED), "invalidated", event="invalidated")
+    if action == "IE3Q01":
+        return InboundEffect(_to(current_state, S.DO_NOT_LOAD), None, open_request="IE3Q01", alert="do-not-load",
+                             event="do-not-load")
+    if action == "IE3Q02":
+        return InboundEffect(_to(current_state, S.INFO_REQUESTED), None, open_request="IE3Q02",
+                             alert="information-requested", event="information-requested")
+    if action == "IE3Q03":
+        return InboundEffect(_to(current_state, S.SCREENING_REQUESTED), None, open_request="IE3Q03",
+                             alert="screening-requested", event="screening-requested")
+    if action == "IE3N03":
+        return InboundEffect(_to(current_state, S.ASSESSMENT_COMPLETE), None, event="assessment-complete")
+    if action == "IE3R04":
+        # MRN of an arrival notification: the IE3N06 filing is registered with it
+        return InboundEffect(_to(current_state, S.REGISTERED), "registered", learn_mrn=mrn, event="arrival-registered")
+    if action == "IE3N08":
+        return InboundEffect(_to(current_state, S.ARRIVED), None, event="arrival-processed")
+    # IE3N02, IE3N04, IE3N05, IE3N07, IE3N09, IE3N11, IE3R08 ...: information only, kept as events
+    return InboundEffect(None, None, event=f"notification-{action}")
+
+
+def follow_up_state(action: str, current_state: str) -> str | None:
+    """The filing state once a follow-up we sent is receipted (None: unchanged)."""
+    if action.startswith("IE3A"):
+        return _to(current_state, S.PENDING_AMENDMENT)
+    if action == "IE3Q04":
+        return _to(current_state, S.INVALIDATION_REQUESTED)
+    if action in ("IE3R02", "IE3R03"):
+        return _to(current_state, S.REGISTERED if current_state != S.AMENDED else S.AMENDED)
+    return None
+
+
+def answers_request(action: str, request_kind: str) -> bool:
+    """True when a follow-up ``action`` answers an open request of ``request_kind`` (IE3Q02 -> IE3R02 or IE3Axx)."""
+    return any(action.startswith(prefix) for prefix in REQUESTS.get(request_kind, ()))

@@ -1,0 +1,175 @@
+"""Group commit: many state changes, one transaction, one fsync; each change acknowledged only after its commit.
+
+Why: with ``synchronous=FULL`` every COMMIT costs an fsync (milliseconds on real disks). The daemon produces
+many small changes at once (a burst of ERP files, a pull returning twenty replies); committing them one by one
+would make the fsync rate the throughput limit. ``JournalWriter`` runs on one dedicated thread that owns the
+write connection: it takes every pending submission (up to ``max_batch``, waiting at most ``max_delay`` for more
+once the first arrived), runs each in its own SAVEPOINT inside one transaction, commits once, and only then
+resolves the callers' futures.
+
+Failure isolation: a submission that raises is rolled back to its savepoint and its caller gets the exception;
+the others still commit. If the COMMIT itself fails (disk full, I/O error), the whole batch is rolled back and
+each submission is run again alone in its own transaction, so each caller gets its own outcome. Submissions must
+therefore only touch the journal (no sockets, no files): they may run twice, and only the committed run counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from gateway.journal.sqlite import SqliteJournal
+
+T = TypeVar("T")
+_STOP = object()
+
+
+@dataclass
+class _Item(Generic[T]):
+    fn: Callable[[SqliteJournal], T]
+    future: concurrent.futures.Future[T]
+
+
+@dataclass
+class WriterStats:
+    """Counters for benchmarks and the health endpoint: ``changes / commits`` is changes per fsync."""
+    submitted: int = 0
+    changes: int = 0           # submissions that committed
+    failed: int = 0            # submissions whose caller got an exception
+    batches: int = 0
+    commits: int = 0           # successful COMMITs issued by the writer (one WAL fsync each)
+    fallbacks: int = 0         # batches whose COMMIT failed and were rerun one by one
+    max_batch_seen: int = 0
+
+    @property
+    def changes_per_commit(self) -> float:
+        return self.changes / self.commits if self.commits else 0.0
+
+
+class JournalWriter:
+    """The group committer. ``await writer.submit(lambda j: j.transition(...))`` returns fn's result, durable.
+
+    Use as ``async with JournalWriter(journal) as writer:`` or call ``start()`` / ``await close()``. Synchronous
+    code (threads, the crash test) can use ``submit_threadsafe`` which returns a ``concurrent.futures.Future``.
+    """
+
+    def __init__(self, journal: SqliteJournal, *, max_batch: int = 256, max_delay_ms: float = 0.0,
+                 name: str = "journal-writer") -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.journal = journal
+        self.max_batch = max_batch
+        self.max_delay = max_delay_ms / 1000.0
+        self.stats = WriterStats()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._closed = False
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+    def start(self) -> JournalWriter:
+        self._thread.start()
+        return self
+
+    async def close(self) -> None:
+        """Finishes everything already submitted, then stops the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+
+    def close_sync(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_STOP)
+            self._thread.join()
+
+    async def __aenter__(self) -> JournalWriter:
+        return self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- submitting ---------------------------------------------------------------------------------------------------
+    def submit_threadsafe(self, fn: Callable[[SqliteJournal], T]) -> concurrent.futures.Future[T]:
+        if self._closed:
+            raise RuntimeError("the journal writer is closed")
+        if not self._thread.is_alive() and self._thread.ident is None:
+            raise RuntimeError("the journal writer is not started (call start() or use 'async with')")
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self.stats.submitted += 1
+        self._queue.put(_Item(fn, fut))
+        return fut
+
+    async def submit(self, fn: Callable[[SqliteJournal], T]) -> T:
+        """Runs ``fn(journal)`` in the next batch; returns its result once the batch is committed (durable)."""
+        return await asyncio.wrap_future(self.submit_threadsafe(fn))
+
+    # -- the writer thread ------------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch: list[_Item[Any]] = [first]
+            deadline = time.monotonic() + self.max_delay
+            while len(batch) < self.max_batch:
+                try:
+                    remaining = deadline - time.monotonic()
+                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[_Item[Any]]) -> None:
+        live = [it for it in batch if it.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        self.stats.batches += 1
+        self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(live))
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            with self.journal.transaction():
+                for it in live:
+                    try:
+                        with self.journal.transaction():  # a SAVEPOINT: a failure is rolled back alone
+                            outcomes.append((True, it.fn(self.journal)))
+                    except Exception as exc:  # noqa: BLE001 - handed to its caller
+                        outcomes.append((False, exc))
+        except Exception:  # noqa: BLE001 - the COMMIT failed: nothing of the batch is durable
+            self.stats.fallbacks += 1
+            self._one_by_one(live)
+            return
+        self.stats.commits += 1
+        for it, (ok, value) in zip(live, outcomes):
+            self._resolve(it, ok, value)
+
+    def _one_by_one(self, items: list[_Item[Any]]) -> None:
+        for it in items:
+            try:
+                with self.journal.transaction():
+                    value = it.fn(self.journal)
+            except Exception as exc:  # noqa: BLE001
+                self._resolve(it, False, exc)
+                continue
+            self.stats.commits += 1
+            self._resolve(it, True, value)
+
+    def _resolve(self, it: _Item[Any], ok: bool, value: Any) -> None:
+        if ok:
+            self.stats.changes += 1
+            it.future.set_result(value)
+        else:
+            self.stats.failed += 1
+            it.future.set_exception(value)

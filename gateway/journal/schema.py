@@ -1,0 +1,216 @@
+"""The SQLite schema as an ordered list of migrations, applied at open inside one write transaction.
+
+Why migrations in code (and ``PRAGMA user_version``): a journal file outlives the binary that created it; each
+release appends migrations and never edits old ones, so any older file is brought forward step by step and a
+newer file is refused (``SchemaTooNew``) instead of being misread. ``schema_migrations`` keeps when each step ran.
+
+The guard triggers make two promises hold even if a query elsewhere has a bug: the event log is append-only
+(events are never updated, and deleted only together with their purged filing), and evidence of a filing that is
+not final can never be deleted.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.journal.errors import SchemaTooNew
+from gateway.journal.states import FINAL_STATES
+
+_FINAL_SQL = ", ".join(f"'{s}'" for s in sorted(FINAL_STATES))
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[sqlite3.Connection], None]
+
+
+def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
+    def run(conn: sqlite3.Connection) -> None:
+        # executescript would COMMIT first; run statement by statement inside the caller's transaction instead.
+        for stmt in _split(sql):
+            conn.execute(stmt)
+    return run
+
+
+def _split(sql: str) -> list[str]:
+    """Splits a script on top-level semicolons (trigger bodies contain ``;`` between BEGIN and END)."""
+    out, buf = [], ""
+    for line in sql.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
+
+
+V1 = f"""
+CREATE TABLE filings (
+    id              INTEGER PRIMARY KEY,
+    filer_eori      TEXT NOT NULL,
+    lrn             TEXT NOT NULL,
+    sender_eori     TEXT NOT NULL,
+    action          TEXT NOT NULL,
+    payload_sha256  TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    mrn             TEXT,
+    priority        TEXT NOT NULL CHECK (priority IN ('A', 'B', 'C')),
+    endpoint        TEXT,
+    last_error      TEXT,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    source          TEXT,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    UNIQUE (filer_eori, lrn)
+);
+CREATE INDEX filings_lrn ON filings (lrn);
+CREATE INDEX filings_mrn ON filings (mrn) WHERE mrn IS NOT NULL;
+CREATE INDEX filings_state_updated ON filings (state, updated_at);
+CREATE INDEX filings_updated ON filings (updated_at);
+
+CREATE TABLE messages (
+    id                   INTEGER PRIMARY KEY,
+    message_id           TEXT NOT NULL,
+    ref_to_message_id    TEXT,
+    direction            TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    kind                 TEXT NOT NULL CHECK (kind IN ('user-message', 'receipt', 'error', 'pull-request', 'ping')),
+    action               TEXT,
+    filing_id            INTEGER REFERENCES filings (id),
+    sender_party         TEXT,
+    priority             TEXT CHECK (priority IS NULL OR priority IN ('A', 'B', 'C')),
+    endpoint             TEXT,
+    state                TEXT NOT NULL,
+    attempts             INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at      TEXT,
+    claimed_by           TEXT,
+    claim_expires_at     TEXT,
+    content_type         TEXT,
+    sealed               BLOB,
+    receipt_outcome      TEXT,
+    receipt              BLOB,
+    receipt_content_type TEXT,
+    business_outcome     TEXT,
+    functional_reference TEXT,
+    last_error           TEXT,
+    created_at           TEXT NOT NULL,
+    updated_at           TEXT NOT NULL
+);
+-- our own MessageIds are unique; inbound ones are unique per sender party (see inbound_dedup)
+CREATE UNIQUE INDEX messages_out_id ON messages (message_id) WHERE direction = 'out';
+CREATE INDEX messages_in_id ON messages (message_id) WHERE direction = 'in';
+CREATE INDEX messages_due ON messages (state, priority, next_attempt_at) WHERE direction = 'out';
+CREATE INDEX messages_ref ON messages (ref_to_message_id) WHERE ref_to_message_id IS NOT NULL;
+CREATE INDEX messages_filing ON messages (filing_id);
+
+CREATE TABLE inbound_dedup (
+    sender_party          TEXT NOT NULL,
+    message_id            TEXT NOT NULL,
+    message_row           INTEGER NOT NULL REFERENCES messages (id),
+    receipt               BLOB NOT NULL,
+    receipt_content_type  TEXT,
+    received_at           TEXT NOT NULL,
+    PRIMARY KEY (sender_party, message_id)
+);
+CREATE INDEX inbound_dedup_row ON inbound_dedup (message_row);
+
+CREATE TABLE orphans (
+    id           INTEGER PRIMARY KEY,
+    message_row  INTEGER NOT NULL UNIQUE REFERENCES messages (id),
+    reason       TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    resolved_at  TEXT,
+    resolution   TEXT
+);
+
+CREATE TABLE customs_requests (
+    id                  INTEGER PRIMARY KEY,
+    filing_id           INTEGER NOT NULL REFERENCES filings (id),
+    kind                TEXT NOT NULL CHECK (kind IN ('IE3Q01', 'IE3Q02', 'IE3Q03')),
+    request_message_id  TEXT NOT NULL,
+    state               TEXT NOT NULL CHECK (state IN ('open', 'answered', 'closed')),
+    answer_message_id   TEXT,
+    opened_at           TEXT NOT NULL,
+    updated_at          TEXT NOT NULL
+);
+CREATE INDEX customs_requests_filing ON customs_requests (filing_id, state);
+
+CREATE TABLE events (
+    id          INTEGER PRIMARY KEY,
+    at          TEXT NOT NULL,
+    filing_id   INTEGER,
+    message_id  TEXT,
+    event       TEXT NOT NULL,
+    detail      TEXT NOT NULL DEFAULT '{{}}'
+);
+CREATE INDEX events_filing ON events (filing_id, id);
+CREATE INDEX events_message ON events (message_id);
+
+CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+BEGIN
+    SELECT RAISE(ABORT, 'the event log is append-only: events are never updated');
+END;
+CREATE TRIGGER events_delete_only_purged BEFORE DELETE ON events
+WHEN OLD.filing_id IS NOT NULL AND EXISTS (SELECT 1 FROM filings WHERE id = OLD.filing_id)
+BEGIN
+    SELECT RAISE(ABORT, 'the event log is append-only: events of a filing go only with the purged filing');
+END;
+CREATE TRIGGER filings_keep_nonfinal BEFORE DELETE ON filings
+WHEN OLD.state NOT IN ({_FINAL_SQL})
+BEGIN
+    SELECT RAISE(ABORT, 'refusing to delete a filing that is not in a final state');
+END;
+CREATE TRIGGER messages_keep_nonfinal_evidence BEFORE DELETE ON messages
+WHEN OLD.filing_id IS NOT NULL
+     AND EXISTS (SELECT 1 FROM filings WHERE id = OLD.filing_id AND state NOT IN ({_FINAL_SQL}))
+BEGIN
+    SELECT RAISE(ABORT, 'refusing to delete evidence of a filing that is not in a final state');
+END;
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "filings, messages, inbound duplicate elimination, orphans, customs requests, event log",
+              _script(V1)),
+)
+LATEST = MIGRATIONS[-1].version
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(conn: sqlite3.Connection, *, now_iso: str, path: str = "") -> list[int]:
+    """Brings the schema to ``LATEST`` in one transaction; returns the versions applied (empty if up to date).
+
+    ``conn`` must be in autocommit mode (isolation_level=None). BEGIN IMMEDIATE takes the write lock first, so
+    two processes opening a fresh file at once do not both try to create the tables.
+    """
+    if current_version(conn) == LATEST:
+        return []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = current_version(conn)
+        if version > LATEST:
+            raise SchemaTooNew(f"{path or 'journal'}: schema version {version} is newer than this ics2gw knows "
+                               f"({LATEST}); upgrade ics2gw or open the journal with the version that wrote it")
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+                     "description TEXT NOT NULL, applied_at TEXT NOT NULL)")
+        applied = []
+        for m in MIGRATIONS:
+            if m.version <= version:
+                continue
+            m.apply(conn)
+            conn.execute("INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
+                         (m.version, m.description, now_iso))
+            conn.execute(f"PRAGMA user_version = {int(m.version)}")
+            applied.append(m.version)
+        conn.execute("COMMIT")
+        return applied
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,867 @@
+"""``SqliteJournal``: the ``Journal`` protocol on one SQLite file in WAL mode.
+
+Durability settings, and why:
+- ``journal_mode=WAL``: readers (``ics2gw status``, ``journal list``) read a consistent snapshot while the daemon
+  writes, and a commit appends to the WAL instead of rewriting pages.
+- ``synchronous=FULL``: in WAL mode NORMAL only fsyncs at checkpoints, so after a power cut the last commits may
+  vanish. We acknowledge an ENS to the ERP, and return a signed Receipt to customs, only after the commit; a
+  commit that can vanish would turn those acknowledgements into lies (a filing lost, or a business reply
+  receipted but never processed). FULL fsyncs the WAL at every commit; group commit (``JournalWriter``) keeps
+  that affordable by committing many changes per fsync.
+- ``busy_timeout``: a CLI write or a checkpoint briefly holding the lock makes others wait instead of failing.
+- ``foreign_keys=ON``: evidence rows cannot point at filings that do not exist.
+
+One write connection per process, guarded by a lock; every write method runs in ``BEGIN IMMEDIATE`` (the write
+lock is taken up front, so no transaction fails half-way on a lock upgrade) or, inside a batch, in a SAVEPOINT.
+Read-only connections (``open_reader``) use ``mode=ro`` and never block the writer.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.journal import schema
+from gateway.journal.errors import (
+    DuplicateFilingConflict, InvalidTransition, JournalError, JournalLocked, LeaseLost, NotFound, ReadOnlyJournal,
+)
+from gateway.journal.records import (
+    CustomsRequest, Event, EvidenceItem, Filing, InboundMessage, InboundResult, Message, NewFiling, Orphan,
+    OutboundMessage, PurgeReport,
+)
+from gateway.journal.states import (
+    DIRECTIONS, FINAL_MESSAGE_STATES, FINAL_STATES, MESSAGE_KINDS, PRIORITIES, REQUEST_KINDS, REQUEST_STATES,
+    FilingState, MessageState, can_transition, can_transition_message,
+)
+from gateway.journal.timeutil import iso, plus, utcnow
+
+_FILING_COLS = ("id", "filer_eori", "lrn", "sender_eori", "action", "payload_sha256", "state", "mrn", "priority",
+                "endpoint", "last_error", "attempts", "source", "created_at", "updated_at")
+_MSG_COLS = ("id", "message_id", "ref_to_message_id", "direction", "kind", "action", "filing_id", "sender_party",
+             "priority", "endpoint", "state", "attempts", "next_attempt_at", "claimed_by", "claim_expires_at",
+             "receipt_outcome", "business_outcome", "functional_reference", "last_error", "content_type",
+             "created_at", "updated_at", "receipt_content_type")
+_MSG_SELECT = ", ".join(f"m.{c}" for c in _MSG_COLS)
+_MSG_SELECT_BYTES = _MSG_SELECT + ", m.sealed, m.receipt"
+_FINAL_FILING_SQL = ", ".join(f"'{s}'" for s in sorted(FINAL_STATES))
+_FINAL_MSG_SQL = ", ".join(f"'{s}'" for s in sorted(FINAL_MESSAGE_STATES | {MessageState.ORPHAN}))
+_CHUNK = 500
+
+
+def _filing(row: sqlite3.Row | None) -> Filing | None:
+    return None if row is None else Filing(**{c: row[c] for c in _FILING_COLS})
+
+
+def _message(row: sqlite3.Row | None) -> Message | None:
+    if row is None:
+        return None
+    keys = row.keys()
+    extra = {k: row[k] for k in ("sealed", "receipt") if k in keys}
+    return Message(**{c: row[c] for c in _MSG_COLS}, **extra)
+
+
+def _dumps(detail: Mapping[str, Any] | None) -> str:
+    return json.dumps(dict(detail or {}), sort_keys=True, default=str, separators=(",", ":"))
+
+
+def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
+    for i in range(0, len(ids), _CHUNK):
+        yield ids[i:i + _CHUNK]
+
+
+class SqliteJournal:
+    """The SQLite implementation of ``gateway.journal.interface.Journal``. Open with ``open`` or ``open_reader``."""
+
+    def __init__(self, conn: sqlite3.Connection, *, path: Path, readonly: bool, lock_fd: int | None = None) -> None:
+        self._conn = conn
+        self.path = path
+        self.readonly = readonly
+        self._lock_fd = lock_fd
+        self._lock = threading.RLock()
+        self._depth = 0
+        self.commits = 0          # COMMITs that wrote (each one WAL fsync with synchronous=FULL)
+        self.rollbacks = 0
+        self.recovered_at_open = 0
+
+    # ------------------------------------------------------------------------------------------------------------
+    # opening
+    # ------------------------------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path | str, *, busy_timeout_ms: int = 5000, daemon: bool = True,
+             now: datetime | None = None) -> SqliteJournal:
+        """Opens (creating and migrating if needed) the journal for writing.
+
+        ``daemon=True`` (the gateway daemon) takes an exclusive lock on ``<path>.lock`` and returns every message
+        left in ``sending`` by a dead predecessor to ``queued``. Why the lock: recovery assumes no live worker holds
+        a claim; a second daemon, or a CLI command recovering at open, would resend messages still in flight.
+        ``daemon=False`` (CLI write commands such as ``resend``) neither locks nor recovers.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock_fd = cls._take_daemon_lock(path) if daemon else None
+        try:
+            conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
+                                   timeout=busy_timeout_ms / 1000)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                conn.close()
+                raise JournalError(f"{path}: cannot switch the journal to WAL mode (got {mode!r}); is it on a "
+                                   "network file system? Put the journal on a local disk")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            now = now or utcnow()
+            schema.migrate(conn, now_iso=iso(now), path=str(path))
+            journal = cls(conn, path=path, readonly=False, lock_fd=lock_fd)
+        except BaseException:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise
+        if daemon:
+            journal.recovered_at_open = journal.recover_in_flight(now=now)
+        return journal
+
+    @classmethod
+    def open_reader(cls, path: Path | str, *, busy_timeout_ms: int = 5000) -> SqliteJournal:
+        """A read-only connection for CLI readers: sees committed data only, never blocks or disturbs the daemon."""
+        path = Path(path)
+        if not path.exists():
+            raise NotFound(f"{path}: no journal here (the daemon creates it on first start; check [journal] path)")
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                               check_same_thread=False, timeout=busy_timeout_ms / 1000)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        conn.execute("PRAGMA query_only = ON")
+        version = schema.current_version(conn)
+        if version != schema.LATEST:
+            conn.close()
+            raise JournalError(f"{path}: schema version {version}, this ics2gw reads version {schema.LATEST}; "
+                               "start the daemon of this version once to migrate it")
+        return cls(conn, path=path, readonly=True)
+
+    @staticmethod
+    def _take_daemon_lock(path: Path) -> int:
+        lock_path = path.with_name(path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            raise JournalLocked(f"{path}: another gateway daemon uses this journal (pid {holder or '?'}, lock file "
+                                f"{lock_path}); stop it first, or open without daemon=True for CLI commands") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        return fd
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def __enter__(self) -> SqliteJournal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def pragma(self, name: str) -> Any:
+        """Reads a PRAGMA (tests and ``ics2gw doctor`` check journal_mode, synchronous, user_version)."""
+        if not re.fullmatch(r"[a-z_]+", name):
+            raise ValueError(f"not a pragma name: {name!r}")
+        with self._lock:
+            return self._conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+    # ------------------------------------------------------------------------------------------------------------
+    # transactions
+    # ------------------------------------------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic unit: BEGIN IMMEDIATE..COMMIT at top level, a SAVEPOINT when nested.
+
+        Nested use is what group commit relies on: the writer opens the batch transaction, each submission runs
+        in its own savepoint (a failing one is rolled back alone), and one COMMIT makes them all durable.
+        """
+        if self.readonly:
+            raise ReadOnlyJournal(f"{self.path}: opened read-only (open_reader); writes go through the daemon")
+        with self._lock:
+            if self._depth == 0:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._depth = 1
+                try:
+                    yield
+                except BaseException:
+                    self._depth = 0
+                    self._rollback()
+                    raise
+                self._depth = 0
+                try:
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+                self.commits += 1
+            else:
+                name = f"sp{self._depth}"
+                self._conn.execute(f"SAVEPOINT {name}")
+                self._depth += 1
+                try:
+                    yield
+                except BaseException:
+                    self._depth -= 1
+                    self._conn.execute(f"ROLLBACK TO {name}")
+                    self._conn.execute(f"RELEASE {name}")
+                    raise
+                self._depth -= 1
+                self._conn.execute(f"RELEASE {name}")
+
+    def _rollback(self) -> None:
+        self.rollbacks += 1
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+    def _q(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self._conn.execute(sql, params)
+
+    def _one(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> sqlite3.Row | None:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchone()
+
+    def _all(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def _event(self, event: str, now_iso: str, filing_id: int | None = None, message_id: str | None = None,
+               detail: Mapping[str, Any] | None = None) -> None:
+        self._conn.execute("INSERT INTO events (at, filing_id, message_id, event, detail) VALUES (?, ?, ?, ?, ?)",
+                           (now_iso, filing_id, message_id, event, _dumps(detail)))
+
+    # ------------------------------------------------------------------------------------------------------------
+    # filings
+    # ------------------------------------------------------------------------------------------------------------
+    def insert_filing(self, new: NewFiling, *, now: datetime) -> tuple[Filing, bool]:
+        """Journals a new filing in ``received``; idempotent on (filer, LRN, digest). See ``Journal``."""
+        if new.priority not in PRIORITIES:
+            raise ValueError(f"filing {new.lrn}: priority must be one of {PRIORITIES}, not {new.priority!r}")
+        if not re.fullmatch(r"[0-9a-f]{64}", new.payload_sha256):
+            raise ValueError(f"filing {new.lrn}: payload_sha256 must be 64 lowercase hex digits")
+        ts = iso(now)
+        with self.transaction():
+            existing = _filing(self._conn.execute("SELECT * FROM filings WHERE filer_eori = ? AND lrn = ?",
+                                                  (new.filer_eori, new.lrn)).fetchone())
+            if existing is not None:
+                if existing.payload_sha256 == new.payload_sha256:
+                    return existing, False
+                raise DuplicateFilingConflict(new.filer_eori, new.lrn, existing.payload_sha256,
+                                              new.payload_sha256, existing.state)
+            cur = self._conn.execute(
+                "INSERT INTO filings (filer_eori, lrn, sender_eori, action, payload_sha256, state, priority, endpoint,"
+                " source, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (new.filer_eori, new.lrn, new.sender_eori, new.action, new.payload_sha256, FilingState.RECEIVED,
+                 new.priority, new.endpoint, new.source, ts, ts))
+            fid = int(cur.lastrowid or 0)
+            self._event("filing-received", ts, fid, None,
+                        {"lrn": new.lrn, "filer": new.filer_eori, "action": new.action, "sha256": new.payload_sha256,
+                         "priority": new.priority, "source": new.source})
+            filing = _filing(self._conn.execute("SELECT * FROM filings WHERE id = ?", (fid,)).fetchone())
+        assert filing is not None
+        return filing, True
+
+    def transition(self, filing_id: int, new_state: str, *, now: datetime, event: str | None = None,
+                   detail: Mapping[str, Any] | None = None, mrn: str | None = None, error: str | None = None,
+                   count_attempt: bool = False) -> Filing:
+        """Moves a filing along the state machine; the check and the write are one transaction."""
+        ts = iso(now)
+        with self.transaction():
+            row = self._conn.execute("SELECT * FROM filings WHERE id = ?", (filing_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"filing id {filing_id} does not exist")
+            old = row["state"]
+            if not can_transition(old, new_state):
+                raise InvalidTransition(old, new_state, filing=f"{row['filer_eori']}/{row['lrn']}")
+            self._conn.execute(
+                "UPDATE filings SET state = ?, mrn = COALESCE(?, mrn), last_error = COALESCE(?, last_error), "
+                "attempts = attempts + ?, updated_at = ? WHERE id = ?",
+                (str(new_state), mrn, error, 1 if count_attempt else 0, ts, filing_id))
+            d = {"from": old, "to": str(new_state), **(dict(detail) if detail else {})}
+            if mrn:
+                d["mrn"] = mrn
+            if error:
+                d["error"] = error
+            self._event(event or f"state:{new_state}", ts, filing_id, None, d)
+            filing = _filing(self._conn.execute("SELECT * FROM filings WHERE id = ?", (filing_id,)).fetchone())
+        assert filing is not None
+        return filing
+
+    def update_filing(self, filing_id: int, *, now: datetime, mrn: str | None = None, endpoint: str | None = None,
+                      error: str | None = None, event: str = "updated",
+                      detail: Mapping[str, Any] | None = None) -> Filing:
+        """Records an MRN, TI endpoint or error without changing the state."""
+        ts = iso(now)
+        with self.transaction():
+            cur = self._conn.execute(
+                "UPDATE filings SET mrn = COALESCE(?, mrn), endpoint = COALESCE(?, endpoint), "
+                "last_error = COALESCE(?, last_error), updated_at = ? WHERE id = ?",
+                (mrn, endpoint, error, ts, filing_id))
+            if cur.rowcount == 0:
+                raise NotFound(f"filing id {filing_id} does not exist")
+            d = {k: v for k, v in (("mrn", mrn), ("endpoint", endpoint), ("error", error)) if v is not None}
+            self._event(event, ts, filing_id, None, {**d, **(dict(detail) if detail else {})})
+            filing = _filing(self._conn.execute("SELECT * FROM filings WHERE id = ?", (filing_id,)).fetchone())
+        assert filing is not None
+        return filing
+
+    def get_filing(self, filing_id: int) -> Filing | None:
+        return _filing(self._one("SELECT * FROM filings WHERE id = ?", (filing_id,)))
+
+    def get_filing_by_key(self, filer_eori: str, lrn: str) -> Filing | None:
+        return _filing(self._one("SELECT * FROM filings WHERE filer_eori = ? AND lrn = ?", (filer_eori, lrn)))
+
+    def find_filings_by_lrn(self, lrn: str) -> list[Filing]:
+        """An LRN is unique per filer only; correlation by LRN alone may find several (caller decides)."""
+        return [f for f in map(_filing, self._all("SELECT * FROM filings WHERE lrn = ? ORDER BY id", (lrn,)))
+                if f is not None]
+
+    def get_filing_by_mrn(self, mrn: str) -> Filing | None:
+        return _filing(self._one("SELECT * FROM filings WHERE mrn = ? ORDER BY id DESC LIMIT 1", (mrn,)))
+
+    def get_filing_by_message_id(self, message_id: str) -> Filing | None:
+        """The filing an (outbound, else inbound) eb:MessageId belongs to: correlation by RefToMessageId."""
+        return _filing(self._one(
+            "SELECT f.* FROM messages m JOIN filings f ON f.id = m.filing_id WHERE m.message_id = ? "
+            "ORDER BY m.direction = 'out' DESC, m.id LIMIT 1", (message_id,)))
+
+    def list_filings(self, *, state: str | Sequence[str] | None = None, since: datetime | None = None,
+                     limit: int = 100) -> list[dict[str, Any]]:
+        where, params = [], []  # type: list[str], list[Any]
+        if state is not None:
+            states = [state] if isinstance(state, str) else list(state)
+            where.append(f"state IN ({', '.join('?' * len(states))})")
+            params += states
+        if since is not None:
+            where.append("updated_at >= ?")
+            params.append(iso(since))
+        sql = "SELECT * FROM filings" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY updated_at DESC, id DESC LIMIT ?"
+        params.append(int(limit))
+        return [f.to_dict() for f in map(_filing, self._all(sql, params)) if f is not None]
+
+    def count_by_state(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self._all("SELECT state, COUNT(*) FROM filings GROUP BY state")}
+
+    def lifecycle(self, filing_id: int) -> dict[str, Any]:
+        """Everything ``ics2gw status`` shows about one filing, read in one snapshot."""
+        with self._lock, self._read_snapshot():
+            filing = self.get_filing(filing_id)
+            if filing is None:
+                raise NotFound(f"filing id {filing_id} does not exist")
+            messages = [_message(r) for r in self._all(
+                f"SELECT {_MSG_SELECT} FROM messages m WHERE m.filing_id = ? ORDER BY m.id", (filing_id,))]
+            return {
+                "filing": filing.to_dict(),
+                "messages": [m.to_dict() for m in messages if m is not None],
+                "requests": [r.to_dict() for r in self.list_requests(filing_id=filing_id, open_only=False)],
+                "events": [e.to_dict() for e in self.events(filing_id=filing_id, limit=1_000_000)],
+            }
+
+    @contextmanager
+    def _read_snapshot(self) -> Iterator[None]:
+        """Several SELECTs that must see the same state: a read transaction unless already inside one."""
+        if self._conn.in_transaction:
+            yield
+            return
+        self._conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._conn.execute("COMMIT" if not self.readonly else "ROLLBACK")
+
+    def evidence(self, filing_id: int) -> list[EvidenceItem]:
+        """The non-repudiation evidence of one filing, in the order it happened, as files for a zip."""
+        items: list[EvidenceItem] = []
+        rows = self._all(f"SELECT {_MSG_SELECT_BYTES} FROM messages m WHERE m.filing_id = ? ORDER BY m.id",
+                         (filing_id,))
+        for n, row in enumerate(rows, 1):
+            m = _message(row)
+            assert m is not None
+            safe = re.sub(r"[^A-Za-z0-9._@-]", "_", m.message_id)[:120]
+            base = f"{n:03d}-{m.direction}-{m.action or m.kind}-{safe}"
+            if m.sealed is not None:
+                items.append(EvidenceItem(name=base + _ext(m.content_type),
+                                          kind="sealed-message" if m.direction == "out" else "inbound-message",
+                                          message_id=m.message_id, content_type=m.content_type, data=m.sealed))
+            if m.receipt is not None:
+                items.append(EvidenceItem(name=base + "-receipt" + _ext(m.receipt_content_type),
+                                          kind="receipt" if m.direction == "out" else "returned-receipt",
+                                          message_id=m.message_id, content_type=m.receipt_content_type,
+                                          data=m.receipt))
+        return items
+
+    # ------------------------------------------------------------------------------------------------------------
+    # outbound messages
+    # ------------------------------------------------------------------------------------------------------------
+    def enqueue_message(self, msg: OutboundMessage, *, now: datetime, not_before: datetime | None = None) -> Message:
+        """Journals a sealed message for sending; the bytes stored here are the bytes every attempt sends."""
+        if msg.kind not in MESSAGE_KINDS:
+            raise ValueError(f"message {msg.message_id}: kind must be one of {MESSAGE_KINDS}")
+        if msg.priority not in PRIORITIES:
+            raise ValueError(f"message {msg.message_id}: priority must be one of {PRIORITIES}")
+        ts = iso(now)
+        with self.transaction():
+            try:
+                self._conn.execute(
+                    "INSERT INTO messages (message_id, ref_to_message_id, direction, kind, action, filing_id, priority,"
+                    " endpoint, state, next_attempt_at, content_type, sealed, created_at, updated_at) "
+                    "VALUES (?, ?, 'out', ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+                    (msg.message_id, msg.ref_to_message_id, msg.kind, msg.action, msg.filing_id, msg.priority,
+                     msg.endpoint, iso(not_before or now), msg.content_type, msg.sealed, ts, ts))
+            except sqlite3.IntegrityError as exc:
+                if "UNIQUE" in str(exc):
+                    raise JournalError(f"outbound MessageId {msg.message_id} is already journaled; every message "
+                                       "sealed gets a fresh MessageId") from None
+                raise JournalError(f"message {msg.message_id}: filing id {msg.filing_id} does not exist") from None
+            self._event("message-queued", ts, msg.filing_id, msg.message_id,
+                        {"action": msg.action, "kind": msg.kind, "priority": msg.priority, "bytes": len(msg.sealed),
+                         "endpoint": msg.endpoint})
+            m = self._get_msg(msg.message_id, "out", None, False)
+        assert m is not None
+        return m
+
+    def claim_due_messages(self, *, now: datetime, worker: str, limit: int = 1, lease_seconds: float = 300.0,
+                           priorities: Sequence[str] | None = None) -> list[Message]:
+        """Leases due messages under the write lock (BEGIN IMMEDIATE), so claims never overlap.
+
+        Lane order: priority A before B before C, then the longest-waiting first. A message in ``sending`` whose
+        lease expired is taken over (its worker is presumed dead); the old worker's late report is refused with
+        ``LeaseLost``. PostgreSQL would do the same with ``FOR UPDATE SKIP LOCKED``.
+        """
+        ts = iso(now)
+        lanes = list(priorities) if priorities else list(PRIORITIES)
+        with self.transaction():
+            rows = self._conn.execute(
+                f"SELECT id, message_id, state, filing_id, claimed_by FROM messages WHERE direction = 'out' AND "
+                f"priority IN ({', '.join('?' * len(lanes))}) AND ((state = 'queued' AND next_attempt_at <= ?) OR "
+                f"(state = 'sending' AND claim_expires_at <= ?)) "
+                f"ORDER BY priority, COALESCE(next_attempt_at, created_at), id LIMIT ?",
+                (*lanes, ts, ts, int(limit))).fetchall()
+            until = iso(plus(now, lease_seconds))
+            for r in rows:
+                self._conn.execute(
+                    "UPDATE messages SET state = 'sending', claimed_by = ?, claim_expires_at = ?, "
+                    "attempts = attempts + 1, updated_at = ? WHERE id = ?", (worker, until, ts, r["id"]))
+                detail = {"worker": worker, "lease_until": until}
+                if r["state"] == "sending":
+                    detail["taken_over_from"] = r["claimed_by"]
+                self._event("message-claimed", ts, r["filing_id"], r["message_id"], detail)
+            claimed = [self._get_msg(r["message_id"], "out", None, True) for r in rows]
+        return [m for m in claimed if m is not None]
+
+    def _out_for_update(self, message_id: str, worker: str | None, new_state: str) -> sqlite3.Row:
+        row = self._conn.execute("SELECT * FROM messages WHERE direction = 'out' AND message_id = ?",
+                                 (message_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"outbound message {message_id} does not exist")
+        if worker is not None and row["state"] == "sending" and row["claimed_by"] != worker:
+            raise LeaseLost(f"message {message_id}: worker {worker} reported an outcome but the message is now "
+                            f"claimed by {row['claimed_by']} (lease expired); this outcome is ignored")
+        if not can_transition_message(row["state"], new_state):
+            raise InvalidTransition(row["state"], new_state, filing=f"message {message_id}")
+        return row
+
+    def record_receipt(self, message_id: str, *, worker: str | None, now: datetime, outcome: str,
+                       receipt: bytes | None, content_type: str | None = None) -> Message:
+        ts = iso(now)
+        with self.transaction():
+            row = self._out_for_update(message_id, worker, MessageState.RECEIPTED)
+            self._conn.execute(
+                "UPDATE messages SET state = 'receipted', receipt_outcome = ?, receipt = COALESCE(?, receipt), "
+                "receipt_content_type = COALESCE(?, receipt_content_type), claimed_by = NULL, "
+                "claim_expires_at = NULL, next_attempt_at = NULL, updated_at = ? WHERE id = ?",
+                (outcome, receipt, content_type, ts, row["id"]))
+            self._event("message-receipted", ts, row["filing_id"], message_id,
+                        {"outcome": outcome, "from": row["state"], "receipt_bytes": len(receipt or b"")})
+            m = self._get_msg(message_id, "out", None, False)
+        assert m is not None
+        return m
+
+    def schedule_retry(self, message_id: str, *, worker: str | None, now: datetime, next_attempt_at: datetime,
+                       error: str, receipt: bytes | None = None, content_type: str | None = None) -> Message:
+        """A transient failure: back to ``queued`` until ``next_attempt_at``, same bytes, same MessageId."""
+        ts = iso(now)
+        with self.transaction():
+            row = self._out_for_update(message_id, worker, MessageState.QUEUED)
+            self._conn.execute(
+                "UPDATE messages SET state = 'queued', next_attempt_at = ?, last_error = ?, claimed_by = NULL, "
+                "claim_expires_at = NULL, receipt = COALESCE(?, receipt), "
+                "receipt_content_type = COALESCE(?, receipt_content_type), updated_at = ? WHERE id = ?",
+                (iso(next_attempt_at), error, receipt, content_type, ts, row["id"]))
+            self._event("message-retry-scheduled", ts, row["filing_id"], message_id,
+                        {"error": error, "next_attempt_at": iso(next_attempt_at), "attempts": row["attempts"]})
+            m = self._get_msg(message_id, "out", None, False)
+        assert m is not None
+        return m
+
+    def fail_message(self, message_id: str, *, worker: str | None, now: datetime, error: str, hold: bool = False,
+                     receipt: bytes | None = None, content_type: str | None = None) -> Message:
+        ts = iso(now)
+        new_state = MessageState.HELD if hold else MessageState.FAILED
+        with self.transaction():
+            row = self._out_for_update(message_id, worker, new_state)
+            self._conn.execute(
+                "UPDATE messages SET state = ?, last_error = ?, claimed_by = NULL, claim_expires_at = NULL, "
+                "next_attempt_at = NULL, receipt = COALESCE(?, receipt), "
+                "receipt_content_type = COALESCE(?, receipt_content_type), receipt_outcome = COALESCE(?, "
+                "receipt_outcome), updated_at = ? WHERE id = ?",
+                (str(new_state), error, receipt, content_type, error if receipt is not None else None, ts, row["id"]))
+            self._event(f"message-{new_state}", ts, row["filing_id"], message_id,
+                        {"error": error, "attempts": row["attempts"]})
+            m = self._get_msg(message_id, "out", None, False)
+        assert m is not None
+        return m
+
+    def requeue_message(self, message_id: str, *, now: datetime, reason: str) -> Message:
+        ts = iso(now)
+        with self.transaction():
+            row = self._out_for_update(message_id, None, MessageState.QUEUED)
+            if row["state"] not in (MessageState.FAILED, MessageState.HELD):
+                raise InvalidTransition(row["state"], "queued", filing=f"message {message_id} (operator resend)")
+            self._conn.execute("UPDATE messages SET state = 'queued', next_attempt_at = ?, updated_at = ? "
+                               "WHERE id = ?", (ts, ts, row["id"]))
+            self._event("message-requeued", ts, row["filing_id"], message_id, {"reason": reason})
+            m = self._get_msg(message_id, "out", None, False)
+        assert m is not None
+        return m
+
+    def set_business_outcome(self, message_id: str, outcome: str, *, now: datetime) -> Message:
+        """Records which business answer (IE3R01, IE3N99 ...) answered this outbound message."""
+        ts = iso(now)
+        with self.transaction():
+            row = self._conn.execute("SELECT id, filing_id FROM messages WHERE direction = 'out' AND message_id = ?",
+                                     (message_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"outbound message {message_id} does not exist")
+            self._conn.execute("UPDATE messages SET business_outcome = ?, updated_at = ? WHERE id = ?",
+                               (outcome, ts, row["id"]))
+            self._event("message-answered", ts, row["filing_id"], message_id, {"outcome": outcome})
+            m = self._get_msg(message_id, "out", None, False)
+        assert m is not None
+        return m
+
+    def get_message(self, message_id: str, *, direction: str = "out", sender_party: str | None = None,
+                    with_bytes: bool = False) -> Message | None:
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}")
+        with self._lock:
+            return self._get_msg(message_id, direction, sender_party, with_bytes)
+
+    def _get_msg(self, message_id: str, direction: str, sender_party: str | None, with_bytes: bool) -> Message | None:
+        cols = _MSG_SELECT_BYTES if with_bytes else _MSG_SELECT
+        sql = f"SELECT {cols} FROM messages m WHERE m.message_id = ? AND m.direction = ?"
+        params: list[Any] = [message_id, direction]
+        if sender_party is not None:
+            sql += " AND m.sender_party = ?"
+            params.append(sender_party)
+        return _message(self._conn.execute(sql + " ORDER BY m.id DESC LIMIT 1", params).fetchone())
+
+    def list_messages(self, *, state: str | None = None, direction: str = "out", limit: int = 100) -> list[Message]:
+        """For ``ics2gw queue``: messages of one direction, optionally in one state, oldest first."""
+        sql = f"SELECT {_MSG_SELECT} FROM messages m WHERE m.direction = ?"
+        params: list[Any] = [direction]
+        if state is not None:
+            sql += " AND m.state = ?"
+            params.append(state)
+        return [m for m in map(_message, self._all(sql + " ORDER BY m.id LIMIT ?", (*params, int(limit))))
+                if m is not None]
+
+    def recover_in_flight(self, *, now: datetime) -> int:
+        """After a crash: ``sending`` -> ``queued`` (due now), and filings left in ``sending`` -> ``queued``.
+
+        The sealed bytes are untouched, so the resend is byte-identical with the same MessageId and customs'
+        duplicate elimination answers it with the original Receipt if the first attempt did arrive.
+        """
+        ts = iso(now)
+        with self.transaction():
+            rows = self._conn.execute("SELECT id, message_id, filing_id, claimed_by FROM messages "
+                                      "WHERE direction = 'out' AND state = 'sending'").fetchall()
+            for r in rows:
+                self._conn.execute("UPDATE messages SET state = 'queued', next_attempt_at = ?, claimed_by = NULL, "
+                                   "claim_expires_at = NULL, updated_at = ? WHERE id = ?", (ts, ts, r["id"]))
+                self._event("message-recovered", ts, r["filing_id"], r["message_id"],
+                            {"was_claimed_by": r["claimed_by"]})
+            filings = self._conn.execute(
+                "SELECT id FROM filings f WHERE state = 'sending' AND NOT EXISTS (SELECT 1 FROM messages m WHERE "
+                "m.filing_id = f.id AND m.direction = 'out' AND m.state = 'sending')").fetchall()
+            for f in filings:
+                self._conn.execute("UPDATE filings SET state = 'queued', updated_at = ? WHERE id = ?", (ts, f["id"]))
+                self._event("state:queued", ts, f["id"], None, {"from": "sending", "to": "queued",
+                                                                 "reason": "recovered after restart"})
+        return len(rows)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # inbound
+    # ------------------------------------------------------------------------------------------------------------
+    def record_inbound(self, msg: InboundMessage, *, now: datetime, receipt: bytes,
+                       receipt_content_type: str | None = None) -> InboundResult:
+        """Duplicate elimination and storage in one transaction: commit, then answer with the returned Receipt."""
+        ts = iso(now)
+        with self.transaction():
+            dup = self._dedup(msg.sender_party, msg.message_id)
+            if dup is not None:
+                self._event("inbound-duplicate", ts, dup.message.filing_id, msg.message_id,
+                            {"sender": msg.sender_party})
+                return InboundResult(message=dup.message, receipt=dup.receipt,
+                                     receipt_content_type=dup.receipt_content_type, duplicate=True)
+            cur = self._conn.execute(
+                "INSERT INTO messages (message_id, ref_to_message_id, direction, kind, action, sender_party, state, "
+                "content_type, sealed, receipt, receipt_content_type, receipt_outcome, functional_reference, "
+                "created_at, updated_at) VALUES (?, ?, 'in', ?, ?, ?, 'received', ?, ?, ?, ?, 'receipt-returned', ?,"
+                " ?, ?)",
+                (msg.message_id, msg.ref_to_message_id, msg.kind, msg.action, msg.sender_party, msg.content_type,
+                 msg.raw, receipt, receipt_content_type, msg.functional_reference, ts, ts))
+            self._conn.execute("INSERT INTO inbound_dedup (sender_party, message_id, message_row, receipt, "
+                               "receipt_content_type, received_at) VALUES (?, ?, ?, ?, ?, ?)",
+                               (msg.sender_party, msg.message_id, cur.lastrowid, receipt, receipt_content_type, ts))
+            self._event("inbound-received", ts, None, msg.message_id,
+                        {"sender": msg.sender_party, "action": msg.action, "ref_to": msg.ref_to_message_id,
+                         "reference": msg.functional_reference, "bytes": len(msg.raw)})
+            m = self._get_msg(msg.message_id, "in", msg.sender_party, False)
+        assert m is not None
+        return InboundResult(message=m, receipt=receipt, receipt_content_type=receipt_content_type, duplicate=False)
+
+    def _dedup(self, sender_party: str, message_id: str) -> InboundResult | None:
+        row = self._conn.execute(f"SELECT d.receipt AS dreceipt, d.receipt_content_type AS dct, {_MSG_SELECT} "
+                                 "FROM inbound_dedup d JOIN messages m ON m.id = d.message_row "
+                                 "WHERE d.sender_party = ? AND d.message_id = ?", (sender_party, message_id)).fetchone()
+        if row is None:
+            return None
+        m = _message(row)
+        assert m is not None
+        return InboundResult(message=m, receipt=row["dreceipt"], receipt_content_type=row["dct"], duplicate=True)
+
+    def lookup_inbound(self, sender_party: str, message_id: str) -> InboundResult | None:
+        with self._lock:
+            return self._dedup(sender_party, message_id)
+
+    def attach_inbound(self, message_id: str, sender_party: str, filing_id: int, *, now: datetime,
+                       outcome: str | None = None) -> Message:
+        """Correlated: the inbound message belongs to ``filing_id``; ``outcome`` (IE3R01 ...) is also recorded on
+        the outbound message it references, if any."""
+        ts = iso(now)
+        with self.transaction():
+            row = self._conn.execute("SELECT * FROM messages WHERE direction = 'in' AND message_id = ? AND "
+                                     "sender_party = ?", (message_id, sender_party)).fetchone()
+            if row is None:
+                raise NotFound(f"inbound message {message_id} from {sender_party} does not exist")
+            if not can_transition_message(row["state"], MessageState.PROCESSED):
+                raise InvalidTransition(row["state"], "processed", filing=f"inbound message {message_id}")
+            try:
+                self._conn.execute("UPDATE messages SET filing_id = ?, state = 'processed', business_outcome = "
+                                   "COALESCE(?, business_outcome), updated_at = ? WHERE id = ?",
+                                   (filing_id, outcome, ts, row["id"]))
+            except sqlite3.IntegrityError:
+                raise NotFound(f"filing id {filing_id} does not exist") from None
+            if row["state"] == MessageState.ORPHAN:
+                self._conn.execute("UPDATE orphans SET resolved_at = ?, resolution = COALESCE(resolution, ?) "
+                                   "WHERE message_row = ?", (ts, f"attached to filing {filing_id}", row["id"]))
+            if outcome and row["ref_to_message_id"]:
+                self._conn.execute("UPDATE messages SET business_outcome = ?, updated_at = ? WHERE direction = 'out' "
+                                   "AND message_id = ?", (outcome, ts, row["ref_to_message_id"]))
+            self._event("inbound-correlated", ts, filing_id, message_id,
+                        {"outcome": outcome, "ref_to": row["ref_to_message_id"], "action": row["action"]})
+            m = self._get_msg(message_id, "in", sender_party, False)
+        assert m is not None
+        return m
+
+    def record_orphan(self, message_id: str, sender_party: str, *, now: datetime, reason: str) -> Orphan:
+        """An inbound message that matches no filing: kept (with its bytes) and listable for the operator."""
+        ts = iso(now)
+        with self.transaction():
+            row = self._conn.execute("SELECT id, state FROM messages WHERE direction = 'in' AND message_id = ? AND "
+                                     "sender_party = ?", (message_id, sender_party)).fetchone()
+            if row is None:
+                raise NotFound(f"inbound message {message_id} from {sender_party} does not exist")
+            if not can_transition_message(row["state"], MessageState.ORPHAN):
+                raise InvalidTransition(row["state"], "orphan", filing=f"inbound message {message_id}")
+            self._conn.execute("UPDATE messages SET state = 'orphan', updated_at = ? WHERE id = ?", (ts, row["id"]))
+            cur = self._conn.execute("INSERT INTO orphans (message_row, reason, created_at) VALUES (?, ?, ?)",
+                                     (row["id"], reason, ts))
+            self._event("inbound-orphan", ts, None, message_id, {"sender": sender_party, "reason": reason})
+            orphan = self._orphan(int(cur.lastrowid or 0))
+        return orphan
+
+    def _orphan(self, orphan_id: int) -> Orphan:
+        row = self._conn.execute(f"SELECT o.id AS oid, o.reason, o.created_at AS ocreated, o.resolved_at, "
+                                 f"o.resolution, {_MSG_SELECT} FROM orphans o JOIN messages m ON m.id = o.message_row "
+                                 f"WHERE o.id = ?", (orphan_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"orphan {orphan_id} does not exist")
+        m = _message(row)
+        assert m is not None
+        return Orphan(id=row["oid"], message=m, reason=row["reason"], created_at=row["ocreated"],
+                      resolved_at=row["resolved_at"], resolution=row["resolution"])
+
+    def list_orphans(self, *, include_resolved: bool = False, limit: int = 100) -> list[Orphan]:
+        with self._lock:
+            ids = self._conn.execute("SELECT id FROM orphans" + ("" if include_resolved else
+                                     " WHERE resolved_at IS NULL") + " ORDER BY id LIMIT ?", (int(limit),)).fetchall()
+            return [self._orphan(r[0]) for r in ids]
+
+    def resolve_orphan(self, orphan_id: int, *, now: datetime, resolution: str,
+                       filing_id: int | None = None) -> Orphan:
+        ts = iso(now)
+        with self.transaction():
+            orphan = self._orphan(orphan_id)
+            self._conn.execute("UPDATE orphans SET resolved_at = ?, resolution = ? WHERE id = ?",
+                               (ts, resolution, orphan_id))
+            if filing_id is not None:
+                assert orphan.message.sender_party is not None
+                self.attach_inbound(orphan.message.message_id, orphan.message.sender_party, filing_id, now=now)
+            self._event("orphan-resolved", ts, filing_id, orphan.message.message_id, {"resolution": resolution})
+            return self._orphan(orphan_id)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # customs requests
+    # ------------------------------------------------------------------------------------------------------------
+    def open_request(self, filing_id: int, kind: str, request_message_id: str, *, now: datetime) -> CustomsRequest:
+        """Customs asked something (IE3Q01/Q02/Q03); it stays open until answered or closed."""
+        if kind not in REQUEST_KINDS:
+            raise ValueError(f"request kind must be one of {REQUEST_KINDS}, not {kind!r}")
+        ts = iso(now)
+        with self.transaction():
+            try:
+                cur = self._conn.execute(
+                    "INSERT INTO customs_requests (filing_id, kind, request_message_id, state, opened_at, updated_at)"
+                    " VALUES (?, ?, ?, 'open', ?, ?)", (filing_id, kind, request_message_id, ts, ts))
+            except sqlite3.IntegrityError:
+                raise NotFound(f"filing id {filing_id} does not exist") from None
+            self._event("request-opened", ts, filing_id, request_message_id, {"kind": kind})
+            return self._request(int(cur.lastrowid or 0))
+
+    def close_request(self, request_id: int, *, now: datetime, state: str = "answered",
+                      answer_message_id: str | None = None) -> CustomsRequest:
+        if state not in REQUEST_STATES or state == "open":
+            raise ValueError(f"a request is closed as 'answered' or 'closed', not {state!r}")
+        ts = iso(now)
+        with self.transaction():
+            req = self._request(request_id)
+            if req.state != "open":
+                raise InvalidTransition(req.state, state, filing=f"request {request_id} ({req.kind})")
+            self._conn.execute("UPDATE customs_requests SET state = ?, answer_message_id = ?, updated_at = ? "
+                               "WHERE id = ?", (state, answer_message_id, ts, request_id))
+            self._event(f"request-{state}", ts, req.filing_id, answer_message_id or req.request_message_id,
+                        {"kind": req.kind, "request": req.request_message_id})
+            return self._request(request_id)
+
+    def _request(self, request_id: int) -> CustomsRequest:
+        row = self._conn.execute("SELECT * FROM customs_requests WHERE id = ?", (request_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"customs request {request_id} does not exist")
+        return CustomsRequest(**{k: row[k] for k in row.keys()})
+
+    def list_requests(self, *, filing_id: int | None = None, open_only: bool = True) -> list[CustomsRequest]:
+        where, params = [], []  # type: list[str], list[Any]
+        if filing_id is not None:
+            where.append("filing_id = ?")
+            params.append(filing_id)
+        if open_only:
+            where.append("state = 'open'")
+        sql = "SELECT * FROM customs_requests" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+        return [CustomsRequest(**{k: r[k] for k in r.keys()}) for r in self._all(sql, params)]
+
+    # ------------------------------------------------------------------------------------------------------------
+    # events and retention
+    # ------------------------------------------------------------------------------------------------------------
+    def append_event(self, event: str, *, now: datetime, filing_id: int | None = None,
+                     message_id: str | None = None, detail: Mapping[str, Any] | None = None) -> None:
+        with self.transaction():
+            self._event(event, iso(now), filing_id, message_id, detail)
+
+    def events(self, *, filing_id: int | None = None, message_id: str | None = None,
+               limit: int = 1000) -> list[Event]:
+        where, params = [], []  # type: list[str], list[Any]
+        if filing_id is not None:
+            where.append("filing_id = ?")
+            params.append(filing_id)
+        if message_id is not None:
+            where.append("message_id = ?")
+            params.append(message_id)
+        sql = "SELECT * FROM events" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id LIMIT ?"
+        return [Event(id=r["id"], at=r["at"], filing_id=r["filing_id"], message_id=r["message_id"],
+                      event=r["event"], detail=json.loads(r["detail"])) for r in self._all(sql, (*params, int(limit)))]
+
+    def purge(self, older_than: datetime, *, now: datetime) -> PurgeReport:
+        """Retention: deletes final filings not updated since ``older_than`` with all their evidence, and
+        filing-less messages (pings, orphans) older than that. Non-final filings are never touched (the guard
+        triggers of the schema refuse it even if this query were wrong)."""
+        cutoff = iso(older_than)
+        with self.transaction():
+            fids = [r[0] for r in self._conn.execute(
+                f"SELECT id FROM filings WHERE state IN ({_FINAL_FILING_SQL}) AND updated_at < ?", (cutoff,))]
+            msg_rows: list[int] = []
+            for chunk in _chunks(fids):
+                marks = ", ".join("?" * len(chunk))
+                msg_rows += [r[0] for r in self._conn.execute(
+                    f"SELECT id FROM messages WHERE filing_id IN ({marks})", chunk)]
+            # messages without a filing (pings, pull requests, orphans) that are done and old
+            loose = [r[0] for r in self._conn.execute(
+                f"SELECT id FROM messages WHERE filing_id IS NULL AND state IN ({_FINAL_MSG_SQL}) AND updated_at < ?",
+                (cutoff,))]
+            all_rows = msg_rows + loose
+            orphans = dedup = messages = events = 0
+            loose_ids: list[str] = []  # MessageIds whose filing-less events (inbound-received ...) also go
+            for chunk in _chunks(all_rows):
+                marks = ", ".join("?" * len(chunk))
+                loose_ids += [r[0] for r in self._conn.execute(
+                    f"SELECT message_id FROM messages WHERE id IN ({marks})", chunk)]
+            for chunk in _chunks(all_rows):
+                marks = ", ".join("?" * len(chunk))
+                orphans += self._conn.execute(f"DELETE FROM orphans WHERE message_row IN ({marks})", chunk).rowcount
+                dedup += self._conn.execute(f"DELETE FROM inbound_dedup WHERE message_row IN ({marks})",
+                                            chunk).rowcount
+            for chunk in _chunks(fids):
+                marks = ", ".join("?" * len(chunk))
+                self._conn.execute(f"DELETE FROM customs_requests WHERE filing_id IN ({marks})", chunk)
+            for chunk in _chunks(all_rows):
+                marks = ", ".join("?" * len(chunk))
+                messages += self._conn.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk).rowcount
+            for chunk in _chunks(fids):
+                marks = ", ".join("?" * len(chunk))
+                self._conn.execute(f"DELETE FROM filings WHERE id IN ({marks})", chunk)
+                events += self._conn.execute(f"DELETE FROM events WHERE filing_id IN ({marks})", chunk).rowcount
+            for i in range(0, len(loose_ids), _CHUNK):
+                chunk_ids = loose_ids[i:i + _CHUNK]
+                marks = ", ".join("?" * len(chunk_ids))
+                events += self._conn.execute(f"DELETE FROM events WHERE filing_id IS NULL AND message_id IN ({marks})"
+                                             f" AND at < ?", (*chunk_ids, cutoff)).rowcount
+            events += self._conn.execute("DELETE FROM events WHERE filing_id IS NULL AND message_id IS NULL AND "
+                                         "at < ?", (cutoff,)).rowcount
+            report = PurgeReport(filings=len(fids), messages=messages, events=events, orphans=orphans,
+                                 dedup_entries=dedup)
+            self._event("purged", iso(now), None, None, {"older_than": cutoff, **report.__dict__})
+        return report
+
+    def integrity_check(self) -> str:
+        """``PRAGMA integrity_check``: "ok" or the first problems (``ics2gw doctor``, crash tests)."""
+        return str(self._one("PRAGMA integrity_check")[0])  # type: ignore[index]
+
+
+def _ext(content_type: str | None) -> str:
+    ct = (content_type or "").lower()
+    if ct.startswith("multipart/"):
+        return ".mime"
+    if "xml" in ct:
+        return ".xml"
+    return ".bin"

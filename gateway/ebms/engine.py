@@ -47,6 +47,7 @@ class OutboundMessage:
     body: bytes
     references: tuple[etree._Element, ...] = field(repr=False)
     user_message: UserMessage | None = None
+    digests: dict[str, str] | None = field(default=None, repr=False)  # set when rebuilt from journaled bytes
 
     def wire_file(self) -> bytes:
         """The on-disk form: MIME headers, a blank line, then the body (what `pack --out` writes)."""
@@ -54,7 +55,13 @@ class OutboundMessage:
 
     @property
     def reference_digests(self) -> dict[str, str]:
-        return references_digests(self.references)
+        return self.digests if self.digests is not None else references_digests(self.references)
+
+    @classmethod
+    def from_wire(cls, message_id: str, content_type: str, body: bytes, kind: str = "user-message") -> OutboundMessage:
+        """A journaled sealed message, ready to resend byte for byte and to check its receipt against."""
+        return cls(message_id=message_id, kind=kind, content_type=content_type, body=body, references=(),
+                   digests=digests_of_wire(content_type, body))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,88 @@
+"""`ics2gw journal list|orphans|purge`: read or maintain the journal."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+
+from gateway import exitcodes
+from gateway.commands._common import add_conf_option
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("journal", help="list filings, orphans; purge old final filings",
+                       description="Read the journal (safe while the daemon runs) or purge old final filings.")
+    jsub = p.add_subparsers(dest="journal_command", metavar="SUBCOMMAND")
+    ls = jsub.add_parser("list", help="list filings, newest first")
+    ls.add_argument("--state", action="append", help="only filings in this state (repeatable)")
+    ls.add_argument("--since", help="only filings updated since this ISO 8601 time")
+    ls.add_argument("--limit", type=int, default=1000)
+    ls.add_argument("--json", action="store_true", help="one JSON object per filing and line")
+    add_conf_option(ls)
+    ls.set_defaults(func=run_list)
+    orph = jsub.add_parser("orphans", help="inbound messages that matched no filing")
+    orph.add_argument("--json", action="store_true")
+    add_conf_option(orph)
+    orph.set_defaults(func=run_orphans)
+    pg = jsub.add_parser("purge", help="remove final filings older than the retention period",
+                         description="Removes final filings (and their evidence) not updated for --days days "
+                                     "(default: [journal] retention_days); never a filing that is not final.")
+    pg.add_argument("--days", type=int)
+    add_conf_option(pg)
+    pg.set_defaults(func=run_purge)
+    p.set_defaults(func=lambda a: (p.print_help(), exitcodes.UNREADABLE)[1])
+
+
+def _parse_since(text: str | None) -> dt.datetime | None:
+    if not text:
+        return None
+    t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from gateway.commands._journal import open_reader
+    try:
+        j = open_reader(args.conf)
+        since = _parse_since(args.since)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"ics2gw journal list: {exc}", file=sys.stderr)
+        return exitcodes.UNREADABLE
+    rows = j.list_filings(state=args.state, since=since, limit=args.limit)
+    for r in rows:
+        if args.json:
+            print(json.dumps(r, default=str))
+        else:
+            print(f"{r['updated']}  {r['filer_eori']}/{r['lrn']:24} {r['action']:7} {r['state']:20} {r.get('mrn') or '-'}")
+    return exitcodes.OK
+
+
+def run_orphans(args: argparse.Namespace) -> int:
+    from gateway.commands._journal import open_reader
+    try:
+        j = open_reader(args.conf)
+    except FileNotFoundError as exc:
+        print(f"ics2gw journal orphans: {exc}", file=sys.stderr)
+        return exitcodes.UNREADABLE
+    for o in j.list_orphans():
+        print(json.dumps(o.to_dict(), default=str) if args.json else
+              f"{o.created_at}  {o.message.action or '-':7} {o.message.message_id}  {o.reason}")
+    return exitcodes.OK
+
+
+def run_purge(args: argparse.Namespace) -> int:
+    from gateway.commands._journal import journal_path, open_writer
+    from gateway.config import load_gateway_config
+    from gateway.journal.config import read_journal_config
+    days = args.days or read_journal_config(load_gateway_config(args.conf).root.section("journal")).retention_days
+    if not journal_path(args.conf).exists():
+        print("ics2gw journal purge: no journal yet", file=sys.stderr)
+        return exitcodes.UNREADABLE
+    j = open_writer(args.conf)
+    now = dt.datetime.now(dt.timezone.utc)
+    report = j.purge(now - dt.timedelta(days=days), now=now)
+    j.close()
+    print(json.dumps(report.__dict__))
+    return exitcodes.OK

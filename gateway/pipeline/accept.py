@@ -1,0 +1,178 @@
+"""Taking an ENS in: inspect, pre-validate, route, seal, and journal it durably before saying yes.
+
+Shared by the spool directory, the HTTP submit API and ``ics2gw submit``. The sealed message is made once, here,
+and journaled with the filing: every retry and every operator resend sends those very bytes under the same
+eb:MessageId. The MessageId is derived from (person filing, reference, payload digest), so an intake that is
+interrupted and repeated after a crash finds its own earlier work instead of filing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.ebms.engine import Engine
+from gateway.ebms.errors import EbmsFault
+from gateway.ics2.catalogue import lookup
+from gateway.ics2.inspect import PayloadError, PayloadFacts, inspect_payload
+from gateway.ics2.validate import validate_payload
+from gateway.journal.errors import DuplicateFilingConflict
+from gateway.journal.records import Filing, NewFiling, OutboundMessage
+from gateway.journal.states import FilingState as S
+
+_ID_NAMESPACE = uuid.UUID("6f1c2c4e-8a51-4b7e-9d0e-1c2b3a4d5e6f")
+
+
+class IntakeRefused(ValueError):
+    """The ENS cannot be taken in; ``reason`` is machine-readable, the message says what to do."""
+
+    def __init__(self, reason: str, message: str, *, findings: list[dict[str, Any]] | None = None,
+                 status: int = 422) -> None:
+        self.reason, self.findings, self.status = reason, findings or [], status
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    filing: Filing
+    message_id: str | None
+    created: bool                       # False: the same filing was already journaled (idempotent intake)
+    follow_up: bool = False
+    warnings: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"lrn": self.filing.lrn, "filer_eori": self.filing.filer_eori, "mrn": self.filing.mrn,
+                "action": self.filing.action, "state": self.filing.state, "message_id": self.message_id,
+                "created": self.created, "follow_up": self.follow_up, "warnings": self.warnings}
+
+
+def deterministic_message_id(fqdn: str, *parts: str) -> str:
+    return f"{uuid.uuid5(_ID_NAMESPACE, '/'.join(parts))}@{fqdn}"
+
+
+class Acceptor:
+    """Turns ENS bytes into a journaled, sealed, queued filing (or a follow-up message on an existing one)."""
+
+    def __init__(self, engine: Engine, writer: Any, journal: Any, router: Any, *, validation: str = "block",
+                 validation_profile: str | None = None, clock: Any = None) -> None:
+        self.engine, self.writer, self.journal, self.router = engine, writer, journal, router
+        self.validation, self.validation_profile = validation, validation_profile
+        self.clock = clock or engine.clock
+
+    def inspect(self, data: bytes, action: str | None) -> tuple[PayloadFacts, str]:
+        try:
+            facts = inspect_payload(data)
+        except PayloadError as exc:
+            raise IntakeRefused("unreadable", f"the payload cannot be read as an ICS2 message: {exc}", status=400)
+        act = action or facts.message_id
+        spec = lookup(act)
+        if spec is None or spec.family != "ics2" or spec.direction != "t2c":
+            raise IntakeRefused("unknown-action", f"{act} is not an ICS2 trader-to-customs message")
+        if act != facts.message_id:
+            raise IntakeRefused("action-mismatch", f"the action {act} does not match the payload's root element "
+                                                   f"{facts.message_id}")
+        return facts, act
+
+    async def accept(self, data: bytes, *, action: str | None = None, source: str | None = None,
+                     endpoint: str | None = None) -> Accepted:
+        facts, act = self.inspect(data, action)
+        spec = lookup(act)
+        assert spec is not None
+        warnings: list[dict[str, Any]] = []
+        findings: list[dict[str, Any]] = []
+        if self.validation != "off":
+            report = await asyncio.to_thread(validate_payload, data, profile=self.validation_profile, action=act)
+            findings = [f.as_dict() for f in report.errors]
+            if not report.valid and self.validation == "warn":
+                warnings, findings = findings, []
+        digest = hashlib.sha256(data).hexdigest()
+        filer = facts.person_filing_eori or own_eori(self.engine.party_id)
+        if spec.kind == "filing" or act == "IE3N06":
+            return await self._new_filing(data, facts, act, spec.category, filer, digest, findings, warnings,
+                                          source, endpoint)
+        return await self._follow_up(data, facts, act, spec.category, filer, digest, findings, warnings)
+
+    async def _new_filing(self, data: bytes, facts: PayloadFacts, act: str, priority: str, filer: str,
+                          digest: str, findings: list[dict[str, Any]], warnings: list[dict[str, Any]],
+                          source: str | None, endpoint: str | None) -> Accepted:
+        if not facts.lrn:
+            raise IntakeRefused("no-lrn", f"the {act} payload carries no LRN, so it cannot be correlated")
+        ep = self.router.choose(office=facts.office_of_first_entry, country=facts.first_entry_country,
+                                override=endpoint)
+        message_id = deterministic_message_id(self.engine.fqdn, "filing", filer, facts.lrn, digest)
+        sealed = None
+        if not findings:
+            try:
+                sealed = await asyncio.to_thread(self.engine.user_message, action=act, payload=data,
+                                                 to_party=Engine.customs_party(ep.party_id), message_id=message_id)
+            except EbmsFault as exc:
+                raise IntakeRefused("not-sendable", exc.message) from None
+        now = self.clock()
+        new = NewFiling(filer_eori=filer, lrn=facts.lrn, sender_eori=self.engine.party_id, action=act,
+                        payload_sha256=digest, priority=priority, endpoint=ep.name, source=source)
+
+        def txn(j: Any) -> tuple[Filing, bool]:
+            filing, created = j.insert_filing(new, now=now)
+            if not created:
+                return filing, False
+            if findings:
+                filing = j.transition(filing.id, S.REJECTED_LOCALLY, now=now, event="rejected-locally",
+                                      detail={"findings": findings[:50]}, error=findings[0].get("text"))
+                return filing, True
+            j.enqueue_message(OutboundMessage(message_id=message_id, action=act, sealed=sealed.body,
+                                              content_type=sealed.content_type, filing_id=filing.id,
+                                              priority=priority, endpoint=ep.name), now=now)
+            filing = j.transition(filing.id, S.QUEUED, now=now, event="queued",
+                                  detail={"message_id": message_id, "endpoint": ep.name, "warnings": warnings[:20]})
+            return filing, True
+
+        try:
+            filing, created = await self.writer.submit(txn)
+        except DuplicateFilingConflict as exc:
+            raise IntakeRefused("conflict", f"{exc}. A new filing needs a new LRN; to re-file after IE3N99 use "
+                                            "a new LRN or `ics2gw resend --reseal`", status=409) from None
+        if findings and created:
+            raise IntakeRefused("invalid", f"locally rejected ({len(findings)} finding(s)): "
+                                           f"{findings[0].get('text')}", findings=findings)
+        return Accepted(filing, message_id if not findings else None, created, warnings=warnings)
+
+    async def _follow_up(self, data: bytes, facts: PayloadFacts, act: str, priority: str, filer: str, digest: str,
+                         findings: list[dict[str, Any]], warnings: list[dict[str, Any]]) -> Accepted:
+        if findings:
+            raise IntakeRefused("invalid", f"locally rejected ({len(findings)} finding(s)): "
+                                           f"{findings[0].get('text')}", findings=findings)
+        ref = facts.mrn or facts.functional_reference
+        filing = self.journal.get_filing_by_mrn(ref) if ref else None
+        if filing is None and facts.lrn:
+            filing = self.journal.get_filing_by_key(filer, facts.lrn)
+        if filing is None:
+            raise IntakeRefused("unknown-filing", f"{act} refers to {ref or facts.lrn!r}, which matches no filing "
+                                                  "in the journal (a follow-up needs the registered ENS's MRN)",
+                                status=404)
+        ep = self.router.by_name(filing.endpoint) if filing.endpoint else self.router.choose()
+        message_id = deterministic_message_id(self.engine.fqdn, "follow-up", str(filing.id), act, digest)
+        if self.journal.get_message(message_id) is not None:
+            return Accepted(filing, message_id, False, follow_up=True)
+        sealed = await asyncio.to_thread(self.engine.user_message, action=act, payload=data,
+                                         to_party=Engine.customs_party(ep.party_id), message_id=message_id)
+        now = self.clock()
+
+        def txn(j: Any) -> Filing:
+            j.enqueue_message(OutboundMessage(message_id=message_id, action=act, sealed=sealed.body,
+                                              content_type=sealed.content_type, filing_id=filing.id,
+                                              priority=priority, endpoint=ep.name), now=now)
+            j.append_event("follow-up-queued", now=now, filing_id=filing.id, message_id=message_id,
+                           detail={"action": act})
+            return j.get_filing(filing.id)
+
+        return Accepted(await self.writer.submit(txn), message_id, True, follow_up=True, warnings=warnings)
+
+
+def own_eori(party_id: str) -> str:
+    """The EORI inside a ``[system@]EORI[@MS]`` party id."""
+    from gateway.config import PARTY_ID_RE
+    m = PARTY_ID_RE.match(party_id)
+    return m.group("eori") if m else party_id

@@ -1,0 +1,200 @@
+"""Sending with reception awareness: claim due messages by priority, send, act on the typed outcome.
+
+- A/B/C lanes through ``PriorityPicker`` (A first, B and C not starved); a concurrency bound per endpoint.
+- Every attempt sends the journaled sealed bytes unchanged, under the same eb:MessageId (a new MessageId for a
+  retry is the classic bug: customs' duplicate detection would see two filings).
+- Transient outcomes (transport failure, 5xx, timeout, EBMS:0004/A003, missing or invalid receipt, an unsigned
+  error that is not known to be permanent) are retried with exponential backoff and jitter up to the limit;
+  permanent errors (EBMS:0004/A001, EBMS:0101/0103/0010 ...) stop at once and raise an alert, signed or not;
+  a bare EBMS:0004 holds the filing for the helpdesk; A002 raises a configuration alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import socket
+from typing import Any
+
+from gateway.ebms.engine import OutboundMessage as EngineOutbound
+from gateway.ebms.errors import find_sub_code, is_permanent
+from gateway.journal.states import FilingState as S
+from gateway.journal.states import can_transition
+from gateway.pipeline.alerts import Alerts
+from gateway.pipeline.config import PipelineConfig
+from gateway.pipeline.correlate import answers_request, follow_up_state
+from gateway.pipeline.delivery import write_status
+from gateway.pipeline.priority import PriorityPicker
+
+log = logging.getLogger("ics2gw.sender")
+
+
+def classify(outcome: Any) -> tuple[str, str, str | None]:
+    """(verdict, reason, sub_code) with verdict one of receipted, retry, permanent, hold."""
+    kind = type(outcome).__name__
+    if kind == "ReceiptOk":
+        return "receipted", "receipt verified", None
+    if kind == "EbmsErrorOutcome":
+        errors = list(getattr(outcome, "errors", ()) or ())
+        first = errors[0] if errors else None
+        code = getattr(first, "error_code", None) or "EBMS:0004"
+        sub = getattr(outcome, "sub_code", None) or (find_sub_code(first.error_detail, first.description,
+                                                                   first.short_description) if first else None)
+        text = f"{code}{'/' + sub if sub else ''} {getattr(first, 'short_description', '') or ''}: " \
+               f"{getattr(first, 'description', '') or getattr(first, 'error_detail', '') or ''}".strip()
+        if not getattr(outcome, "signed", False):
+            text += " (unsigned error)"
+        if code == "EBMS:0004" and sub is None:
+            return "hold", text + " - contact the customs helpdesk", None
+        permanent = getattr(outcome, "permanent", None)
+        if permanent is None:
+            permanent = is_permanent(code, sub)
+        return ("permanent" if permanent else "retry"), text, sub
+    if kind == "InvalidReceipt":
+        fault = getattr(outcome, "fault", None)
+        return "retry", f"invalid receipt: {getattr(fault, 'message', fault)}", None
+    cause = getattr(outcome, "cause", None) or kind
+    status = getattr(outcome, "http_status", None)
+    return "retry", f"transport failure: {cause}" + (f" (HTTP {status})" if status else ""), None
+
+
+class Sender:
+    def __init__(self, journal: Any, writer: Any, client: Any, endpoints: dict[str, Any], cfg: PipelineConfig,
+                 alerts: Alerts, *, status_dir: Any, default_endpoint: str, clock: Any = None) -> None:
+        self.journal, self.writer, self.client = journal, writer, client
+        self.endpoints, self.cfg, self.alerts = endpoints, cfg, alerts
+        self.status_dir, self.default_endpoint = status_dir, default_endpoint
+        self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
+        self.worker = f"{socket.gethostname()}-{os.getpid()}"
+        self.picker = PriorityPicker()
+        self._sems = {name: asyncio.Semaphore(cfg.per_endpoint_concurrency) for name in endpoints}
+        self._slots = asyncio.Semaphore(cfg.workers)
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._inflight: set[asyncio.Task[None]] = set()
+        self.sent = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Claims and sends until ``stop``; sleeps when nothing is due (woken by intake)."""
+        while not self._stopping:
+            await self._slots.acquire()
+            if self._stopping:
+                self._slots.release()
+                break
+            claimed = await self._claim()
+            if not claimed:
+                self._slots.release()
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.cfg.idle_poll_seconds)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            task = asyncio.create_task(self._send(claimed))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _claim(self) -> Any:
+        now = self.clock()
+        lane = self.picker.pick(["A", "B", "C"])
+        order = [lane] + [c for c in "ABC" if c != lane]
+
+        def txn(j: Any) -> Any:
+            for cat in order:
+                got = j.claim_due_messages(now=now, worker=self.worker, limit=1, lease_seconds=self.cfg.lease_seconds,
+                                           priorities=[cat])
+                if got:
+                    msg = got[0]
+                    if msg.filing_id is not None:
+                        filing = j.get_filing(msg.filing_id)
+                        if msg.action == filing.action and can_transition(filing.state, S.SENDING):
+                            j.transition(filing.id, S.SENDING, now=now, event="sending",
+                                         detail={"message_id": msg.message_id, "attempt": msg.attempts + 1})
+                    return j.get_message(msg.message_id, with_bytes=True)
+            return None
+
+        return await self.writer.submit(txn)
+
+    async def _send(self, msg: Any) -> None:
+        try:
+            endpoint = self.endpoints.get(msg.endpoint or self.default_endpoint) or self.endpoints[self.default_endpoint]
+            outbound = await asyncio.to_thread(EngineOutbound.from_wire, msg.message_id, msg.content_type, msg.sealed)
+            async with self._sems.setdefault(endpoint.name, asyncio.Semaphore(self.cfg.per_endpoint_concurrency)):
+                outcome = await self.client.send(endpoint, outbound)
+            await self._record(msg, outcome)
+        except Exception:  # a bug here must not kill the worker pool; the lease expires and the message is retried
+            log.exception("send failed unexpectedly message_id=%s", msg.message_id)
+        finally:
+            self._slots.release()
+
+    async def _record(self, msg: Any, outcome: Any) -> None:
+        verdict, reason, sub = classify(outcome)
+        now = self.clock()
+        raw = getattr(outcome, "raw", None) or getattr(outcome, "body", None)
+        raw_ct = getattr(outcome, "content_type", None)
+        attempts = msg.attempts + 1
+        alert: dict[str, Any] | None = None
+
+        def txn(j: Any) -> Any:
+            nonlocal alert
+            filing = j.get_filing(msg.filing_id) if msg.filing_id is not None else None
+            first = filing is not None and msg.action == filing.action
+            if verdict == "receipted":
+                j.record_receipt(msg.message_id, worker=self.worker, now=now, outcome="receipt-ok",
+                                 receipt=raw, content_type=raw_ct)
+                if filing is not None:
+                    if first and filing.state == S.SENDING:
+                        filing = j.transition(filing.id, S.SENT, now=now, event="receipted",
+                                              detail={"message_id": msg.message_id})
+                    elif not first:
+                        nxt = follow_up_state(msg.action or "", filing.state)
+                        for req in j.list_requests(filing_id=filing.id, open_only=True):
+                            if answers_request(msg.action or "", req.kind):
+                                j.close_request(req.id, now=now, answer_message_id=msg.message_id)
+                        if nxt:
+                            filing = j.transition(filing.id, nxt, now=now, event=f"follow-up-{msg.action}",
+                                                  detail={"message_id": msg.message_id})
+                return filing
+            next_at = self.cfg.retry.next_attempt(attempts, now) if verdict == "retry" else None
+            if verdict == "retry" and next_at is not None:
+                j.schedule_retry(msg.message_id, worker=self.worker, now=now, next_attempt_at=next_at, error=reason,
+                                 receipt=raw, content_type=raw_ct)
+                if first and filing.state == S.SENDING:
+                    filing = j.transition(filing.id, S.QUEUED, now=now, event="retry-scheduled", error=reason,
+                                          count_attempt=True, detail={"next_attempt": next_at.isoformat()})
+                return filing
+            hold = verdict == "hold"
+            if verdict == "retry":
+                reason_final = f"retry limit of {self.cfg.retry.max_attempts} attempts reached: {reason}"
+            else:
+                reason_final = reason
+            j.fail_message(msg.message_id, worker=self.worker, now=now, error=reason_final, hold=hold, receipt=raw,
+                           content_type=raw_ct)
+            target = S.HELD if hold else S.FAILED
+            if first and can_transition(filing.state, target):
+                filing = j.transition(filing.id, target, now=now, event="held" if hold else "failed",
+                                      error=reason_final, detail={"message_id": msg.message_id})
+            alert = {"kind": "helpdesk" if hold else ("authorisation-refused" if sub == "A001" else
+                                                      "configuration" if sub == "A002" else "send-failed"),
+                     "message_id": msg.message_id, "reason": reason_final}
+            return filing
+
+        filing = await self.writer.submit(txn)
+        self.sent += 1
+        log.info("sent message_id=%s verdict=%s attempt=%d reason=%s", msg.message_id, verdict, attempts, reason)
+        if filing is not None:
+            await asyncio.to_thread(write_status, self.status_dir, filing.to_dict())
+            if alert:
+                self.alerts.raise_alert(alert.pop("kind"), lrn=filing.lrn, **alert)
+
+    async def stop(self, drain_seconds: float) -> None:
+        """Stops claiming; lets in-flight sends finish for up to ``drain_seconds`` (leases cover the rest)."""
+        self._stopping = True
+        self._wake.set()
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=drain_seconds)

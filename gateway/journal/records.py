@@ -105,8 +105,6 @@ class Message:
 
     def to_dict(self, *, with_bytes: bool = False) -> dict[str, Any]:
         d = asdict(self)
-        d["sealed_bytes"] = len(self.sealed) if self.sealed is not None else None
-        d["receipt_bytes"] = len(self.receipt) if self.receipt is not None else None
         if not with_bytes:
             d.pop("sealed")
             d.pop("receipt")

@@ -368,11 +368,15 @@ class SqliteJournal:
             filing = self.get_filing(filing_id)
             if filing is None:
                 raise NotFound(f"filing id {filing_id} does not exist")
-            messages = [_message(r) for r in self._all(
-                f"SELECT {_MSG_SELECT} FROM messages m WHERE m.filing_id = ? ORDER BY m.id", (filing_id,))]
+            messages = []
+            for r in self._all(f"SELECT {_MSG_SELECT}, LENGTH(m.sealed) AS slen, LENGTH(m.receipt) AS rlen "
+                               "FROM messages m WHERE m.filing_id = ? ORDER BY m.id", (filing_id,)):
+                m = _message(r)
+                assert m is not None
+                messages.append({**m.to_dict(), "sealed_bytes": r["slen"], "receipt_bytes": r["rlen"]})
             return {
                 "filing": filing.to_dict(),
-                "messages": [m.to_dict() for m in messages if m is not None],
+                "messages": messages,
                 "requests": [r.to_dict() for r in self.list_requests(filing_id=filing_id, open_only=False)],
                 "events": [e.to_dict() for e in self.events(filing_id=filing_id, limit=1_000_000)],
             }

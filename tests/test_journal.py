@@ -1,0 +1,361 @@
+"""The SQLite journal on real files: schema, durability settings, filings, messages, inbound, retention."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from gateway.journal import (
+    DuplicateFilingConflict, InboundMessage, InvalidTransition, Journal, JournalLocked, LeaseLost, NewFiling,
+    OutboundMessage, ReadOnlyJournal, SchemaTooNew, SqliteJournal,
+)
+from gateway.journal import schema
+
+T0 = datetime(2025, 3, 1, 8, 0, 0, tzinfo=timezone.utc)
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def filing(lrn: str = "LRN1", payload: str = "<ens/>", **kw: object) -> NewFiling:
+    args: dict = dict(filer_eori="NL123456789", lrn=lrn, sender_eori="NL123456789", action="IE3F32",
+                      payload_sha256=sha(payload), priority="B", endpoint="TI-NL")
+    args.update(kw)
+    return NewFiling(**args)
+
+
+def out_msg(mid: str, filing_id: int | None, priority: str = "B", body: bytes = b"sealed-bytes") -> OutboundMessage:
+    return OutboundMessage(message_id=mid, action="IE3F32", sealed=body, content_type="multipart/related",
+                           filing_id=filing_id, priority=priority, endpoint="TI-NL")
+
+
+@pytest.fixture
+def jpath(tmp_path: Path) -> Path:
+    return tmp_path / "journal.sqlite3"
+
+
+@pytest.fixture
+def journal(jpath: Path):
+    j = SqliteJournal.open(jpath, now=T0)
+    yield j
+    j.close()
+
+
+# -- schema and durability -----------------------------------------------------------------------------------------
+
+def test_migrates_from_empty_and_reopens_idempotently(jpath: Path) -> None:
+    j = SqliteJournal.open(jpath, now=T0)
+    assert isinstance(j, Journal)
+    assert j.pragma("user_version") == schema.LATEST
+    j.close()
+    conn = sqlite3.connect(jpath)
+    applied = conn.execute("SELECT version FROM schema_migrations").fetchall()
+    conn.close()
+    assert applied == [(m.version,) for m in schema.MIGRATIONS]
+    j2 = SqliteJournal.open(jpath, now=T0 + timedelta(days=1))  # nothing left to apply
+    assert j2.pragma("user_version") == schema.LATEST
+    j2.close()
+    conn = sqlite3.connect(jpath)
+    assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] == len(schema.MIGRATIONS)
+    conn.close()
+
+
+def test_refuses_a_newer_schema(jpath: Path) -> None:
+    SqliteJournal.open(jpath, now=T0).close()
+    conn = sqlite3.connect(jpath)
+    conn.execute(f"PRAGMA user_version = {schema.LATEST + 1}")
+    conn.close()
+    with pytest.raises(SchemaTooNew, match="newer"):
+        SqliteJournal.open(jpath, now=T0)
+
+
+def test_wal_full_sync_and_foreign_keys(journal: SqliteJournal) -> None:
+    assert journal.pragma("journal_mode") == "wal"
+    assert journal.pragma("synchronous") == 2  # FULL
+    assert journal.pragma("foreign_keys") == 1
+    assert journal.pragma("busy_timeout") == 5000
+
+
+def test_committed_data_survives_reopen(jpath: Path) -> None:
+    j = SqliteJournal.open(jpath, now=T0)
+    f, created = j.insert_filing(filing(), now=T0)
+    assert created
+    j.close()
+    j = SqliteJournal.open(jpath, now=T0)
+    again = j.get_filing_by_key("NL123456789", "LRN1")
+    assert again == f
+    j.close()
+
+
+def test_reader_sees_committed_data_while_writer_holds_a_transaction(journal: SqliteJournal, jpath: Path) -> None:
+    journal.insert_filing(filing("A"), now=T0)
+    reader = SqliteJournal.open_reader(jpath)
+    try:
+        with journal.transaction():
+            journal.insert_filing(filing("B"), now=T0)  # not committed yet
+            lrns = [d["lrn"] for d in reader.list_filings()]
+            assert lrns == ["A"]  # the reader is not blocked and sees only committed data
+        assert sorted(d["lrn"] for d in reader.list_filings()) == ["A", "B"]
+        with pytest.raises(ReadOnlyJournal):
+            reader.insert_filing(filing("C"), now=T0)
+    finally:
+        reader.close()
+
+
+def test_second_daemon_is_refused_but_tools_may_open(journal: SqliteJournal, jpath: Path) -> None:
+    with pytest.raises(JournalLocked, match="another gateway daemon"):
+        SqliteJournal.open(jpath, now=T0)
+    tool = SqliteJournal.open(jpath, now=T0, daemon=False)
+    tool.close()
+
+
+def test_rollback_leaves_nothing(journal: SqliteJournal) -> None:
+    with pytest.raises(RuntimeError):
+        with journal.transaction():
+            journal.insert_filing(filing("X"), now=T0)
+            raise RuntimeError("boom")
+    assert journal.get_filing_by_key("NL123456789", "X") is None
+
+
+# -- filings ---------------------------------------------------------------------------------------------------
+
+def test_insert_is_idempotent_and_conflicts_on_other_payload(journal: SqliteJournal) -> None:
+    f1, created1 = journal.insert_filing(filing(), now=T0)
+    f2, created2 = journal.insert_filing(filing(), now=T0 + timedelta(seconds=5))
+    assert created1 and not created2 and f1 == f2
+    with pytest.raises(DuplicateFilingConflict) as exc:
+        journal.insert_filing(filing(payload="<ens>other</ens>"), now=T0)
+    assert "LRN LRN1" in str(exc.value) and "received" in str(exc.value)
+    # another filer may use the same LRN
+    f3, created3 = journal.insert_filing(filing(filer_eori="DE999"), now=T0)
+    assert created3 and f3.id != f1.id
+    assert len(journal.find_filings_by_lrn("LRN1")) == 2
+
+
+def test_transitions_are_enforced_and_logged(journal: SqliteJournal) -> None:
+    f, _ = journal.insert_filing(filing(), now=T0)
+    with pytest.raises(InvalidTransition) as exc:
+        journal.transition(f.id, "registered", now=T0)
+    assert "'received'" in str(exc.value) and "'registered'" in str(exc.value)
+    journal.transition(f.id, "queued", now=T0)
+    journal.transition(f.id, "sending", now=T0, count_attempt=True)
+    journal.transition(f.id, "sent", now=T0)
+    g = journal.transition(f.id, "registered", now=T0 + timedelta(minutes=1), mrn="25NLABCDEFGHIJKLM1")
+    assert g.state == "registered" and g.mrn == "25NLABCDEFGHIJKLM1" and g.attempts == 1
+    assert g.updated_at == "2025-03-01T08:01:00.000Z"
+    assert journal.get_filing_by_mrn("25NLABCDEFGHIJKLM1") == g
+    journal.transition(f.id, "do-not-load", now=T0)
+    with pytest.raises(InvalidTransition):
+        journal.transition(f.id, "registered", now=T0)  # terminal
+    states = [e.detail.get("to") for e in journal.events(filing_id=f.id) if e.event.startswith("state:")]
+    assert states == ["queued", "sending", "sent", "registered", "do-not-load"]
+
+
+def test_event_log_is_append_only(journal: SqliteJournal) -> None:
+    f, _ = journal.insert_filing(filing(), now=T0)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        journal._conn.execute("UPDATE events SET event = 'x'")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        journal._conn.execute("DELETE FROM events WHERE filing_id = ?", (f.id,))
+
+
+def test_list_filings_filters(journal: SqliteJournal) -> None:
+    for i in range(5):
+        f, _ = journal.insert_filing(filing(f"L{i}"), now=T0 + timedelta(minutes=i))
+        if i % 2:
+            journal.transition(f.id, "queued", now=T0 + timedelta(minutes=i))
+    rows = journal.list_filings(state="queued")
+    assert [r["lrn"] for r in rows] == ["L3", "L1"]
+    assert set(rows[0]) >= {"lrn", "action", "state", "mrn", "updated"}
+    assert rows[0]["updated"].endswith("Z")
+    assert [r["lrn"] for r in journal.list_filings(since=T0 + timedelta(minutes=3))] == ["L4", "L3"]
+    assert len(journal.list_filings(limit=2)) == 2
+    assert journal.count_by_state() == {"received": 3, "queued": 2}
+
+
+# -- outbound messages -----------------------------------------------------------------------------------------
+
+def test_claims_never_overlap_and_follow_priority(journal: SqliteJournal, jpath: Path) -> None:
+    f, _ = journal.insert_filing(filing(), now=T0)
+    journal.enqueue_message(out_msg("c@x", f.id, "C"), now=T0)
+    journal.enqueue_message(out_msg("b@x", f.id, "B"), now=T0)
+    journal.enqueue_message(out_msg("a@x", f.id, "A"), now=T0 + timedelta(seconds=1))
+    journal.enqueue_message(out_msg("later@x", f.id, "A"), now=T0, not_before=T0 + timedelta(hours=1))
+    other = SqliteJournal.open(jpath, daemon=False)  # a second process / instance
+    try:
+        now = T0 + timedelta(seconds=2)
+        first = journal.claim_due_messages(now=now, worker="w1", limit=2, lease_seconds=86400)
+        second = other.claim_due_messages(now=now, worker="w2", limit=10)
+        assert [m.message_id for m in first] == ["a@x", "b@x"]
+        assert [m.message_id for m in second] == ["c@x"]
+        assert first[0].sealed == b"sealed-bytes" and first[0].state == "sending" and first[0].attempts == 1
+        assert journal.claim_due_messages(now=now, worker="w3", limit=10) == []
+        only_a = other.claim_due_messages(now=T0 + timedelta(hours=2), worker="w4", limit=10, priorities=["A"])
+        assert [m.message_id for m in only_a] == ["later@x"]
+    finally:
+        other.close()
+
+
+def test_expired_lease_is_taken_over_and_late_report_refused(journal: SqliteJournal) -> None:
+    journal.enqueue_message(out_msg("m@x", None), now=T0)
+    [m] = journal.claim_due_messages(now=T0, worker="w1", lease_seconds=60)
+    assert journal.claim_due_messages(now=T0 + timedelta(seconds=59), worker="w2") == []
+    [m2] = journal.claim_due_messages(now=T0 + timedelta(seconds=61), worker="w2")
+    assert m2.message_id == m.message_id and m2.attempts == 2
+    with pytest.raises(LeaseLost, match="w2"):
+        journal.record_receipt("m@x", worker="w1", now=T0, outcome="receipt", receipt=b"<r/>")
+    done = journal.record_receipt("m@x", worker="w2", now=T0, outcome="receipt", receipt=b"<r/>",
+                                  content_type="application/soap+xml")
+    assert done.state == "receipted" and done.claimed_by is None
+
+
+def test_retry_fail_hold_and_operator_requeue(journal: SqliteJournal) -> None:
+    f, _ = journal.insert_filing(filing(), now=T0)
+    journal.enqueue_message(out_msg("m@x", f.id), now=T0)
+    journal.claim_due_messages(now=T0, worker="w")
+    r = journal.schedule_retry("m@x", worker="w", now=T0, next_attempt_at=T0 + timedelta(minutes=5),
+                               error="connection refused")
+    assert r.state == "queued" and r.next_attempt_at == "2025-03-01T08:05:00.000Z"
+    assert journal.claim_due_messages(now=T0 + timedelta(minutes=1), worker="w") == []
+    journal.claim_due_messages(now=T0 + timedelta(minutes=5), worker="w")
+    h = journal.fail_message("m@x", worker="w", now=T0, error="EBMS:0004", hold=True, receipt=b"<err/>")
+    assert h.state == "held" and h.receipt_outcome == "EBMS:0004"
+    q = journal.requeue_message("m@x", now=T0, reason="helpdesk ticket 42 solved")
+    assert q.state == "queued"
+    with pytest.raises(InvalidTransition):
+        journal.requeue_message("m@x", now=T0, reason="again")
+
+
+def test_recovery_returns_in_flight_messages_byte_identical(jpath: Path) -> None:
+    j = SqliteJournal.open(jpath, now=T0)
+    f, _ = j.insert_filing(filing(), now=T0)
+    j.transition(f.id, "queued", now=T0)
+    body = bytes(range(256)) * 10
+    j.enqueue_message(out_msg("m@x", f.id, body=body), now=T0)
+    [m] = j.claim_due_messages(now=T0, worker="dead-worker", lease_seconds=3600)
+    j.transition(f.id, "sending", now=T0)
+    j.close()  # the daemon "dies" with the message in sending
+    j = SqliteJournal.open(jpath, now=T0 + timedelta(seconds=10))
+    try:
+        assert j.recovered_at_open == 1
+        assert j.get_filing(f.id).state == "queued"
+        [again] = j.claim_due_messages(now=T0 + timedelta(seconds=10), worker="new-worker")
+        assert again.message_id == m.message_id and again.sealed == body
+        assert [e.event for e in j.events(message_id="m@x")].count("message-recovered") == 1
+        assert j.recover_in_flight(now=T0) == 1  # the new claim; only called by the daemon at start
+    finally:
+        j.close()
+
+
+# -- inbound, correlation, orphans, requests ---------------------------------------------------------------------
+
+def test_inbound_duplicate_gets_the_same_receipt(journal: SqliteJournal) -> None:
+    msg = InboundMessage(sender_party="customs", message_id="in1@eu", raw=b"<IE3R01/>", content_type="multipart/x",
+                         action="IE3R01", ref_to_message_id="m@x", functional_reference="LRN1")
+    first = journal.record_inbound(msg, now=T0, receipt=b"<receipt-1/>", receipt_content_type="application/xml")
+    assert not first.duplicate
+    again = journal.record_inbound(msg, now=T0 + timedelta(minutes=1), receipt=b"<receipt-2/>")
+    assert again.duplicate and again.receipt == b"<receipt-1/>" and again.message.id == first.message.id
+    # same MessageId from another sender is another message
+    other = journal.record_inbound(InboundMessage(sender_party="other", message_id="in1@eu", raw=b"x",
+                                                  content_type="text/xml"), now=T0, receipt=b"<r3/>")
+    assert not other.duplicate
+    assert journal.lookup_inbound("customs", "in1@eu").receipt == b"<receipt-1/>"
+    assert journal.lookup_inbound("customs", "nope") is None
+
+
+def test_correlation_and_business_outcome(journal: SqliteJournal) -> None:
+    f, _ = journal.insert_filing(filing(), now=T0)
+    journal.enqueue_message(out_msg("m@x", f.id), now=T0)
+    journal.claim_due_messages(now=T0, worker="w")
+    journal.record_receipt("m@x", worker="w", now=T0, outcome="receipt", receipt=b"<receipt/>")
+    journal.record_inbound(InboundMessage(sender_party="customs", message_id="r01@eu", raw=b"<IE3R01/>",
+                                          content_type="text/xml", action="IE3R01", ref_to_message_id="m@x"),
+                           now=T0, receipt=b"<our-receipt/>")
+    assert journal.get_filing_by_message_id("m@x").id == f.id
+    journal.attach_inbound("r01@eu", "customs", f.id, now=T0, outcome="IE3R01")
+    assert journal.get_message("m@x").business_outcome == "IE3R01"
+    assert journal.get_filing_by_message_id("r01@eu").id == f.id
+    life = journal.lifecycle(f.id)
+    assert [m["message_id"] for m in life["messages"]] == ["m@x", "r01@eu"]
+    assert "sealed" not in life["messages"][0] and life["messages"][0]["sealed_bytes"] == len(b"sealed-bytes")
+    kinds = [e.kind for e in journal.evidence(f.id)]
+    assert kinds == ["sealed-message", "receipt", "inbound-message", "returned-receipt"]
+    names = [e.name for e in journal.evidence(f.id)]
+    assert len(set(names)) == 4 and names[0].endswith(".mime")
+
+
+def test_orphans_are_kept_listed_and_resolvable(journal: SqliteJournal) -> None:
+    journal.record_inbound(InboundMessage(sender_party="customs", message_id="o@eu", raw=b"<IE3Q02/>",
+                                          content_type="text/xml", action="IE3Q02",
+                                          functional_reference="25NLUNKNOWN"), now=T0, receipt=b"<r/>")
+    o = journal.record_orphan("o@eu", "customs", now=T0, reason="no filing with MRN 25NLUNKNOWN")
+    [listed] = journal.list_orphans()
+    assert listed.id == o.id and listed.message.functional_reference == "25NLUNKNOWN"
+    assert listed.message.state == "orphan"
+    f, _ = journal.insert_filing(filing(), now=T0)
+    r = journal.resolve_orphan(o.id, now=T0, resolution="operator matched it", filing_id=f.id)
+    assert r.resolved_at is not None and r.message.filing_id == f.id and r.message.state == "processed"
+    assert journal.list_orphans() == [] and len(journal.list_orphans(include_resolved=True)) == 1
+
+
+def test_customs_requests(journal: SqliteJournal) -> None:
+    f, _ = journal.insert_filing(filing(), now=T0)
+    q = journal.open_request(f.id, "IE3Q02", "q02@eu", now=T0)
+    assert [r.id for r in journal.list_requests()] == [q.id]
+    done = journal.close_request(q.id, now=T0, answer_message_id="r02@x")
+    assert done.state == "answered" and journal.list_requests() == []
+    with pytest.raises(InvalidTransition):
+        journal.close_request(q.id, now=T0)
+    assert len(journal.list_requests(filing_id=f.id, open_only=False)) == 1
+
+
+# -- retention ---------------------------------------------------------------------------------------------------
+
+def _with_evidence(j: SqliteJournal, lrn: str, final: bool, now: datetime) -> int:
+    f, _ = j.insert_filing(filing(lrn), now=now)
+    j.transition(f.id, "queued", now=now)
+    j.enqueue_message(out_msg(f"{lrn}@x", f.id), now=now)
+    j.claim_due_messages(now=now, worker="w")
+    j.record_receipt(f"{lrn}@x", worker="w", now=now, outcome="receipt", receipt=b"<r/>")
+    j.transition(f.id, "sending", now=now)
+    j.transition(f.id, "sent", now=now)
+    j.record_inbound(InboundMessage(sender_party="customs", message_id=f"{lrn}-r@eu", raw=b"<a/>",
+                                    content_type="text/xml", ref_to_message_id=f"{lrn}@x"), now=now, receipt=b"<r/>")
+    j.attach_inbound(f"{lrn}-r@eu", "customs", f.id, now=now, outcome="IE3N99" if final else "IE3R01")
+    j.transition(f.id, "rejected" if final else "registered", now=now)
+    return f.id
+
+
+def test_purge_keeps_non_final_evidence(journal: SqliteJournal) -> None:
+    old = T0 - timedelta(days=2000)
+    final_id = _with_evidence(journal, "OLD-FINAL", True, old)
+    live_id = _with_evidence(journal, "OLD-LIVE", False, old)
+    recent_id = _with_evidence(journal, "RECENT-FINAL", True, T0)
+    journal.enqueue_message(OutboundMessage(message_id="ping@x", action=None, sealed=b"p", content_type="x",
+                                            kind="ping"), now=old)
+    journal.claim_due_messages(now=old, worker="w")
+    journal.record_receipt("ping@x", worker="w", now=old, outcome="receipt", receipt=b"<r/>")
+    report = journal.purge(T0 - timedelta(days=1095), now=T0)
+    assert report.filings == 1 and report.messages == 3 and report.dedup_entries == 1
+    assert journal.get_filing(final_id) is None and journal.events(filing_id=final_id) == []
+    assert journal.get_filing(live_id) is not None and journal.get_filing(recent_id) is not None
+    assert len(journal.evidence(live_id)) == 4
+    assert journal.lookup_inbound("customs", "OLD-LIVE-r@eu") is not None
+    assert journal.lookup_inbound("customs", "OLD-FINAL-r@eu") is None
+    # the schema itself refuses to delete evidence of a live filing, whatever the query
+    with pytest.raises(sqlite3.IntegrityError, match="not in a final state"):
+        journal._conn.execute("DELETE FROM messages WHERE filing_id = ?", (live_id,))
+    with pytest.raises(sqlite3.IntegrityError, match="not in a final state"):
+        journal._conn.execute("DELETE FROM filings WHERE id = ?", (live_id,))
+    assert journal.integrity_check() == "ok"
+
+
+def test_naive_datetimes_are_refused(journal: SqliteJournal) -> None:
+    with pytest.raises(ValueError, match="naive"):
+        journal.insert_filing(filing(), now=datetime(2025, 1, 1))

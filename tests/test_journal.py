@@ -359,3 +359,36 @@ def test_purge_keeps_non_final_evidence(journal: SqliteJournal) -> None:
 def test_naive_datetimes_are_refused(journal: SqliteJournal) -> None:
     with pytest.raises(ValueError, match="naive"):
         journal.insert_filing(filing(), now=datetime(2025, 1, 1))
+
+
+def test_reader_works_when_no_daemon_runs(jpath: Path) -> None:
+    j = SqliteJournal.open(jpath, now=T0)
+    f, _ = j.insert_filing(filing(), now=T0)
+    j.enqueue_message(out_msg("m@x", f.id), now=T0)
+    j.close()  # a clean close removes the -wal and -shm files
+    reader = SqliteJournal.open_reader(jpath)
+    try:
+        life = reader.lifecycle(f.id)
+        assert life["filing"]["lrn"] == "LRN1" and life["messages"][0]["sealed_bytes"] == 12
+        assert [e.kind for e in reader.evidence(f.id)] == ["sealed-message"]
+    finally:
+        reader.close()
+
+
+def test_reader_refuses_a_missing_journal(tmp_path: Path) -> None:
+    from gateway.journal import NotFound
+    with pytest.raises(NotFound, match="no journal here"):
+        SqliteJournal.open_reader(tmp_path / "nope.sqlite3")
+
+
+def test_read_journal_config(tmp_path: Path) -> None:
+    from gateway.config import ConfigError, load_toml
+    from gateway.journal import read_journal_config
+    conf = tmp_path / "gateway.toml"
+    conf.write_text('[journal]\npath = "var/j.sqlite3"\ngroup_commit_max_delay_ms = 5\n')
+    cfg = read_journal_config(load_toml(conf).section("journal"))
+    assert cfg.path == (tmp_path / "var" / "j.sqlite3").resolve()
+    assert cfg.group_commit_max_delay_ms == 5 and cfg.busy_timeout_ms == 5000 and cfg.retention_days == 1095
+    conf.write_text('[journal]\npaht = "x"\n')
+    with pytest.raises(ConfigError, match=r"\[journal.paht\] unknown key"):
+        read_journal_config(load_toml(conf).section("journal"))

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from gateway.journal.sqlite import SqliteJournal
+from gateway.journal.interface import Journal
 
 T = TypeVar("T")
 _STOP = object()
@@ -32,7 +32,7 @@ _STOP = object()
 
 @dataclass
 class _Item(Generic[T]):
-    fn: Callable[[SqliteJournal], T]
+    fn: Callable[[Journal], T]
     future: concurrent.futures.Future[T]
 
 
@@ -57,9 +57,11 @@ class JournalWriter:
 
     Use as ``async with JournalWriter(journal) as writer:`` or call ``start()`` / ``await close()``. Synchronous
     code (threads, the crash test) can use ``submit_threadsafe`` which returns a ``concurrent.futures.Future``.
+    While a writer runs, all writes of the process go through it: a direct write call from another thread would
+    wait for the writer's lock (reads can use a separate ``open_reader`` connection).
     """
 
-    def __init__(self, journal: SqliteJournal, *, max_batch: int = 256, max_delay_ms: float = 0.0,
+    def __init__(self, journal: Journal, *, max_batch: int = 256, max_delay_ms: float = 0.0,
                  name: str = "journal-writer") -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -97,7 +99,7 @@ class JournalWriter:
         await self.close()
 
     # -- submitting ---------------------------------------------------------------------------------------------------
-    def submit_threadsafe(self, fn: Callable[[SqliteJournal], T]) -> concurrent.futures.Future[T]:
+    def submit_threadsafe(self, fn: Callable[[Journal], T]) -> concurrent.futures.Future[T]:
         if self._closed:
             raise RuntimeError("the journal writer is closed")
         if not self._thread.is_alive() and self._thread.ident is None:
@@ -107,7 +109,7 @@ class JournalWriter:
         self._queue.put(_Item(fn, fut))
         return fut
 
-    async def submit(self, fn: Callable[[SqliteJournal], T]) -> T:
+    async def submit(self, fn: Callable[[Journal], T]) -> T:
         """Runs ``fn(journal)`` in the next batch; returns its result once the batch is committed (durable)."""
         return await asyncio.wrap_future(self.submit_threadsafe(fn))
 

@@ -9,6 +9,7 @@ the batch transaction (group commit). Times are timezone-aware UTC ``datetime``;
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -20,6 +21,11 @@ from gateway.journal.records import (
 
 @runtime_checkable
 class Journal(Protocol):
+    # -- atomicity ---------------------------------------------------------------------------------------------
+    def transaction(self) -> AbstractContextManager[None]:
+        """An atomic unit; nested use is a savepoint. ``JournalWriter`` runs a batch in one, each change nested."""
+        ...
+
     # -- filings ---------------------------------------------------------------------------------------------
     def insert_filing(self, new: NewFiling, *, now: datetime) -> tuple[Filing, bool]:
         """Journals a filing in ``received``; returns (filing, created). Same key and digest -> the existing
@@ -86,6 +92,8 @@ class Journal(Protocol):
         ...
 
     def set_business_outcome(self, message_id: str, outcome: str, *, now: datetime) -> Message: ...
+    def list_messages(self, *, state: str | None = None, direction: str = "out",
+                      limit: int = 100) -> list[Message]: ...
     def get_message(self, message_id: str, *, direction: str = "out", sender_party: str | None = None,
                     with_bytes: bool = False) -> Message | None: ...
     def recover_in_flight(self, *, now: datetime) -> int:

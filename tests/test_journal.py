@@ -392,3 +392,28 @@ def test_read_journal_config(tmp_path: Path) -> None:
     conf.write_text('[journal]\npaht = "x"\n')
     with pytest.raises(ConfigError, match=r"\[journal.paht\] unknown key"):
         read_journal_config(load_toml(conf).section("journal"))
+
+
+def test_concurrent_claimers_on_separate_connections_never_share(journal: SqliteJournal, jpath: Path) -> None:
+    import threading
+    for i in range(200):
+        journal.enqueue_message(out_msg(f"m{i}@x", None, "ABC"[i % 3]), now=T0)
+    got: dict[str, list[str]] = {}
+
+    def claimer(name: str) -> None:
+        j = SqliteJournal.open(jpath, daemon=False)
+        mine: list[str] = []
+        try:
+            while batch := j.claim_due_messages(now=T0, worker=name, limit=3, lease_seconds=3600):
+                mine += [m.message_id for m in batch]
+        finally:
+            j.close()
+        got[name] = mine
+
+    threads = [threading.Thread(target=claimer, args=(f"w{k}",)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    claimed = [mid for mids in got.values() for mid in mids]
+    assert len(claimed) == len(set(claimed)) == 200

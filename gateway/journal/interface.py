@@ -66,7 +66,8 @@ class Journal(Protocol):
         ...
 
     # -- outbound messages ----------------------------------------------------------------------------------------
-    def enqueue_message(self, msg: OutboundMessage, *, now: datetime, not_before: datetime | None = None) -> Message: ...
+    def enqueue_message(self, msg: OutboundMessage, *, now: datetime,
+                        not_before: datetime | None = None) -> Message: ...
 
     def claim_due_messages(self, *, now: datetime, worker: str, limit: int = 1, lease_seconds: float = 300.0,
                            priorities: Sequence[str] | None = None) -> list[Message]:

@@ -118,16 +118,17 @@ class Section:
         return list(value)
 
     def path(self, key: str, default: Any = _MISSING, *, must_exist: bool = True) -> Any:
+        """A path relative to the configuration file; a string default is resolved the same way."""
         value = self.str(key, default)
-        if value is None or (value is default and key not in self.data):
+        if value is None or not isinstance(value, str):
             return value
-        return self._resolve(key, value, must_exist)
+        return self._resolve(key, value, must_exist and key in self.data)
 
     def paths(self, key: str, default: Any = _MISSING, *, must_exist: bool = True) -> Any:
         values = self.list_str(key, default)
-        if values is default and key not in self.data:
+        if not isinstance(values, list):
             return values
-        return [self._resolve(key, v, must_exist) for v in values]
+        return [self._resolve(key, v, must_exist and key in self.data) for v in values]
 
     def _resolve(self, key: str, value: str, must_exist: bool) -> Path:
         p = Path(os.path.expanduser(value))

@@ -100,8 +100,11 @@ class Acceptor:
                           source: str | None, endpoint: str | None) -> Accepted:
         if not facts.lrn:
             raise IntakeRefused("no-lrn", f"the {act} payload carries no LRN, so it cannot be correlated")
-        ep = self.router.choose(office=facts.office_of_first_entry, country=facts.first_entry_country,
-                                override=endpoint)
+        try:
+            ep = self.router.route(office_of_first_entry=facts.office_of_first_entry,
+                                   member_state=facts.first_entry_country, override=endpoint).endpoint
+        except LookupError as exc:
+            raise IntakeRefused("routing", str(exc)) from None
         message_id = deterministic_message_id(self.engine.fqdn, "filing", filer, facts.lrn, digest)
         sealed = None
         if not findings:
@@ -152,7 +155,7 @@ class Acceptor:
             raise IntakeRefused("unknown-filing", f"{act} refers to {ref or facts.lrn!r}, which matches no filing "
                                                   "in the journal (a follow-up needs the registered ENS's MRN)",
                                 status=404)
-        ep = self.router.by_name(filing.endpoint) if filing.endpoint else self.router.choose()
+        ep = self.router.route(recorded=filing.endpoint).endpoint  # follow-ups go to the TI of the filing
         message_id = deterministic_message_id(self.engine.fqdn, "follow-up", str(filing.id), act, digest)
         if self.journal.get_message(message_id) is not None:
             return Accepted(filing, message_id, False, follow_up=True)

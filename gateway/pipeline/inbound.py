@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import Limits
@@ -26,15 +25,9 @@ from gateway.journal.states import FilingState as S
 from gateway.pipeline.alerts import Alerts
 from gateway.pipeline.correlate import REF_ONLY, inbound_effect
 from gateway.pipeline.delivery import safe_name, write_inbox, write_status
+from gateway.transport.server import DeliveryResult as Delivered
 
 log = logging.getLogger("ics2gw.inbound")
-
-
-@dataclass(frozen=True)
-class Delivered:
-    receipt_content_type: str
-    receipt_body: bytes
-    duplicate: bool
 
 
 def _suffix(mime_type: str | None) -> str:

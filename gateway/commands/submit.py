@@ -1,0 +1,64 @@
+"""`ics2gw submit FILE...`: hand ENS files to the running gateway through its submit API (loopback)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from gateway import exitcodes
+from gateway.commands._common import add_conf_option
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("submit", help="submit ENS files to the running gateway",
+                       description="POST each file to the gateway's submit API ([api] listen). Prints one JSON "
+                                   "object per file; a progress bar on stderr for many files. Exit 0 when every "
+                                   "file was accepted, 1 when any was refused, 2 unreadable, 4 gateway unreachable.")
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    p.add_argument("--action", help="ICS2 message id (default: each payload's root element)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_conf_option(p)
+    p.set_defaults(func=run)
+
+
+def _progress(done: int, total: int) -> None:
+    width = 40
+    filled = width * done // total
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+    if done == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    from gateway.config import load_gateway_config
+    from gateway.pipeline.config import read_api
+    api = read_api(load_gateway_config(args.conf).root.section("api"))
+    host = f"[{api.host}]" if ":" in api.host else api.host
+    url = f"http://{host}:{api.port}/filings" + (f"?action={args.action}" if args.action else "")
+    worst = exitcodes.OK
+    show = len(args.files) > 1 and not args.quiet and sys.stderr.isatty()
+    for i, path in enumerate(args.files, start=1):
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            print(json.dumps({"file": str(path), "error": "unreadable", "message": exc.strerror}))
+            worst = max(worst, exitcodes.UNREADABLE)
+            continue
+        req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/xml"}, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=120) as resp:
+                print(json.dumps({"file": str(path), **json.loads(resp.read())}))
+        except urllib.error.HTTPError as exc:
+            print(json.dumps({"file": str(path), "http_status": exc.code, **json.loads(exc.read() or b"{}")}))
+            worst = max(worst, exitcodes.INVALID)
+        except (urllib.error.URLError, OSError) as exc:
+            print(f"ics2gw submit: the gateway is not reachable at {url}: {exc}", file=sys.stderr)
+            return exitcodes.RUNTIME
+        if show:
+            _progress(i, len(args.files))
+    return worst

@@ -505,3 +505,36 @@ async def test_report_cli_json(sim: Simulator, client: aiohttp.ClientSession, tr
     async with aiohttp.ClientSession() as s:
         async with s.get(f"{sim.admin_url}/report") as r:
             assert (await r.json())[0]["lrn"] == "LRN-REPORT"
+
+
+async def test_ping_and_out_of_order_replies(sim: Simulator, client: aiohttp.ClientSession, trader_engine: Engine,
+                                             receiver: Receiver) -> None:
+    ping = trader_engine.ping(Engine.customs_party())
+    _, ctype, body = await post(client, sim, ping.content_type, ping.body)
+    trader_engine.check_receipt(trader_engine.open(ctype, body), ping)
+    assert sim.registry.report() == []
+    await admin(sim, out_of_order=True, hold_replies=True)
+    sent = trader_engine.user_message(action="IE3F32", payload=ens("DNL-OOO"), to_party=Engine.customs_party())
+    await post(client, sim, sent.content_type, sent.body)
+    await asyncio.sleep(0.1)
+    assert receiver.got == []                      # held
+    await admin(sim, hold_replies=False)
+    got = await receiver.wait_for(2)
+    assert [m.messaging.user_message.action for m in got] == ["IE3Q01", "IE3R01"]  # type: ignore[union-attr]
+
+
+async def test_admin_send_scripted_request(sim: Simulator, client: aiohttp.ClientSession, trader_engine: Engine,
+                                           receiver: Receiver) -> None:
+    sent = trader_engine.user_message(action="IE3F32", payload=ens("LRN-SCRIPT"), to_party=Engine.customs_party())
+    await post(client, sim, sent.content_type, sent.body)
+    got = await receiver.wait_for(1)
+    mrn = inspect_payload(got[0].payloads[0].data(trader_engine.limits)).mrn
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{sim.admin_url}/send", json={"action": "IE3Q03", "mrn": mrn}) as r:
+            assert r.status == 200, await r.text()
+        async with s.post(f"{sim.admin_url}/send", json={"action": "IE3Q03", "mrn": "nope"}) as r:
+            assert r.status == 400
+    got = await receiver.wait_for(2)
+    um = got[1].messaging.user_message
+    assert um is not None and um.action == "IE3Q03" and um.ref_to_message_id is None
+    assert sim.registry.report()[0]["open_request"] == "IE3Q03"

@@ -72,6 +72,7 @@ class Simulator:
         self.port = 0
         self.admin_port = 0
         self._runners: list[web.AppRunner] = []
+        self._hosts: list[str] = []
         self._pusher: Pusher | None = None
         self._pusher_task: asyncio.Task[None] | None = None
 
@@ -90,9 +91,18 @@ class Simulator:
         await runner.setup()
         self._runners.append(runner)
         port = cfg.port
-        for host in cfg.listen:
-            sock = _bind(host, port)
+        self._hosts = []
+        for i, host in enumerate(cfg.listen):
+            try:
+                sock = _bind(host, port)
+            except OSError as exc:
+                if i == 0:
+                    raise
+                # e.g. no IPv6 on this host: serve the addresses that work, say which one does not
+                log.warning("event=listen_failed host=%s port=%s reason=%r", host, port, str(exc))
+                continue
             port = sock.getsockname()[1]
+            self._hosts.append(host)
             site = web.SockSite(runner, sock, ssl_context=server_ctx)
             await site.start()
         self.port = port

@@ -229,6 +229,10 @@ def test_retry_fail_hold_and_operator_requeue(journal: SqliteJournal) -> None:
     assert q.state == "queued"
     with pytest.raises(InvalidTransition):
         journal.requeue_message("m@x", now=T0, reason="again")
+    c = journal.cancel_message("m@x", now=T0, reason="operator abandoned the filing")
+    assert c.state == "cancelled" and journal.claim_due_messages(now=T0 + timedelta(days=1), worker="w") == []
+    with pytest.raises(InvalidTransition):
+        journal.requeue_message("m@x", now=T0, reason="too late")
 
 
 def test_recovery_returns_in_flight_messages_byte_identical(jpath: Path) -> None:

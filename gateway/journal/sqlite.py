@@ -549,6 +549,19 @@ class SqliteJournal:
         assert m is not None
         return m
 
+    def cancel_message(self, message_id: str, *, now: datetime, reason: str) -> Message:
+        """Operator abandon: a queued, failed or held message will never be sent (its bytes stay as evidence)."""
+        ts = iso(now)
+        with self.transaction():
+            row = self._out_for_update(message_id, None, MessageState.CANCELLED)
+            self._conn.execute("UPDATE messages SET state = 'cancelled', next_attempt_at = NULL, updated_at = ? "
+                               "WHERE id = ?", (ts, row["id"]))
+            self._event("message-cancelled", ts, row["filing_id"], message_id, {"reason": reason,
+                                                                                "from": row["state"]})
+            m = self._get_msg(message_id, "out", None, False)
+        assert m is not None
+        return m
+
     def set_business_outcome(self, message_id: str, outcome: str, *, now: datetime) -> Message:
         """Records which business answer (IE3R01, IE3N99 ...) answered this outbound message."""
         ts = iso(now)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import uuid
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -76,13 +76,13 @@ def sha256_b64(data: bytes) -> str:
 
 
 def _reference(signed_info: etree._Element, uri: str, transform: str, prefixes: Sequence[str] | None,
-               digest: str) -> etree._Element:
+               digest: str, digest_method: str = ALG_SHA256) -> etree._Element:
     ref = etree.SubElement(signed_info, _DS + "Reference", URI=uri)
     transforms = etree.SubElement(ref, _DS + "Transforms")
     t = etree.SubElement(transforms, _DS + "Transform", Algorithm=transform)
     if prefixes:
         etree.SubElement(t, "{%s}InclusiveNamespaces" % NS_EC, nsmap={"ec": NS_EC}, PrefixList=" ".join(prefixes))
-    etree.SubElement(ref, _DS + "DigestMethod", Algorithm=ALG_SHA256)
+    etree.SubElement(ref, _DS + "DigestMethod", Algorithm=digest_method)
     etree.SubElement(ref, _DS + "DigestValue").text = digest
     return ref
 
@@ -103,7 +103,8 @@ def find_parts(env: etree._Element) -> tuple[etree._Element, etree._Element, etr
 def seal(env: etree._Element, attachments: Sequence[Attachment],
          identity: SealingIdentity) -> tuple[etree._Element, list[etree._Element]]:
     """Seals ``env`` the one way ICS2 accepts; returns the sealed envelope (a new tree: serialize that one) and
-    its ds:Reference elements (for NRR receipts)."""
+    its ds:Reference elements (for NRR receipts). Serialize the returned tree: it is usually ``env`` itself, a
+    re-parsed copy when lxml could not canonicalize the built tree exactly (``env`` is then emptied)."""
     if len(identity.chain) < 2:
         raise SealError("refusing to seal with a leaf-only chain: ICS2 requires the full chain (ICD 4.6.2)")
     return seal_with(env, attachments, identity.key, identity.chain)
@@ -114,67 +115,130 @@ def seal_with(env: etree._Element, attachments: Sequence[Attachment], key: objec
               sign_body: bool = True, signature_method: str = ALG_RSA_SHA256,
               digest_method: str = ALG_SHA256,
               skip_attachments: Sequence[str] = ()) -> tuple[etree._Element, list[etree._Element]]:
-    """The sealing mechanics, with knobs that only the negative-test builder turns."""
+    """The sealing mechanics, with knobs that only the negative-test builder turns.
+
+    Digests and the SignedInfo are canonicalized on the tree as built, without a serialize/re-parse round trip,
+    except where lxml is known to canonicalize a freshly built tree differently from the parsed bytes the
+    verifier will see (``_c14n_exact``): then, and only then, the envelope is re-parsed first."""
     header, messaging, body = find_parts(env)
-    security = etree.Element(_WSSE + "Security", nsmap={"wsse": NS_WSSE, "wsu": NS_WSU})
+    security = etree.Element(_WSSE + "Security", nsmap=_SECURITY_NSMAP)
     security.set(_S + "mustUnderstand", "true")
     header.insert(0, security)
 
-    certs = list(chain_leaf_first)
-    if token_type == VT_PKIPATH:
-        token = pkipath.encode(list(reversed(certs)) if token_leaf_first else certs)
-    else:
-        from cryptography.hazmat.primitives.serialization import Encoding
-        token = certs[0].public_bytes(Encoding.DER)  # type: ignore[attr-defined]
-    token_id = f"X509-{uuid.uuid4()}"
+    token_id, sig_id, ki_id, str_id = _uuid4_strs(4)
+    token_id = "X509-" + token_id
     bst = etree.SubElement(security, _WSSE + "BinarySecurityToken", EncodingType=ENC_BASE64, ValueType=token_type)
     bst.set(_WSU_ID, token_id)
-    bst.text = base64.b64encode(token).decode("ascii")
+    bst.text = _token_b64(chain_leaf_first, token_type, token_leaf_first)
 
-    signature = etree.SubElement(security, _DS + "Signature", nsmap={"ds": NS_DS}, Id=f"SIG-{uuid.uuid4()}")
+    signature = etree.SubElement(security, _DS + "Signature", nsmap=_DS_NSMAP, Id="SIG-" + sig_id)
     signed_info = etree.SubElement(signature, _DS + "SignedInfo")
     cm = etree.SubElement(signed_info, _DS + "CanonicalizationMethod", Algorithm=ALG_EXC_C14N)
     si_prefixes = ancestor_prefixes(signed_info)
     if si_prefixes:
-        etree.SubElement(cm, "{%s}InclusiveNamespaces" % NS_EC, nsmap={"ec": NS_EC}, PrefixList=" ".join(si_prefixes))
+        etree.SubElement(cm, "{%s}InclusiveNamespaces" % NS_EC, nsmap=_EC_NSMAP, PrefixList=" ".join(si_prefixes))
     etree.SubElement(signed_info, _DS + "SignatureMethod", Algorithm=signature_method)
 
-    # Reference skeletons first; digests are filled in on a re-parsed copy of the envelope. lxml's subtree
-    # exclusive c14n ignores InclusiveNamespaces prefixes declared on ancestors of a freshly built tree (it
-    # honours them on parsed trees), so signer and verifier must canonicalize the same, parsed, tree.
     targets = [messaging] + ([body] if sign_body else [])
-    for target in targets:
-        _reference(signed_info, "#" + target.get(_WSU_ID), ALG_EXC_C14N, ancestor_prefixes(target), "")
-    signed_atts = [a for a in attachments if a.content_id not in skip_attachments]
     digest = _digester(digest_method)
-    for att in signed_atts:
+    canon: list[bytes] | None = []
+    for target in targets:
+        prefixes = ancestor_prefixes(target)
+        data = _c14n_exact(target, prefixes)
+        if data is None:
+            canon = None
+            break
+        canon.append(data)
+    if canon is None:
+        # lxml would canonicalize this freshly built tree differently from its serialization (see
+        # _c14n_exact): canonicalize a re-parsed copy instead; the caller's element is replaced by it.
+        signature_id = signature.get("Id")
+        reparsed = etree.fromstring(etree.tostring(env), parser=_PARSER)
+        env.clear()
+        _, messaging, body = find_parts(reparsed)
+        targets = [messaging] + ([body] if sign_body else [])
+        signature = next(e for e in reparsed.iter(_DS + "Signature") if e.get("Id") == signature_id)
+        signed_info = signature.find(_DS + "SignedInfo")
+        canon = [c14n(t, ancestor_prefixes(t)) for t in targets]
+        env = reparsed
+    for target, data in zip(targets, canon):
+        _reference(signed_info, "#" + target.get(_WSU_ID), ALG_EXC_C14N, ancestor_prefixes(target), digest(data),
+                   digest_method)
+    for att in attachments:
+        if att.content_id in skip_attachments:
+            continue
         _reference(signed_info, "cid:" + att.content_id, ALG_ATTACHMENT_CONTENT, None,
-                   digest(attachment_digest_input(att.content, att.content_type)))
-    for r in signed_info.iterchildren(_DS + "Reference"):
-        r.find(_DS + "DigestMethod").set("Algorithm", digest_method)
-    signature_id = signature.get("Id")
-    reparsed = etree.fromstring(etree.tostring(env), parser=_PARSER)
-    env.clear()  # the caller's element is replaced by the re-parsed tree
-    _, messaging, body = find_parts(reparsed)
-    signature = next(e for e in reparsed.iter(_DS + "Signature") if e.get("Id") == signature_id)
-    signed_info = signature.find(_DS + "SignedInfo")
-    by_id = {messaging.get(_WSU_ID): messaging, body.get(_WSU_ID): body}
-    for r in signed_info.iterchildren(_DS + "Reference"):
-        uri = r.get("URI") or ""
-        if uri.startswith("#"):
-            target = by_id[uri[1:]]
-            t = r.find(f"{_DS}Transforms/{_DS}Transform")
-            inc = t.find("{%s}InclusiveNamespaces" % NS_EC)
-            prefixes = (inc.get("PrefixList") or "").split() if inc is not None else None
-            r.find(_DS + "DigestValue").text = digest(c14n(target, prefixes))
-    signature_value = rsa_backend.sign(key, c14n(signed_info, si_prefixes), signature_method)
+                   digest(attachment_digest_input(att.content, att.content_type)), digest_method)
+    si_c14n = _c14n_exact(signed_info, si_prefixes)
+    if si_c14n is None:  # never seen; kept so that a future lxml cannot make us sign the wrong bytes
+        signature_id = signature.get("Id")
+        reparsed = etree.fromstring(etree.tostring(env), parser=_PARSER)
+        env.clear()
+        env = reparsed
+        signature = next(e for e in env.iter(_DS + "Signature") if e.get("Id") == signature_id)
+        signed_info = signature.find(_DS + "SignedInfo")
+        si_c14n = c14n(signed_info, si_prefixes)
+    signature_value = rsa_backend.sign(key, si_c14n, signature_method)
     etree.SubElement(signature, _DS + "SignatureValue").text = base64.b64encode(signature_value).decode("ascii")
-    key_info = etree.SubElement(signature, _DS + "KeyInfo", Id=f"KI-{uuid.uuid4()}")
+    key_info = etree.SubElement(signature, _DS + "KeyInfo", Id="KI-" + ki_id)
     str_el = etree.SubElement(key_info, _WSSE + "SecurityTokenReference")
-    str_el.set(_WSU_ID, f"STR-{uuid.uuid4()}")
+    str_el.set(_WSU_ID, "STR-" + str_id)
     etree.SubElement(str_el, _WSSE + "Reference", URI="#" + token_id,
                      ValueType=token_type if token_type in (VT_PKIPATH, VT_X509V3) else VT_PKIPATH)
-    return reparsed, list(signed_info.iterchildren(_DS + "Reference"))
+    return env, list(signed_info.iterchildren(_DS + "Reference"))
+
+
+def _c14n_exact(el: etree._Element, prefixes: Sequence[str]) -> bytes | None:
+    """``c14n(el, prefixes)`` when it is certain to equal the canonical form of the parsed serialization.
+
+    lxml (6.1, libxml2 2.14) drops InclusiveNamespaces prefixes that are declared on an ancestor of a freshly
+    built element but used nowhere below it in some shapes (an empty last child of the root, for one). An
+    InclusiveNamespaces prefix in scope must be rendered on the apex element (Exclusive XML C14N 1.0 section
+    3), so the result is checked for every such declaration; ``None`` means "re-parse and canonicalize
+    that tree instead"."""
+    out = c14n(el, prefixes)
+    if prefixes:
+        apex = out[:out.find(b">")]
+        for p in prefixes:
+            if p not in ("#default", "xml") and (b" xmlns:" + p.encode("ascii") + b"=") not in apex:
+                return None
+    return out
+
+
+def _uuid4_strs(n: int) -> list[str]:
+    """``n`` random (version 4) UUIDs as strings, from one call to the OS random source."""
+    raw = os.urandom(16 * n)
+    out = []
+    for i in range(0, 16 * n, 16):
+        h = raw[i:i + 16].hex()
+        out.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}")
+    return out
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+_SECURITY_NSMAP = {"wsse": NS_WSSE, "wsu": NS_WSU}
+_DS_NSMAP = {"ds": NS_DS}
+_EC_NSMAP = {"ec": NS_EC}
+_TOKENS: dict[tuple[object, ...], tuple[tuple[object, ...], str]] = {}
+
+
+def _token_b64(chain_leaf_first: Sequence[object], token_type: str, leaf_first: bool) -> str:
+    """The base64 BinarySecurityToken value for a chain, cached per chain (the chain objects are immutable)."""
+    certs = tuple(chain_leaf_first)
+    key = (token_type, leaf_first, *map(id, certs))
+    hit = _TOKENS.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], certs)):
+        return hit[1]
+    if token_type == VT_PKIPATH:
+        token = pkipath.encode(list(reversed(certs)) if leaf_first else list(certs))  # type: ignore[arg-type]
+    else:
+        from cryptography.hazmat.primitives.serialization import Encoding
+        token = certs[0].public_bytes(Encoding.DER)  # type: ignore[attr-defined]
+    value = base64.b64encode(token).decode("ascii")
+    if len(_TOKENS) >= 32:
+        _TOKENS.clear()
+    _TOKENS[key] = (certs, value)  # holds the certificates, so their ids cannot be reused while cached
+    return value
 
 
 def _digester(method: str):  # type: ignore[no-untyped-def]

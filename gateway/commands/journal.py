@@ -26,6 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     orph.add_argument("--json", action="store_true")
     add_conf_option(orph)
     orph.set_defaults(func=run_orphans)
+    rq = jsub.add_parser("requests", help="customs requests (IE3Q01/Q02/Q03), open ones by default")
+    rq.add_argument("--all", action="store_true", help="include answered and closed requests")
+    rq.add_argument("--json", action="store_true")
+    add_conf_option(rq)
+    rq.set_defaults(func=run_requests)
     pg = jsub.add_parser("purge", help="remove final filings older than the retention period",
                          description="Removes final filings (and their evidence) not updated for --days days "
                                      "(default: [journal] retention_days); never a filing that is not final.")
@@ -69,6 +74,21 @@ def run_orphans(args: argparse.Namespace) -> int:
     for o in j.list_orphans():
         print(json.dumps(o.to_dict(), default=str) if args.json else
               f"{o.created_at}  {o.message.action or '-':7} {o.message.message_id}  {o.reason}")
+    return exitcodes.OK
+
+
+def run_requests(args: argparse.Namespace) -> int:
+    from gateway.commands._journal import open_reader
+    try:
+        j = open_reader(args.conf)
+    except FileNotFoundError as exc:
+        print(f"ics2gw journal requests: {exc}", file=sys.stderr)
+        return exitcodes.UNREADABLE
+    for r in j.list_requests(open_only=not args.all):
+        f = j.get_filing(r.filing_id)
+        row = {**r.to_dict(), "lrn": f.lrn if f else None, "mrn": f.mrn if f else None}
+        print(json.dumps(row, default=str) if args.json else
+              f"{r.opened_at}  {r.kind}  {r.state:9} {row['lrn']} {row['mrn'] or '-'}  {r.request_message_id}")
     return exitcodes.OK
 
 

@@ -34,6 +34,7 @@ class InboundEffect:
     open_request: str | None = None       # IE3Q01/02/03
     alert: str | None = None              # an operator alert (do-not-load, information requested, ...)
     event: str = "inbound"
+    via: str | None = None                # an intermediate state to pass through first (sent -> registered -> arrived)
 
 
 def _to(current: str, target: str) -> str | None:
@@ -83,10 +84,12 @@ def inbound_effect(action: str, *, current_state: str, answered_action: str | No
     if action == "IE3N03":
         return InboundEffect(_to(current_state, S.ASSESSMENT_COMPLETE), None, event="assessment-complete")
     if action == "IE3R04":
-        # MRN of an arrival notification: the IE3N06 filing is registered with it
-        return InboundEffect(_to(current_state, S.REGISTERED), "registered", learn_mrn=mrn, event="arrival-registered")
-    if action == "IE3N08":
-        return InboundEffect(_to(current_state, S.ARRIVED), None, event="arrival-processed")
+        # the arrival is registered (MRN of the arrival notification): the IE3N06 filing has arrived
+        if can_transition(current_state, S.ARRIVED):
+            return InboundEffect(S.ARRIVED, "registered", learn_mrn=mrn, event="arrived")
+        if can_transition(current_state, S.REGISTERED) and can_transition(S.REGISTERED, S.ARRIVED):
+            return InboundEffect(S.ARRIVED, "registered", learn_mrn=mrn, event="arrived", via=S.REGISTERED)
+        return InboundEffect(None, "registered", learn_mrn=mrn, event="arrived")
     # IE3N02, IE3N04, IE3N05, IE3N07, IE3N09, IE3N11, IE3R08 ...: information only, kept as events
     return InboundEffect(None, None, event=f"notification-{action}")
 

@@ -134,6 +134,10 @@ class InboundProcessor:
             if um.ref_to_message_id and effect.message_outcome and j.get_message(um.ref_to_message_id):
                 j.set_business_outcome(um.ref_to_message_id, effect.message_outcome, now=now)
             mrn = effect.learn_mrn if effect.learn_mrn and not current.mrn else None
+            if effect.via:
+                current = j.transition(filing.id, effect.via, now=now, event=effect.event, mrn=mrn,
+                                       detail={"message_id": um.message_id, "action": um.action})
+                mrn = None
             if effect.new_state:
                 current = j.transition(filing.id, effect.new_state, now=now, event=effect.event, mrn=mrn,
                                        detail={"message_id": um.message_id, "action": um.action})

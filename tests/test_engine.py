@@ -213,3 +213,25 @@ def test_errors_from_ebms_error_list(customs: Engine, trader: Engine) -> None:
                                           "nothing to pull")])
     opened = trader.open(sig.content_type, sig.body)
     assert opened.messaging.signals[0].errors[0].severity == "warning"
+
+
+def test_domibus_style_unsigned_error_in_soap_fault_is_readable(trader: Engine) -> None:
+    """eb:Error in the header, a SOAP Fault in the Body, no seal, HTTP 500: read and flagged unsigned."""
+    soap = (b'<?xml version="1.0" encoding="UTF-8"?><env:Envelope xmlns:env="http://www.w3.org/2003/05/soap-envelope">'
+            b'<env:Header><eb:Messaging xmlns:eb="http://docs.oasis-open.org/ebxml-msg/ebms/v3.0/ns/core/200704/" '
+            b'env:mustUnderstand="true"><eb:SignalMessage><eb:MessageInfo><eb:Timestamp>2026-11-24T10:00:00Z'
+            b'</eb:Timestamp><eb:MessageId>err-1@sti</eb:MessageId><eb:RefToMessageId>m-1@x</eb:RefToMessageId>'
+            b'</eb:MessageInfo><eb:Error errorCode="EBMS:0004" severity="failure" shortDescription="Other" '
+            b'refToMessageInError="m-1@x"><eb:ErrorDetail>A001 sender not authorised</eb:ErrorDetail></eb:Error>'
+            b'</eb:SignalMessage></eb:Messaging></env:Header><env:Body><env:Fault><env:Code><env:Value>env:Receiver'
+            b'</env:Value></env:Code><env:Reason><env:Text xml:lang="en">Other</env:Text></env:Reason></env:Fault>'
+            b'</env:Body></env:Envelope>')
+    read = trader.open('application/soap+xml; charset="UTF-8"', soap, accept_unsigned_errors=True)
+    assert not read.signed and read.messaging.signals[0].errors[0].error_detail.startswith("A001")
+    with pytest.raises(EbmsFault):
+        trader.open('application/soap+xml', soap)  # without the flag an unsigned error is refused
+    # a Fault in the Body of anything but an error signal is still a non-empty Body
+    with pytest.raises(EbmsFault) as exc:
+        trader.open('application/soap+xml', soap.replace(b"<eb:SignalMessage>", b"<eb:Nope>", 1)
+                    .replace(b"</eb:SignalMessage>", b"</eb:Nope>"), accept_unsigned_errors=True)
+    assert exc.value.code == "EBMS:0103"

@@ -199,12 +199,16 @@ def parse_envelope(env: etree._Element) -> ParsedEnvelope:
     if len(list(env.iter(_EB + "UserMessage"))) != len(user_messages) or len(user_messages) > 1:
         raise EbmsFault("EBMS:0009", f"AS4 allows one eb:UserMessage per message, found "
                                      f"{len(list(env.iter(_EB + 'UserMessage')))}")
-    if any(isinstance(c.tag, str) for c in body) or (body.text or "").strip():
-        raise EbmsFault("EBMS:0103", "the SOAP Body must be empty: ICS2 payloads travel only as MIME parts")
     um = _user_message(user_messages[0]) if user_messages else None
     signals: list[Signal] = []
     for sm in messaging_el.findall(_EB + "SignalMessage"):
         signals.extend(_signals(sm))
+    body_children = [c for c in body if isinstance(c.tag, str)]
+    # Domibus-style peers send an eb:Error with a SOAP Fault in the Body (HTTP 500): readable, never signed proof
+    fault_only = (um is None and signals and all(isinstance(x, ErrorSignal) for x in signals)
+                  and len(body_children) == 1 and body_children[0].tag == _S + "Fault")
+    if (body_children or (body.text or "").strip()) and not fault_only:
+        raise EbmsFault("EBMS:0103", "the SOAP Body must be empty: ICS2 payloads travel only as MIME parts")
     if um is None and not signals:
         raise EbmsFault("EBMS:0009", "eb:Messaging carries neither a UserMessage nor a SignalMessage")
     messaging = Messaging(user_message=um, signals=tuple(signals),

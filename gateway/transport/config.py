@@ -190,7 +190,8 @@ def _key_material(sec: Section, prefix: str) -> KeyMaterial:
 
 
 def read_tls(sec: Section, environment: str) -> TlsConfig:
-    sec.check_keys({"client_cert", "client_key", "client_chain", "client_pkcs12", "client_password_env",
+    sec.check_keys({"client_cert", "client_key", "client_chain", "client_pkcs12", "client_password",
+                    "server_password", "client_password_env",
                     "client_password_file", "ca_bundle", "server_cert", "server_key", "server_chain",
                     "server_pkcs12", "server_password_env", "server_password_file", "client_ca", "min_version",
                     "max_version", "ciphers", "handshake_timeout", "environment"})
@@ -211,7 +212,7 @@ def read_tls(sec: Section, environment: str) -> TlsConfig:
                      handshake_timeout=sec.float("handshake_timeout", 10.0, min=0.1, max=300))
 
 
-_ENDPOINT_KEYS = {"name", "url", "party_id", "environment", "countries", "proxy", "proxy_user",
+_ENDPOINT_KEYS = {"name", "url", "party_id", "environment", "countries", "proxy", "proxy_user", "proxy_password",
                   "proxy_password_env", "proxy_password_file", "connect_timeout", "total_timeout", "server_name",
                   "ca_bundle", "negative_tests_enabled"}
 

@@ -123,14 +123,16 @@ class Puller:
 
     def __init__(self, engine: Engine, client: As4Client, endpoint: Endpoint, sink: InboundSink, *, mpc: str,
                  min_interval: float = 1.0, max_interval: float = 60.0, pmodes: PModeSet | None = None,
-                 ack_lane: AckLane | None = None,
+                 ack_lane: AckLane | None = None, receipt_retry_interval: float = 2.0,
+                 receipt_max_attempts: int = 20,
                  sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
         self.engine, self.client, self.endpoint, self.mpc = engine, client, endpoint, mpc
         self.environment = client.environment
         self.processor = InboundProcessor(engine, sink, environment=client.environment, pmodes=pmodes)
         self.min_interval, self.max_interval = min_interval, max_interval
         self.interval = min_interval
-        self.ack_lane = ack_lane or AckLane(client, endpoint)
+        self.ack_lane = ack_lane or AckLane(client, endpoint, retry_interval=receipt_retry_interval,
+                                            max_attempts=receipt_max_attempts)
         self._sleep = sleep or asyncio.sleep
         self.last: PullResult | None = None
         self.last_at: float | None = None

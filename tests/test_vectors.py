@@ -57,6 +57,8 @@ def test_vector(name: str, engine: Engine, pmodes) -> None:  # type: ignore[no-u
         msg = engine.open(content_type, body, policy=policy)
         for payload in msg.payloads:
             payload.data(engine.limits)
+        if expect.get("order"):  # ICD 4.2.6: several XML payloads, PartInfo order kept
+            assert [p.content_id for p in msg.payloads] == expect["order"]
         if expect.get("pmode"):
             assert msg.messaging.user_message is not None
             pmodes.match(msg.messaging.user_message)

@@ -101,12 +101,8 @@ def inspect_file(path: Path, *, conf: Path, trust: list[Path], against: Path | N
                             "references": [r.get("URI") for r in sig.references]}
         if against is not None:
             sent_ct, sent_body = mime.read_message_file(against.read_bytes(), sidecar=_sidecar(against))
-            from gateway.ebms.engine import digests_of_wire
             sent_open = engine.open(sent_ct, sent_body, verify=False)
-            sent = OutboundMessage(sent_open.message_id, sent_open.kind, sent_ct, sent_body,
-                                   references=tuple(sent_open.parsed.envelope.iter(
-                                       "{http://www.w3.org/2000/09/xmldsig#}Reference")))
-            del digests_of_wire
+            sent = OutboundMessage.from_wire(sent_open.message_id, sent_ct, sent_body)
             engine.check_receipt(verified, sent)
             out["against"] = {"message_id": sent.message_id, "match": True}
     except EbmsFault as exc:

@@ -30,7 +30,10 @@ from cryptography.hazmat.primitives import serialization  # noqa: E402
 from gateway.conformance import unsafe  # noqa: E402
 from gateway.conformance.unsafe import Part, Recipe, build_message, xml_part  # noqa: E402
 from gateway.ebms import mime  # noqa: E402
-from gateway.ebms.constants import VT_X509V3, TEST_ACTION, TEST_SERVICE  # noqa: E402
+from gateway.ebms.constants import (  # noqa: E402
+    PARTY_TYPE_AUTH, PARTY_TYPE_EORI, ROLE_CUSTOMS, ROLE_TRADER, TEST_ACTION, TEST_SERVICE, VT_X509V3,
+)
+from gateway.ebms.model import Party  # noqa: E402
 from gateway.security.keys import load_pem_certificates  # noqa: E402
 
 ENS = (b'<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -70,6 +73,15 @@ def recipes(pki: Path) -> list[tuple[str, Recipe, dict, str]]:
         ("ok-x509v3-token-tolerant", Recipe(parts=payload(), token_type=VT_X509V3), {"valid": True}, "trader"),
         ("bad-x509v3-token-strict", Recipe(parts=payload(), token_type=VT_X509V3),
          {"code": "EBMS:0101", "policy": "strict"}, "trader"),
+        ("ok-ie3r08-several-xml-payloads",
+         Recipe(action="IE3R08", service="eu_ics2_c2t",
+                from_party=Party("sti-taxud", PARTY_TYPE_AUTH, ROLE_CUSTOMS),
+                to_party=Party("NL123456789", PARTY_TYPE_EORI, ROLE_TRADER),
+                parts=[xml_part(ENS.replace(b"IE3F32", b"IE3R08"), content_id="consultation@sti"),
+                       xml_part(b"<n1>first notification</n1>", content_id="notification-1@sti"),
+                       xml_part(b"<n2>second notification</n2>", content_id="notification-2@sti")]),
+         {"valid": True, "pmode": True, "order": ["consultation@sti", "notification-1@sti", "notification-2@sti"]},
+         "trader"),
         ("ok-ping", Recipe(parts=[], service=TEST_SERVICE, service_type=None, action=TEST_ACTION),
          {"valid": True, "pmode": True}, "trader"),
         ("bad-wrong-signing-algorithm", Recipe(parts=payload(), signature_method=unsafe.RSA_SHA1),

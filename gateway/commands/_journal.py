@@ -42,3 +42,24 @@ def find_filing(j: Any, ref: str) -> Any:
     if found:
         return found[0]
     return j.get_filing_by_message_id(ref)
+
+
+class CommandFailed(Exception):
+    """Printed by the command as ``ics2gw <cmd>: <message>`` with ``code`` as the exit code."""
+
+    def __init__(self, code: int, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+def load_filing(conf: Path, ref: str, *, writer: bool = False) -> tuple[Any, Any]:
+    """(journal, filing) for a command; raises CommandFailed with the right exit code otherwise."""
+    from gateway import exitcodes
+    try:
+        j = open_writer(conf) if writer else open_reader(conf)
+        filing = find_filing(j, ref)
+    except (FileNotFoundError, LookupError) as exc:
+        raise CommandFailed(exitcodes.UNREADABLE, str(exc)) from None
+    if filing is None:
+        raise CommandFailed(exitcodes.INVALID, f"no filing matches {ref}")
+    return j, filing

@@ -22,18 +22,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.commands._journal import find_filing, open_writer
+    from gateway.commands._journal import CommandFailed, load_filing
     from gateway.journal.errors import JournalError
     from gateway.journal.states import FilingState as S, can_transition
     try:
-        j = open_writer(args.conf)
-        filing = find_filing(j, args.ref)
-    except (FileNotFoundError, LookupError) as exc:
+        j, filing = load_filing(args.conf, args.ref, writer=True)
+    except CommandFailed as exc:
         print(f"ics2gw abandon: {exc}", file=sys.stderr)
-        return exitcodes.UNREADABLE
-    if filing is None:
-        print(f"ics2gw abandon: no filing matches {args.ref}", file=sys.stderr)
-        return exitcodes.INVALID
+        return exc.code
     if not can_transition(filing.state, S.ABANDONED):
         print(f"ics2gw abandon: a filing in state {filing.state} cannot be abandoned (only received, queued, failed "
               "or held)", file=sys.stderr)

@@ -21,16 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.commands._journal import find_filing, open_reader
+    from gateway.commands._journal import CommandFailed, load_filing
     try:
-        j = open_reader(args.conf)
-        filing = find_filing(j, args.ref)
-    except (FileNotFoundError, LookupError) as exc:
+        j, filing = load_filing(args.conf, args.ref)
+    except CommandFailed as exc:
         print(f"ics2gw status: {exc}", file=sys.stderr)
-        return exitcodes.UNREADABLE
-    if filing is None:
-        print(f"ics2gw status: no filing matches {args.ref}", file=sys.stderr)
-        return exitcodes.INVALID
+        return exc.code
     life = j.lifecycle(filing.id)
     if args.json:
         print(json.dumps(life, default=str))

@@ -114,7 +114,7 @@ class Sender:
                         filing = j.get_filing(msg.filing_id)
                         if msg.action == filing.action and can_transition(filing.state, S.SENDING):
                             j.transition(filing.id, S.SENDING, now=now, event="sending",
-                                         detail={"message_id": msg.message_id, "attempt": msg.attempts + 1})
+                                         detail={"message_id": msg.message_id, "attempt": msg.attempts})
                     return j.get_message(msg.message_id, with_bytes=True)
             return None
 
@@ -137,7 +137,7 @@ class Sender:
         now = self.clock()
         raw = getattr(outcome, "raw", None) or getattr(outcome, "body", None)
         raw_ct = getattr(outcome, "content_type", None)
-        attempts = msg.attempts + 1
+        attempts = msg.attempts  # the claim counted this attempt
         alert: dict[str, Any] | None = None
 
         def txn(j: Any) -> Any:

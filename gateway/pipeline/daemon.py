@@ -89,13 +89,6 @@ class Gateway:
                 server = InboundServer(engine, sink, tcfg, pmodes=pmodes)
                 await server.start()
                 runners.append(server)
-            if tcfg.health.listen is not None:
-                from gateway.transport.server import HealthServer
-                health = HealthServer(tcfg.health.listen, cfg.environment,
-                                      status=lambda: {"filings": reader.count_by_state(),
-                                                      "journal_commits": writer.stats.commits})
-                await health.start()
-                runners.append(health)
             if tcfg.pull.enabled:
                 from gateway.transport.puller import Puller
                 pull_stop = asyncio.Event()
@@ -104,6 +97,17 @@ class Gateway:
                                 pmodes=pmodes)
                 tasks.append(asyncio.create_task(puller.run(pull_stop), name="puller"))
                 self.components["puller"] = (puller, pull_stop)
+            if tcfg.health.listen is not None:
+                from gateway.transport.server import HealthServer
+                def health_status() -> dict[str, Any]:
+                    doc: dict[str, Any] = {"filings": reader.count_by_state(), "journal_commits": writer.stats.commits,
+                                           "journal_changes": writer.stats.changes}
+                    if "puller" in self.components:
+                        doc["pull"] = self.components["puller"][0].status()
+                    return doc
+                health = HealthServer(tcfg.health.listen, cfg.environment, status=health_status)
+                await health.start()
+                runners.append(health)
             tasks += [asyncio.create_task(sender.run(), name="sender"),
                       asyncio.create_task(intake.run(), name="intake"),
                       asyncio.create_task(timers.run(), name="timers")]

@@ -30,8 +30,9 @@ class IntakeRefused(ValueError):
     """The ENS cannot be taken in; ``reason`` is machine-readable, the message says what to do."""
 
     def __init__(self, reason: str, message: str, *, findings: list[dict[str, Any]] | None = None,
-                 status: int = 422) -> None:
+                 status: int = 422, filing: Filing | None = None) -> None:
         self.reason, self.findings, self.status = reason, findings or [], status
+        self.filing = filing            # the filing journaled as rejected-locally, if one was
         super().__init__(message)
 
 
@@ -139,7 +140,7 @@ class Acceptor:
                                             "a new LRN or `ics2gw resend --reseal`", status=409) from None
         if findings and created:
             raise IntakeRefused("invalid", f"locally rejected ({len(findings)} finding(s)): "
-                                           f"{findings[0].get('text')}", findings=findings)
+                                           f"{findings[0].get('text')}", findings=findings, filing=filing)
         return Accepted(filing, message_id if not findings else None, created, warnings=warnings)
 
     async def _follow_up(self, data: bytes, facts: PayloadFacts, act: str, priority: str, filer: str, digest: str,

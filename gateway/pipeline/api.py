@@ -6,6 +6,7 @@ with a different payload is refused with 409 and a clear error. The 202 is sent 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -13,13 +14,15 @@ from aiohttp import web
 
 from gateway.pipeline.accept import Acceptor, IntakeRefused
 from gateway.pipeline.config import ApiConfig
+from gateway.pipeline.delivery import write_status
 
 
 def _json(obj: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, text=json.dumps(obj, default=str), content_type="application/json")
 
 
-def make_app(acceptor: Acceptor, journal: Any, cfg: ApiConfig, on_queued: Any, environment: str) -> web.Application:
+def make_app(acceptor: Acceptor, journal: Any, cfg: ApiConfig, on_queued: Any, environment: str,
+             status_dir: Any = None) -> web.Application:
     app = web.Application(client_max_size=cfg.max_request_bytes)
 
     async def submit(request: web.Request) -> web.Response:
@@ -28,6 +31,8 @@ def make_app(acceptor: Acceptor, journal: Any, cfg: ApiConfig, on_queued: Any, e
             accepted = await acceptor.accept(data, action=request.query.get("action"),
                                              source=f"api:{request.remote}", endpoint=request.query.get("endpoint"))
         except IntakeRefused as exc:
+            if exc.filing is not None and status_dir is not None:  # journaled as rejected-locally
+                await asyncio.to_thread(write_status, status_dir, exc.filing.to_dict())
             return _json({"error": exc.reason, "message": str(exc), "findings": exc.findings}, exc.status)
         on_queued()
         f = accepted.filing

@@ -77,7 +77,8 @@ class Gateway:
         runners: list[Any] = []
         try:
             if dcfg.api.enabled:
-                api = web.AppRunner(make_app(acceptor, reader, dcfg.api, sender.wake, cfg.environment),
+                api = web.AppRunner(make_app(acceptor, reader, dcfg.api, sender.wake, cfg.environment,
+                                             status_dir=dcfg.intake.status_dir),
                                     access_log=None, handle_signals=False)
                 await api.setup()
                 site = web.TCPSite(api, dcfg.api.host, dcfg.api.port)

@@ -99,12 +99,19 @@ class InboundProcessor:
         if filing is not None and answered is None:
             answered = await asyncio.to_thread(self._pending_follow_up, filing.id)
         now = self.clock()
+        preview = None
+        if filing is not None:  # what this message does to the filing: the inbox metadata says where it leads
+            preview = inbound_effect(um.action, current_state=filing.state, answered_action=answered,
+                                     mrn=facts.mrn if facts else None,
+                                     registered_state=S.AMENDED if filing.state == S.AMENDED else S.REGISTERED)
         metadata = {
             "message_id": um.message_id, "ref_to_message_id": um.ref_to_message_id,
             "conversation_id": um.conversation_id, "from": um.from_party.party_id, "to": um.to_party.party_id,
             "service": um.service, "action": um.action, "channel": channel,
             "received": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "filing": ({"filer_eori": filing.filer_eori, "lrn": filing.lrn, "mrn": filing.mrn} if filing else None),
+            "filing": ({"filer_eori": filing.filer_eori, "lrn": filing.lrn,
+                        "mrn": filing.mrn or (preview.learn_mrn if preview else None),
+                        "state": (preview.new_state if preview else None) or filing.state} if filing else None),
             "lrn": facts.lrn if facts else None, "mrn": facts.mrn if facts else None,
             "functional_reference": facts.functional_reference if facts else None, "correlated_by": found_by,
         }

@@ -66,6 +66,8 @@ class SpoolIntake:
         except IntakeRefused as exc:
             self.rejected += 1
             self._reject(claimed, original, {"reason": exc.reason, "error": str(exc), "findings": exc.findings[:50]})
+            if exc.filing is not None:  # journaled as rejected-locally: its status file like every filing's
+                await asyncio.to_thread(write_status, self.cfg.status_dir, exc.filing.to_dict())
             return
         except Exception as exc:  # keep the file and say why; never lose it
             log.exception("intake failed file=%s", original)

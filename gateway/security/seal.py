@@ -102,7 +102,7 @@ def find_parts(env: etree._Element) -> tuple[etree._Element, etree._Element, etr
 
 def seal(env: etree._Element, attachments: Sequence[Attachment],
          identity: SealingIdentity) -> tuple[etree._Element, list[etree._Element]]:
-    """Seals ``env`` the one way ICS2 accepts; returns the sealed envelope (a new tree: serialize that one) and
+    """Seals ``env`` the one way ICS2 accepts; returns the sealed envelope and
     its ds:Reference elements (for NRR receipts). Serialize the returned tree: it is usually ``env`` itself, a
     re-parsed copy when lxml could not canonicalize the built tree exactly (``env`` is then emptied)."""
     if len(identity.chain) < 2:

@@ -50,7 +50,7 @@ _LIVE_EXITS = (S.INFO_REQUESTED, S.SCREENING_REQUESTED, S.DO_NOT_LOAD, S.PENDING
 _TRANSITIONS: dict[str, frozenset[str]] = {
     # never-sent part
     S.RECEIVED: frozenset({S.QUEUED, S.REJECTED_LOCALLY, S.ABANDONED}),
-    S.QUEUED: frozenset({S.SENDING, S.FAILED, S.ABANDONED}),
+    S.QUEUED: frozenset({S.SENDING, S.FAILED, S.ABANDONED, S.REGISTERED, S.REJECTED}),  # answer to a lost response
     # sending part: a business answer may outrun the bookkeeping of the receipt, and a receipt or answer may
     # still arrive for a message we gave up on (the transport timed out after customs had it).
     S.SENDING: frozenset({S.SENT, S.QUEUED, S.FAILED, S.HELD, S.REGISTERED, S.REJECTED}),

@@ -6,7 +6,8 @@
 - Transient outcomes (transport failure, 5xx, timeout, EBMS:0004/A003, missing or invalid receipt, an unsigned
   error that is not known to be permanent) are retried with exponential backoff and jitter up to the limit;
   permanent errors (EBMS:0004/A001, EBMS:0101/0103/0010 ...) stop at once and raise an alert, signed or not;
-  a bare EBMS:0004 holds the filing for the helpdesk; A002 raises a configuration alert.
+  a bare EBMS:0004 holds the filing for the helpdesk; A002 raises a configuration alert; a transport failure the
+  client flags as not retryable (HTTP 3xx/4xx other than 408/425/429, TLS refusal, wrong environment) fails at once.
 """
 
 from __future__ import annotations
@@ -57,7 +58,10 @@ def classify(outcome: Any) -> tuple[str, str, str | None]:
         return "retry", f"invalid receipt: {getattr(fault, 'message', fault)}", None
     cause = getattr(outcome, "cause", None) or kind
     status = getattr(outcome, "http_status", None)
-    return "retry", f"transport failure: {cause}" + (f" (HTTP {status})" if status else ""), None
+    text = f"transport failure: {cause}" + (f" (HTTP {status})" if status else "")
+    if getattr(outcome, "retryable", True) is False:  # the client knows resending cannot help (4xx, TLS, environment)
+        return "permanent", text + " - not retried: fix the cause, then `ics2gw resend`", None
+    return "retry", text, None
 
 
 class Sender:

@@ -47,6 +47,7 @@ class CrlCache:
         self.refresh_seconds = refresh_seconds
         self._lock = threading.Lock()
         self._loaded_at = 0.0
+        self.generation = 0          # bumped whenever the CRL set changes: validated-chain caches key on it
         self._mtimes: dict[Path, float] = {}
         self._crls: list[x509.CertificateRevocationList] = []
         self.reload(force=True)
@@ -66,6 +67,7 @@ class CrlCache:
                     except ValueError as exc:
                         raise ChainError("broken", f"CRL {p} cannot be read: {exc}") from None
                 self._crls, self._mtimes = crls, mtimes
+                self.generation += 1
             self._loaded_at = time.monotonic()
 
     def is_revoked(self, cert: x509.Certificate, issuer: x509.Certificate) -> bool:
@@ -93,6 +95,7 @@ class TrustStore:
         self.customs_certs = list(customs_certs)
         self._anchor_der = {_fingerprint(a) for a in self.anchors}
         self._customs_der = {_fingerprint(c) for c in self.customs_certs}
+        self._cache: dict[bytes, tuple[ChainResult, dt.datetime, dt.datetime, int]] = {}
 
     @classmethod
     def from_files(cls, anchors: Sequence[Path], crls: Sequence[Path] = (), customs_certs: Sequence[Path] = (),
@@ -101,6 +104,29 @@ class TrustStore:
         cc = [c for p in customs_certs for c in load_pem_certificates(p)]
         im = [c for p in intermediates for c in load_pem_certificates(p)]
         return cls(a, CrlCache(crls, crl_refresh_seconds) if crls else None, cc, im)
+
+    def validate_cached(self, key: bytes, chain_leaf_first: Sequence[x509.Certificate], *,
+                        at: dt.datetime | None = None) -> ChainResult:
+        """``validate`` with a cache keyed by ``key`` (the SHA-256 of the token that carried the chain).
+
+        A hit is used only while ``at`` lies inside every certificate's validity period and the CRL set is the one
+        the chain was checked against; anything else validates afresh. Failures are never cached."""
+        at = at or dt.datetime.now(dt.timezone.utc)
+        if self.crls is not None:
+            self.crls.reload()
+        generation = self.crls.generation if self.crls is not None else 0
+        hit = self._cache.get(key)
+        if hit is not None:
+            result, not_before, not_after, gen = hit
+            if gen == generation and not_before <= at <= not_after:
+                return result
+        result = self.validate(chain_leaf_first, at=at)
+        not_before = max(c.not_valid_before_utc for c in result.chain)
+        not_after = min(c.not_valid_after_utc for c in result.chain)
+        if len(self._cache) >= 4096:
+            self._cache.clear()
+        self._cache[key] = (result, not_before, not_after, generation)
+        return result
 
     def is_customs_certificate(self, cert: x509.Certificate) -> bool:
         return _fingerprint(cert) in self._customs_der

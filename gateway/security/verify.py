@@ -206,23 +206,13 @@ def verify_envelope(env: etree._Element, messaging: etree._Element, body: etree.
         raise _fault("EBMS:0101", f"token type {token_type.rsplit('#', 1)[-1]} is not accepted here "
                                   f"(accepted: {', '.join(t.rsplit('#', 1)[-1] for t in policy.token_types)})", ref)
     token = _b64(bst.text, "the BinarySecurityToken", ref)
-    try:
-        if token_type == VT_PKIPATH:
-            token_certs = pkipath.decode(token)
-            if len(token_certs) == 1 and token_certs[0].issuer != token_certs[0].subject:
-                # A PkiPath promises the path; the leaf alone is the commonest ICS2 onboarding error (ICD 4.6.2)
-                raise _fault("EBMS:0101", "the X509PKIPathv1 token holds only the leaf certificate; the full chain "
-                                          "is required (ICD 4.6.2)", ref)
-            if len(token_certs) > 1 and not pkipath.order_is_root_first(token_certs):
-                raise _fault("EBMS:0101", "the X509PKIPathv1 token is not in PkiPath order (root first, signer last)",
-                             ref)
-            chain = list(reversed(token_certs))
-        else:
-            chain = [x509.load_der_x509_certificate(token)]
-    except (pkipath.PkiPathError, ValueError) as exc:
-        if isinstance(exc, EbmsFault):
-            raise
-        raise _fault("EBMS:0101", f"the security token cannot be read: {exc}", ref) from None
+    token_key = hashlib.sha256(token_type.encode() + b"\0" + token).digest()
+    chain = _TOKENS.get(token_key)
+    if chain is None:
+        chain = _decode_token(token_type, token, ref)
+        if len(_TOKENS) >= 4096:
+            _TOKENS.clear()
+        _TOKENS[token_key] = chain
     if policy.require_full_chain and len(chain) < 2:
         raise _fault("EBMS:0101", "the token holds only the leaf certificate; the full chain is required "
                                   "(ICD 4.6.2, X509PKIPathv1)", ref)
@@ -233,7 +223,7 @@ def verify_envelope(env: etree._Element, messaging: etree._Element, body: etree.
         raise _fault("EBMS:0101", "the signature value does not verify with the signer's key", ref)
 
     try:
-        result = trust.validate(chain, at=now)
+        result = trust.validate_cached(token_key, chain, at=now)
     except ChainError as exc:
         raise _fault("EBMS:0101", f"the signing certificate is not acceptable ({exc.reason}): {exc}", ref) from None
     if policy.require_customs_signer and not trust.is_customs_certificate(signer):
@@ -241,6 +231,30 @@ def verify_envelope(env: etree._Element, messaging: etree._Element, body: etree.
                                   "configured customs sealing certificate", ref)
     return VerifiedSignature(signer=signer, chain=result.chain, token_type=token_type, token_chain_length=len(chain),
                              references=tuple(references), signer_eori=eori_of(signer))
+
+
+# Decoded tokens by SHA-256 (type + bytes): a peer seals with the same chain every time, and decoding plus the
+# PkiPath order check costs two certificate signature verifications. Only well-formed tokens are cached.
+_TOKENS: dict[bytes, list[x509.Certificate]] = {}
+
+
+def _decode_token(token_type: str, token: bytes, ref: str | None) -> list[x509.Certificate]:
+    try:
+        if token_type == VT_PKIPATH:
+            token_certs = pkipath.decode(token)
+            if len(token_certs) == 1 and token_certs[0].issuer != token_certs[0].subject:
+                # A PkiPath promises the path; the leaf alone is the commonest ICS2 onboarding error (ICD 4.6.2)
+                raise _fault("EBMS:0101", "the X509PKIPathv1 token holds only the leaf certificate; the full chain "
+                                          "is required (ICD 4.6.2)", ref)
+            if len(token_certs) > 1 and not pkipath.order_is_root_first(token_certs):
+                raise _fault("EBMS:0101", "the X509PKIPathv1 token is not in PkiPath order (root first, signer last)",
+                             ref)
+            return list(reversed(token_certs))
+        return [x509.load_der_x509_certificate(token)]
+    except (pkipath.PkiPathError, ValueError) as exc:
+        if isinstance(exc, EbmsFault):
+            raise
+        raise _fault("EBMS:0101", f"the security token cannot be read: {exc}", ref) from None
 
 
 def references_digests(refs: Sequence[etree._Element]) -> dict[str, str]:

@@ -77,10 +77,15 @@ def parse_xml(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int
     if _DOCTYPE.search(data) or _ENTITY.search(data):
         raise XmlRejected("dtd", f"{what} contains a DTD or entity declaration, which is not allowed")
     try:
-        root = etree.fromstring(data, parser=_get_parser(len(data) > 10 * 1024 * 1024))
+        huge = len(data) > 10 * 1024 * 1024
+        root = etree.fromstring(data, parser=_get_parser(huge))
     except etree.XMLSyntaxError as exc:
+        if "Excessive depth" in str(exc):
+            raise XmlRejected("too-deep", f"{what} is nested deeper than 256 levels") from None
         raise XmlRejected("malformed", f"{what} is not well-formed XML: {exc}") from None
     if root is None:
         raise XmlRejected("malformed", f"{what} is empty")
-    check_depth(root, max_depth)
+    # libxml2 itself refuses nesting deeper than 256 levels unless huge_tree is set; walk only when it cannot help
+    if huge or max_depth < 256:
+        check_depth(root, max_depth)
     return root

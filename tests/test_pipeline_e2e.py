@@ -405,3 +405,20 @@ def test_scripted_rejection_ie3n99(world: Any) -> None:
     assert out["business_outcome"] == "rejected"
     alerts_of(gw, "filing-rejected", lrn=lrn)
     assert lrn not in sim.report()
+
+
+def test_out_of_order_request_before_registration(world: Any) -> None:
+    """The simulator delivers newest first: IE3Q02 before its IE3R01. The filing ends info-requested, and the
+    late IE3R01 does not drag it back to registered."""
+    sim, gw = world
+    lrn = new_lrn("RFI")
+    sim.faults(out_of_order=True)
+    try:
+        assert gw.submit(ens(lrn))[0] == 202
+        wait_until(lambda: len([m for m in gw.inbox_metadata() if m["lrn"] == lrn or
+                                (m["filing"] or {}).get("lrn") == lrn]) >= 2, 15, "both replies", gw.logs)
+    finally:
+        sim.faults(out_of_order=False)
+    life = gw.wait_state(lrn, "info-requested")
+    assert life["filing"]["mrn"] == sim.report()[lrn]["mrn"]
+    assert [r["state"] for r in life["requests"]] == ["open"]

@@ -138,7 +138,7 @@ class Acceptor:
         except DuplicateFilingConflict as exc:
             raise IntakeRefused("conflict", f"{exc}. A new filing needs a new LRN; to re-file after IE3N99 use "
                                             "a new LRN or `ics2gw resend --reseal`", status=409) from None
-        if findings and created:
+        if findings:  # the same invalid payload again is refused again (idempotent), not "accepted"
             raise IntakeRefused("invalid", f"locally rejected ({len(findings)} finding(s)): "
                                            f"{findings[0].get('text')}", findings=findings, filing=filing)
         return Accepted(filing, message_id if not findings else None, created, warnings=warnings)

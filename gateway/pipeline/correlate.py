@@ -45,6 +45,17 @@ def _to(current: str, target: str) -> str | None:
     return target if can_transition(current, target) else None
 
 
+_SENDING_FAMILY = (S.SENDING, S.SENT, S.QUEUED, S.FAILED, S.HELD)
+
+
+def _risk(current: str, target: str) -> dict[str, str | None]:
+    """new_state and via for a risk-analysis message. Customs speaks only about a registered ENS, so one that
+    outruns its IE3R01 (out-of-order delivery) registers the filing on the way instead of being lost."""
+    if current in _SENDING_FAMILY and can_transition(current, S.REGISTERED) and can_transition(S.REGISTERED, target):
+        return {"new_state": target, "via": S.REGISTERED}
+    return {"new_state": _to(current, target), "via": None}
+
+
 def is_filing_action(action: str | None) -> bool:
     return bool(action) and action.startswith("IE3F")  # type: ignore[union-attr]
 
@@ -57,6 +68,8 @@ def inbound_effect(action: str, *, current_state: str, answered_action: str | No
     the filing), ``registered_state`` what a rejected follow-up returns the filing to (registered or amended)."""
     if action == "IE3R01":
         # The first filing message is answered by IE3R01, IE3N99 or IE3N01 (ICD Annex 3); IE3R01 registers it.
+        if current_state not in _SENDING_FAMILY:  # late or repeated: never drags info-requested etc. back
+            return InboundEffect(None, "registered", learn_mrn=mrn, event="registered")
         target = S.REGISTERED
         if current_state in (S.SENDING, S.QUEUED, S.FAILED, S.HELD) and not can_transition(current_state, target):
             target = S.SENT
@@ -73,16 +86,17 @@ def inbound_effect(action: str, *, current_state: str, answered_action: str | No
     if action == "IE3R07":
         return InboundEffect(_to(current_state, S.INVALIDATED), "invalidated", event="invalidated")
     if action == "IE3Q01":
-        return InboundEffect(_to(current_state, S.DO_NOT_LOAD), None, open_request="IE3Q01", alert="do-not-load",
-                             event="do-not-load")
+        return InboundEffect(**_risk(current_state, S.DO_NOT_LOAD), open_request="IE3Q01", alert="do-not-load",
+                             event="do-not-load", learn_mrn=mrn)
     if action == "IE3Q02":
-        return InboundEffect(_to(current_state, S.INFO_REQUESTED), None, open_request="IE3Q02",
-                             alert="information-requested", event="information-requested")
+        return InboundEffect(**_risk(current_state, S.INFO_REQUESTED), open_request="IE3Q02",
+                             alert="information-requested", event="information-requested", learn_mrn=mrn)
     if action == "IE3Q03":
-        return InboundEffect(_to(current_state, S.SCREENING_REQUESTED), None, open_request="IE3Q03",
-                             alert="screening-requested", event="screening-requested")
+        return InboundEffect(**_risk(current_state, S.SCREENING_REQUESTED), open_request="IE3Q03",
+                             alert="screening-requested", event="screening-requested", learn_mrn=mrn)
     if action == "IE3N03":
-        return InboundEffect(_to(current_state, S.ASSESSMENT_COMPLETE), None, event="assessment-complete")
+        return InboundEffect(**_risk(current_state, S.ASSESSMENT_COMPLETE), event="assessment-complete",
+                             learn_mrn=mrn)
     if action == "IE3R04":
         # the arrival is registered (MRN of the arrival notification): the IE3N06 filing has arrived
         if can_transition(current_state, S.ARRIVED):

@@ -52,3 +52,50 @@ async def test_catalogue_passes_against_the_simulator(tmp_path: Path, capsys: py
     assert int(suite.get("tests")) == len(CATALOGUE)
     assert int(suite.get("failures")) == 0 and int(suite.get("errors")) == 0 and int(suite.get("skipped")) == 0
     assert len(suite.findall("testcase")) == len(CATALOGUE)
+
+
+async def test_negative_scenarios_only_when_enabled(tmp_path: Path) -> None:
+    """Not recognised as the simulator: the negative scenarios are skipped unless the endpoint enables them."""
+    sim_conf, gw_conf, _ = _confs(tmp_path)
+    doc = confgen.load(gw_conf)
+    doc["endpoints"][0]["negative_tests_enabled"] = True
+    enabled = confgen.write(tmp_path / "enabled.toml", doc)
+    wanted = ["ping", "leaf-only", "unauthorised-sender", "damaged-gzip", "undefined-action"]
+    async with Simulator(load_simulator_config(sim_conf)):
+        off = await run_conformance(gw_conf, scenarios=wanted, probe_simulator=False, workdir=tmp_path / "off")
+        on = await run_conformance(enabled, scenarios=wanted, probe_simulator=False, workdir=tmp_path / "on")
+    assert not off.simulator and not off.negative_enabled
+    assert {r.id: r.status for r in off.results} == {"ping": "passed", "leaf-only": "skipped",
+                                                     "unauthorised-sender": "skipped", "damaged-gzip": "skipped",
+                                                     "undefined-action": "passed"}
+    assert "negative_tests_enabled" in next(r for r in off.results if r.id == "leaf-only").message
+    assert on.negative_enabled and all(r.passed for r in on.results), [(r.id, r.message) for r in on.results]
+    counts = ET.parse(write_junit(off, tmp_path / "off.xml")).getroot().find("testsuite")
+    assert counts is not None and counts.get("skipped") == "3" and counts.get("tests") == "5"
+
+
+async def test_production_configuration_refused(tmp_path: Path) -> None:
+    _, gw_conf, _ = _confs(tmp_path)
+    doc = confgen.load(gw_conf)
+    doc["environment"] = "production"
+    doc["tls"]["environment"] = "production"
+    for e in doc["endpoints"]:
+        e["environment"] = "production"
+    prod = confgen.write(tmp_path / "prod.toml", doc)
+    with pytest.raises(RunnerRefused, match="production"):
+        await run_conformance(prod, scenarios=["ping"], workdir=tmp_path / "prod")
+
+
+async def test_unknown_scenario_refused(tmp_path: Path) -> None:
+    _, gw_conf, _ = _confs(tmp_path)
+    with pytest.raises(RunnerRefused, match="unknown scenario"):
+        await run_conformance(gw_conf, scenarios=["no-such-thing"], probe_simulator=False, workdir=tmp_path / "x")
+
+
+def test_cli_lists_the_catalogue() -> None:
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "gateway", "conformance", "--list"], capture_output=True, text=True,
+                       cwd=REPO, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert [line.split()[0] for line in r.stdout.splitlines()] == [s.id for s in CATALOGUE]

@@ -25,12 +25,13 @@ def safe_name(text: str) -> str:
     return _SAFE.sub("_", text)[:180]
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -59,4 +60,6 @@ def write_inbox(inbox: Path, message_id: str, parts: list[tuple[str, dict[str, A
 
 def write_status(status_dir: Path, filing: dict[str, Any]) -> None:
     name = safe_name(f"{filing.get('filer_eori')}_{filing.get('lrn')}") + ".json"
-    atomic_write(status_dir / name, json.dumps(filing, indent=1, default=str).encode())
+    # A status file is a view of the journal, rewritten at every change: atomic (never half a file) but not
+    # fsynced, because the journal is the record and an fsync per state change would cost more than it protects.
+    atomic_write(status_dir / name, json.dumps(filing, indent=1, default=str).encode(), durable=False)

@@ -84,43 +84,61 @@ class Sender:
         self._wake.set()
 
     async def run(self) -> None:
-        """Claims and sends until ``stop``; sleeps when nothing is due (woken by intake)."""
+        """Claims and sends until ``stop``; sleeps when nothing is due (woken by intake).
+
+        All free worker slots are filled by one journal transaction (one fsync for the whole batch of claims)."""
         while not self._stopping:
             await self._slots.acquire()
+            slots = 1
+            while slots < self.cfg.workers and not self._slots.locked():
+                await self._slots.acquire()  # free right now: does not wait
+                slots += 1
             if self._stopping:
-                self._slots.release()
+                for _ in range(slots):
+                    self._slots.release()
                 break
-            claimed = await self._claim()
-            if not claimed:
+            claimed = await self._claim(slots)
+            for _ in range(slots - len(claimed)):
                 self._slots.release()
+            if not claimed:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=self.cfg.idle_poll_seconds)
                 except asyncio.TimeoutError:
                     pass
                 continue
-            task = asyncio.create_task(self._send(claimed))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+            for msg in claimed:
+                task = asyncio.create_task(self._send(msg))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
 
-    async def _claim(self) -> Any:
+    async def _claim(self, slots: int) -> list[Any]:
         now = self.clock()
-        lane = self.picker.pick(["A", "B", "C"])
-        order = [lane] + [c for c in "ABC" if c != lane]
+        lanes = [self.picker.pick(["A", "B", "C"]) for _ in range(slots)]
 
-        def txn(j: Any) -> Any:
-            for cat in order:
-                got = j.claim_due_messages(now=now, worker=self.worker, limit=1, lease_seconds=self.cfg.lease_seconds,
-                                           priorities=[cat])
-                if got:
+        def txn(j: Any) -> list[Any]:
+            out: list[Any] = []
+            empty: set[str] = set()
+            for lane in lanes:
+                for cat in [lane] + [c for c in "ABC" if c != lane]:
+                    if cat in empty:
+                        continue
+                    got = j.claim_due_messages(now=now, worker=self.worker, limit=1,
+                                               lease_seconds=self.cfg.lease_seconds, priorities=[cat])
+                    if not got:
+                        empty.add(cat)
+                        continue
                     msg = got[0]
                     if msg.filing_id is not None:
                         filing = j.get_filing(msg.filing_id)
                         if msg.action == filing.action and can_transition(filing.state, S.SENDING):
                             j.transition(filing.id, S.SENDING, now=now, event="sending",
                                          detail={"message_id": msg.message_id, "attempt": msg.attempts})
-                    return j.get_message(msg.message_id, with_bytes=True)
-            return None
+                    out.append(j.get_message(msg.message_id, with_bytes=True))
+                    break
+                if len(empty) == 3:
+                    break
+            return out
 
         return await self.writer.submit(txn)
 

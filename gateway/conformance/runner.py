@@ -121,14 +121,15 @@ class Context:
         self.api_url: str | None = None
         self.http: aiohttp.ClientSession | None = None
         self._n = 0
-        # LRN stem unique per run: base-36 seconds since 2024 (7 chars), so reruns never reuse an LRN
+        # LRN stem unique per run: base-36 seconds since 2024 (6 chars) + 2 random, so reruns never reuse an LRN
         secs = int(time.time()) - 1_704_067_200
         digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
         stem = ""
         while secs:
             secs, r = divmod(secs, 36)
             stem = digits[r] + stem
-        self.run_id = stem or "0"
+        import secrets
+        self.run_id = (stem or "0") + "".join(secrets.choice(digits) for _ in range(2))
 
     # -------------------------------------------------------------------------------- parties and payloads
     @property

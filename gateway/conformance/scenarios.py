@@ -380,6 +380,9 @@ CATALOGUE: tuple[Scenario, ...] = (
              negative(("EBMS:0101",), stem="revoked"), negative=True),
     Scenario("unauthorised-sender", "Sender not registered in UUM&DS refused with EBMS:0004 / A001", "negative",
              negative(("EBMS:0004",), sub_code="A001", unregistered=True), negative=True),
+    Scenario("impostor-seal", "Sealed with our EORI by a certificate that is neither trusted nor registered "
+             "(other-seal): EBMS:0101, or EBMS:0004 / A001", "negative",
+             negative(("EBMS:0101", "EBMS:0004"), sub_code="A001", stem="other"), negative=True),
     Scenario("damaged-gzip", "Payload that is not a valid gzip stream refused (EBMS:0303)", "negative",
              negative(("EBMS:0303",), damaged_gzip=True), negative=True),
 )

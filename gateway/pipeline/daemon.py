@@ -156,6 +156,10 @@ def run_gateway(conf: Path) -> int:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
+        # sealing, verification and validation run in threads (OpenSSL and libxml2 release the GIL for much of it);
+        # the default pool of cores + 4 threads would cap how many filings are in flight per journal commit
+        from concurrent.futures import ThreadPoolExecutor
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="ics2gw"))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, gw.request_stop)
         await gw.run()

@@ -112,50 +112,68 @@ class Sender:
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
 
+    def _claim_in(self, j: Any, now: dt.datetime, order: list[str], empty: set[str]) -> Any:
+        """Claims one due message inside the caller's transaction (lane ``order[0]`` first); None if none is due."""
+        for cat in order:
+            if cat in empty:
+                continue
+            got = j.claim_due_messages(now=now, worker=self.worker, limit=1, lease_seconds=self.cfg.lease_seconds,
+                                       priorities=[cat])
+            if not got:
+                empty.add(cat)
+                continue
+            msg = got[0]
+            if msg.filing_id is not None:
+                filing = j.get_filing(msg.filing_id)
+                if msg.action == filing.action and can_transition(filing.state, S.SENDING):
+                    j.transition(filing.id, S.SENDING, now=now, event="sending",
+                                 detail={"message_id": msg.message_id, "attempt": msg.attempts})
+            return j.get_message(msg.message_id, with_bytes=True)
+        return None
+
+    def _order(self) -> list[str]:
+        lane = self.picker.pick(["A", "B", "C"]) or "B"
+        return [lane] + [c for c in "ABC" if c != lane]
+
     async def _claim(self, slots: int) -> list[Any]:
         now = self.clock()
-        lanes = [self.picker.pick(["A", "B", "C"]) for _ in range(slots)]
+        orders = [self._order() for _ in range(slots)]
 
         def txn(j: Any) -> list[Any]:
             out: list[Any] = []
             empty: set[str] = set()
-            for lane in lanes:
-                for cat in [lane] + [c for c in "ABC" if c != lane]:
-                    if cat in empty:
-                        continue
-                    got = j.claim_due_messages(now=now, worker=self.worker, limit=1,
-                                               lease_seconds=self.cfg.lease_seconds, priorities=[cat])
-                    if not got:
-                        empty.add(cat)
-                        continue
-                    msg = got[0]
-                    if msg.filing_id is not None:
-                        filing = j.get_filing(msg.filing_id)
-                        if msg.action == filing.action and can_transition(filing.state, S.SENDING):
-                            j.transition(filing.id, S.SENDING, now=now, event="sending",
-                                         detail={"message_id": msg.message_id, "attempt": msg.attempts})
-                    out.append(j.get_message(msg.message_id, with_bytes=True))
+            for order in orders:
+                msg = self._claim_in(j, now, order, empty)
+                if msg is None:
                     break
-                if len(empty) == 3:
-                    break
+                out.append(msg)
             return out
 
         return await self.writer.submit(txn)
 
     async def _send(self, msg: Any) -> None:
+        """Sends ``msg``; while work is due, the commit that records an outcome also claims this slot's next
+        message (one fsync for both instead of two)."""
         try:
-            endpoint = self.endpoints.get(msg.endpoint or self.default_endpoint) or self.endpoints[self.default_endpoint]
-            outbound = await asyncio.to_thread(EngineOutbound.from_wire, msg.message_id, msg.content_type, msg.sealed)
-            async with self._sems.setdefault(endpoint.name, asyncio.Semaphore(self.cfg.per_endpoint_concurrency)):
-                outcome = await self.client.send(endpoint, outbound)
-            await self._record(msg, outcome)
+            while msg is not None:
+                endpoint = self.endpoints.get(msg.endpoint or self.default_endpoint) or \
+                    self.endpoints[self.default_endpoint]
+                outbound = await asyncio.to_thread(EngineOutbound.from_wire, msg.message_id, msg.content_type,
+                                                   msg.sealed)
+                async with self._sems.setdefault(endpoint.name,
+                                                 asyncio.Semaphore(self.cfg.per_endpoint_concurrency)):
+                    outcome = await self.client.send(endpoint, outbound)
+                msg = await self._record(msg, outcome, claim_next=not self._stopping)
         except Exception:  # a bug here must not kill the worker pool; the lease expires and the message is retried
-            log.exception("send failed unexpectedly message_id=%s", msg.message_id)
+            log.exception("send failed unexpectedly message_id=%s", getattr(msg, "message_id", None))
         finally:
             self._slots.release()
 
-    async def _record(self, msg: Any, outcome: Any) -> None:
+    async def _record(self, msg: Any, outcome: Any, *, claim_next: bool = False) -> Any:
+        """Records the outcome of one send; with ``claim_next``, claims the next due message in the same commit
+        and returns it (or None)."""
         verdict, reason, sub = classify(outcome)
+        order = self._order() if claim_next else []
         now = self.clock()
         raw = getattr(outcome, "raw", None) or getattr(outcome, "body", None)
         raw_ct = getattr(outcome, "content_type", None)
@@ -163,6 +181,11 @@ class Sender:
         alert: dict[str, Any] | None = None
 
         def txn(j: Any) -> Any:
+            filing = apply(j)
+            nxt = self._claim_in(j, now, order, set()) if claim_next else None
+            return filing, nxt
+
+        def apply(j: Any) -> Any:
             nonlocal alert
             filing = j.get_filing(msg.filing_id) if msg.filing_id is not None else None
             first = filing is not None and msg.action == filing.action
@@ -206,13 +229,14 @@ class Sender:
                      "message_id": msg.message_id, "reason": reason_final}
             return filing
 
-        filing = await self.writer.submit(txn)
+        filing, nxt = await self.writer.submit(txn)
         self.sent += 1
         log.info("sent message_id=%s verdict=%s attempt=%d reason=%s", msg.message_id, verdict, attempts, reason)
         if filing is not None:
             await asyncio.to_thread(write_status, self.status_dir, filing.to_dict())
             if alert:
                 self.alerts.raise_alert(alert.pop("kind"), lrn=filing.lrn, **alert)
+        return nxt
 
     async def stop(self, drain_seconds: float) -> None:
         """Stops claiming; lets in-flight sends finish for up to ``drain_seconds`` (leases cover the rest)."""

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from gateway.simulator.app import Simulator
 
 log = logging.getLogger("ics2gw.simulator")
-PUSH_CONCURRENCY = 8   # replies pushed in parallel to one trader (each still retried on its own)
+PUSH_CONCURRENCY = 16  # replies pushed in parallel to one trader (each still retried on its own)
 
 
 class Pusher:

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def inspect_file(path: Path, *, conf: Path, trust: list[Path], against: Path | None, strict: bool) -> tuple[int, dict[str, Any]]:
     from gateway.config import load_gateway_config
-    from gateway.ebms import compression, mime
+    from gateway.ebms import mime
     from gateway.ebms.engine import Engine, OutboundMessage
     from gateway.ebms.errors import EbmsFault
     from gateway.ebms.model import ErrorSignal, PullRequest, Receipt
@@ -36,7 +36,7 @@ def inspect_file(path: Path, *, conf: Path, trust: list[Path], against: Path | N
     from gateway.security.verify import STRICT, TOLERANT
 
     try:
-        content_type, body = mime.read_message_file(path.read_bytes(), sidecar=_sidecar(path))
+        content_type, body = _map_message(path)
     except (OSError, ValueError) as exc:
         return exitcodes.UNREADABLE, {"file": str(path), "valid": False,
                                       "failures": [{"code": None, "message": f"cannot read: {exc}"}]}
@@ -67,19 +67,7 @@ def inspect_file(path: Path, *, conf: Path, trust: list[Path], against: Path | N
                              "role": um.to_party.role}},
                    service={"value": um.service, "type": um.service_type}, action=um.action,
                    agreement={"value": um.agreement, "type": um.agreement_type}, conversation_id=um.conversation_id)
-        parts = []
-        for p in structural.payloads:
-            entry: dict[str, Any] = {"href": p.part_info.href, "mime_type": p.part_info.mime_type,
-                                     "charset": p.part_info.charset, "compression": p.part_info.compression,
-                                     "content_type": p.content_type, "transmitted_bytes": len(p.transmitted)}
-            if p.compressed:
-                try:
-                    entry["uncompressed_bytes"] = sum(len(c) for c in compression.iter_gunzip(
-                        p.transmitted, max_out=cfg.limits.recv_max_payload_bytes,
-                        max_ratio=cfg.limits.recv_max_compression_ratio))
-                except compression.DecompressionError as exc:
-                    failures.append({"code": "EBMS:0303", "message": f"payload {p.content_id}: {exc}"})
-            parts.append(entry)
+        parts = _describe_parts(structural.payloads, cfg.limits, failures)
         out["parts"] = parts
     for s in m.signals:
         if isinstance(s, Receipt):
@@ -91,6 +79,7 @@ def inspect_file(path: Path, *, conf: Path, trust: list[Path], against: Path | N
                               "ref_to_message_in_error": e.ref_to_message_in_error} for e in s.errors]
         elif isinstance(s, PullRequest):
             out["mpc"] = s.mpc
+    del structural  # its copies of the parts; the verified open makes its own (peak memory for large messages)
     try:
         verified = engine.open(content_type, body)
         sig = verified.signature
@@ -113,6 +102,38 @@ def inspect_file(path: Path, *, conf: Path, trust: list[Path], against: Path | N
     out["valid"] = not failures
     out["failures"] = failures
     return (exitcodes.OK if not failures else exitcodes.INVALID), out
+
+
+def _describe_parts(payloads: Any, limits: Any, failures: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each payload's PartInfo facts and uncompressed size, counted streaming (never decompressed whole)."""
+    from gateway.ebms import compression
+    parts = []
+    for p in payloads:
+        entry: dict[str, Any] = {"href": p.part_info.href, "mime_type": p.part_info.mime_type,
+                                 "charset": p.part_info.charset, "compression": p.part_info.compression,
+                                 "content_type": p.content_type, "transmitted_bytes": len(p.transmitted)}
+        if p.compressed:
+            try:
+                entry["uncompressed_bytes"] = sum(len(c) for c in compression.iter_gunzip(
+                    p.transmitted, max_out=limits.recv_max_payload_bytes, max_ratio=limits.recv_max_compression_ratio))
+            except compression.DecompressionError as exc:
+                failures.append({"code": "EBMS:0303", "message": f"payload {p.content_id}: {exc}"})
+        parts.append(entry)
+    return parts
+
+
+def _map_message(path: Path) -> tuple[str, Any]:
+    """(Content-Type, body) of a wire file, the body a view of the mapped file: never read into memory whole."""
+    import mmap
+    from gateway.ebms import mime
+    with open(path, "rb") as f:
+        size = f.seek(0, 2)
+        if size == 0:
+            raise ValueError("the file is empty")
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    head = bytes(mm[:64 * 1024])
+    content_type, rest = mime.read_message_file(head, sidecar=_sidecar(path))
+    return content_type, memoryview(mm)[len(head) - len(rest):]
 
 
 def _sidecar(path: Path) -> str | None:

@@ -9,7 +9,6 @@ from pathlib import Path
 from gateway import exitcodes
 from gateway.commands._common import add_conf_option, print_json
 from gateway.ebms.errors import EbmsFault
-from gateway.ebms.model import OutboundPart
 
 ATTACHMENT_TYPES = {".pdf": "application/pdf", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
@@ -30,34 +29,73 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _payload_facts(data: bytes):  # type: ignore[no-untyped-def]
+SMALL_PAYLOAD = 20 * 1024 * 1024  # above this the payload is never read into memory whole
+
+
+def _root_and_identifications(path: Path) -> tuple[str, list[str]]:
+    """The root element's local name and the BinaryFile identifications, streaming (constant memory).
+
+    The same refusals as the hardened parser: no DTD, no entities, no network."""
+    from lxml import etree
+    from gateway.xmlsafe import XmlRejected
+    with open(path, "rb") as f:
+        head = f.read(64 * 1024)
+    if b"<!DOCTYPE" in head.upper() or b"<!ENTITY" in head.upper():
+        raise XmlRejected("dtd", f"{path} contains a DTD or entity declaration, which is not allowed")
+    root_name, idents = None, []
+    try:
+        for event, el in etree.iterparse(str(path), events=("start", "end"), resolve_entities=False,
+                                         no_network=True, load_dtd=False, huge_tree=True):
+            name = etree.QName(el).localname
+            if event == "start":
+                root_name = root_name or name
+                continue
+            if name == "identification" and el.getparent() is not None and \
+                    etree.QName(el.getparent()).localname.lower() == "binaryfile" and el.text:
+                idents.append(el.text.strip())
+            el.clear(keep_tail=False)
+            parent = el.getparent()
+            while parent is not None and el.getprevious() is not None:  # drop finished siblings: constant memory
+                del parent[0]
+    except etree.XMLSyntaxError as exc:
+        raise XmlRejected("malformed", f"{path} is not well-formed XML: {exc}") from None
+    if root_name is None:
+        raise XmlRejected("malformed", f"{path} is empty")
+    return root_name, idents
+
+
+def _identifications(path: Path, size: int) -> tuple[str, list[str]]:
+    from lxml import etree
+    from gateway.xmlsafe import parse_xml
+    if size > SMALL_PAYLOAD:
+        return _root_and_identifications(path)
+    data = path.read_bytes()
+    root = parse_xml(data, max_bytes=SMALL_PAYLOAD + 1, what=str(path))
     from gateway.ics2.inspect import PayloadError, inspect_payload
     try:
-        return inspect_payload(data)
+        idents = list(inspect_payload(data).binary_identifications)
     except PayloadError:
-        return None
+        idents = []
+    return etree.QName(root).localname, idents
 
 
 def run(args: argparse.Namespace) -> int:
     from gateway.config import load_gateway_config
     from gateway.ebms.engine import Engine
-    from gateway.xmlsafe import XmlRejected, parse_xml
-    from lxml import etree
+    from gateway.ebms.stream import FileAttachment, pack_file
+    from gateway.xmlsafe import XmlRejected
 
     try:
-        payload = args.payload.read_bytes()
+        size = args.payload.stat().st_size
+        root_name, idents = _identifications(args.payload, size)
     except OSError as exc:
         print(f"ics2gw pack: cannot read {args.payload}: {exc.strerror}", file=sys.stderr)
         return exitcodes.UNREADABLE
-    try:
-        root = parse_xml(payload, max_bytes=256 * 1024 * 1024, what=str(args.payload))
     except XmlRejected as exc:
         print(f"ics2gw pack: {exc}", file=sys.stderr)
         return exitcodes.UNREADABLE
-    action = args.action or etree.QName(root).localname
-    facts = _payload_facts(payload)
-    idents = list(facts.binary_identifications) if facts else []
-    attachments: list[OutboundPart] = []
+    action = args.action or root_name
+    attachments: list[FileAttachment] = []
     for spec in args.attach:
         ident, _, file = spec.rpartition("=") if "=" in spec else ("", "", spec)
         path = Path(file)
@@ -72,11 +110,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"ics2gw pack: attachment {path} has identification {ident!r}, which the payload does not "
                   f"declare as a BinaryFile identification (declared: {', '.join(idents) or 'none'})", file=sys.stderr)
             return exitcodes.INVALID
-        try:
-            attachments.append(OutboundPart(ident, mime_type, path.read_bytes()))
-        except OSError as exc:
-            print(f"ics2gw pack: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        if not path.is_file():
+            print(f"ics2gw pack: cannot read {path}", file=sys.stderr)
             return exitcodes.UNREADABLE
+        attachments.append(FileAttachment(ident, mime_type, path))
     missing = [i for i in idents if i not in {a.content_id for a in attachments}]
     if missing:
         print(f"ics2gw pack: the payload refers to binary attachment(s) {', '.join(missing)}: "
@@ -85,12 +122,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_gateway_config(args.conf)
     engine = Engine.from_config(cfg)
     try:
-        msg = engine.user_message(action=action, payload=payload, to_party=Engine.customs_party(args.to),
-                                  attachments=attachments, ref_to_message_id=args.ref_to)
+        packed = pack_file(engine, args.payload, args.out, action=action, to_party=Engine.customs_party(args.to),
+                           attachments=attachments, ref_to_message_id=args.ref_to)
     except EbmsFault as exc:
         print(f"ics2gw pack: refused ({exc.code}): {exc.message}", file=sys.stderr)
         return exitcodes.INVALID
-    args.out.write_bytes(msg.wire_file())
-    print_json({"out": str(args.out), "message_id": msg.message_id, "action": action,
-                "bytes": len(msg.body), "parts": 1 + len(attachments), "environment": cfg.environment})
+    print_json({"out": str(args.out), "message_id": packed.message_id, "action": action,
+                "bytes": packed.body_bytes, "payload_bytes": packed.payload_bytes,
+                "compressed_bytes": packed.compressed_bytes, "parts": 1 + len(attachments),
+                "environment": cfg.environment})
     return exitcodes.OK

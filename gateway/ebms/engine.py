@@ -276,13 +276,13 @@ class Engine:
         attachments = _attachments_of(unpacked)
         payloads: list[InboundPayload] = []
         if messaging.user_message is not None:
-            by_cid = {p.content_id: p for p in unpacked.attachments if p.content_id}
             for info in messaging.user_message.part_infos:
-                part = by_cid.get(info.content_id)
-                if part is None:
+                att = attachments.get(info.content_id)
+                if att is None:
                     raise EbmsFault("EBMS:0011", f"eb:PartInfo {info.href} names no MIME part of the message",
                                     ref_to_message_id=ref)
-                payloads.append(InboundPayload(info.content_id, info, part.content_type, bytes(part.content)))
+                # the same bytes object the signature check digests: one copy of each part, not two
+                payloads.append(InboundPayload(info.content_id, info, att.content_type, att.content))
             named = {i.content_id for i in messaging.user_message.part_infos}
             extra = [cid for cid in attachments if cid not in named]
             if extra:

@@ -103,7 +103,8 @@ def run_big(pki: Path, workdir: Path, size: int = 100_000_000) -> dict[str, Any]
     out["pack"] = _child(["pack", str(conf), str(payload), str(workdir / "big.mime")])
     out["inspect"] = _child(["inspect", str(conf), str(workdir / "big.mime")])
     out["pack_command"] = _child(["pack-command", str(conf), str(payload), str(workdir / "big-cmd.mime")])
-    for k in ("pack", "inspect", "pack_command"):
+    out["inspect_command"] = _child(["inspect-command", str(conf), str(workdir / "big-cmd.mime")])
+    for k in ("pack", "inspect", "pack_command", "inspect_command"):
         if "peak_rss_bytes" in out[k]:
             out[f"{k}_rss_ratio"] = out[k]["peak_rss_bytes"] / n
     payload.unlink()
@@ -136,11 +137,20 @@ def _main(argv: list[str]) -> int:
         from gateway.ebms.stream import inspect_stream
         r2 = inspect_stream(engine, argv[2])
         doc.update(valid=r2.message.signature is not None, uncompressed_bytes=r2.uncompressed_bytes[0])
-    elif mode == "pack-command":  # the current `ics2gw pack` path: payload read whole, Engine.user_message
-        data = Path(argv[2]).read_bytes()
-        msg = engine.user_message(action="IE3F32", payload=data, to_party=Engine.customs_party())
-        Path(argv[3]).write_bytes(msg.wire_file())
-        doc.update(message_bytes=len(msg.body))
+    elif mode == "pack-command":  # the real `ics2gw pack` command, in this process
+        import contextlib
+        import io
+        from gateway.cli import main as cli_main
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = cli_main(["pack", argv[2], "--action", "IE3F32", "--out", argv[3], "--conf", conf])
+        doc.update(exit_code=code, message_bytes=Path(argv[3]).stat().st_size)
+    elif mode == "inspect-command":  # the real `ics2gw inspect` command, in this process
+        import contextlib
+        import io
+        from gateway.cli import main as cli_main
+        with contextlib.redirect_stdout(io.StringIO()):
+            code = cli_main(["inspect", argv[2], "--conf", conf])
+        doc.update(exit_code=code)
     doc["wall_s"] = time.perf_counter() - t0
     doc["peak_rss_bytes"] = _hwm()
     print(json.dumps(doc))

@@ -62,7 +62,7 @@ def table(res: dict[str, Any]) -> str:
     big = res.get("big", {})
     if big:
         lines += ["", f"100 MB PAYLOAD ({_f(big.get('payload_bytes'), 0)} bytes, limits raised by configuration)"]
-        for k in ("baseline", "pack", "inspect", "pack_command"):
+        for k in ("baseline", "pack", "inspect", "pack_command", "inspect_command"):
             d = big.get(k, {})
             if "error" in d:
                 lines.append(f"  {k:13} error: {d['error'][-200:]}")

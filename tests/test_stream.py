@@ -20,7 +20,7 @@ from gateway.security.keys import load_identity_files
 from gateway.security.trust import TrustStore
 from gateway.security.verify import STRICT
 
-FIXED = dt.datetime(2026, 11, 24, 12, 0, 0, tzinfo=dt.timezone.utc)
+FIXED = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)  # one instant for both paths, inside the PKI validity
 
 
 def _engines(pki: Path, limits: Limits | None = None) -> tuple[Engine, Engine]:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,8 @@ def safe_name(text: str) -> str:
 
 
 def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    # a unique temporary name: two writers of the same file (two replies for one filing) must not share one
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.{uuid.uuid4().hex[:8]}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         if durable:
@@ -59,6 +62,15 @@ def write_inbox(inbox: Path, message_id: str, parts: list[tuple[str, dict[str, A
 
 
 def write_status(status_dir: Path, filing: dict[str, Any]) -> None:
+    """Best effort after the journal commit: a failure is logged, never turned into a delivery failure."""
+    try:
+        _write_status(status_dir, filing)
+    except OSError as exc:
+        import logging
+        logging.getLogger("ics2gw.delivery").error("status file not written lrn=%s error=%s", filing.get("lrn"), exc)
+
+
+def _write_status(status_dir: Path, filing: dict[str, Any]) -> None:
     name = safe_name(f"{filing.get('filer_eori')}_{filing.get('lrn')}") + ".json"
     # A status file is a view of the journal, rewritten at every change: atomic (never half a file) but not
     # fsynced, because the journal is the record and an fsync per state change would cost more than it protects.

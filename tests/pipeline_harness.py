@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,38 +32,8 @@ VALID_FIXTURES = ("ens-IE3F10-sea.xml", "ens-IE3F20-air-attachment.xml", "ens-IE
 INVALID_FIXTURES = ("ens-IE3F10-invalid-office-sci.xml", "ens-IE3F32-invalid-lrn-eori.xml")
 
 
-def ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-def free_port(dual: bool = False) -> int:
-    """A free TCP port on 127.0.0.1 (and on ::1 as well when ``dual``)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if dual and ipv6_loopback():
-            try:
-                with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s6:
-                    s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                    s6.bind(("::1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free loopback port")
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.3):
-            return True
-    except OSError:
-        return False
+# the loopback port helpers are the conformance runner's (one implementation for the runner and the tests)
+from gateway.conformance.confgen import free_port, ipv6_loopback, port_open  # noqa: E402,F401
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, on_fail: Callable[[], str] | None = None,

@@ -280,7 +280,7 @@ async def run_conformance(conf: Path, *, endpoint: str | None = None, scenarios:
                           pull_party: str | None = None, unregistered_party: str = "NL999999999",
                           on_result: Callable[[ScenarioResult], None] | None = None) -> RunReport:
     """Runs the selected scenarios (default: all) against ``endpoint`` of the configuration ``conf``."""
-    from gateway.conformance.scenarios import CATALOGUE, select
+    from gateway.conformance.scenarios import select
     started = dt.datetime.now(dt.timezone.utc)
     t_start = time.monotonic()
     user_cfg = load_gateway_config(conf)

@@ -367,20 +367,29 @@ class As4Client:
         self._log("send", endpoint, message.message_id, outcome, kind=message.kind)
         return outcome
 
-    async def _classify_send(self, raw: _Raw | TransportFailure, message: OutboundMessage) -> SendOutcome:
+    async def _open_answer(self, raw: _Raw | TransportFailure, empty: str,
+                           what: str) -> InboundMessage | EbmsFault | TransportFailure:
+        """The steps every answer goes through: transport failure, empty or non-AS4 body, then the engine.
+        An unreadable signal with an HTTP error status is a transport failure; with 2xx the caller decides."""
         if isinstance(raw, TransportFailure):
             return raw
         if not raw.body.strip():
-            return _http_failure(raw.status, "with an empty body: no receipt (EBMS:0301 MissingReceipt)", raw.elapsed)
+            return _http_failure(raw.status, empty, raw.elapsed)
         if not _looks_as4(raw.content_type, raw.body):
             return _http_failure(raw.status, f"with a non-AS4 body ({raw.content_type or 'no Content-Type'})",
                                  raw.elapsed)
         opened = await self._open(raw)
+        if isinstance(opened, EbmsFault) and raw.status >= 300:
+            return _http_failure(raw.status, f"with a SOAP body that is not a readable ebMS {what} "
+                                             f"({_soap_fault_reason(raw.body) or opened.message})", raw.elapsed)
+        return opened
+
+    async def _classify_send(self, raw: _Raw | TransportFailure, message: OutboundMessage) -> SendOutcome:
+        opened = await self._open_answer(raw, "with an empty body: no receipt (EBMS:0301 MissingReceipt)", "signal")
+        if isinstance(opened, TransportFailure):
+            return opened
+        assert isinstance(raw, _Raw)
         if isinstance(opened, EbmsFault):
-            if raw.status >= 300:
-                reason = _soap_fault_reason(raw.body)
-                return _http_failure(raw.status, f"with a SOAP body that is not a readable ebMS signal "
-                                                 f"({reason or opened.message})", raw.elapsed)
             return InvalidReceipt(opened, raw.status, raw.elapsed, raw.content_type, raw.body)
         if opened.kind == "error":
             return error_outcome(opened, raw.status, raw.elapsed, raw.content_type, raw.body)
@@ -400,23 +409,15 @@ class As4Client:
         raw = await self._post(endpoint, request.content_type, request.body, request.message_id)
         outcome = await self._classify_pull(raw, mpc)
         extra = {"pulled_message_id": outcome.message_id} if isinstance(outcome, PulledMessage) else {}
-        level_outcome = outcome
-        self._log("pull", endpoint, request.message_id, level_outcome, **extra)
+        self._log("pull", endpoint, request.message_id, outcome, **extra)
         return outcome
 
     async def _classify_pull(self, raw: _Raw | TransportFailure, mpc: str) -> PullOutcome:
-        if isinstance(raw, TransportFailure):
-            return raw
-        if not raw.body.strip():
-            return _http_failure(raw.status, "with an empty body to a PullRequest", raw.elapsed)
-        if not _looks_as4(raw.content_type, raw.body):
-            return _http_failure(raw.status, f"with a non-AS4 body ({raw.content_type or 'no Content-Type'})",
-                                 raw.elapsed)
-        opened = await self._open(raw)
+        opened = await self._open_answer(raw, "with an empty body to a PullRequest", "message")
+        if isinstance(opened, TransportFailure):
+            return opened
+        assert isinstance(raw, _Raw)
         if isinstance(opened, EbmsFault):
-            if raw.status >= 300:
-                return _http_failure(raw.status, f"with a SOAP body that is not a readable ebMS message "
-                                                 f"({_soap_fault_reason(raw.body) or opened.message})", raw.elapsed)
             return InvalidMessage(opened, raw.content_type, raw.body, raw.status)
         if opened.kind == "error":
             out = error_outcome(opened, raw.status, raw.elapsed, raw.content_type, raw.body)

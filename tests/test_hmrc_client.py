@@ -258,3 +258,33 @@ async def test_a_crash_during_refresh_token_rotation_never_leaves_the_gateway_wi
             assert client.alerts == []                                                                     # type: ignore
     finally:
         await c.close()
+
+
+async def test_poller_backs_off_on_429_and_5xx_and_acknowledges_only_after_delivery(
+        client: HmrcClient, standin: HmrcStandin) -> None:
+    from gateway.hmrc.poller import HmrcPoller
+    res = await client.submit(ie315("LRN-POLL"), kind="IE315")
+    assert isinstance(res, Submitted)
+    delivered: list[str] = []
+    acked_at_delivery: list[bool] = []
+
+    async def deliver(o: Any, *, source_id: str) -> bool:
+        acked_at_delivery.append(standin.state.outcomes[o.correlation_id].acked)
+        delivered.append(source_id)
+        return True
+
+    delays: list[float] = []
+    stop = asyncio.Event()
+
+    async def sleep(d: float) -> None:
+        delays.append(d)
+        if len(delays) == 4:
+            stop.set()
+
+    standin.state.fail_next.extend([429, 503, 502])
+    poller = HmrcPoller(client, deliver, interval=1.0, max_interval=8.0, sleep=sleep)
+    await asyncio.wait_for(poller.run(stop), 30)
+    assert delays[:3] == [2.0, 4.0, 8.0]          # doubled (Retry-After 1 s is shorter), capped at max_interval
+    assert delays[3] == 1.0                       # back to the interval once a poll succeeds
+    assert delivered == [f"outcome/{res.correlation_id}"] and acked_at_delivery == [False]
+    assert standin.state.outcomes[res.correlation_id].acked

@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--client-secret-env", default="HMRC_CLIENT_SECRET", metavar="NAME",
                    help="environment variable holding the application's client secret (default: HMRC_CLIENT_SECRET;"
                         " if unset, the test secret 'ics2gw-test-secret')")
+    p.add_argument("--client-secret-file", type=Path, metavar="FILE",
+                   help="file holding the client secret (instead of --client-secret-env)")
     p.add_argument("--enrol", action="append", metavar="EORI",
                    help="an EORI with an HMRC-SS-ORG enrolment (repeatable; default: GB1234231)")
     p.add_argument("--user-eori", metavar="EORI", help="who grants access at /oauth/authorize (default: first --enrol)")
@@ -50,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"ics2gw simulate-hmrc: {f} not found (run `make pki`, or give --cert/--key)", file=sys.stderr)
             return exitcodes.UNREADABLE
     cfg = StandinConfig(host=args.host, port=args.port, cert=args.cert, key=args.key, client_id=args.client_id,
-                        client_secret=os.environ.get(args.client_secret_env, "ics2gw-test-secret"),
+                        client_secret=(args.client_secret_file.read_text().strip() if args.client_secret_file
+                                       else os.environ.get(args.client_secret_env, "ics2gw-test-secret")),
                         enrolled=enrolled, user_eori=args.user_eori or enrolled[0],
                         access_token_seconds=args.access_token_seconds, default_decision=args.decision,
                         outcome_delay=args.outcome_delay, interventions=args.interventions,
@@ -60,8 +63,16 @@ def run(args: argparse.Namespace) -> int:
     def ready(port: int) -> None:
         print(f"hmrc stand-in ready port={port}", flush=True)
 
+    async def main() -> None:
+        import signal
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(cfg, ready=ready, stop=stop)
+
     try:
-        asyncio.run(serve(cfg, ready=ready))
+        asyncio.run(main())
     except KeyboardInterrupt:
         pass
     except OSError as exc:

@@ -173,9 +173,25 @@ BEGIN
 END;
 """
 
+# References a route other than AS4 gets back for a filing's message (the HMRC route's CorrelationId): the key by
+# which that route's answers are correlated. (route, ref) is unique: a reference names one message, forever.
+V_ROUTE_REFS = """
+CREATE TABLE route_refs (
+    route       TEXT NOT NULL,
+    ref         TEXT NOT NULL,
+    message_id  TEXT NOT NULL,
+    filing_id   INTEGER,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (route, ref)
+);
+CREATE INDEX route_refs_filing ON route_refs (filing_id);
+CREATE INDEX route_refs_message ON route_refs (message_id);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "filings, messages, inbound duplicate elimination, orphans, customs requests, event log",
               _script(V1)),
+    Migration(2, "route references (HMRC correlation ids)", _script(V_ROUTE_REFS)),
 )
 LATEST = MIGRATIONS[-1].version
 

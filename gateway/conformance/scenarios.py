@@ -15,8 +15,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.conformance.runner import (
-    Context, Scenario, ScenarioFailed, _ms, expect_error, in_messages, out_messages,
+from gateway.conformance.context import (
+    Context, RunnerRefused, Scenario, ScenarioFailed, _ms, expect_error, in_messages, out_messages,
 )
 from gateway.conformance.unsafe import Recipe, build_message, xml_part
 from gateway.ebms.engine import OutboundMessage
@@ -396,7 +396,6 @@ def select(ids: Sequence[str] | None) -> list[Scenario]:
     known = {s.id for s in CATALOGUE} | {s.group for s in CATALOGUE} | {"negative"}
     unknown = wanted - known
     if unknown:
-        from gateway.conformance.runner import RunnerRefused
         raise RunnerRefused(f"unknown scenario(s) {', '.join(sorted(unknown))}; known: "
                             f"{', '.join(s.id for s in CATALOGUE)} (or a group: "
                             f"{', '.join(sorted({s.group for s in CATALOGUE}))})")

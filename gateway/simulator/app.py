@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from gateway.ebms.constants import SERVICE_C2T
+from gateway.ebms.constants import SERVICE_C2T, TEST_ACTION, TEST_SERVICE
 from gateway.ebms.engine import Engine
 from gateway.security.keys import load_identity_files, load_pem_certificates
 from gateway.security.trust import TrustStore
@@ -206,6 +206,7 @@ class Simulator:
             "IE3Q03": lambda: replies.ie3q03(mrn=mrn, ctx=ctx, now=now, reference=f"HRCM-{mrn[-8:]}-A"),
             "IE3N03": lambda: replies.ie3n03(mrn=mrn, ctx=ctx, now=now),
             "IE3N08": lambda: replies.ie3n08(mrn=mrn, ctx=ctx, now=now),
+            **{a: (lambda a=a: replies.notification(a, mrn=mrn, ctx=ctx, now=now)) for a in replies.NOTIFICATIONS},
         }
         if action not in builders:
             raise ValueError(f"action must be one of {', '.join(builders)}")
@@ -217,6 +218,24 @@ class Simulator:
                                 lrn=filing.lrn, mrn=mrn, not_before=monotonic_now())
         self.wake()
         return {"message_id": mid, "action": action, "mrn": mrn, "party_id": filing.party_id}
+
+
+    def send_ping(self, party_id: str) -> dict[str, Any]:
+        """Queues an ebMS test message from customs to a registered party (ICD 4.5.1: the TI may test the trader's
+        access point too), pushed or offered on its MPC like any reply (admin ``POST /admin/ping``)."""
+        party = self.cfg.party(party_id)
+        if party is None:
+            raise ValueError(f"party {party_id!r} is not registered")
+        pull = party.delivery == "pull"
+        msg = self.engine.ping(Engine.trader_party(party_id)) if not pull else self.engine.user_message(
+            action=TEST_ACTION, payload=None, to_party=Engine.trader_party(party_id), service=TEST_SERVICE,
+            service_type=None, mpc=party.mpc)
+        self.registry.enqueue(message_id=msg.message_id, party_id=party_id, mode=party.delivery,
+                              mpc=party.mpc if pull else None, action="ping", ref_to=None, answers="",
+                              filing_id=None, lrn=None, mrn=None, content_type=msg.content_type, body=msg.body,
+                              digests=msg.reference_digests, not_before=monotonic_now())
+        self.wake()
+        return {"message_id": msg.message_id, "action": "ping", "party_id": party_id, "mode": party.delivery}
 
 
 async def run_simulator(cfg: SimulatorConfig, *, stop: asyncio.Event | None = None) -> None:

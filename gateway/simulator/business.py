@@ -115,7 +115,7 @@ class Decision:
 @dataclass(frozen=True)
 class Options:
     mrn_country: str = "NL"
-    duplicate_lrn: str = "register"
+    duplicate_lrn: str = "ie3n01"
     arrival_control: bool = False
     complete_after_answer: bool = True
 
@@ -234,10 +234,14 @@ def _filing(inc: Incoming, facts: PayloadFacts, ctx: Context, state: StateView, 
         return Decision(f"rejected by rule {rule.name!r}", lrn=lrn,
                         replies=[_errors_reply(rule.reject, lrn, [item], ctx, now, lrn, None)])
     existing = state.by_lrn(inc.eori, "ens", lrn)
-    if existing is not None and opts.duplicate_lrn == "reject":
-        item = ErrorItem("CL2001", "Element 'LRN' is not unique for the declarant", f"/{inc.action}/LRN", lrn)
-        return Decision("rejected: LRN already registered", lrn=lrn, mrn=existing.mrn, filing_id=existing.id,
-                        replies=[_errors_reply("IE3N99", lrn, [item], ctx, now, lrn, existing.mrn)])
+    if existing is not None and opts.duplicate_lrn in ("ie3n01", "ie3n99"):
+        # not registered again; the answer refers to the new message only (the registered ENS is untouched)
+        answer = opts.duplicate_lrn.upper()
+        code = "L0201" if answer == "IE3N01" else "CL2001"
+        item = ErrorItem(code, f"LRN {lrn} is not unique for the person filing {inc.eori}: it is registered "
+                               f"as MRN {existing.mrn}", f"/{inc.action}/LRN", lrn)
+        return Decision(f"rejected ({answer}): LRN already registered", lrn=lrn, mrn=existing.mrn,
+                        filing_id=existing.id, replies=[_errors_reply(answer, lrn, [item], ctx, now, lrn, existing.mrn)])
     country = (facts.office_of_first_entry or "")[:2] or opts.mrn_country
     mrn = make_mrn(country if country.isalpha() and country.isupper() else opts.mrn_country)
     ref_to = rule.ref_to_message_id if rule else True

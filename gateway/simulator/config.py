@@ -20,6 +20,9 @@ TOP_LEVEL = {"customs", "seal", "trust", "server", "admin", "registry", "push", 
              "rules", "faults", "limits"}
 RISKS = ("IE3Q01", "IE3Q02", "IE3Q03", "IE3N03")
 REJECTS = ("IE3N99", "IE3N01")
+# a new MessageId with an LRN already registered for the same person filing: IE3N01 as the STI answers (ICD
+# Annex 1: "key data element(s) being not unique"), IE3N99, or "register" again (the lenient, defective form)
+DUPLICATE_LRN = ("ie3n01", "ie3n99", "register")
 
 
 @dataclass(frozen=True)
@@ -211,8 +214,8 @@ def read_simulator_config(root: Section) -> SimulatorConfig:
         push_client_cert=push.path("client_cert"), push_client_key=push.path("client_key"),
         push_server_ca=push.path("server_ca"), push_timeout=push.float("timeout_seconds", 30.0, min=0.1),
         push_max_attempts=push.int("max_attempts", 10, min=1),
-        omit_ref_to_message_id=tuple(pull.list_str("omit_ref_to_message_id", [])),
-        duplicate_lrn=business.str("duplicate_lrn", "register", choices=("register", "reject")),
+        omit_ref_to_message_id=tuple(pull.list_str("omit_ref_to_message_id", ["*"])),
+        duplicate_lrn=business.str("duplicate_lrn", "ie3n01", choices=DUPLICATE_LRN),
         arrival_control=business.bool("arrival_control", False),
         complete_after_answer=business.bool("complete_after_answer", True),
         parties=parties,

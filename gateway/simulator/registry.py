@@ -9,7 +9,7 @@ offered). ``report()`` gives the exactly-once view tests and operators check fro
 Outbound states: ``queued`` (due at ``not_before``) -> push: ``delivered`` | ``queued`` again with a later
 ``not_before`` after a failure | ``failed`` (attempts exhausted) | ``rejected`` (the trader answered an ebMS
 error); pull: ``offered`` (re-offered when no receipt came within the re-offer time) -> ``acknowledged`` |
-``rejected``.
+``rejected`` | ``failed`` (EBMS:0301 MissingReceipt after ``pull_max_offers`` offers without a receipt).
 """
 
 from __future__ import annotations
@@ -261,11 +261,26 @@ class Registry:
                        "done_at = CASE WHEN ? IN ('delivered', 'failed', 'rejected') THEN ? ELSE done_at END "
                        "WHERE id = ?", (state, error, retry_at, 1 if delivered else 0, state, _now(), row_id))
 
-    def offer(self, mpc: str, now: float, reoffer_after: float, *, newest_first: bool = False) \
-            -> dict[str, Any] | None:
+    def expire_pulled(self, now: float, reoffer_after: float, max_offers: int) -> list[str]:
+        """Pulled messages offered ``max_offers`` times without a receipt, whose last re-offer time has passed,
+        end as the STI ends them: ``failed`` with EBMS:0301 MissingReceipt (eDelivery 1.5.5.4: reception
+        awareness exhausted). ``max_offers`` 0 re-offers for ever (the lenient form). Returns their MessageIds."""
+        if max_offers <= 0:
+            return []
+        with self.transaction() as db:
+            rows = db.execute("SELECT id, message_id, offers FROM outbound WHERE mode = 'pull' AND state = 'offered' "
+                              "AND offers >= ? AND offered_at <= ?", (max_offers, now - reoffer_after)).fetchall()
+            for r in rows:
+                db.execute("UPDATE outbound SET state = 'failed', done_at = ?, last_error = ? WHERE id = ?",
+                           (_now(), f"EBMS:0301 MissingReceipt: no receipt after {r['offers']} offers", r["id"]))
+            return [r["message_id"] for r in rows]
+
+    def offer(self, mpc: str, now: float, reoffer_after: float, *, newest_first: bool = False,
+              max_offers: int = 0) -> dict[str, Any] | None:
         """The message to answer a PullRequest on ``mpc`` with (FIFO), marked offered; None if the MPC is empty."""
         order = "DESC" if newest_first else "ASC"
         with self.transaction() as db:
+            self.expire_pulled(now, reoffer_after, max_offers)
             row = db.execute(
                 "SELECT * FROM outbound WHERE mode = 'pull' AND mpc = ? AND not_before <= ? AND "
                 "(state = 'queued' OR (state = 'offered' AND offered_at <= ?)) "
@@ -298,11 +313,14 @@ class Registry:
         for f in self._q("SELECT * FROM filings ORDER BY id"):
             rec = self._q("SELECT message_id, action, copies, outcome FROM received WHERE filing_id = ? "
                           "ORDER BY first_at, message_id", (f["id"],))
+            # the messages that registered the filing; a refused duplicate LRN (IE3N01) is only "related"
             own = [r for r in rec if r["action"] and r["action"][:4] in ("IE3F", "IE3N") and
-                   (r["action"][:4] == "IE3F" if f["kind"] == "ens" else r["action"] == "IE3N06")]
+                   (r["action"][:4] == "IE3F" if f["kind"] == "ens" else r["action"] == "IE3N06") and
+                   not (r["outcome"] or "").startswith("rejected")]
             related = [r for r in rec if r not in own]
             mrns = [r["mrn"] for r in self._q("SELECT mrn FROM mrns WHERE filing_id = ? ORDER BY at", (f["id"],))]
-            replies = self._q("SELECT action, message_id, ref_to, mode, state, deliveries, offers FROM outbound "
+            replies = self._q("SELECT action, message_id, ref_to, mode, state, deliveries, offers, last_error "
+                              "FROM outbound "
                               "WHERE filing_id = ? ORDER BY id", (f["id"],))
             out.append({
                 "lrn": f["lrn"], "mrn": f["mrn"], "action": f["action"], "kind": f["kind"],

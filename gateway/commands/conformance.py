@@ -20,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "inbound listen address of the configuration is used: stop a daemon that holds it). Negative "
                     "scenarios (leaf-only, expired, revoked, unauthorised sender, damaged gzip) run against the "
                     "bundled simulator or when the endpoint has negative_tests_enabled = true; otherwise they are "
-                    "skipped. Exit 0 when no scenario failed, 1 otherwise, 3 for a refused configuration.")
+                    "skipped. Before any scenario, one ping checks that the TI answers and the inbound address is free; "
+                    "otherwise the run stops at once naming the cause. Exit 0 when no scenario failed, 1 otherwise, "
+                    "3 for a refused configuration, 4 when the TI is unreachable or the inbound address is taken.")
     add_conf_option(p)
     p.add_argument("--endpoint", metavar="NAME", help="endpoint name from [[endpoints]] (default: [routing] default)")
     p.add_argument("--scenarios", nargs="+", metavar="ID", help="scenario ids or groups (comma or space separated; "
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from gateway.conformance.junit import write_junit
-    from gateway.conformance.runner import RunnerRefused, print_report, run_conformance
+    from gateway.conformance.runner import RunnerCannotRun, RunnerRefused, print_report, run_conformance
     from gateway.conformance.scenarios import CATALOGUE
 
     if args.list:
@@ -88,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
             sim_admin=args.simulator_admin, workdir=workdir, samples=args.samples, certs=args.certs,
             timeout=args.timeout, sub_parties=args.sub_party, pull_party=args.pull_party,
             unregistered_party=args.unregistered_party, on_result=progress))
+    except RunnerCannotRun as exc:
+        print(f"ics2gw conformance: cannot run: {exc}", file=sys.stderr)
+        return exitcodes.RUNTIME
     except RunnerRefused as exc:
         print(f"ics2gw conformance: {exc}", file=sys.stderr)
         return exitcodes.CONFIG

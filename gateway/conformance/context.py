@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 
 from gateway.config import GatewayConfig
-from gateway.ebms.constants import PARTY_TYPE_AUTH, PARTY_TYPE_EORI, ROLE_CUSTOMS, ROLE_TRADER
+from gateway.ebms.constants import MPC_PREFIX, PARTY_TYPE_AUTH, PARTY_TYPE_EORI, ROLE_CUSTOMS, ROLE_TRADER
 from gateway.ebms.engine import Engine
 from gateway.ebms.model import Party
 from gateway.transport.client import As4Client, EbmsErrorOutcome
@@ -35,6 +35,10 @@ NS = "urn:wco:datamodel:eu:ics2:2"
 
 class RunnerRefused(RuntimeError):
     """The run must not start (production configuration, unknown endpoint ...); the message says why."""
+
+
+class RunnerCannotRun(RunnerRefused):
+    """The run cannot start in this environment (TI unreachable, inbound address taken); the message names why."""
 
 
 class ScenarioFailed(AssertionError):
@@ -207,6 +211,81 @@ class Context:
     async def sim_report(self, lrn: str) -> dict[str, Any] | None:
         rows = await self.sim("GET", "/report")
         return next((row for row in rows if row.get("lrn") == lrn), None)
+
+    async def sim_outbound(self, message_id: str) -> dict[str, Any] | None:
+        rows = await self.sim("GET", "/outbound")
+        return next((row for row in rows if row.get("message_id") == message_id), None)
+
+    # -------------------------------------------------------------------------------- pulling
+    def pull_party_mpc(self, party_id: str | None = None) -> str:
+        return MPC_PREFIX + (party_id or self.pull_party)
+
+    async def pull(self, party_id: str | None = None, *, acknowledge: bool = True) -> Pulled:
+        """One PullRequest on the MPC of ``party_id`` (default: the pull-mode party). A pulled message goes through
+        the in-process gateway's inbound path (verification, correlation, journal, inbox) exactly as the daemon's
+        puller hands it over, so it is durable *before* its receipt leaves; nothing pulled is ever dropped.
+        ``acknowledge=False`` keeps the receipt back (to see the TI re-offer the message)."""
+        if self.gateway is None:
+            raise ScenarioFailed("pulling needs the in-process gateway (its journal keeps what is pulled)")
+        from gateway.transport.client import InvalidMessage, PulledMessage
+        from gateway.transport.server import InboundProcessor
+        party = party_id or self.pull_party
+        engine = self.engine_for(party)
+        mpc = self.pull_party_mpc(party)
+        processor = InboundProcessor(engine, self.gateway.components["sink"], environment=self.client.environment)
+        request = await asyncio.to_thread(engine.pull_request, mpc)
+        outcome = await self.client.pull(self.endpoint, request, mpc)
+        answer = None
+        if isinstance(outcome, PulledMessage):
+            answer = await processor.process(outcome.content_type, outcome.body, channel="pull",
+                                             opened=outcome.inbound, expected_mpc=mpc)
+        elif isinstance(outcome, InvalidMessage):
+            answer = await processor.process(outcome.content_type, outcome.body, channel="pull", fault=outcome.fault)
+        ack = None
+        if answer is not None and acknowledge:
+            ack = await self.client.post_signal(self.endpoint, answer.content_type, answer.body,
+                                                message_id=answer.signal_id or "", ref_to_message_id=answer.message_id)
+        return Pulled(outcome, answer, ack, request.message_id)
+
+    async def pull_until(self, predicate: Callable[[Any], bool], party_id: str | None = None, *,
+                         timeout: float | None = None) -> tuple[Any, list[Pulled]]:
+        """Pulls (and journals, and acknowledges) until a pulled user message satisfies ``predicate``; every
+        other message pulled meanwhile is journaled too (an orphan if it matches no filing), never dropped."""
+        from gateway.transport.client import EmptyChannel, PulledMessage, SignalAccepted, summarize
+        deadline = time.monotonic() + (timeout or self.timeout)
+        seen: list[Pulled] = []
+        while time.monotonic() < deadline:
+            p = await self.pull(party_id)
+            seen.append(p)
+            if isinstance(p.outcome, EmptyChannel):
+                await asyncio.sleep(0.2)
+                continue
+            if not isinstance(p.outcome, PulledMessage):
+                raise ScenarioFailed(f"the pull failed: {summarize(p.outcome)}", summarize(p.outcome))
+            if p.answer is None or p.answer.kind != "receipt":
+                raise ScenarioFailed(f"the gateway refused the pulled message {p.outcome.message_id}: "
+                                     f"{p.answer.error_code if p.answer else None} {p.answer.reason if p.answer else ''}")
+            if not isinstance(p.ack, SignalAccepted):
+                raise ScenarioFailed(f"the TI refused the receipt for {p.outcome.message_id}: {summarize(p.ack)}",
+                                     summarize(p.ack))
+            if predicate(p.outcome.inbound):
+                return p.outcome.inbound, seen
+        raise ScenarioFailed(f"nothing expected on {self.pull_party_mpc(party_id)} within "
+                             f"{timeout or self.timeout:.0f} s", {"pulls": len(seen)})
+
+    def journaled_inbound(self, message_id: str, sender_party: str | None = None) -> Any:
+        """The journal record of a received customs message (None if it was never journaled)."""
+        reader = self.gateway.components["reader"]
+        return reader.get_message(message_id, direction="in", sender_party=sender_party or self.endpoint.party_id)
+
+
+@dataclass
+class Pulled:
+    """One pull: the client's outcome, the gateway's answer (receipt / error) and the TI's answer to that."""
+    outcome: Any
+    answer: Any
+    ack: Any
+    request_id: str
 
 
 # ------------------------------------------------------------------------------------------------ helpers

@@ -30,7 +30,7 @@ import aiohttp
 
 from gateway.conformance import confgen
 from gateway.conformance.context import (  # noqa: F401 - re-exported: the runner's public names
-    DEFAULT_SAMPLES, Context, RunnerRefused, RunReport, Scenario, ScenarioFailed, ScenarioResult, expect_error,
+    DEFAULT_SAMPLES, Context, RunnerCannotRun, RunnerRefused, RunReport, Scenario, ScenarioFailed, ScenarioResult, expect_error,
     in_messages, out_messages,
 )
 from gateway.conformance.scenarios import select
@@ -67,6 +67,7 @@ async def run_conformance(conf: Path, *, endpoint: str | None = None, scenarios:
                           workdir: Path | None = None, samples: Path | None = None, certs: Path | None = None,
                           timeout: float | None = None, sub_parties: Sequence[str] | None = None,
                           pull_party: str | None = None, unregistered_party: str = "NL999999999",
+                          preflight_timeout: float = 20.0,
                           on_result: Callable[[ScenarioResult], None] | None = None) -> RunReport:
     """Runs the selected scenarios (default: all) against ``endpoint`` of the configuration ``conf``."""
     started = dt.datetime.now(dt.timezone.utc)
@@ -119,6 +120,10 @@ async def run_conformance(conf: Path, *, endpoint: str | None = None, scenarios:
                       pull_party=pull_party or f"system1@{cfg.identity.eori}", unregistered_party=unregistered_party)
         ctx.http = http
         gw_task: asyncio.Task[Any] | None = None
+        # fail fast, naming the cause, before a single scenario runs (not one connection error per scenario)
+        if any(s.daemon for s in chosen) and tcfg.inbound.enabled:
+            _check_inbound_free(tcfg, run_conf)
+        await _check_reachable(ctx, preflight_timeout)
         try:
             if any(s.daemon for s in chosen):
                 gw_task = await _start_gateway(ctx, cfg)
@@ -137,6 +142,48 @@ async def run_conformance(conf: Path, *, endpoint: str | None = None, scenarios:
     return RunReport(endpoint=ep.name, url=ep.url, environment=cfg.environment, simulator=detected is not None,
                      negative_enabled=negative_enabled, started=started.strftime("%Y-%m-%dT%H:%M:%SZ"),
                      seconds=time.monotonic() - t_start, results=results, workdir=workdir)
+
+
+def _check_inbound_free(tcfg: Any, conf: Path) -> None:
+    """The in-process gateway listens where customs pushes ([inbound] listen). If that address is taken, a daemon
+    (or anything else) would get the answers meant for this run: refuse before anything is sent."""
+    import errno
+    import socket
+    for addr in tcfg.inbound.listen:
+        family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                if family == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                s.bind((addr.host, addr.port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise RunnerCannotRun(f"the inbound address {addr} ([inbound] listen of {conf}) is in use, most likely "
+                                    "by a running gateway daemon: customs pushes its answers there, so stop that "
+                                    "daemon (or give the runner a configuration with another [inbound] listen) and "
+                                    "run again") from None
+            if exc.errno == errno.EADDRNOTAVAIL and family == socket.AF_INET6:
+                continue  # no IPv6 on this host: the gateway skips that address too
+            raise RunnerCannotRun(f"the inbound address {addr} ([inbound] listen of {conf}) cannot be bound: "
+                                f"{exc.strerror or exc}") from None
+
+
+async def _check_reachable(ctx: Context, timeout: float) -> None:
+    """One AS4 ping (the campaign's first step anyway) within ``timeout``: a TI that refuses the connection, fails
+    TLS or answers nothing stops the run here with the cause, instead of failing every scenario one by one."""
+    from gateway.transport.client import EbmsErrorOutcome, ReceiptOk, summarize
+    ep = ctx.endpoint
+    msg = await asyncio.to_thread(ctx.engine.ping, ctx.customs)
+    try:
+        outcome = await asyncio.wait_for(ctx.client.send(ep, msg), timeout)
+    except asyncio.TimeoutError:
+        raise RunnerCannotRun(f"the TI endpoint {ep.name} ({ep.url}) did not answer a ping within {timeout:.0f} s: "
+                            "check the URL, the network path (proxy, firewall) and that the TI is up") from None
+    if isinstance(outcome, (ReceiptOk, EbmsErrorOutcome)):
+        return  # it answers as an AS4 MSH (an ebMS error is for the scenarios to judge)
+    ev = summarize(outcome)
+    raise RunnerCannotRun(f"the TI endpoint {ep.name} ({ep.url}) is not usable: {ev.get('cause') or ev.get('outcome')}"
+                        f"{' (HTTP ' + str(ev['http_status']) + ')' if ev.get('http_status') else ''}")
 
 
 async def _start_gateway(ctx: Context, cfg: GatewayConfig) -> asyncio.Task[Any]:

@@ -192,14 +192,21 @@ class Simulator:
                               digests=msg.reference_digests, not_before=not_before)
         return msg.message_id
 
-    def send_scripted(self, action: str, mrn: str, *, ref_to: str | None = None) -> dict[str, Any]:
-        """Queues an unsolicited customs message about a registered filing (admin ``POST /admin/send``)."""
+    def send_scripted(self, action: str, mrn: str, *, ref_to: str | None = None,
+                      party_id: str | None = None) -> dict[str, Any]:
+        """Queues an unsolicited customs message about a registered filing (admin ``POST /admin/send``). To the
+        party that filed it, or to ``party_id`` (e.g. the carrier: IE3N04 / IE3N05 / IE3Q01 and the IE3R01 copy
+        go to a carrier that did not file, ICD 3.1.8 and Annex 3)."""
         filing = self.registry.by_mrn(mrn)
         if filing is None:
             raise ValueError(f"MRN {mrn!r} is not registered")
+        to = party_id or filing.party_id
+        if self.cfg.party(to) is None:
+            raise ValueError(f"party {to!r} is not registered")
         now = self.clock()
         ctx = filing.context
         builders = {
+            "IE3R01": lambda: replies.ie3r01(lrn=filing.lrn, mrn=mrn, ctx=ctx, now=now),
             "IE3Q01": lambda: replies.ie3q01(mrn=mrn, ctx=ctx, now=now),
             "IE3Q02": lambda: replies.ie3q02(mrn=mrn, ctx=ctx, now=now, reference=f"RFI-{mrn[-8:]}-A",
                                              response_type=replies.RESPONSE_BY_IE3R02),
@@ -211,13 +218,13 @@ class Simulator:
         if action not in builders:
             raise ValueError(f"action must be one of {', '.join(builders)}")
         with self.registry.transaction():
-            if action in ("IE3Q02", "IE3Q03"):
+            if action in ("IE3Q02", "IE3Q03") and to == filing.party_id:
                 self.registry.apply_update(filing.id, open_request=action,
                                            request_mode="IE3R02" if action == "IE3Q02" else "IE3R03")
-            mid = self._enqueue(filing.party_id, action, builders[action](), ref_to, answers="", filing_id=filing.id,
+            mid = self._enqueue(to, action, builders[action](), ref_to, answers="", filing_id=filing.id,
                                 lrn=filing.lrn, mrn=mrn, not_before=monotonic_now())
         self.wake()
-        return {"message_id": mid, "action": action, "mrn": mrn, "party_id": filing.party_id}
+        return {"message_id": mid, "action": action, "mrn": mrn, "party_id": to}
 
 
     def send_ping(self, party_id: str) -> dict[str, Any]:

@@ -53,6 +53,8 @@ class Rule:
     arrival_control: bool = False        # IE3N08 after the IE3R04
     complete_after_answer: bool | None = None
     ref_to_message_id: bool = True       # False: replies of this rule carry no eb:RefToMessageId
+    functional_reference: str | None = None  # the rejection's functionalReference instead of the LRN (e.g. one
+                                             # that matches nothing, so only eb:RefToMessageId correlates)
 
     def matches(self, lrn: str | None, action: str) -> bool:
         if self.actions is not None and not self.actions.search(action):
@@ -131,7 +133,7 @@ def _party(sec: Section) -> Party:
 
 def _rule(sec: Section, index: int) -> Rule:
     sec.check_keys({"name", "lrn", "actions", "risk", "reject", "error_code", "error_text", "info_answer",
-                    "arrival_control", "complete_after_answer", "ref_to_message_id"})
+                    "arrival_control", "complete_after_answer", "ref_to_message_id", "functional_reference"})
     lrn = _regex(sec, "lrn")
     assert lrn is not None
     risk = sec.list_str("risk", [])
@@ -144,7 +146,8 @@ def _rule(sec: Section, index: int) -> Rule:
                 error_code=sec.str("error_code", "CL9999"), error_text=sec.str("error_text", "Scripted rejection"),
                 info_answer=sec.str("info_answer", "IE3R02", choices=("IE3R02", "amendment")),
                 arrival_control=sec.bool("arrival_control", False), complete_after_answer=cae,
-                ref_to_message_id=sec.bool("ref_to_message_id", True))
+                ref_to_message_id=sec.bool("ref_to_message_id", True),
+                functional_reference=sec.str("functional_reference", None))
 
 
 def _faults(sec: Section) -> dict[str, Any]:

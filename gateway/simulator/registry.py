@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS filings (
     request_mode TEXT,
     registrations INTEGER NOT NULL DEFAULT 0,
     context TEXT NOT NULL DEFAULT '{}',
+    documents TEXT NOT NULL DEFAULT '[]',
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     UNIQUE (eori, kind, lrn)
@@ -114,6 +115,9 @@ class Registry:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(SCHEMA)
+        cols = {r["name"] for r in self._db.execute("PRAGMA table_info(filings)")}
+        if "documents" not in cols:  # a registry written before transport documents were kept
+            self._db.execute("ALTER TABLE filings ADD COLUMN documents TEXT NOT NULL DEFAULT '[]'")
         self._depth = 0
 
     def close(self) -> None:
@@ -174,7 +178,7 @@ class Registry:
         return FilingState(id=row["id"], kind=row["kind"], lrn=row["lrn"], mrn=row["mrn"], action=row["action"],
                            status=row["status"], open_request=row["open_request"], request_mode=row["request_mode"],
                            registrations=row["registrations"], eori=row["eori"], party_id=row["party_id"],
-                           context=Context(**c))
+                           context=Context(**c), documents=tuple(json.loads(row["documents"] or "[]")))
 
     def by_lrn(self, eori: str, kind: str, lrn: str) -> FilingState | None:
         rows = self._q("SELECT * FROM filings WHERE eori = ? AND kind = ? AND lrn = ?", (eori, kind, lrn))
@@ -183,6 +187,17 @@ class Registry:
     def by_mrn(self, mrn: str) -> FilingState | None:
         rows = self._q("SELECT f.* FROM filings f JOIN mrns m ON m.filing_id = f.id WHERE m.mrn = ?", (mrn,))
         return self._state(rows[0] if rows else None)
+
+    def by_document(self, number: str) -> list[FilingState]:
+        """Filings carrying transport document ``number`` (``level:number``, or a bare number at any level)."""
+        rows = self._q("SELECT f.* FROM filings f, json_each(f.documents) d WHERE d.value = ? OR "
+                       "substr(d.value, instr(d.value, ':') + 1) = ? ORDER BY f.id", (number, number))
+        seen: dict[int, FilingState] = {}
+        for r in rows:
+            s = self._state(r)
+            if s is not None:
+                seen.setdefault(s.id, s)
+        return list(seen.values())
 
     def mrn_exists(self, mrn: str) -> bool:
         return bool(self._q("SELECT 1 FROM mrns WHERE mrn = ?", (mrn,)))
@@ -198,16 +213,17 @@ class Registry:
                 if filing_id is None:
                     cur = db.execute(
                         "INSERT INTO filings (kind, eori, party_id, lrn, mrn, action, status, open_request, "
-                        "request_mode, registrations, context, created_at, updated_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, 'registered', ?, ?, 1, ?, ?, ?)",
+                        "request_mode, registrations, context, documents, created_at, updated_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, 'registered', ?, ?, 1, ?, ?, ?, ?)",
                         (reg.kind, eori, party_id, reg.lrn, reg.mrn, reg.action, reg.open_request, reg.request_mode,
-                         ctx, now, now))
+                         ctx, json.dumps(list(reg.documents)), now, now))
                     filing_id = cur.lastrowid
                 else:
                     db.execute("UPDATE filings SET mrn = COALESCE(?, mrn), action = ?, status = 'registered', "
                                "open_request = ?, request_mode = ?, registrations = registrations + 1, "
-                               "context = ?, updated_at = ? WHERE id = ?",
-                               (reg.mrn, reg.action, reg.open_request, reg.request_mode, ctx, now, filing_id))
+                               "context = ?, documents = ?, updated_at = ? WHERE id = ?",
+                               (reg.mrn, reg.action, reg.open_request, reg.request_mode, ctx,
+                                json.dumps(list(reg.documents)), now, filing_id))
                 if reg.mrn and reg.kind == "ens":
                     db.execute("INSERT OR IGNORE INTO mrns (mrn, filing_id, message_id, at) VALUES (?, ?, ?, ?)",
                                (reg.mrn, filing_id, message_id, now))

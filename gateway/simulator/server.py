@@ -370,7 +370,7 @@ def admin_app(sim: SimulatorHost) -> web.Application:
         try:
             spec: Any = await request.json()
             result = sim.send_scripted(str(spec.get("action", "")), str(spec.get("mrn", "")),
-                                       ref_to=spec.get("ref_to_message_id"))
+                                       ref_to=spec.get("ref_to_message_id"), party_id=spec.get("party_id"))
         except (ValueError, AttributeError, KeyError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(result)

@@ -49,6 +49,11 @@ class ScenarioFailed(AssertionError):
         self.evidence = evidence or {}
 
 
+class ScenarioSkipped(Exception):
+    """The scenario cannot run here (e.g. it needs the simulator to trigger a customs message); the message says
+    why and what the campaign does instead."""
+
+
 @dataclass(frozen=True)
 class Scenario:
     id: str
@@ -110,6 +115,7 @@ class Context:
         self.sim_admin, self.samples, self.certs, self.timeout = sim_admin, samples, certs, timeout
         self.sub_parties, self.pull_party, self.unregistered_party = list(sub_parties), pull_party, unregistered_party
         self.gateway: Any = None
+        self.run_conf: Path | None = None            # the derived gateway configuration of this run
         self.api_url: str | None = None
         self.http: aiohttp.ClientSession | None = None
         self._n = 0

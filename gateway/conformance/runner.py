@@ -30,8 +30,8 @@ import aiohttp
 
 from gateway.conformance import confgen
 from gateway.conformance.context import (  # noqa: F401 - re-exported: the runner's public names
-    DEFAULT_SAMPLES, Context, RunnerCannotRun, RunnerRefused, RunReport, Scenario, ScenarioFailed, ScenarioResult, expect_error,
-    in_messages, out_messages,
+    DEFAULT_SAMPLES, Context, RunnerCannotRun, RunnerRefused, RunReport, Scenario, ScenarioFailed, ScenarioResult,
+    ScenarioSkipped, expect_error, in_messages, out_messages,
 )
 from gateway.conformance.scenarios import select
 from gateway.config import GatewayConfig, load_gateway_config
@@ -119,6 +119,7 @@ async def run_conformance(conf: Path, *, endpoint: str | None = None, scenarios:
                       sub_parties=sub_parties or (f"system1@{cfg.identity.eori}", f"{cfg.identity.eori}@FR"),
                       pull_party=pull_party or f"system1@{cfg.identity.eori}", unregistered_party=unregistered_party)
         ctx.http = http
+        ctx.run_conf = run_conf
         gw_task: asyncio.Task[Any] | None = None
         # fail fast, naming the cause, before a single scenario runs (not one connection error per scenario)
         if any(s.daemon for s in chosen) and tcfg.inbound.enabled:
@@ -216,6 +217,8 @@ async def _run_one(ctx: Context, sc: Scenario, negative_enabled: bool) -> Scenar
         status, message = "passed", ""
     except ScenarioFailed as exc:
         evidence, status, message = exc.evidence, "failed", str(exc)
+    except ScenarioSkipped as exc:
+        evidence, status, message = {}, "skipped", str(exc)
     except Exception as exc:  # noqa: BLE001 - one broken scenario must not stop the catalogue
         log.exception("scenario %s raised", sc.id)
         evidence, status, message = {}, "error", f"{type(exc).__name__}: {exc}"

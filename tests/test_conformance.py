@@ -186,7 +186,8 @@ async def test_everything_pulled_is_journaled_never_dropped(tmp_path: Path, pki:
                                        payload=(REPO / "tests" / "fixtures" / "ics2" / "ens-IE3F32-express.xml")
                                        .read_bytes())
     tls = build_client_context(ca_files=[pki / "customs-root.pem"],
-                               client=KeyMaterial(cert=pki / "trader-tls-client.pem", key=pki / "trader-tls-client.key"))
+                               client=KeyMaterial(cert=pki / "trader-tls-client.pem",
+                                                  key=pki / "trader-tls-client.key"))
     async with Simulator(load_simulator_config(sim_conf)) as sim:
         ping = sim.send_ping("system1@NL123456789")["message_id"]
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as s:
@@ -200,6 +201,7 @@ async def test_everything_pulled_is_journaled_never_dropped(tmp_path: Path, pki:
     assert rows[ping]["state"] == "acknowledged" and rows[r01]["state"] == "acknowledged"
     db = sqlite3.connect(tmp_path / "run" / "var" / "journal.sqlite3")
     journaled = {row[0] for row in db.execute("SELECT message_id FROM messages WHERE direction = 'in'")}
-    orphans = {row[0] for row in db.execute("SELECT m.message_id FROM orphans o JOIN messages m ON m.id = o.message_row")}
+    orphans = {row[0] for row in db.execute("SELECT m.message_id FROM orphans o "
+                                            "JOIN messages m ON m.id = o.message_row")}
     db.close()
     assert r01 in journaled and r01 in orphans        # kept, and visible as a message that matches no filing

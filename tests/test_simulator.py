@@ -589,7 +589,8 @@ async def test_customs_ping_and_notifications(sim: Simulator, client: aiohttp.Cl
     for action in ("IE3N09", "IE3N07", "IE3N04"):
         sim.send_scripted(action, mrn)
     got = await receiver.wait_for(5)          # pushed in parallel: any order
-    assert sorted(m.messaging.user_message.action for m in got[2:]) == ["IE3N04", "IE3N07", "IE3N09"]  # type: ignore[union-attr]
+    actions = sorted(m.messaging.user_message.action for m in got[2:])  # type: ignore[union-attr]
+    assert actions == ["IE3N04", "IE3N07", "IE3N09"]
     assert {inspect_payload(m.payloads[0].data(trader_engine.limits)).mrn for m in got[2:]} == {mrn}
 
 

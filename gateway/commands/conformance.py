@@ -13,16 +13,19 @@ from gateway.commands._common import add_conf_option
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "conformance", help="run the conformance scenarios (ICS2 EO campaign and negative AS4 cases)",
-        description="Run the scenario catalogue against one endpoint: connectivity, one filing per transport mode, "
-                    "invalid filing, amendment, invalidation, IE3Q02/IE3Q03 answered, do-not-load, arrival, "
-                    "duplicate elimination, pull, and the negative AS4 cases. Business scenarios run through an "
+        description="Run the scenario catalogue against one endpoint: connectivity (both ways), one filing per "
+                    "transport mode, multiple filing and attachments, invalid filing, amendment, invalidation, "
+                    "consultation, IE3Q02/IE3Q03 answered, lifecycle errors, do-not-load, arrival outcomes, carrier "
+                    "notifications, duplicate elimination, pull (also by the daemon's puller), and the negative AS4 "
+                    "cases. Business scenarios run through an "
                     "in-process gateway with its own journal, spool and API under the working directory (the "
                     "inbound listen address of the configuration is used: stop a daemon that holds it). Negative "
                     "scenarios (leaf-only, expired, revoked, unauthorised sender, damaged gzip) run against the "
                     "bundled simulator or when the endpoint has negative_tests_enabled = true; otherwise they are "
-                    "skipped. Before any scenario, one ping checks that the TI answers and the inbound address is free; "
-                    "otherwise the run stops at once naming the cause. Exit 0 when no scenario failed, 1 otherwise, "
-                    "3 for a refused configuration, 4 when the TI is unreachable or the inbound address is taken.")
+                    "skipped. Before any scenario, one ping checks that the TI answers and the inbound address is "
+                    "free; otherwise the run stops at once naming the cause. Exit 0 when no scenario failed, 1 "
+                    "otherwise, 3 for a refused configuration, 4 when the TI is unreachable or the inbound address "
+                    "is taken.")
     add_conf_option(p)
     p.add_argument("--endpoint", metavar="NAME", help="endpoint name from [[endpoints]] (default: [routing] default)")
     p.add_argument("--scenarios", nargs="+", metavar="ID", help="scenario ids or groups (comma or space separated; "

@@ -269,8 +269,8 @@ class Context:
             if not isinstance(p.outcome, PulledMessage):
                 raise ScenarioFailed(f"the pull failed: {summarize(p.outcome)}", summarize(p.outcome))
             if p.answer is None or p.answer.kind != "receipt":
-                raise ScenarioFailed(f"the gateway refused the pulled message {p.outcome.message_id}: "
-                                     f"{p.answer.error_code if p.answer else None} {p.answer.reason if p.answer else ''}")
+                why = f"{p.answer.error_code} {p.answer.reason}" if p.answer else "no answer"
+                raise ScenarioFailed(f"the gateway refused the pulled message {p.outcome.message_id}: {why}")
             if not isinstance(p.ack, SignalAccepted):
                 raise ScenarioFailed(f"the TI refused the receipt for {p.outcome.message_id}: {summarize(p.ack)}",
                                      summarize(p.ack))

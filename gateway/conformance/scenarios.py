@@ -23,7 +23,7 @@ from gateway.conformance.steps import REGISTERED_OR_LATER, _file, _registered, _
 from gateway.conformance.unsafe import Recipe, build_message, xml_part
 from gateway.ebms.engine import OutboundMessage
 from gateway.ebms.model import new_message_id
-from gateway.transport.client import EmptyChannel, PulledMessage, ReceiptOk, SignalAccepted, summarize
+from gateway.transport.client import EmptyChannel, ReceiptOk, summarize
 
 
 

@@ -310,7 +310,8 @@ def _filing(inc: Incoming, facts: PayloadFacts, ctx: Context, state: StateView, 
         item = ErrorItem(code, f"LRN {lrn} is not unique for the person filing {inc.eori}: it is registered "
                                f"as MRN {existing.mrn}", f"/{inc.action}/LRN", lrn)
         return Decision(f"rejected ({answer}): LRN already registered", lrn=lrn, mrn=existing.mrn,
-                        filing_id=existing.id, replies=[_errors_reply(answer, lrn, [item], ctx, now, lrn, existing.mrn)])
+                        filing_id=existing.id,
+                        replies=[_errors_reply(answer, lrn, [item], ctx, now, lrn, existing.mrn)])
     country = (facts.office_of_first_entry or "")[:2] or opts.mrn_country
     mrn = make_mrn(country if country.isalpha() and country.isupper() else opts.mrn_country)
     ref_to = rule.ref_to_message_id if rule else True

@@ -155,6 +155,21 @@ def test_multiple_filing_incomplete_until_linked(world) -> None:  # type: ignore
     assert "linked" in (reg.received(house["message_ids"][0]) or {})["outcome"]
 
 
+def test_house_level_first_notifies_the_carrier(world) -> None:  # type: ignore[no-untyped-def]
+    """A house level filed before its master level: IE3N02 to the filer and IE3N11 (ENS pending) addressed to the
+    carrier named in the payload, who has not filed yet."""
+    from gateway.simulator.business import Incoming, Options, decide
+    send, reg = world
+    cfg = load_simulator_config(REPO / "conf" / "simulator.toml")
+    data = sea("IE3F14", "MF-HOUSE-2", "MBL-MF-2", "HBL-MF-2")
+    reg.record_received("h2@trader.test", "user-message", "IE3F14", "NL123456789")
+    d = decide(Incoming("h2@trader.test", "IE3F14", "NL123456789", "NL123456789", data), reg, cfg.rules,
+               Options(), NOW)
+    assert [(r.action, r.to_eori, r.ref_to) for r in d.replies] == [
+        ("IE3R01", None, True), ("IE3N02", None, True), ("IE3N11", "DE987654321", False)]
+    assert b"MBL-MF-2" in d.replies[2].payload and "IE3N11" in d.outcome
+
+
 def test_consultation_by_mrn_and_by_transport_document(world) -> None:  # type: ignore[no-untyped-def]
     send, reg = world
     out = send("IE3F11", sea("IE3F11", "CONS-DOC-1", "MBL-CONS-1", "HBL-CONS-1"))

@@ -51,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pull-party", metavar="PARTY_ID", help="party id in pull mode (default: system1@EORI)")
     p.add_argument("--unregistered-party", default="NL999999999", metavar="PARTY_ID",
                    help="a party id NOT registered in UUM&DS, for the unauthorised-sender case (default: NL999999999)")
+    p.add_argument("--carrier-party", default="NL987654321", metavar="PARTY_ID",
+                   help="a carrier's PartyId in pull mode that files nothing, for the ENS pending notification "
+                        "(IE3N11) case (default: NL987654321, registered in the sample simulator)")
     p.add_argument("--json", action="store_true", help="one JSON object per scenario instead of the table")
     p.set_defaults(func=run)
 
@@ -92,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
             args.conf, endpoint=args.endpoint, scenarios=args.scenarios, allow_production=args.allow_production,
             sim_admin=args.simulator_admin, workdir=workdir, samples=args.samples, certs=args.certs,
             timeout=args.timeout, sub_parties=args.sub_party, pull_party=args.pull_party,
-            unregistered_party=args.unregistered_party, on_result=progress))
+            unregistered_party=args.unregistered_party, carrier_party=args.carrier_party,
+            on_result=progress))
     except RunnerCannotRun as exc:
         print(f"ics2gw conformance: cannot run: {exc}", file=sys.stderr)
         return exitcodes.RUNTIME

@@ -143,6 +143,30 @@ async def multiple_filing(ctx: Context) -> dict[str, Any]:
             "house_mrn": life_h["filing"]["mrn"], "house_answers": answers_h, "ms": _ms(time.monotonic() - t0)}
 
 
+async def ens_pending(ctx: Context) -> dict[str, Any]:
+    """A house level filed before the master level (ICD 3.1.4, Annex 1): the filer gets IE3N02 (not complete)
+    and the carrier named in it, who has not filed, gets IE3N11 (ENS pending) on its own MPC. The carrier's pull
+    goes through the runner's journal too (one journal here, so it lands on the house filing by its MRN)."""
+    _needs_simulator(ctx, "address a carrier that has not filed")
+    from gateway.config import PARTY_ID_RE
+    m = PARTY_ID_RE.match(ctx.carrier_party)
+    carrier_eori = m.group("eori") if m else ctx.carrier_party
+    t0 = time.monotonic()
+    master_doc = f"MBP{ctx.run_id}{ctx._n:03d}"
+    lrn = ctx.lrn("MFP")
+    data = ctx.ens(CAMPAIGN + "ens-IE3F14-sea-house.xml", lrn).replace(b"MSCUSH2405012", master_doc.encode())
+    data = data.replace(b"<identificationNumber>DE987654321</identificationNumber>",
+                        f"<identificationNumber>{carrier_eori}</identificationNumber>".encode())
+    life, ev = await _file(ctx, data, lrn, REGISTERED_OR_LATER)
+    life = await wait_answer(ctx, life["filing"]["filer_eori"], lrn, "IE3N02")
+    mrn = life["filing"]["mrn"]
+    n11, seen = await ctx.pull_until(lambda msg: _action(msg) == "IE3N11" and _mrn(ctx, msg) == mrn,
+                                     ctx.carrier_party)
+    return {"lrn": lrn, "mrn": mrn, "master_doc": master_doc, "carrier_party": ctx.carrier_party,
+            "ie3n11": n11.message_id, "journaled": ctx.journaled_inbound(n11.message_id) is not None,
+            "answers": [m["action"] for m in in_messages(life)], "ms": _ms(time.monotonic() - t0)}
+
+
 def campaign_filing(fixture: str) -> Any:
     async def run(ctx: Context) -> dict[str, Any]:
         lrn = ctx.lrn("CT")
@@ -385,6 +409,11 @@ async def carrier_notifications(ctx: Context) -> dict[str, Any]:
 def _action(inbound: Any) -> str | None:
     um = inbound.messaging.user_message
     return um.action if um is not None else None
+
+
+def _mrn(ctx: Context, inbound: Any) -> str | None:
+    facts = _payload_facts(inbound, ctx)
+    return facts.mrn if facts else None
 
 
 def _lrn(ctx: Context, inbound: Any) -> str | None:

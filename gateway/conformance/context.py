@@ -110,10 +110,12 @@ class Context:
 
     def __init__(self, cfg: GatewayConfig, tcfg: TransportConfig, endpoint: Endpoint, engine: Engine,
                  client: As4Client, *, sim_admin: str | None, samples: Path, certs: Path, timeout: float,
-                 sub_parties: Sequence[str], pull_party: str, unregistered_party: str) -> None:
+                 sub_parties: Sequence[str], pull_party: str, unregistered_party: str,
+                 carrier_party: str = "NL987654321") -> None:
         self.cfg, self.tcfg, self.endpoint, self.engine, self.client = cfg, tcfg, endpoint, engine, client
         self.sim_admin, self.samples, self.certs, self.timeout = sim_admin, samples, certs, timeout
         self.sub_parties, self.pull_party, self.unregistered_party = list(sub_parties), pull_party, unregistered_party
+        self.carrier_party = carrier_party           # a carrier's PartyId in pull mode that files nothing itself
         self.gateway: Any = None
         self.run_conf: Path | None = None            # the derived gateway configuration of this run
         self.api_url: str | None = None

@@ -67,6 +67,7 @@ async def run_conformance(conf: Path, *, endpoint: str | None = None, scenarios:
                           workdir: Path | None = None, samples: Path | None = None, certs: Path | None = None,
                           timeout: float | None = None, sub_parties: Sequence[str] | None = None,
                           pull_party: str | None = None, unregistered_party: str = "NL999999999",
+                          carrier_party: str = "NL987654321",
                           preflight_timeout: float = 20.0,
                           on_result: Callable[[ScenarioResult], None] | None = None) -> RunReport:
     """Runs the selected scenarios (default: all) against ``endpoint`` of the configuration ``conf``."""
@@ -117,7 +118,8 @@ async def run_conformance(conf: Path, *, endpoint: str | None = None, scenarios:
         ctx = Context(cfg, tcfg, ep, engine, client, sim_admin=detected, samples=samples or DEFAULT_SAMPLES,
                       certs=certs, timeout=timeout or (20.0 if detected else 600.0),
                       sub_parties=sub_parties or (f"system1@{cfg.identity.eori}", f"{cfg.identity.eori}@FR"),
-                      pull_party=pull_party or f"system1@{cfg.identity.eori}", unregistered_party=unregistered_party)
+                      pull_party=pull_party or f"system1@{cfg.identity.eori}", unregistered_party=unregistered_party,
+                      carrier_party=carrier_party)
         ctx.http = http
         ctx.run_conf = run_conf
         gw_task: asyncio.Task[Any] | None = None

@@ -345,6 +345,8 @@ CATALOGUE: tuple[Scenario, ...] = (
              reference="ICD 3.1.11, 4.2.5"),
     Scenario("multiple-filing", "Multiple filing: master level (IE3F12) incomplete (IE3N02) until the house level "
              "(IE3F14) links to it", "filing", cp.multiple_filing, daemon=True, reference="ICD 3.1.4"),
+    Scenario("ens-pending", "House level before its master level: IE3N02 to the filer, IE3N11 (ENS pending) "
+             "to the carrier", "filing", cp.ens_pending, daemon=True, reference="ICD 3.1.4, Annex 1 IE3N11"),
     Scenario("consultation", "Consultation IE3Q05 by MRN answered by IE3R08", "lifecycle", cp.consultation,
              daemon=True, reference="ICD 3.1.9"),
     Scenario("consultation-by-document", "Consultation IE3Q05 by house transport document answered by IE3R08",

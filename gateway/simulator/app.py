@@ -170,10 +170,17 @@ class Simulator:
             filing_id = self.registry.apply(inc.message_id, inc.party_id, inc.eori, decision)
             start = monotonic_now() + self.faults.reply_delay_seconds
             for r in decision.replies:
-                self._enqueue(inc.party_id, r.action, r.payload, inc.message_id if r.ref_to else None,
+                to = inc.party_id if r.to_eori is None else self._party_of(r.to_eori)
+                if to is None:
+                    continue  # nobody registered for that person: the TI notifies only registered parties
+                self._enqueue(to, r.action, r.payload, inc.message_id if r.ref_to else None,
                               answers=inc.message_id, filing_id=filing_id, lrn=r.lrn, mrn=r.mrn, not_before=start)
         log.info("event=business message_id=%s action=%s outcome=%r replies=%s", inc.message_id, inc.action,
                  decision.outcome, ",".join(r.action for r in decision.replies) or "none")
+
+    def _party_of(self, eori: str) -> str | None:
+        """The first registered PartyId of ``eori`` (ICD 4.4.1: the default AP of a person not yet filed)."""
+        return next((p.party_id for p in self.cfg.parties if p.eori == eori), None)
 
     def _enqueue(self, party_id: str, action: str, payload: bytes, ref_to: str | None, *, answers: str,
                  filing_id: int | None, lrn: str | None, mrn: str | None, not_before: float) -> str:

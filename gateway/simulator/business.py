@@ -122,6 +122,7 @@ class Reply:
     lrn: str | None
     mrn: str | None
     ref_to: bool = True       # carry eb:RefToMessageId = the answered MessageId
+    to_eori: str | None = None  # to another person (a registered party of this EORI), not to the sender
 
 
 @dataclass(frozen=True)
@@ -350,6 +351,14 @@ def _filing(inc: Incoming, facts: PayloadFacts, ctx: Context, state: StateView, 
             out.append(Reply("IE3N02", replies.notification("IE3N02", mrn=mrn, ctx=ctx, now=now, description=text),
                              lrn, mrn, ref_to))
             what += "; incomplete (IE3N02)"
+            if partial == "house" and facts.carrier_eori and facts.carrier_eori != inc.eori:
+                # ICD Annex 1 IE3N11: the person expected to file the master level (the carrier) has not yet
+                pending = (f"ENS pending: the house level {lrn} refers to master transport document "
+                           f"{', '.join(masters)}, which you have not filed yet")
+                out.append(Reply("IE3N11", replies.notification("IE3N11", mrn=mrn, ctx=ctx, now=now,
+                                                                description=pending),
+                                 lrn, mrn, False, to_eori=facts.carrier_eori))
+                what += f"; carrier {facts.carrier_eori} notified (IE3N11)"
     reg = Registration("ens", lrn, mrn, inc.action, ctx, open_request, request_mode, docs)
     return Decision(what + (f" with rule {rule.name!r}" if rule else ""), lrn=lrn, mrn=mrn, register=reg,
                     filing_id=existing.id if existing else None, replies=out)

@@ -546,7 +546,8 @@ async def test_pull_lenient_switches(tmp_path: Path, pki: Path, client: aiohttp.
 
 
 async def test_unacknowledged_pulled_message_fails_with_missing_receipt(
-        sim: Simulator, client: aiohttp.ClientSession, pull_engine: Engine) -> None:
+        sim: Simulator, client: aiohttp.ClientSession, pull_engine: Engine,
+        capsys: pytest.CaptureFixture[str]) -> None:
     """After its re-offer budget the message ends as at the STI: failed, EBMS:0301, visible in the report; a late
     receipt does not revive it, and it is never offered again."""
     await admin(sim, reoffer_after_seconds=0.05, pull_max_offers=2)
@@ -565,6 +566,8 @@ async def test_unacknowledged_pulled_message_fails_with_missing_receipt(
     late = pull_engine.receipt_for(first)
     assert (await post(client, sim, late.content_type, late.body))[0] == 200
     assert sim.registry.outbound_list()[0]["state"] == "failed"
+    assert cli.main(["simulate", "report", "--conf", str(sim.conf_path)]) == 0  # type: ignore[attr-defined]
+    assert "IE3R01 failed: EBMS:0301 MissingReceipt" in capsys.readouterr().out
 
 
 async def test_customs_ping_and_notifications(sim: Simulator, client: aiohttp.ClientSession, trader_engine: Engine,

@@ -238,30 +238,34 @@ async def information_by_amendment(ctx: Context) -> dict[str, Any]:
             "ms": _ms(time.monotonic() - t0)}
 
 
-async def request_answered_with_document(ctx: Context) -> dict[str, Any]:
-    """IE3Q02 answered by an IE3R02 that carries a PDF (ICD 3.1.11: IE3R02 / IE3R03 may carry documents)."""
-    lrn = ctx.lrn("RFI")
-    acc = await ctx.submit(ctx.ens("ens-IE3F32-express.xml", lrn))
-    filer = acc["filer_eori"]
-    life = await ctx.wait_state(filer, lrn, ("info-requested",))
-    mrn = life["filing"]["mrn"]
-    ident = "rfianswer1"
-    r02 = (f'<?xml version="1.0" encoding="UTF-8"?><IE3R02 xmlns="{NS}"><MRN>{mrn}</MRN><declarant>'
-           f'<identificationNumber>{filer}</identificationNumber></declarant><binaryFile><identification>{ident}'
-           '</identification><filename>invoice.pdf</filename><MIME>application/pdf</MIME><description>Commercial '
-           'invoice</description></binaryFile></IE3R02>').encode()
-    t0 = time.monotonic()
-    msg, ev = await _send_direct(ctx, "IE3R02", r02,
-                                 attachments=(OutboundPart(content_id=ident, mime_type="application/pdf", data=PDF),))
-    ev.update(lrn=lrn, mrn=mrn, attachments=[ident])
-    if ctx.sim_admin:
-        life = await wait_answer(ctx, filer, lrn, "IE3N03")
-        row = await ctx.sim_report(lrn)
-        if row is None or row.get("open_request") is not None:
-            raise ScenarioFailed("the IE3R02 with its document did not close the request", {**ev, "report": row})
-        ev["answers"] = [m["action"] for m in in_messages(life)]
-    ev["ms"] = _ms(time.monotonic() - t0)
-    return ev
+def request_answered_with_document(prefix: str, request: str, open_state: str, answer: str) -> Any:
+    """``request`` (IE3Q02 / IE3Q03) answered by an ``answer`` (IE3R02 / IE3R03) that carries a PDF as a MIME part
+    named by its binaryFile/identification (ICD 3.1.11: these answers may carry documents); the request closes."""
+    async def run(ctx: Context) -> dict[str, Any]:
+        lrn = ctx.lrn(prefix)
+        acc = await ctx.submit(ctx.ens("ens-IE3F32-express.xml", lrn))
+        filer = acc["filer_eori"]
+        life = await ctx.wait_state(filer, lrn, (open_state,))
+        mrn = life["filing"]["mrn"]
+        ident = f"{answer.lower()}doc1"
+        payload = (f'<?xml version="1.0" encoding="UTF-8"?><{answer} xmlns="{NS}"><MRN>{mrn}</MRN><declarant>'
+                   f'<identificationNumber>{filer}</identificationNumber></declarant><binaryFile><identification>'
+                   f'{ident}</identification><filename>{ident}.pdf</filename><MIME>application/pdf</MIME>'
+                   f'<description>Supporting document</description></binaryFile></{answer}>').encode()
+        t0 = time.monotonic()
+        part = OutboundPart(content_id=ident, mime_type="application/pdf", data=PDF)
+        msg, ev = await _send_direct(ctx, answer, payload, attachments=(part,))
+        ev.update(lrn=lrn, mrn=mrn, request=request, attachments=[ident])
+        if ctx.sim_admin:
+            life = await wait_answer(ctx, filer, lrn, "IE3N03")
+            row = await ctx.sim_report(lrn)
+            if row is None or row.get("open_request") is not None:
+                raise ScenarioFailed(f"the {answer} with its document did not close the {request}",
+                                     {**ev, "report": row})
+            ev["answers"] = [m["action"] for m in in_messages(life)]
+        ev["ms"] = _ms(time.monotonic() - t0)
+        return ev
+    return run
 
 
 async def lifecycle_errors(ctx: Context) -> dict[str, Any]:

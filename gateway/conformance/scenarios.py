@@ -354,7 +354,11 @@ CATALOGUE: tuple[Scenario, ...] = (
     Scenario("information-by-amendment", "IE3Q02 asking for an amendment answered by IE3A32: IE3N10, closed",
              "lifecycle", cp.information_by_amendment, daemon=True),
     Scenario("information-with-document", "IE3Q02 answered by an IE3R02 carrying a PDF", "lifecycle",
-             cp.request_answered_with_document, daemon=True, reference="ICD 3.1.11"),
+             cp.request_answered_with_document("RFI", "IE3Q02", "info-requested", "IE3R02"), daemon=True,
+             reference="ICD 3.1.11"),
+    Scenario("screening-with-document", "IE3Q03 answered by an IE3R03 carrying a PDF", "lifecycle",
+             cp.request_answered_with_document("HRCM", "IE3Q03", "screening-requested", "IE3R03"), daemon=True,
+             reference="ICD 3.1.11"),
     Scenario("lifecycle-errors", "Amending and invalidating an invalidated ENS: IE3N01 each, still invalidated",
              "lifecycle", cp.lifecycle_errors, daemon=True, reference="ICD Annex 1 IE3N01"),
     Scenario("duplicate-lrn", "A second filing with a registered LRN: refused locally (409); at customs IE3N01, "

@@ -9,19 +9,25 @@ interrupted and repeated after a crash finds its own earlier work instead of fil
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import uuid
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 from gateway.ebms.engine import Engine
 from gateway.ebms.errors import EbmsFault
+from gateway.ics2 import binaryfiles
+from gateway.ics2.binaryfiles import Matched, Supplied
 from gateway.ics2.catalogue import lookup
-from gateway.ics2.inspect import PayloadError, PayloadFacts, inspect_payload
+from gateway.ics2.charset import PayloadEncodingError, check_no_doctype, check_utf8
+from gateway.ics2.inspect import PayloadError, PayloadFacts, facts_from_tree
 from gateway.ics2.validate import validate_payload
+from gateway.ics2.xmlutil import parse_payload
 from gateway.journal.errors import DuplicateFilingConflict
 from gateway.journal.records import Filing, NewFiling, OutboundMessage
 from gateway.journal.states import FilingState as S
+from gateway.pipeline.attachments import WireCapExceeded, check_wire_caps, outbound_parts, submission_digest
+from gateway.xmlsafe import XmlRejected
 
 _ID_NAMESPACE = uuid.UUID("6f1c2c4e-8a51-4b7e-9d0e-1c2b3a4d5e6f")
 
@@ -63,9 +69,20 @@ class Acceptor:
         self.validation, self.validation_profile = validation, validation_profile
         self.clock = clock or engine.clock
 
-    def inspect(self, data: bytes, action: str | None) -> tuple[PayloadFacts, str]:
+    def inspect(self, data: bytes, action: str | None,
+                attachments: Sequence[Supplied] = ()) -> tuple[PayloadFacts, str, list[Matched]]:
+        """Reads the payload once and refuses, before anything is sealed: a payload that is not UTF-8 or has a
+        DOCTYPE, an unknown or mismatched action, and attachments that do not match its binaryFile list."""
         try:
-            facts = inspect_payload(data)
+            check_utf8(data)  # ICD 4.2.5: we label the payload utf-8, so it must be
+            root = parse_payload(data)
+            check_no_doctype(root)  # on the tree: a byte search misses a DOCTYPE in another encoding
+            facts = facts_from_tree(root)
+        except PayloadEncodingError as exc:
+            raise IntakeRefused(exc.reason, str(exc), status=415 if exc.reason == "not-utf-8" else 400) from None
+        except XmlRejected as exc:
+            raise IntakeRefused("unreadable", f"the payload cannot be read as an ICS2 message: payload is not "
+                                              f"acceptable XML: {exc}", status=400) from None
         except PayloadError as exc:
             raise IntakeRefused("unreadable", f"the payload cannot be read as an ICS2 message: {exc}", status=400)
         act = action or facts.message_id
@@ -75,11 +92,16 @@ class Acceptor:
         if act != facts.message_id:
             raise IntakeRefused("action-mismatch", f"the action {act} does not match the payload's root element "
                                                    f"{facts.message_id}")
-        return facts, act
+        matched, problems = binaryfiles.match(act, binaryfiles.declared(root), attachments)
+        if problems:
+            more = f" (and {len(problems) - 1} more problem(s), listed in findings)" if len(problems) > 1 else ""
+            raise IntakeRefused("attachments", f"attachments refused: {problems[0].text}{more}",
+                                findings=[p.as_dict() for p in problems])
+        return facts, act, matched
 
     async def accept(self, data: bytes, *, action: str | None = None, source: str | None = None,
-                     endpoint: str | None = None) -> Accepted:
-        facts, act = self.inspect(data, action)
+                     endpoint: str | None = None, attachments: Sequence[Supplied] = ()) -> Accepted:
+        facts, act, matched = self.inspect(data, action, attachments)
         spec = lookup(act)
         assert spec is not None
         warnings: list[dict[str, Any]] = []
@@ -89,16 +111,31 @@ class Acceptor:
             findings = [f.as_dict() for f in report.errors]
             if not report.valid and self.validation == "warn":
                 warnings, findings = findings, []
-        digest = hashlib.sha256(data).hexdigest()
+        digest = submission_digest(data, matched)  # the payload's SHA-256 when nothing is attached
         filer = facts.person_filing_eori or own_eori(self.engine.party_id)
         if spec.kind == "filing" or act == "IE3N06":
             return await self._new_filing(data, facts, act, spec.category, filer, digest, findings, warnings,
-                                          source, endpoint)
-        return await self._follow_up(data, facts, act, spec.category, filer, digest, findings, warnings)
+                                          source, endpoint, matched)
+        return await self._follow_up(data, facts, act, spec.category, filer, digest, findings, warnings, matched)
+
+    def _seal(self, data: bytes, act: str, ep: Any, message_id: str, matched: Sequence[Matched]) -> Any:
+        """Seals payload and attachments, then refuses what the TI's receive caps would refuse (a decompression
+        bomb by ratio or size): refused here, at intake, instead of sent and failed."""
+        try:
+            sealed = self.engine.user_message(action=act, payload=data, to_party=Engine.customs_party(ep.party_id),
+                                              message_id=message_id, attachments=outbound_parts(matched))
+            sizes = {f"payload-{message_id}": len(data), **{m.identification: len(m.data) for m in matched}}
+            check_wire_caps(sealed.content_type, sealed.body, sizes, self.engine.limits)
+        except EbmsFault as exc:
+            raise IntakeRefused("not-sendable", exc.message) from None
+        except WireCapExceeded as exc:
+            raise IntakeRefused("decompression-bomb", f"the TI would refuse this message as a decompression bomb: "
+                                                      f"{exc}", status=413) from None
+        return sealed
 
     async def _new_filing(self, data: bytes, facts: PayloadFacts, act: str, priority: str, filer: str,
                           digest: str, findings: list[dict[str, Any]], warnings: list[dict[str, Any]],
-                          source: str | None, endpoint: str | None) -> Accepted:
+                          source: str | None, endpoint: str | None, matched: Sequence[Matched] = ()) -> Accepted:
         if not facts.lrn:
             raise IntakeRefused("no-lrn", f"the {act} payload carries no LRN, so it cannot be correlated")
         try:
@@ -109,11 +146,7 @@ class Acceptor:
         message_id = deterministic_message_id(self.engine.fqdn, "filing", filer, facts.lrn, digest)
         sealed = None
         if not findings:
-            try:
-                sealed = await asyncio.to_thread(self.engine.user_message, action=act, payload=data,
-                                                 to_party=Engine.customs_party(ep.party_id), message_id=message_id)
-            except EbmsFault as exc:
-                raise IntakeRefused("not-sendable", exc.message) from None
+            sealed = await asyncio.to_thread(self._seal, data, act, ep, message_id, matched)
         now = self.clock()
         new = NewFiling(filer_eori=filer, lrn=facts.lrn, sender_eori=self.engine.party_id, action=act,
                         payload_sha256=digest, priority=priority, endpoint=ep.name, source=source)
@@ -144,7 +177,8 @@ class Acceptor:
         return Accepted(filing, message_id if not findings else None, created, warnings=warnings)
 
     async def _follow_up(self, data: bytes, facts: PayloadFacts, act: str, priority: str, filer: str, digest: str,
-                         findings: list[dict[str, Any]], warnings: list[dict[str, Any]]) -> Accepted:
+                         findings: list[dict[str, Any]], warnings: list[dict[str, Any]],
+                         matched: Sequence[Matched] = ()) -> Accepted:
         if findings:
             raise IntakeRefused("invalid", f"locally rejected ({len(findings)} finding(s)): "
                                            f"{findings[0].get('text')}", findings=findings)
@@ -160,8 +194,7 @@ class Acceptor:
         message_id = deterministic_message_id(self.engine.fqdn, "follow-up", str(filing.id), act, digest)
         if self.journal.get_message(message_id) is not None:
             return Accepted(filing, message_id, False, follow_up=True)
-        sealed = await asyncio.to_thread(self.engine.user_message, action=act, payload=data,
-                                         to_party=Engine.customs_party(ep.party_id), message_id=message_id)
+        sealed = await asyncio.to_thread(self._seal, data, act, ep, message_id, matched)
         now = self.clock()
 
         def txn(j: Any) -> Filing:

@@ -64,10 +64,39 @@ async def sub_domain(ctx: Context, index: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ filings
+def _sample_attachments(ctx: Context, data: bytes) -> list[tuple[str, str, bytes]]:
+    """The files a sample ENS declares (``binaryFile``), found by their declared file name in the samples folder,
+    its ``attachments/`` sub-folder or the sibling ``attachments/`` folder (tests/fixtures/attachments)."""
+    from gateway.pipeline.submission import declared_files
+    try:
+        found = declared_files(data, (ctx.samples, ctx.samples / "attachments", ctx.samples.parent / "attachments"))
+    except LookupError as exc:
+        raise ScenarioFailed(f"a sample attachment is missing: {exc}") from None
+    return [(ident, mime_type, path.read_bytes()) for ident, mime_type, path in found]
+
+
+async def _submit(ctx: Context, data: bytes, *, action: str | None = None) -> dict[str, Any]:
+    """Through the submit API: the ENS alone, or with the attachments it declares as multipart/related."""
+    files = _sample_attachments(ctx, data)
+    if not files:
+        return await ctx.submit(data, action=action)
+    from gateway.pipeline.submission import to_multipart
+    if ctx.http is None or ctx.api_url is None:
+        raise ScenarioFailed("the in-process gateway is not running")
+    ctype, body = to_multipart(data, files)
+    url = ctx.api_url + "/filings" + (f"?action={action}" if action else "")
+    async with ctx.http.post(url, data=body, headers={"Content-Type": ctype}) as r:
+        answer = await r.json(content_type=None)
+        if r.status != 202:
+            raise ScenarioFailed(f"the submit API answered {r.status}: {answer.get('message') or answer}",
+                                 {"http_status": r.status, "error": answer.get("error")})
+        return {**answer, "attachments": [f[0] for f in files]}
+
+
 async def _file(ctx: Context, data: bytes, lrn: str, states: Sequence[str], *, action: str | None = None,
                 timeout: float | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     t0 = time.monotonic()
-    accepted = await ctx.submit(data, action=action)
+    accepted = await _submit(ctx, data, action=action)
     filer = accepted["filer_eori"]
     life = await ctx.wait_state(filer, lrn, states, timeout=timeout)
     f = life["filing"]
@@ -95,6 +124,52 @@ def filing(fixture: str) -> Any:
         await _registered_once(ctx, lrn, ev)
         return ev
     return run
+
+
+async def filing_with_attachment(ctx: Context) -> dict[str, Any]:
+    """ICD 3.1.11 / 4.2.5: the ENS and its PDF through the submit API; the sealed message carries the PDF as a part
+    whose Content-ID and eb:PartInfo href are the payload's binaryFile/identification, with its declared MimeType,
+    gzip, covered by the seal; registered by IE3R01. Against the simulator (whose STI-like check answers a broken
+    link with IE3N99), the same ENS sent without its part must come back as IE3N99."""
+    from gateway.ebms import mime
+    fixture = "ens-IE3F20-air-attachment.xml"
+    lrn = ctx.lrn("AT")
+    data = ctx.ens(fixture, lrn)
+    files = _sample_attachments(ctx, data)
+    if not files:
+        raise ScenarioFailed(f"the sample {fixture} declares no binaryFile")
+    life, ev = await _file(ctx, data, lrn, ("registered",))
+    if "IE3R01" not in ev["answers"] or not ev["mrn"]:
+        raise ScenarioFailed("registered without an IE3R01 carrying the MRN", ev)
+    sent = ctx.gateway.components["reader"].get_message(ev["message_id"], with_bytes=True)
+    unpacked = mime.unpack(sent.content_type, bytes(sent.sealed), max_parts=len(files) + 2,
+                           max_part_bytes=len(sent.sealed) + 1)
+    soap = bytes(unpacked.soap.content)
+    for ident, mime_type, content in files:
+        part = next((p for p in unpacked.attachments if p.content_id == ident), None)
+        if part is None or f'href="cid:{ident}"'.encode() not in soap or f">{mime_type}<".encode() not in soap:
+            raise ScenarioFailed(f"the sealed message does not carry attachment {ident} as its binaryFile names it",
+                                 ev)
+        ev.setdefault("attachments", []).append({"id": ident, "mime_type": mime_type, "bytes": len(content),
+                                                 "wire_bytes": len(part.content)})
+    await _registered_once(ctx, lrn, ev)
+    if ctx.sim_admin:   # the TI side of the link: a declared attachment that does not travel is refused
+        bad_lrn = ctx.lrn("AX")
+        msg = await asyncio.to_thread(ctx.engine.user_message, action="IE3F20", payload=ctx.ens(fixture, bad_lrn),
+                                      to_party=ctx.customs)
+        outcome = await ctx.client.send(ctx.endpoint, msg)
+        if not isinstance(outcome, ReceiptOk):
+            raise ScenarioFailed(f"no receipt for the message without its attachment: {summarize(outcome)}", ev)
+        reader = ctx.gateway.components["reader"]
+        deadline = time.monotonic() + ctx.timeout
+        while not [m for m in reader.list_messages(direction="in", limit=1000)
+                   if m.ref_to_message_id == msg.message_id and m.action == "IE3N99"]:
+            if time.monotonic() > deadline:
+                raise ScenarioFailed("the TI did not answer a missing attachment with IE3N99",
+                                     {**ev, "unlinked_message_id": msg.message_id})
+            await asyncio.sleep(0.1)
+        ev["missing_attachment_answer"] = "IE3N99"
+    return ev
 
 
 async def invalid_filing(ctx: Context) -> dict[str, Any]:
@@ -341,7 +416,7 @@ CATALOGUE: tuple[Scenario, ...] = (
     Scenario("filing-air", "ENS filing, air complete (IE3F26) answered by IE3R01", "filing",
              filing("ens-IE3F26-air.xml"), daemon=True),
     Scenario("filing-air-attachment", "ENS filing, air with attachment (IE3F20) answered by IE3R01", "filing",
-             filing("ens-IE3F20-air-attachment.xml"), daemon=True),
+             filing_with_attachment, daemon=True, reference="ICD 3.1.11, 4.2.5"),
     Scenario("filing-express", "ENS filing, express consignment (IE3F32) answered by IE3R01", "filing",
              filing("ens-IE3F32-express.xml"), daemon=True),
     Scenario("filing-postal", "ENS filing, postal (IE3F42) answered by IE3R01", "filing",

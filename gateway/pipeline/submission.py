@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import os
 import stat
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,3 +126,40 @@ def _read_regular(path: Path) -> bytes:
             return f.read()
     finally:
         os.close(fd)
+
+
+def to_multipart(payload: bytes, files: Sequence[tuple[str, str, bytes]]) -> tuple[str, bytes]:
+    """The client side of ``from_body``: (Content-Type, body) of a ``multipart/related`` submission with the ENS
+    first and each attachment as (identification, MIME type, bytes). Used by ``ics2gw submit --attach`` and the
+    conformance runner; an ERP can send the same with any MIME library or ``curl -F``."""
+    while True:
+        boundary = f"ics2gw-{uuid.uuid4().hex}"
+        if all(boundary.encode() not in content for content in (payload, *(f[2] for f in files))):
+            break
+    b = boundary.encode()
+    out = [b"--" + b + b"\r\nContent-ID: <ens>\r\nContent-Type: application/xml\r\n\r\n" + payload]
+    for ident, mime_type, data in files:
+        if not ident or any(c in ident for c in "<>\r\n"):
+            raise ValueError(f"attachment identification {ident!r} cannot be a Content-ID")
+        out.append(b"\r\n--" + b + f"\r\nContent-ID: <{ident}>\r\nContent-Type: {mime_type}\r\n"
+                   "Content-Transfer-Encoding: binary\r\n\r\n".encode("latin-1") + data)
+    body = b"".join(out) + b"\r\n--" + b + b"--\r\n"
+    return f'multipart/related; type="application/xml"; boundary="{boundary}"; start="<ens>"', body
+
+
+def declared_files(payload: bytes, folders: Sequence[Path]) -> list[tuple[str, str, Path]]:
+    """(identification, declared MIME type or application/octet-stream, path) of each file the payload declares,
+    found by its declared ``filename`` (else its identification) in the first of ``folders`` that holds it: how the
+    demo and the conformance runner pair a sample ENS with its sample attachments. Raises ``LookupError`` naming
+    the file that is in none of them."""
+    from gateway.ics2.binaryfiles import declared
+    from gateway.ics2.xmlutil import parse_payload
+    out = []
+    for d in declared(parse_payload(payload)):
+        name = d.filename or d.identification or ""
+        path = next((f / name for f in folders if name and Path(name).name == name and (f / name).is_file()), None)
+        if path is None or not d.identification:
+            raise LookupError(f"attachment {d.identification!r} ({name}) is in none of "
+                              f"{', '.join(str(f) for f in folders)}")
+        out.append((d.identification, d.mime_type or "application/octet-stream", path))
+    return out

@@ -427,3 +427,27 @@ def test_inbox_metadata_names_attachments() -> None:
     assert inbox_info("cid:payload-1", "application/xml", "utf-8", d) == {
         "href": "cid:payload-1", "mime_type": "application/xml", "charset": "utf-8"}
     assert declarations(b"\xff not xml") == []
+
+
+async def test_operator_reseal_keeps_the_attachments(acceptor: Any, tmp_path: Path, pki: Path) -> None:
+    """``ics2gw resend --reseal`` seals the payload again under a new MessageId: its documents go with it."""
+    from gateway.commands.resend import _reseal
+    from gateway.journal.sqlite import SqliteJournal
+    payload = with_files("RES1", (IDENT, "application/pdf"))
+    got = await acceptor.accept(payload, attachments=[sup(IDENT)])
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def fail(j: Any) -> Any:
+        j.claim_due_messages(now=now, worker="t")
+        return j.fail_message(got.message_id, worker="t", now=now, error="EBMS:0101 test")
+    failed = await acceptor.writer.submit(fail)
+    j = SqliteJournal.open(tmp_path / "journal.sqlite3", daemon=False)   # as the CLI opens it
+    conf = Path(__file__).resolve().parent.parent / "conf" / "gateway.toml"
+    assert _reseal(j, failed, conf, now) == 0
+    new = [m for m in acceptor.journal.list_messages(limit=10) if m.message_id != got.message_id]
+    [msg] = new
+    full = acceptor.journal.get_message(msg.message_id, with_bytes=True)
+    opened = customs_engine(pki).open(full.content_type, bytes(full.sealed))
+    assert [(p.part_info.href, p.part_info.mime_type) for p in opened.payloads[1:]] == [
+        (f"cid:{IDENT}", "application/pdf")]
+    assert opened.payloads[1].data(acceptor.engine.limits) == PDF

@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.pipeline_harness import FIXTURES, PARTY, GatewayEnv, SimEnv, ens, free_port, push_url, wait_until
+from tests.pipeline_harness import (
+    FIXTURES, PARTY, GatewayEnv, SimEnv, ens, free_port, push_url, response, wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -169,6 +171,36 @@ def test_decompression_bomb_is_refused_at_intake(world: Any) -> None:
     status, answer = post(gw, *form_data(air(lrn), [(IDENT, "application/pdf", bomb)]))
     assert (status, answer["error"]) == (413, "decompression-bomb"), answer
     assert IDENT in answer["message"] and lrn not in gw.journal() and lrn not in sim.report()
+
+
+# ----------------------------------------------------------------------------------------------- answers
+def test_ie3r02_answer_carries_its_document_via_submit_attach(world: Any, tmp_path: Path) -> None:
+    """IE3Q02 (scripted by the RFI prefix) answered by an IE3R02 with a PDF, handed in by
+    ``ics2gw submit --attach``; customs checks the link and closes the request."""
+    sim, gw = world
+    lrn = new_lrn("RFI")
+    assert post(gw, "application/xml", ens(lrn))[0] == 202
+    mrn = gw.wait_state(lrn, "info-requested")["filing"]["mrn"]
+    answer = response("IE3R02", mrn).replace(
+        b"</IE3R02>", f"<binaryFile><identification>{IDENT}</identification><filename>answer.pdf</filename>"
+                      f"<MIME>application/pdf</MIME></binaryFile></IE3R02>".encode())
+    (tmp_path / "answer.xml").write_bytes(answer)
+    (tmp_path / "answer.pdf").write_bytes(PDF)
+    r = gw.cli("submit", str(tmp_path / "answer.xml"), "--attach", f"{IDENT}={tmp_path / 'answer.pdf'}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    body = json.loads(r.stdout)
+    assert body["follow_up"] is True and body["state"]
+    life = wait_until(lambda: (lf := gw.lifecycle(lrn)) and lf["requests"][0]["state"] != "open" and lf, 20,
+                      "the request closed", gw.logs)
+    assert life["requests"][0]["answer_message_id"] == body["message_id"]
+    assert any("action=IE3R02" in line and f"parts={IDENT}:application/pdf:{len(PDF)} problems=none" in line
+               for line in sim_attachment_lines(sim))
+    # the same answer without its document, or with a stowaway, is refused at intake (exit 1, reason named)
+    (tmp_path / "bare.xml").write_bytes(answer.replace(IDENT.encode(), b"other-id"))
+    r = gw.cli("submit", str(tmp_path / "bare.xml"), "--attach", f"{IDENT}={tmp_path / 'answer.pdf'}")
+    out = json.loads(r.stdout)
+    assert r.returncode == 1 and out["http_status"] == 422 and out["error"] == "attachments", out
+    assert {f["code"] for f in out["findings"]} == {"missing-attachment", "undeclared-attachment"}
 
 
 # ----------------------------------------------------------------------------------------------- crash

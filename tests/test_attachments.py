@@ -179,6 +179,12 @@ def test_spool_folder(tmp_path: Path) -> None:
     with pytest.raises(IntakeRefused, match="sub is not a regular file"):
         read_spool_unit(folder)
     os.rmdir(folder / "sub")
+    many = tmp_path / "y__ENS-2.d"
+    many.mkdir()
+    for i in range(300):
+        (many / f"f{i}").write_bytes(b"x")
+    with pytest.raises(IntakeRefused, match="more than the 256"):
+        read_spool_unit(many)
     with pytest.raises(IntakeRefused, match="exceed"):
         read_spool_unit(folder, max_attachment_bytes=len(PDF) - 1)
 
@@ -217,6 +223,16 @@ def test_non_utf8_payloads_are_refused(name: str, data: bytes) -> None:
 ])
 def test_utf8_payloads_pass(data: bytes) -> None:
     check_utf8(data)
+
+
+def test_declaration_is_read_as_the_parser_reads_it() -> None:
+    from gateway.ics2.charset import check_declared_encoding
+    from gateway.ics2.xmlutil import parse_payload
+    padded = UTF8_ENS.replace(b' encoding="UTF-8"', b" " * 600 + b'encoding="ISO-8859-1"')  # past a 512-byte window
+    with pytest.raises(PayloadEncodingError):
+        check_declared_encoding(parse_payload(padded))
+    check_declared_encoding(parse_payload(UTF8_ENS))
+    check_declared_encoding(parse_payload(b"<IE3F32/>"))
 
 
 def test_doctype_is_found_on_the_tree() -> None:
@@ -424,6 +440,7 @@ def test_inbox_metadata_names_attachments() -> None:
     assert inbox_info(f"cid:{IDENT}", "application/pdf", None, d) == {
         "href": f"cid:{IDENT}", "mime_type": "application/pdf", "charset": None, "identification": IDENT,
         "filename": f"{IDENT}.doc", "description": "test"}
+    assert inbox_info("cid:binary%61ttachment1", "application/pdf", None, d)["identification"] == IDENT  # RFC 2392
     assert inbox_info("cid:payload-1", "application/xml", "utf-8", d) == {
         "href": "cid:payload-1", "mime_type": "application/xml", "charset": "utf-8"}
     assert declarations(b"\xff not xml") == []

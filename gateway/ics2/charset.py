@@ -64,6 +64,13 @@ def check_utf8(data: bytes) -> None:
                                                      f"{exc.start})")) from None
 
 
+def check_declared_encoding(root: etree._Element) -> None:
+    """The parser's own reading of the declaration (however it is spaced or padded) must be UTF-8 as well."""
+    declared = root.getroottree().docinfo.encoding or "UTF-8"
+    if declared.strip().lower() != "utf-8":
+        raise PayloadEncodingError("not-utf-8", _fix(f"declared as encoding={declared!r}"))
+
+
 def check_no_doctype(root: etree._Element) -> None:
     """Raises ``PayloadEncodingError`` if the parsed document has a document type declaration of any kind."""
     info = root.getroottree().docinfo

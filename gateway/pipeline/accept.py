@@ -19,7 +19,7 @@ from gateway.ebms.errors import EbmsFault
 from gateway.ics2 import binaryfiles
 from gateway.ics2.binaryfiles import Matched, Supplied
 from gateway.ics2.catalogue import lookup
-from gateway.ics2.charset import PayloadEncodingError, check_no_doctype, check_utf8
+from gateway.ics2.charset import PayloadEncodingError, check_declared_encoding, check_no_doctype, check_utf8
 from gateway.ics2.inspect import PayloadError, PayloadFacts, facts_from_tree
 from gateway.ics2.validate import validate_payload
 from gateway.ics2.xmlutil import parse_payload
@@ -76,6 +76,7 @@ class Acceptor:
         try:
             check_utf8(data)  # ICD 4.2.5: we label the payload utf-8, so it must be
             root = parse_payload(data)
+            check_declared_encoding(root)  # what the parser read, however the declaration is padded
             check_no_doctype(root)  # on the tree: a byte search misses a DOCTYPE in another encoding
             facts = facts_from_tree(root)
         except PayloadEncodingError as exc:

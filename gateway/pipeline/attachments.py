@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import hashlib
+from urllib.parse import unquote
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,7 +70,7 @@ def inbox_info(href: str | None, mime_type: str | None, charset: str | None,
     """Metadata of one delivered part: href, type, charset, and for an attachment its identification plus the
     file name and description the payload declares for it (null when the payload declares none)."""
     info: dict[str, Any] = {"href": href, "mime_type": mime_type, "charset": charset}
-    ident = href[4:] if href and href.lower().startswith("cid:") else href
+    ident = unquote(href[4:]) if href and href.lower().startswith("cid:") else href  # RFC 2392
     decl = next((d for d in declarations if d.identification and d.identification == ident), None)
     if decl is not None:
         info.update(identification=ident, filename=decl.filename, description=decl.description)

@@ -101,6 +101,9 @@ def read_spool_unit(path: Path, *, max_attachment_bytes: int = DEFAULT_MAX_ATTAC
         raise IntakeRefused("spool-folder", f"{path.name.split('__', 1)[-1]}: {', '.join(bad)} is not a regular "
                                             "file (a spool folder holds the ENS and its attachments only; no "
                                             "sub-folders, no symbolic links)")
+    if len(entries) > MAX_SUBMISSION_PARTS:
+        raise IntakeRefused("spool-folder", f"{path.name.split('__', 1)[-1]} holds {len(entries)} files, more than "
+                                            f"the {MAX_SUBMISSION_PARTS} an ENS with its attachments may have")
     xml = [e for e in entries if e.name.lower().endswith(".xml")]
     if len(xml) != 1:
         raise IntakeRefused("spool-folder", f"{path.name.split('__', 1)[-1]} holds {len(xml)} *.xml files: a spool "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from urllib.parse import unquote
 
 from gateway.config import Limits
 from gateway.ebms.engine import InboundMessage
@@ -36,7 +37,8 @@ LINK_ERROR_CODE = "CL0010"
 
 
 def _ident(href: str | None) -> str:
-    return href[4:] if href and href.lower().startswith("cid:") else (href or "")
+    """The Content-ID a ``cid:`` URL names (RFC 2392: the URL is the percent-encoded Content-ID)."""
+    return unquote(href[4:]) if href and href.lower().startswith("cid:") else (href or "")
 
 
 def envelope_fault(msg: InboundMessage) -> EbmsFault | None:

@@ -287,6 +287,11 @@ async def test_attachment_is_sealed_as_the_part_the_payload_names(acceptor: Any,
     assert [p.content_id for p in opened.payloads[1:]] == [IDENT, "photo-1"]
     assert [p.data(acceptor.engine.limits) for p in opened.payloads] == [payload, PDF, JPEG]
     assert any(f"cid:{IDENT}" in uri for uri in digests_of_wire(msg.content_type, bytes(msg.sealed)))
+    # the API answer and the journal's "queued" event say what was sealed with the payload
+    assert [(a["identification"], a["bytes"]) for a in got.to_dict()["attachments"]] == [(IDENT, len(PDF)),
+                                                                                        ("photo-1", len(JPEG))]
+    [queued] = [e for e in acceptor.journal.lifecycle(got.filing.id)["events"] if e["event"] == "queued"]
+    assert [a["identification"] for a in queued["detail"]["attachments"]] == [IDENT, "photo-1"]
     # the same submission again is the same filing; the same LRN with another file is a conflict
     again = await acceptor.accept(payload, attachments=[sup(IDENT), sup("photo-1", JPEG)])
     assert not again.created and again.message_id == got.message_id

@@ -108,6 +108,8 @@ def test_spool_folder_and_api_carry_attachments_to_customs(world: Any) -> None:
     assert status == 202, body
     status, body = post(gw, *related(air(rel_lrn), [(IDENT, "application/octet-stream", PDF)]))
     assert status == 202, body
+    [att] = body["attachments"]     # the 202 names what was sealed, with the declared type
+    assert (att["identification"], att["mime_type"], att["bytes"]) == (IDENT, "application/pdf", len(PDF))
     for lrn in (spool_lrn, form_lrn, rel_lrn):
         gw.wait_state(lrn, "registered", timeout=30)
     report = sim.report()

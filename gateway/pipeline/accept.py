@@ -26,7 +26,9 @@ from gateway.ics2.xmlutil import parse_payload
 from gateway.journal.errors import DuplicateFilingConflict
 from gateway.journal.records import Filing, NewFiling, OutboundMessage
 from gateway.journal.states import FilingState as S
-from gateway.pipeline.attachments import WireCapExceeded, check_wire_caps, outbound_parts, submission_digest
+from gateway.pipeline.attachments import (
+    WireCapExceeded, check_wire_caps, describe, outbound_parts, submission_digest,
+)
 from gateway.xmlsafe import XmlRejected
 
 _ID_NAMESPACE = uuid.UUID("6f1c2c4e-8a51-4b7e-9d0e-1c2b3a4d5e6f")
@@ -49,11 +51,13 @@ class Accepted:
     created: bool                       # False: the same filing was already journaled (idempotent intake)
     follow_up: bool = False
     warnings: list[dict[str, Any]] = field(default_factory=list)
+    attachments: list[dict[str, Any]] = field(default_factory=list)   # what was sealed with the payload
 
     def to_dict(self) -> dict[str, Any]:
         return {"lrn": self.filing.lrn, "filer_eori": self.filing.filer_eori, "mrn": self.filing.mrn,
                 "action": self.filing.action, "state": self.filing.state, "message_id": self.message_id,
-                "created": self.created, "follow_up": self.follow_up, "warnings": self.warnings}
+                "created": self.created, "follow_up": self.follow_up, "warnings": self.warnings,
+                "attachments": self.attachments}
 
 
 def deterministic_message_id(fqdn: str, *parts: str) -> str:
@@ -145,6 +149,7 @@ class Acceptor:
         except LookupError as exc:
             raise IntakeRefused("routing", str(exc)) from None
         message_id = deterministic_message_id(self.engine.fqdn, "filing", filer, facts.lrn, digest)
+        described = describe(matched)
         sealed = None
         if not findings:
             sealed = await asyncio.to_thread(self._seal, data, act, ep, message_id, matched)
@@ -164,7 +169,8 @@ class Acceptor:
                                               content_type=sealed.content_type, filing_id=filing.id,
                                               priority=priority, endpoint=ep.name), now=now)
             filing = j.transition(filing.id, S.QUEUED, now=now, event="queued",
-                                  detail={"message_id": message_id, "endpoint": ep.name, "warnings": warnings[:20]})
+                                  detail={"message_id": message_id, "endpoint": ep.name, "warnings": warnings[:20],
+                                          **({"attachments": described} if described else {})})
             return filing, True
 
         try:
@@ -175,7 +181,8 @@ class Acceptor:
         if findings:  # the same invalid payload again is refused again (idempotent), not "accepted"
             raise IntakeRefused("invalid", f"locally rejected ({len(findings)} finding(s)): "
                                            f"{findings[0].get('text')}", findings=findings, filing=filing)
-        return Accepted(filing, message_id if not findings else None, created, warnings=warnings)
+        return Accepted(filing, message_id if not findings else None, created, warnings=warnings,
+                        attachments=described if not findings else [])
 
     async def _follow_up(self, data: bytes, facts: PayloadFacts, act: str, priority: str, filer: str, digest: str,
                          findings: list[dict[str, Any]], warnings: list[dict[str, Any]],
@@ -193,8 +200,9 @@ class Acceptor:
                                 status=404)
         ep = self.router.route(recorded=filing.endpoint).endpoint  # follow-ups go to the TI of the filing
         message_id = deterministic_message_id(self.engine.fqdn, "follow-up", str(filing.id), act, digest)
+        described = describe(matched)
         if self.journal.get_message(message_id) is not None:
-            return Accepted(filing, message_id, False, follow_up=True)
+            return Accepted(filing, message_id, False, follow_up=True, attachments=described)
         sealed = await asyncio.to_thread(self._seal, data, act, ep, message_id, matched)
         now = self.clock()
 
@@ -203,10 +211,11 @@ class Acceptor:
                                               content_type=sealed.content_type, filing_id=filing.id,
                                               priority=priority, endpoint=ep.name), now=now)
             j.append_event("follow-up-queued", now=now, filing_id=filing.id, message_id=message_id,
-                           detail={"action": act})
+                           detail={"action": act, **({"attachments": described} if described else {})})
             return j.get_filing(filing.id)
 
-        return Accepted(await self.writer.submit(txn), message_id, True, follow_up=True, warnings=warnings)
+        return Accepted(await self.writer.submit(txn), message_id, True, follow_up=True, warnings=warnings,
+                        attachments=described)
 
 
 def own_eori(party_id: str) -> str:

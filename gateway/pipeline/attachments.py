@@ -32,6 +32,13 @@ def outbound_parts(matched: Sequence[Matched]) -> list[OutboundPart]:
     return [OutboundPart(m.identification, m.mime_type, m.data) for m in matched]
 
 
+def describe(matched: Sequence[Matched]) -> list[dict[str, Any]]:
+    """What the journal event, the API answer and ``ics2gw status`` say of each sealed attachment."""
+    return [{"identification": m.identification, "mime_type": m.mime_type, "bytes": len(m.data),
+             "sha256": hashlib.sha256(m.data).hexdigest(), "filename": m.declaration.filename, "from": m.origin}
+            for m in matched]
+
+
 def submission_digest(payload: bytes, matched: Sequence[Matched]) -> str:
     payload_digest = hashlib.sha256(payload).hexdigest()
     if not matched:

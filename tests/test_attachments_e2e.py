@@ -241,6 +241,21 @@ def test_crash_restart_resends_the_attachment_byte_identical(world: Any) -> None
                for line in sim_attachment_lines(sim))
 
 
+def test_folder_claimed_before_a_crash_is_filed_at_restart(world: Any) -> None:
+    """A NAME.d/ folder already claimed into the work folder when the gateway died is filed at the next start."""
+    sim, gw = world
+    lrn = new_lrn("ATWK")
+    gw.kill()
+    work = gw.var / "spool" / "work" / f"0123456789ab__{lrn}.d"
+    work.mkdir(parents=True)
+    (work / "ens.xml").write_bytes(air(lrn))
+    (work / IDENT).write_bytes(PDF)
+    gw.start()
+    gw.wait_state(lrn, "registered", timeout=30)
+    assert not work.exists() and list((gw.var / "spool" / "archive").glob(f"*__{lrn}.d"))
+    assert sim.report()[lrn]["registrations"] == 1
+
+
 # ----------------------------------------------------------------------------------------------- inbound
 def test_inbound_attachment_is_named_in_the_inbox(world: Any, pki: Path) -> None:
     """A customs message with a binary part, pushed over 2-way TLS with the customs identity: the inbox gets

@@ -473,3 +473,28 @@ async def test_operator_reseal_keeps_the_attachments(acceptor: Any, tmp_path: Pa
     assert [(p.part_info.href, p.part_info.mime_type) for p in opened.payloads[1:]] == [
         (f"cid:{IDENT}", "application/pdf")]
     assert opened.payloads[1].data(acceptor.engine.limits) == PDF
+
+
+def test_pack_applies_the_intake_check(tmp_path: Path, pki: Path) -> None:
+    """``ics2gw pack --attach`` labels each file with the type its binaryFile declares and refuses what the
+    daemon's intake refuses (the same ``binaryfiles.match``)."""
+    import json
+    import subprocess
+    import sys
+    repo = Path(__file__).resolve().parent.parent
+
+    def pack(*attach: str) -> subprocess.CompletedProcess[str]:
+        args = [sys.executable, "-m", "gateway", "pack", str(FIXTURES / BASE), "--out", str(tmp_path / "m.mime"),
+                "--conf", str(repo / "conf" / "gateway.toml")]
+        for a in attach:
+            args += ["--attach", a]
+        return subprocess.run(args, capture_output=True, text=True, cwd=repo, timeout=60)
+
+    ok = pack(f"{IDENT}={ATT / 'commercial-invoice.pdf'}")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["parts"] == 2
+    (tmp_path / "fake.pdf").write_bytes(b"just text")
+    for attach, words in ((f"{IDENT}={ATT / 'cargo-photo.jpg'}", "declares 'application/pdf'"),
+                          (f"{IDENT}={tmp_path / 'fake.pdf'}", "neither a PDF nor a JPEG")):
+        r = pack(attach)
+        assert r.returncode == 1 and words in r.stderr, r.stderr

@@ -67,6 +67,8 @@ def link_decision(msg: InboundMessage, payload: bytes | None, limits: Limits,
     um = msg.messaging.user_message
     if um is None or payload is None:
         return None
+    if len(msg.payloads) < 2 and b"inaryFile" not in payload and b"inaryfile" not in payload:
+        return None   # nothing declared, nothing attached: no second parse of every ordinary filing
     try:
         root = parse_payload(payload)
         facts = facts_from_tree(root)

@@ -398,7 +398,7 @@ def test_simulator_checks_the_link(pki: Path) -> None:
                         ([OutboundPart(IDENT, "image/jpeg", JPEG)], "mime-type-mismatch")):
         d = link_decision(opened(parts), payload, sti.limits, now)
         assert d is not None and [r.action for r in d.replies] == ["IE3N99"] and code in d.outcome, parts
-        assert b"CL0010" in d.replies[0].payload and f"binaryFile[1]".encode() in d.replies[0].payload
+        assert b"CL0010" in d.replies[0].payload and b"binaryFile[1]" in d.replies[0].payload
         assert d.register is None
     plain = ens("SIM2")
     assert link_decision(opened([], "IE3F32", plain), plain, sti.limits, now) is None

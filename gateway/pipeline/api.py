@@ -1,4 +1,5 @@
-"""HTTP submit API on loopback: POST an ENS (alone, or multipart with its attachments), get 202 with the LRN and a status URL; GET the status.
+"""HTTP submit API on loopback: POST an ENS (alone, or multipart with its attachments: see
+``gateway.pipeline.submission``), get 202 with the LRN and a status URL; GET the status.
 
 Idempotent: the same (person filing, LRN) with the same payload is the same filing (202 again); the same key
 with a different payload is refused with 409 and a clear error. The 202 is sent only after the journal commit.

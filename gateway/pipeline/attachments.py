@@ -16,9 +16,9 @@
 from __future__ import annotations
 
 import hashlib
-from urllib.parse import unquote
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import unquote
 
 from gateway.config import Limits
 from gateway.ebms import mime

@@ -19,12 +19,12 @@ from gateway.ebms.engine import InboundMessage as EngineInbound
 from gateway.ebms.engine import OutboundMessage as EngineOutbound
 from gateway.ics2.catalogue import lookup
 from gateway.ics2.inspect import PayloadError, PayloadFacts, inspect_payload
-from gateway.pipeline.attachments import declarations as facts_declarations
-from gateway.pipeline.attachments import inbox_info
 from gateway.journal.records import Filing
 from gateway.journal.records import InboundMessage as JournalInbound
 from gateway.journal.states import FilingState as S
 from gateway.pipeline.alerts import Alerts
+from gateway.pipeline.attachments import declarations as facts_declarations
+from gateway.pipeline.attachments import inbox_info
 from gateway.pipeline.correlate import REF_ONLY, inbound_effect
 from gateway.pipeline.delivery import safe_name, write_inbox, write_status
 from gateway.transport.server import DeliveryResult as Delivered

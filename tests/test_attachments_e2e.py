@@ -17,7 +17,15 @@ from typing import Any
 import pytest
 
 from tests.pipeline_harness import (
-    FIXTURES, PARTY, GatewayEnv, SimEnv, ens, free_port, push_url, response, wait_until,
+    FIXTURES,
+    PARTY,
+    GatewayEnv,
+    SimEnv,
+    ens,
+    free_port,
+    push_url,
+    response,
+    wait_until,
 )
 
 pytestmark = pytest.mark.slow
@@ -40,7 +48,7 @@ def air(lrn: str, *files: tuple[str, str]) -> bytes:
     if files:
         groups = "".join(f"<binaryFile><identification>{i}</identification><filename>{i}</filename>"
                          f"<MIME>{m}</MIME></binaryFile>" for i, m in files)
-        data = re.sub(r"<binaryFile>.*</binaryFile>", groups, data, flags=re.S)
+        data = re.sub(r"<binaryFile>.*</binaryFile>", groups, data, flags=re.DOTALL)
     return data.encode()
 
 
@@ -261,11 +269,12 @@ def test_inbound_attachment_is_named_in_the_inbox(world: Any, pki: Path) -> None
     """A customs message with a binary part, pushed over 2-way TLS with the customs identity: the inbox gets
     the file with its type, and the metadata names it by identification and declared file name."""
     import ssl
+
     from gateway.conformance.unsafe import Part, Recipe, build_message, xml_part
     from gateway.ebms.constants import SERVICE_C2T
     from gateway.ebms.engine import Engine
     from gateway.security.keys import load_identity_files
-    sim, gw = world
+    _, gw = world
     mrn = "26NLATTACH00000017"
     payload = (f'<?xml version="1.0" encoding="UTF-8"?><IE3Q02 xmlns="urn:wco:datamodel:eu:ics2:2"><MRN>{mrn}</MRN>'
                f"<binaryFile><identification>{IDENT}</identification><filename>customs-request.pdf</filename>"

@@ -13,8 +13,14 @@ from gateway.conformance.unsafe import Part, Recipe, build_message, xml_part
 from gateway.ebms.engine import Engine
 from gateway.ebms.model import OutboundPart
 from gateway.simulator.app import Simulator
-from tests.test_simulator import (  # noqa: F401 - fixtures
-    Receiver, client, error_of, post, receiver, sim, trader_engine,
+from tests.test_simulator import (  # noqa: F401 - the fixtures, used by name
+    Receiver,
+    client,
+    error_of,
+    post,
+    receiver,
+    sim,
+    trader_engine,
 )
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -28,8 +34,8 @@ def air_ens(lrn: str) -> bytes:
     return re.sub(rb"<LRN>[^<]*</LRN>", f"<LRN>{lrn}</LRN>".encode(), data, count=1)
 
 
-async def test_linked_attachment_registers(sim: Simulator, client: aiohttp.ClientSession, trader_engine: Engine,
-                                           receiver: Receiver) -> None:
+async def test_linked_attachment_registers(sim: Simulator, client: aiohttp.ClientSession,  # noqa: F811
+                                           trader_engine: Engine, receiver: Receiver) -> None:  # noqa: F811
     msg = trader_engine.user_message(action="IE3F20", payload=air_ens("ATT-OK-1"), to_party=Engine.customs_party(),
                                      attachments=[OutboundPart(IDENT, "application/pdf", PDF)])
     status, rtype, rbody = await post(client, sim, msg.content_type, msg.body)
@@ -40,8 +46,8 @@ async def test_linked_attachment_registers(sim: Simulator, client: aiohttp.Clien
     assert row["registrations"] == 1
 
 
-async def test_broken_link_is_answered_by_ie3n99(sim: Simulator, client: aiohttp.ClientSession,
-                                                 trader_engine: Engine, receiver: Receiver) -> None:
+async def test_broken_link_is_answered_by_ie3n99(sim: Simulator, client: aiohttp.ClientSession,  # noqa: F811
+                                                 trader_engine: Engine, receiver: Receiver) -> None:  # noqa: F811
     cases = [("ATT-MISSING", [], "missing-attachment"),
              ("ATT-EXTRA", [OutboundPart(IDENT, "application/pdf", PDF),
                             OutboundPart("stowaway", "application/pdf", PDF)], "undeclared-attachment"),
@@ -61,14 +67,15 @@ async def test_broken_link_is_answered_by_ie3n99(sim: Simulator, client: aiohttp
     assert all(registered.get(lrn, {}).get("registrations", 0) == 0 for lrn, _, _ in cases), registered
 
 
-async def test_payload_profile_violation_is_ebms_0010(sim: Simulator, client: aiohttp.ClientSession,
-                                                      trader_engine: Engine) -> None:
+async def test_payload_profile_violation_is_ebms_0010(sim: Simulator,  # noqa: F811
+                                                      client: aiohttp.ClientSession,  # noqa: F811
+                                                      trader_engine: Engine) -> None:  # noqa: F811
     sea = (FIXTURES / "ics2" / "ens-IE3F10-sea.xml").read_bytes()
     for action, payload, part in (("IE3F10", sea, Part(IDENT, "application/pdf", PDF)),
                                   ("IE3F20", air_ens("ATT-XML"), Part(IDENT, "application/xml", b"<x/>"))):
         ctype, body = build_message(Recipe(action=action, parts=[xml_part(payload), part]),
                                     trader_engine.identity.key, trader_engine.identity.chain)
-        status, rtype, rbody = await post(client, sim, ctype, body)
+        _, rtype, rbody = await post(client, sim, ctype, body)
         [err] = error_of(trader_engine, rtype, rbody).errors
         assert err.error_code == "EBMS:0010", (action, err)
     assert not [r for r in sim.registry.report() if r["lrn"] == "ATT-XML"]

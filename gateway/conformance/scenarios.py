@@ -138,7 +138,7 @@ async def filing_with_attachment(ctx: Context) -> dict[str, Any]:
     files = _sample_attachments(ctx, data)
     if not files:
         raise ScenarioFailed(f"the sample {fixture} declares no binaryFile")
-    life, ev = await _file(ctx, data, lrn, ("registered",))
+    _, ev = await _file(ctx, data, lrn, ("registered",))
     if "IE3R01" not in ev["answers"] or not ev["mrn"]:
         raise ScenarioFailed("registered without an IE3R01 carrying the MRN", ev)
     sent = ctx.gateway.components["reader"].get_message(ev["message_id"], with_bytes=True)

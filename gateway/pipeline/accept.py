@@ -27,7 +27,11 @@ from gateway.journal.errors import DuplicateFilingConflict
 from gateway.journal.records import Filing, NewFiling, OutboundMessage
 from gateway.journal.states import FilingState as S
 from gateway.pipeline.attachments import (
-    WireCapExceeded, check_wire_caps, describe, outbound_parts, submission_digest,
+    WireCapExceeded,
+    check_wire_caps,
+    describe,
+    outbound_parts,
+    submission_digest,
 )
 from gateway.xmlsafe import XmlRejected
 

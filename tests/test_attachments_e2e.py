@@ -299,3 +299,34 @@ def test_inbound_attachment_is_named_in_the_inbox(world: Any, pki: Path) -> None
         "href": f"cid:{IDENT}", "mime_type": "application/pdf", "identification": IDENT,
         "filename": "customs-request.pdf", "description": "Request details"}
     assert pdf["file"].endswith(".pdf") and (gw.inbox / pdf["file"]).read_bytes() == PDF
+
+
+def test_ie3r08_with_many_related_payloads_is_delivered(world: Any, pki: Path) -> None:
+    """ICD 3.1.9 / 4.2.6: a consultation answer carries the ENS and its notifications as extra payloads; the MIME
+    part cap (default 1024) lets 150 of them through, and every one reaches the inbox in PartInfo order."""
+    import ssl
+
+    from gateway.conformance.unsafe import Recipe, build_message, xml_part
+    from gateway.ebms.constants import SERVICE_C2T
+    from gateway.ebms.engine import Engine
+    from gateway.security.keys import load_identity_files
+    _, gw = world
+    mrn = "26NLCONSULT0000018"
+    answer = (f'<?xml version="1.0" encoding="UTF-8"?><IE3R08 xmlns="urn:wco:datamodel:eu:ics2:2"><MRN>{mrn}'
+              f"</MRN></IE3R08>").encode()
+    notes = [ens(f"NOTE{i:04d}") for i in range(149)]
+    customs = load_identity_files(pki / "customs-seal.key", pki / "customs-chain.pem")
+    message_id = f"{new_lrn('r08')}@sti.customs.test"
+    recipe = Recipe(action="IE3R08", service=SERVICE_C2T, from_party=Engine.customs_party(),
+                    to_party=Engine.trader_party(PARTY), message_id=message_id,
+                    parts=[xml_part(answer)] + [xml_part(n, content_id=f"related-{i}@sti") for i, n in enumerate(notes)])
+    ctype, body = build_message(recipe, customs.key, customs.chain)
+    ctx = ssl.create_default_context(cafile=str(pki / "trader-ca-bundle.pem"))
+    ctx.load_cert_chain(str(pki / "customs-tls-client.pem"), str(pki / "customs-tls-client.key"))
+    req = urllib.request.Request(gw.push_url, data=body, headers={"Content-Type": ctype}, method="POST")
+    with urllib.request.urlopen(req, timeout=60, context=ctx) as r:
+        assert r.status == 200 and b"Receipt" in r.read()
+    [meta] = wait_until(lambda: [m for m in gw.inbox_metadata() if m["message_id"] == message_id], 20,
+                        "the inbox delivery", gw.logs)
+    assert len(meta["parts"]) == 150 and meta["parts"][-1]["href"] == "cid:related-148@sti"
+    assert (gw.inbox / meta["parts"][-1]["file"]).read_bytes() == notes[-1]

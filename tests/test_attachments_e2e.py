@@ -317,9 +317,9 @@ def test_ie3r08_with_many_related_payloads_is_delivered(world: Any, pki: Path) -
     notes = [ens(f"NOTE{i:04d}") for i in range(149)]
     customs = load_identity_files(pki / "customs-seal.key", pki / "customs-chain.pem")
     message_id = f"{new_lrn('r08')}@sti.customs.test"
+    related = [xml_part(n, content_id=f"related-{i}@sti") for i, n in enumerate(notes)]
     recipe = Recipe(action="IE3R08", service=SERVICE_C2T, from_party=Engine.customs_party(),
-                    to_party=Engine.trader_party(PARTY), message_id=message_id,
-                    parts=[xml_part(answer)] + [xml_part(n, content_id=f"related-{i}@sti") for i, n in enumerate(notes)])
+                    to_party=Engine.trader_party(PARTY), message_id=message_id, parts=[xml_part(answer), *related])
     ctype, body = build_message(recipe, customs.key, customs.chain)
     ctx = ssl.create_default_context(cafile=str(pki / "trader-ca-bundle.pem"))
     ctx.load_cert_chain(str(pki / "customs-tls-client.pem"), str(pki / "customs-tls-client.key"))

@@ -341,6 +341,13 @@ async def test_utf16_payload_with_doctype_is_refused_at_intake(acceptor: Any, en
     assert acceptor.journal.find_filings_by_lrn("ACC4") == []
 
 
+async def test_utf8_payload_with_doctype_is_refused_as_dtd(acceptor: Any) -> None:
+    data = ens("ACC4B").replace(b"?>", b'?><!DOCTYPE IE3F32 SYSTEM "http://127.0.0.1:9/x.dtd">', 1)
+    with pytest.raises(IntakeRefused) as exc:
+        await acceptor.accept(data)
+    assert exc.value.reason == "dtd" and exc.value.status == 400 and "DTD" in str(exc.value)
+
+
 async def test_latin1_payload_is_refused_at_intake(acceptor: Any) -> None:
     with pytest.raises(IntakeRefused) as exc:
         await acceptor.accept(latin1_ens("ACC5"))

@@ -89,9 +89,9 @@ class Acceptor:
             facts = facts_from_tree(root)
         except PayloadEncodingError as exc:
             raise IntakeRefused(exc.reason, str(exc), status=415 if exc.reason == "not-utf-8" else 400) from None
-        except XmlRejected as exc:
-            raise IntakeRefused("unreadable", f"the payload cannot be read as an ICS2 message: payload is not "
-                                              f"acceptable XML: {exc}", status=400) from None
+        except XmlRejected as exc:  # a DOCTYPE found by the byte check keeps its own reason
+            raise IntakeRefused("dtd" if exc.reason == "dtd" else "unreadable", f"the payload cannot be read as an "
+                                f"ICS2 message: payload is not acceptable XML: {exc}", status=400) from None
         except PayloadError as exc:
             raise IntakeRefused("unreadable", f"the payload cannot be read as an ICS2 message: {exc}", status=400)
         act = action or facts.message_id

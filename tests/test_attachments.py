@@ -159,6 +159,13 @@ def test_malformed_carriers_are_refused(ctype: str, parts: list[tuple[dict[str, 
         from_body(ct, body[:-12])
 
 
+def test_too_many_parts_are_refused_before_matching() -> None:
+    parts = [({"Content-ID": "<ens>"}, b"<IE3F20/>")] + [({"Content-ID": f"<p{i}>"}, PDF) for i in range(300)]
+    with pytest.raises(IntakeRefused) as exc:
+        from_body(*multipart("related", parts))
+    assert exc.value.status == 400 and "more than 256" in str(exc.value)
+
+
 def test_spool_folder(tmp_path: Path) -> None:
     folder = tmp_path / "x__ENS-1.d"
     folder.mkdir()

@@ -19,7 +19,7 @@ from gateway.conformance import campaign as cp
 from gateway.conformance.context import (
     Context, RunnerRefused, Scenario, ScenarioFailed, _ms, expect_error, in_messages, out_messages,
 )
-from gateway.conformance.steps import REGISTERED_OR_LATER, _file, _registered, _registered_once
+from gateway.conformance.steps import REGISTERED_OR_LATER, _file, _registered, _registered_once, _sample_attachments
 from gateway.conformance.unsafe import Recipe, build_message, xml_part
 from gateway.ebms.engine import OutboundMessage
 from gateway.ebms.model import new_message_id

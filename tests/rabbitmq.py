@@ -110,7 +110,7 @@ class RabbitNode:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
-        subprocess.run(["pkill", "-9", "-f", f"-sname {self.node}|{self.node}"], capture_output=True)
+        subprocess.run(["pkill", "-9", "-f", f"ics2gwtest{self.port}@"], capture_output=True)
         self.proc = None
 
     def close(self) -> None:
@@ -119,4 +119,4 @@ class RabbitNode:
         epmd = shutil.which("epmd") or next(iter(sorted(glob.glob("/usr/lib/erlang/erts-*/bin/epmd"))), None)
         if epmd:
             subprocess.run([epmd, "-kill"], env=self.env(), capture_output=True)
-        subprocess.run(["pkill", "-9", "-f", self.node], capture_output=True)
+        subprocess.run(["pkill", "-9", "-f", f"ics2gwtest{self.port}@"], capture_output=True)

@@ -78,6 +78,7 @@ class Erp:
             ex = await ch.declare_exchange(self.names["exchange"], aio_pika.ExchangeType.TOPIC, durable=True)
             tap = await ch.declare_queue(self.names["tap"], durable=True)
             await tap.bind(ex, "#")
+            await ch.declare_queue(self.names["queue"], durable=True)      # the ERP's queue exists before use
             await ch.close()
         self.run(go())
         return self
@@ -85,11 +86,22 @@ class Erp:
     def publish(self, body: bytes, *, message_id: str, correlation_id: str | None = None,
                 content_type: str = "application/xml", headers: dict[str, Any] | None = None) -> None:
         async def go() -> None:
-            ch = await self.conn.channel(publisher_confirms=True)
-            await ch.default_exchange.publish(aio_pika.Message(
-                body, content_type=content_type, message_id=message_id, correlation_id=correlation_id,
-                headers=headers or {}, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=self.names["queue"])
-            await ch.close()
+            # a quorum queue refuses publishes (nack) until it has a leader again after a broker restart: an ERP
+            # retries, so does this one
+            for attempt in range(60):
+                ch = await self.conn.channel(publisher_confirms=True)
+                try:
+                    await ch.default_exchange.publish(aio_pika.Message(
+                        body, content_type=content_type, message_id=message_id, correlation_id=correlation_id,
+                        headers=headers or {}, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                        routing_key=self.names["queue"])
+                    return
+                except aio_pika.exceptions.DeliveryError:
+                    await asyncio.sleep(0.5)
+                finally:
+                    if not ch.is_closed:
+                        await ch.close()
+            raise AssertionError(f"the broker kept refusing {message_id}")
         self.run(go())
 
     def drain(self, queue: str | None = None) -> list[dict[str, Any]]:
@@ -276,3 +288,70 @@ def test_broker_restart_mid_run(tmp_path: Path, sim: Any, rabbit: RabbitNode, mo
     finally:
         erp.close()
         gw.stop()
+
+
+# ------------------------------------------------------------------------------------------ dead-lettering
+async def _consume_once(rabbit: RabbitNode, names: dict[str, str], acceptor: Any, writer: Any,
+                        max_attempts: int, *, hold_seconds: float) -> Any:
+    """One consumer session of the real AMQP intake, ended after ``hold_seconds`` by closing the connection
+    without a goodbye (as a killed process would)."""
+    from gateway.broker.amqp import AmqpBroker
+    from gateway.broker.config import AmqpConfig
+    cfg = AmqpConfig(url=rabbit.url, username=rabbit.user, password=rabbit.password, ca_file=None, client_cert=None,
+                     client_key=None, intake=True, queues=(names["queue"],), prefetch=1, max_attempts=max_attempts,
+                     dead_letter_queue=names["dlq"], events=True, exchange=names["exchange"], declare=True,
+                     reconnect_initial=0.2, reconnect_max=1.0)
+    broker = AmqpBroker(cfg)
+    stop = asyncio.Event()
+    assert await broker.connect(stop)
+    task = asyncio.create_task(broker.consume(acceptor, writer, stop))
+    await asyncio.sleep(hold_seconds)
+    handler = getattr(broker, "intake_handler", None)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await broker.connection.close()
+    return handler
+
+
+async def test_transient_failures_and_crash_loops_end_in_the_dead_letter_queue(tmp_path: Path,
+                                                                              rabbit: RabbitNode) -> None:
+    """A message whose intake keeps failing is requeued at most ``max_attempts`` times, then dead-lettered with
+    its reason; a message during which the gateway dies every time is counted durably across restarts (the
+    journal) and dead-lettered too, instead of a crash loop. Real broker, real journal; the fault is injected in
+    the acceptor."""
+    from gateway.journal.committer import JournalWriter
+    from gateway.journal.sqlite import SqliteJournal
+    names = new_names()
+    erp = Erp(rabbit, names)
+    await asyncio.to_thread(erp.connect)
+    journal = SqliteJournal.open(tmp_path / "j.sqlite3")
+    writer = JournalWriter(journal).start()
+
+    class FullDisk:                                   # the journal's disk is full: every intake fails
+        async def accept(self, data: bytes, **kw: Any) -> Any:
+            raise OSError(28, "No space left on device")
+
+    class Dies:                                       # the gateway is killed while taking the message in
+        async def accept(self, data: bytes, **kw: Any) -> Any:
+            await asyncio.sleep(3600)
+
+    try:
+        await asyncio.to_thread(erp.publish, b"<IE3F32/>", message_id="poison-1", correlation_id="p1")
+        h = await _consume_once(rabbit, names, FullDisk(), writer, 3, hold_seconds=4.0)
+        assert h.dead_lettered == 1 and h.retried == 2
+        dead = await asyncio.to_thread(erp.drain, names["dlq"])
+        assert len(dead) == 1 and dead[0]["message_id"] == "poison-1"
+        assert "No space left" in dead[0]["headers"]["x-ics2gw-reason"] and dead[0]["headers"]["x-ics2gw-attempts"] == 3
+        await asyncio.to_thread(erp.publish, b"<IE3F32/>", message_id="poison-2")
+        for _ in range(3):                            # three "crashes" in a row while the message is in hand
+            await _consume_once(rabbit, names, Dies(), writer, 3, hold_seconds=1.0)
+        h = await _consume_once(rabbit, names, Dies(), writer, 3, hold_seconds=1.5)
+        assert h.dead_lettered == 1
+        dead = await asyncio.to_thread(erp.drain, names["dlq"])
+        assert [d["message_id"] for d in dead] == ["poison-2"]
+        assert "stopped each time" in dead[0]["headers"]["x-ics2gw-reason"]
+        assert await asyncio.to_thread(erp.queue_depth, names["queue"]) == 0
+    finally:
+        await writer.close()
+        journal.close()
+        await asyncio.to_thread(erp.close)

@@ -9,9 +9,9 @@ Acknowledgement semantics (README "Fed by ERP queues"):
   ``intake.rejected.<reason>`` event carrying the reason and findings, confirmed by the broker, then
   acknowledged: never requeued in a loop;
 * any other failure (journal full, broker hiccup) requeues it after a pause; after ``max_attempts`` deliveries
-  (the quorum queue's ``x-delivery-count``, or our own count) it goes to the dead-letter queue with the reason
-  in ``x-ics2gw-reason``. A queue we declare is a quorum queue with ``x-delivery-limit``, so even a message that
-  kills the process each time it is read ends in the dead-letter queue;
+  (a quorum queue's ``x-delivery-count``; else redeliveries are counted durably in the journal) it goes to the
+  dead-letter queue with the reason in ``x-ics2gw-reason``, so even a message that kills the process each time
+  it is read ends there instead of in a crash loop;
 * ``prefetch`` bounds the messages in flight: when the journal or the sender falls behind, consumption slows
   instead of memory growing.
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import logging
 import ssl
 from typing import Any
@@ -100,9 +101,9 @@ class AmqpBroker:
             await ch.declare_queue(self.cfg.dead_letter_queue, durable=True)
             if self.cfg.intake:
                 for q in self.cfg.queues:
-                    await ch.declare_queue(q, durable=True, arguments={
-                        "x-queue-type": "quorum", "x-delivery-limit": self.cfg.max_attempts,
-                        "x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.cfg.dead_letter_queue})
+                    # classic durable queues: they come back at once after a broker restart on one node (a
+                    # quorum queue's leader election can keep a lone node refusing consumers for minutes)
+                    await ch.declare_queue(q, durable=True)
         finally:
             await ch.close()
 
@@ -168,15 +169,24 @@ class IntakeHandler:
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=timeout)
 
-    def _attempt(self, message: AbstractIncomingMessage) -> int:
+    async def _attempt(self, message: AbstractIncomingMessage) -> int:
+        """Which delivery this is. A quorum queue says (``x-delivery-count``); otherwise a redelivered message is
+        counted in the journal (durable, so a message that kills the gateway each time it is read is bounded
+        across restarts) and one we requeued ourselves in memory. A first delivery costs no write."""
         count = (message.headers or {}).get("x-delivery-count")
         if isinstance(count, int):
             return count + 1
-        key = message.message_id or str(message.delivery_tag)
-        self._attempts[key] = self._attempts.get(key, 0) + 1
+        key = hashlib.sha256(f"{message.routing_key}/{message.message_id}/".encode() +
+                             bytes(message.body)).hexdigest()
+        mine = self._attempts.get(key, 0)
+        if message.redelivered and mine == 0:
+            now = dt.datetime.now(dt.timezone.utc)
+            durable = await self.writer.submit(lambda j: j.bump_intake_attempt(key, now=now))
+            return durable + 1
+        self._attempts[key] = mine + 1
         if len(self._attempts) > 10000:
             self._attempts.clear()
-        return self._attempts[key]
+        return mine + 1
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
@@ -191,9 +201,13 @@ class IntakeHandler:
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         from gateway.pipeline.accept import IntakeRefused
         queue = message.routing_key or "?"
-        attempt = self._attempt(message)
+        attempt = await self._attempt(message)
         ref = {"channel": f"amqp:{queue}", "message_id": message.message_id,
                "correlation_id": message.correlation_id}
+        if attempt > self.broker.cfg.max_attempts:
+            await self._dead_letter(message, f"delivered {attempt} times without being taken in (the gateway "
+                                             "stopped each time it read it)", attempt)
+            return
         try:
             req = formats.parse_intake(message.body, message.content_type, dict(message.headers or {}))
             kwargs: dict[str, Any] = {"action": req.action, "endpoint": req.endpoint,

@@ -183,6 +183,11 @@ CREATE TABLE outbox_cursors (
     last_event_id  INTEGER NOT NULL,
     updated_at     TEXT NOT NULL
 );
+CREATE TABLE intake_attempts (
+    key         TEXT PRIMARY KEY,
+    attempts    INTEGER NOT NULL,
+    updated_at  TEXT NOT NULL
+);
 CREATE TABLE intake_refs (
     filing_id       INTEGER PRIMARY KEY,
     channel         TEXT NOT NULL,

@@ -851,6 +851,16 @@ class SqliteJournal:
                                "created_at) VALUES (?, ?, ?, ?, ?)",
                                (filing_id, channel, message_id, correlation_id, iso(now)))
 
+    def bump_intake_attempt(self, key: str, *, now: datetime) -> int:
+        """Counts one more delivery of a broker message that came back without an answer (the gateway stopped
+        while taking it in); returns the count. Bounds a message that kills the process each time it is read."""
+        with self.transaction():
+            self._conn.execute("INSERT INTO intake_attempts (key, attempts, updated_at) VALUES (?, 1, ?) "
+                               "ON CONFLICT (key) DO UPDATE SET attempts = attempts + 1, updated_at = excluded.updated_at",
+                               (key, iso(now)))
+            row = self._conn.execute("SELECT attempts FROM intake_attempts WHERE key = ?", (key,)).fetchone()
+        return int(row[0])
+
     def intake_ref(self, filing_id: int) -> dict[str, Any] | None:
         rows = self._all("SELECT channel, message_id, correlation_id FROM intake_refs WHERE filing_id = ?",
                          (filing_id,))

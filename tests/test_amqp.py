@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.pipeline_harness import PARTY, GatewayEnv, SimEnv, ens, free_port, push_url, q, wait_until
-from tests.rabbitmq import RabbitNode, available
+from gateway.broker.localnode import RabbitNode, available
 
 aio_pika = pytest.importorskip("aio_pika")
 

@@ -1,6 +1,7 @@
-"""A private RabbitMQ node for the tests: Debian's ``rabbitmq-server`` started in a temporary directory with its own
-node name, cookie, ports (AMQP, distribution, epmd) and data, on 127.0.0.1; stopped at the end. Never the system
-service. ``make test`` installs the package; without it the AMQP tests are skipped with a loud reason."""
+"""A private RabbitMQ node for the tests, ``ics2gw demo --amqp`` and the benchmark: Debian's ``rabbitmq-server``
+started in a directory of ours with its own node name, cookie, ports (AMQP, distribution, epmd) and data, on
+127.0.0.1, and stopped at the end. Never the system service. ``make test`` installs the package; without it the
+AMQP tests are skipped with a loud reason and ``demo --amqp`` says what to install."""
 
 from __future__ import annotations
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -117,14 +116,11 @@ def big_ie315(n: int = 999) -> bytes:
 
 
 @pytest.mark.parametrize("profile", ["uk-ssgb", "eu-ics1"])
-def test_999_items_validate_in_milliseconds(profile: str) -> None:
+def test_999_items_validate(profile: str) -> None:
+    """The largest IE315 the data model allows validates (how fast: `make bench`, not a timed assertion)."""
     data = big_ie315()
-    validate_payload(data, profile=profile)      # warm the schema cache
-    t0 = time.perf_counter()
     r = validate_payload(data, profile=profile)
-    elapsed = time.perf_counter() - t0
     assert r.valid, r.errors[:3]
-    assert elapsed < 0.5, f"999-item IE315 took {elapsed * 1000:.1f} ms"
 
 
 def test_precheck_block_warn_off() -> None:

@@ -189,7 +189,8 @@ async def admin(sim: Simulator, **knobs: Any) -> dict[str, Any]:
 
 
 def error_of(engine: Engine, ctype: str, body: bytes) -> ErrorSignal:
-    msg = engine.open(ctype, body)
+    """The error signal of an answer, in either form (STI: unsigned SOAP Fault; lenient: signed)."""
+    msg = engine.open(ctype, body, accept_unsigned_errors=True)
     assert msg.kind == "error", msg.kind
     return msg.messaging.signals[0]  # type: ignore[return-value]
 
@@ -274,12 +275,31 @@ async def test_duplicate_message_id_is_a_copy_not_a_registration(sim: Simulator,
     assert len(receiver.got) == 1
     [row] = sim.registry.report()
     assert row["message_ids"] == [sent.message_id] and row["copies"] == 3 and row["registrations"] == 1
-    # a NEW MessageId for the same LRN is registered again: the report exposes the defect
+    # a NEW MessageId for the same LRN: the STI answers IE3N01 (key data not unique) and registers nothing
     again = trader_engine.user_message(action="IE3F32", payload=ens("LRN-DUP-1"), to_party=Engine.customs_party())
     assert (await post(client, sim, again.content_type, again.body))[0] == 200
+    got = await receiver.wait_for(2)
+    um = got[1].messaging.user_message
+    assert um is not None and um.action == "IE3N01" and um.ref_to_message_id == again.message_id
+    facts = inspect_payload(got[1].payloads[0].data(trader_engine.limits))
+    assert facts.functional_reference == "LRN-DUP-1"
     [row] = sim.registry.report()
-    assert row["registrations"] == 2 and row["message_ids"] == [sent.message_id, again.message_id]
-    assert row["copies"] == 4 and len(row["mrns"]) == 2
+    assert row["registrations"] == 1 and row["message_ids"] == [sent.message_id] and len(row["mrns"]) == 1
+    assert [(r["message_id"], r["outcome"]) for r in row["related"]] == [
+        (again.message_id, "rejected (IE3N01): LRN already registered")]
+    assert [r["action"] for r in row["replies"]] == ["IE3R01", "IE3N01"]
+
+
+async def test_duplicate_lrn_registered_again_when_lenient(tmp_path: Path, pki: Path, client: aiohttp.ClientSession,
+                                                           trader_engine: Engine, receiver: Receiver) -> None:
+    """``[business] duplicate_lrn = "register"``: the defective TI the report is there to expose."""
+    conf = write_conf(tmp_path, pki, receiver.url, '[business]\nduplicate_lrn = "register"')
+    async with Simulator(load_simulator_config(conf)) as sim:
+        for _ in range(2):
+            m = trader_engine.user_message(action="IE3F32", payload=ens("LRN-DUP-2"), to_party=Engine.customs_party())
+            assert (await post(client, sim, m.content_type, m.body))[0] == 200
+        [row] = sim.registry.report()
+        assert row["registrations"] == 2 and len(row["message_ids"]) == 2 and len(row["mrns"]) == 2
 
 
 async def test_risk_rule_and_invalid_payload(sim: Simulator, client: aiohttp.ClientSession, trader_engine: Engine,
@@ -347,7 +367,7 @@ async def test_unregistered_eori_gets_a001(sim: Simulator, client: aiohttp.Clien
     recipe = Recipe(from_party=Party("NL999999999", PARTY_TYPE_EORI, ROLE_TRADER), parts=[xml_part(ens("LRN-A001"))])
     ctype, body = build_message(recipe, trader_engine.identity.key, trader_engine.identity.chain)
     status, rtype, rbody = await post(client, sim, ctype, body)
-    assert status == 200
+    assert status == 500                                   # the STI form: unsigned SOAP Fault
     sig = error_of(trader_engine, rtype, rbody)
     [err] = sig.errors
     assert err.error_code == "EBMS:0004"
@@ -358,18 +378,41 @@ async def test_unregistered_eori_gets_a001(sim: Simulator, client: aiohttp.Clien
     assert sim.registry.report() == []
 
 
-async def test_error_unsigned_in_soap_fault(sim: Simulator, client: aiohttp.ClientSession,
-                                            trader_engine: Engine) -> None:
-    await admin(sim, errors_unsigned=True)
-    recipe = Recipe(from_party=Party("NL999999999", PARTY_TYPE_EORI, ROLE_TRADER), parts=[xml_part(ens("LRN-F"))])
+def _fault_parts(rbody: bytes) -> tuple[etree._Element, etree._Element]:
+    env = etree.fromstring(rbody)
+    fault = env.find(".//{http://www.w3.org/2003/05/soap-envelope}Fault")
+    err = env.find(f".//{{{NS_EB}}}Error")
+    assert fault is not None and err is not None
+    assert env.find(".//{http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd}"
+                    "Security") is None
+    return fault, err
+
+
+async def test_errors_as_the_sti_sends_them_by_default(sim: Simulator, client: aiohttp.ClientSession,
+                                                       trader_engine: Engine) -> None:
+    """Domibus: eb:Error in the header, an unsigned env:Receiver Fault in the Body, HTTP 500."""
+    recipe = Recipe(from_party=Party("NL999999999", PARTY_TYPE_EORI, ROLE_TRADER), parts=[xml_part(ens("LRN-F"))],
+                    message_id="unregistered-1@ap.trader.test")
     ctype, body = build_message(recipe, trader_engine.identity.key, trader_engine.identity.chain)
     status, rtype, rbody = await post(client, sim, ctype, body)
     assert status == 500 and rtype.startswith("application/soap+xml")
-    env = etree.fromstring(rbody)
-    assert env.find(".//{http://www.w3.org/2003/05/soap-envelope}Fault") is not None
-    assert env.find(".//{http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd}Security") is None
-    err = env.find(f".//{{{NS_EB}}}Error")
-    assert err is not None and err.get("errorCode") == "EBMS:0004"
+    fault, err = _fault_parts(rbody)
+    assert err.get("errorCode") == "EBMS:0004" and err.get("refToMessageInError") == recipe.message_id
+    ns = {"s": "http://www.w3.org/2003/05/soap-envelope"}
+    assert fault.findtext("s:Code/s:Value", namespaces=ns) == "env:Receiver"
+    with pytest.raises(EbmsFault):                         # unsigned: only readable when told to accept it
+        trader_engine.open(rtype, rbody)
+
+
+async def test_signed_errors_with_http_200_as_an_option(sim: Simulator, client: aiohttp.ClientSession,
+                                                        trader_engine: Engine) -> None:
+    await admin(sim, errors_unsigned=False)
+    recipe = Recipe(from_party=Party("NL999999999", PARTY_TYPE_EORI, ROLE_TRADER), parts=[xml_part(ens("LRN-S"))])
+    ctype, body = build_message(recipe, trader_engine.identity.key, trader_engine.identity.chain)
+    status, rtype, rbody = await post(client, sim, ctype, body)
+    assert status == 200
+    msg = trader_engine.open(rtype, rbody)                 # signed by customs, verified
+    assert msg.signed and msg.messaging.signals[0].errors[0].error_code == "EBMS:0004"  # type: ignore[union-attr]
 
 
 async def test_other_seal_with_our_eori_gets_a001_or_untrusted(sim: Simulator, client: aiohttp.ClientSession,
@@ -441,31 +484,41 @@ async def test_fault_knobs_503_drop_and_receipts(sim: Simulator, client: aiohttp
 
 
 # ------------------------------------------------------------------------------------------------ pull
+async def _pull(client: aiohttp.ClientSession, sim: Simulator, engine: Engine) -> tuple[int, str, bytes]:
+    pr = engine.pull_request(MPC_PREFIX + PULL_PARTY)
+    return await post(client, sim, pr.content_type, pr.body)
+
+
+def assert_empty_sti_form(status: int, ctype: str, body: bytes) -> None:
+    """EBMS:0006 as Domibus sends it: warning, unsigned SOAP Fault, HTTP 500, no reference to the PullRequest."""
+    assert status == 500 and ctype.startswith("application/soap+xml")
+    _, err = _fault_parts(body)
+    assert err.get("errorCode") == "EBMS:0006" and err.get("severity") == "warning"
+    assert err.get("shortDescription") == "EmptyMessagePartitionChannel" and err.get("refToMessageInError") is None
+    assert etree.fromstring(body).find(f".//{{{NS_EB}}}RefToMessageId") is None
+
+
 async def test_pull_empty_then_reply_receipt_and_reoffer(sim: Simulator, client: aiohttp.ClientSession,
                                                          pull_engine: Engine) -> None:
     mpc = MPC_PREFIX + PULL_PARTY
-    pr = pull_engine.pull_request(mpc)
-    status, ctype, body = await post(client, sim, pr.content_type, pr.body)
-    sig = error_of(pull_engine, ctype, body)
-    assert sig.errors[0].error_code == "EBMS:0006" and sig.errors[0].severity == "warning"
+    assert_empty_sti_form(*(await _pull(client, sim, pull_engine)))
 
     sent = pull_engine.user_message(action="IE3F32", payload=ens("LRN-PULL"), to_party=Engine.customs_party())
     _, ctype, body = await post(client, sim, sent.content_type, sent.body)
     pull_engine.check_receipt(pull_engine.open(ctype, body), sent)
     await asyncio.sleep(0.05)
 
-    pr = pull_engine.pull_request(mpc)
-    _, ctype, body = await post(client, sim, pr.content_type, pr.body)
+    status, ctype, body = await _pull(client, sim, pull_engine)
     msg = pull_engine.open(ctype, body)
     um = msg.messaging.user_message
-    assert um is not None and um.action == "IE3R01" and um.mpc == mpc and um.ref_to_message_id == sent.message_id
+    assert status == 200 and um is not None and um.action == "IE3R01" and um.mpc == mpc
+    assert um.ref_to_message_id is None                    # ICD 4.1.3.3: correlation by the LRN in the payload
+    assert inspect_payload(msg.payloads[0].data(pull_engine.limits)).lrn == "LRN-PULL"
     # not acknowledged: nothing else to pull before the re-offer time
-    pr = pull_engine.pull_request(mpc)
-    assert error_of(pull_engine, *(await post(client, sim, pr.content_type, pr.body))[1:]).errors[0].error_code == "EBMS:0006"
+    assert_empty_sti_form(*(await _pull(client, sim, pull_engine)))
     await admin(sim, reoffer_after_seconds=0.1)
     await asyncio.sleep(0.15)
-    pr = pull_engine.pull_request(mpc)
-    again = pull_engine.open(*(await post(client, sim, pr.content_type, pr.body))[1:])
+    again = pull_engine.open(*(await _pull(client, sim, pull_engine))[1:])
     assert again.message_id == msg.message_id
     # the receipt is POSTed to the pull URL
     receipt = pull_engine.receipt_for(again)
@@ -474,8 +527,74 @@ async def test_pull_empty_then_reply_receipt_and_reoffer(sim: Simulator, client:
     [out] = sim.registry.outbound_list()
     assert out["state"] == "acknowledged" and out["offers"] == 2
     await asyncio.sleep(0.15)
-    pr = pull_engine.pull_request(mpc)
-    assert error_of(pull_engine, *(await post(client, sim, pr.content_type, pr.body))[1:]).errors[0].error_code == "EBMS:0006"
+    assert_empty_sti_form(*(await _pull(client, sim, pull_engine)))
+
+
+async def test_pull_lenient_switches(tmp_path: Path, pki: Path, client: aiohttp.ClientSession, receiver: Receiver,
+                                     pull_engine: Engine) -> None:
+    """The lenient forms stay available: RefToMessageId on pulled replies, a signed EBMS:0006 with HTTP 200."""
+    conf = write_conf(tmp_path, pki, receiver.url, "errors_unsigned = false\n[pull]\nomit_ref_to_message_id = []")
+    async with Simulator(load_simulator_config(conf)) as sim:
+        status, ctype, body = await _pull(client, sim, pull_engine)
+        assert status == 200 and pull_engine.open(ctype, body).signed
+        assert error_of(pull_engine, ctype, body).errors[0].error_code == "EBMS:0006"
+        sent = pull_engine.user_message(action="IE3F32", payload=ens("LRN-PULL-L"), to_party=Engine.customs_party())
+        await post(client, sim, sent.content_type, sent.body)
+        await asyncio.sleep(0.05)
+        um = pull_engine.open(*(await _pull(client, sim, pull_engine))[1:]).messaging.user_message
+        assert um is not None and um.action == "IE3R01" and um.ref_to_message_id == sent.message_id
+
+
+async def test_unacknowledged_pulled_message_fails_with_missing_receipt(
+        sim: Simulator, client: aiohttp.ClientSession, pull_engine: Engine,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """After its re-offer budget the message ends as at the STI: failed, EBMS:0301, visible in the report; a late
+    receipt does not revive it, and it is never offered again."""
+    await admin(sim, reoffer_after_seconds=0.05, pull_max_offers=2)
+    sent = pull_engine.user_message(action="IE3F32", payload=ens("LRN-NOACK"), to_party=Engine.customs_party())
+    await post(client, sim, sent.content_type, sent.body)
+    await asyncio.sleep(0.05)
+    first = pull_engine.open(*(await _pull(client, sim, pull_engine))[1:])
+    await asyncio.sleep(0.08)
+    assert pull_engine.open(*(await _pull(client, sim, pull_engine))[1:]).message_id == first.message_id
+    await until(lambda: sim.registry.outbound_list()[0]["state"] == "failed")
+    assert_empty_sti_form(*(await _pull(client, sim, pull_engine)))
+    [row] = sim.registry.report()
+    [reply] = row["replies"]
+    assert reply["state"] == "failed" and reply["offers"] == 2 and reply["deliveries"] == 0
+    assert reply["last_error"].startswith("EBMS:0301 MissingReceipt")
+    late = pull_engine.receipt_for(first)
+    assert (await post(client, sim, late.content_type, late.body))[0] == 200
+    assert sim.registry.outbound_list()[0]["state"] == "failed"
+    assert cli.main(["simulate", "report", "--conf", str(sim.conf_path)]) == 0  # type: ignore[attr-defined]
+    assert "IE3R01 failed: EBMS:0301 MissingReceipt" in capsys.readouterr().out
+
+
+async def test_customs_ping_and_notifications(sim: Simulator, client: aiohttp.ClientSession, trader_engine: Engine,
+                                              pull_engine: Engine, receiver: Receiver) -> None:
+    """The TI tests the trader's access point (push and pull) and sends the notifications of ICD Annex 1."""
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{sim.admin_url}/ping", json={"party_id": "NL123456789"}) as r:
+            assert r.status == 200 and (await r.json())["mode"] == "push"
+        async with s.post(f"{sim.admin_url}/ping", json={"party_id": PULL_PARTY}) as r:
+            assert r.status == 200 and (await r.json())["mode"] == "pull"
+        async with s.post(f"{sim.admin_url}/ping", json={"party_id": "NL000000001"}) as r:
+            assert r.status == 400
+    [pushed] = await receiver.wait_for(1)
+    assert pushed.messaging.user_message is not None and pushed.messaging.user_message.is_ping
+    pulled = pull_engine.open(*(await _pull(client, sim, pull_engine))[1:])
+    um = pulled.messaging.user_message
+    assert um is not None and um.is_ping and um.mpc == MPC_PREFIX + PULL_PARTY
+    sent = trader_engine.user_message(action="IE3F32", payload=ens("LRN-N09"), to_party=Engine.customs_party())
+    await post(client, sim, sent.content_type, sent.body)
+    got = await receiver.wait_for(2)
+    mrn = inspect_payload(got[1].payloads[0].data(trader_engine.limits)).mrn
+    for action in ("IE3N09", "IE3N07", "IE3N04"):
+        sim.send_scripted(action, mrn)
+    got = await receiver.wait_for(5)          # pushed in parallel: any order
+    actions = sorted(m.messaging.user_message.action for m in got[2:])  # type: ignore[union-attr]
+    assert actions == ["IE3N04", "IE3N07", "IE3N09"]
+    assert {inspect_payload(m.payloads[0].data(trader_engine.limits)).mrn for m in got[2:]} == {mrn}
 
 
 async def test_pull_request_of_another_party_refused(sim: Simulator, client: aiohttp.ClientSession,

@@ -117,6 +117,85 @@ def test_arrival_registration_and_control(world) -> None:  # type: ignore[no-unt
     assert kinds["NLARR2405280001"] == ("arrival", "IE3N06")
 
 
+def sea(action: str, lrn: str, master: str, house: str | None = None) -> bytes:
+    """The sea fixture as another dataset: master document ``master``, and a house level when ``house``."""
+    data = (FIXTURES / "ens-IE3F10-sea.xml").read_text().replace("IE3F10", action).replace(
+        "NLSEA2405140001", lrn).replace("MSCUSH2405001", master).replace(">F10<", f">F{action[4:]}<")
+    if house:
+        data = data.replace("  </consignmentMasterLevel>", f"""    <consignmentHouseLevel>
+      <transportDocumentHouseLevel><documentNumber>{house}</documentNumber><type>N714</type>
+      </transportDocumentHouseLevel>
+    </consignmentHouseLevel>
+  </consignmentMasterLevel>""")
+    return data.encode()
+
+
+def test_duplicate_lrn_answered_by_ie3n01_not_registered_again(world) -> None:  # type: ignore[no-untyped-def]
+    send, reg = world
+    [(a, p)] = send("IE3F32", ens("LRN-TWICE"))
+    mrn = inspect_payload(p).mrn
+    [(a, p)] = send("IE3F32", ens("LRN-TWICE"))             # a new MessageId, the same LRN and filer
+    facts = inspect_payload(p)
+    assert a == "IE3N01" and facts.functional_reference == "LRN-TWICE" and mrn.encode() in p
+    [row] = reg.report()
+    assert row["registrations"] == 1 and row["mrns"] == [mrn] and len(row["message_ids"]) == 1
+    assert row["related"][0]["outcome"].startswith("rejected (IE3N01)")
+
+
+def test_multiple_filing_incomplete_until_linked(world) -> None:  # type: ignore[no-untyped-def]
+    """A partial master level (IE3F12) alone is not complete (IE3N02); the house level (IE3F14) with the same
+    master document links to it and is complete."""
+    send, reg = world
+    out = send("IE3F12", sea("IE3F12", "MF-MASTER-1", "MBL-MF-1"))
+    assert [a for a, _ in out] == ["IE3R01", "IE3N02"]
+    assert b"MBL-MF-1" in out[1][1] and inspect_payload(out[1][1]).mrn == inspect_payload(out[0][1]).mrn
+    out = send("IE3F14", sea("IE3F14", "MF-HOUSE-1", "MBL-MF-1", "HBL-MF-1"))
+    assert [a for a, _ in out] == ["IE3R01"]
+    house = next(r for r in reg.report() if r["lrn"] == "MF-HOUSE-1")
+    assert "linked" in (reg.received(house["message_ids"][0]) or {})["outcome"]
+
+
+def test_house_level_first_notifies_the_carrier(world) -> None:  # type: ignore[no-untyped-def]
+    """A house level filed before its master level: IE3N02 to the filer and IE3N11 (ENS pending) addressed to the
+    carrier named in the payload, who has not filed yet."""
+    from gateway.simulator.business import Incoming, Options, decide
+    send, reg = world
+    cfg = load_simulator_config(REPO / "conf" / "simulator.toml")
+    data = sea("IE3F14", "MF-HOUSE-2", "MBL-MF-2", "HBL-MF-2")
+    reg.record_received("h2@trader.test", "user-message", "IE3F14", "NL123456789")
+    d = decide(Incoming("h2@trader.test", "IE3F14", "NL123456789", "NL123456789", data), reg, cfg.rules,
+               Options(), NOW)
+    assert [(r.action, r.to_eori, r.ref_to) for r in d.replies] == [
+        ("IE3R01", None, True), ("IE3N02", None, True), ("IE3N11", "DE987654321", False)]
+    assert b"MBL-MF-2" in d.replies[2].payload and "IE3N11" in d.outcome
+
+
+def test_consultation_by_mrn_and_by_transport_document(world) -> None:  # type: ignore[no-untyped-def]
+    send, reg = world
+    out = send("IE3F11", sea("IE3F11", "CONS-DOC-1", "MBL-CONS-1", "HBL-CONS-1"))
+    mrn = inspect_payload(out[0][1]).mrn
+    [(a, p)] = send("IE3Q05", mrn_payload("IE3Q05", mrn))
+    assert a == "IE3R08" and inspect_payload(p).mrn == mrn and b"<status>registered</status>" in p
+    for number in ("MBL-CONS-1", "HBL-CONS-1"):
+        q = ('<?xml version="1.0" encoding="UTF-8"?><IE3Q05 xmlns="urn:wco:datamodel:eu:ics2:2"><transportDocument>'
+             f'<documentNumber>{number}</documentNumber></transportDocument><declarant><identificationNumber>'
+             'NL123456789</identificationNumber></declarant></IE3Q05>').encode()
+        [(a, p)] = send("IE3Q05", q)
+        assert a == "IE3R08" and inspect_payload(p).mrn == mrn, number
+    [(a, _)] = send("IE3Q05", q.replace(b"HBL-CONS-1", b"NO-SUCH-DOC"))
+    assert a == "IE3N01"
+
+
+def test_arrival_for_an_invalidated_ens_gets_ie3n07(world) -> None:  # type: ignore[no-untyped-def]
+    send, _ = world
+    mrn = inspect_payload(send("IE3F32", ens("LRN-N07"))[0][1]).mrn
+    send("IE3Q04", mrn_payload("IE3Q04", mrn))
+    arrival = (FIXTURES / "arr-IE3N06-arrival.xml").read_bytes().replace(b"NLARR2405280001", b"ARR-N07").replace(
+        b"<LRN>", f"<MRN>{mrn}</MRN><LRN>".encode())
+    out = send("IE3N06", arrival)
+    assert [a for a, _ in out] == ["IE3R04", "IE3N07"] and b"invalidated" in out[1][1]
+
+
 def test_config_errors_name_file_and_key(tmp_path: Path) -> None:
     from gateway.config import ConfigError
     text = (REPO / "conf" / "simulator.toml").read_text().replace('delivery = "pull"', 'delivery = "carrier-pigeon"')

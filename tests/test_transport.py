@@ -470,10 +470,9 @@ async def test_pull_loop_adapts_interval(pull_ti, tcfg: TransportConfig, trader:
         puller = _puller(trader, client, endpoint(tcfg, url), sink, cfg, pmodes)
         stop = asyncio.Event()
         task = asyncio.create_task(puller.run(stop))
-        await asyncio.sleep(0.3)
-        assert puller.interval == pytest.approx(0.08)  # idle: grown to the maximum
-        idle_pulls = ti.pulls
-        assert 3 <= idle_pulls <= 12
+        # idle: the interval grows to the maximum (waited for, not timed: a loaded machine is slower, not wrong)
+        await asyncio.wait_for(_until(lambda: puller.interval == pytest.approx(0.08)), 30)
+        assert ti.pulls >= 3
         msgs = [c2t(customs, "NL123456789", mpc=cfg.mpc) for _ in range(3)]
         ti.queue += [(m.content_type, m.body) for m in msgs]
         await asyncio.wait_for(_until(lambda: len(sink.order) == 3), 5)

@@ -13,14 +13,19 @@ from gateway.commands._common import add_conf_option
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "conformance", help="run the conformance scenarios (ICS2 EO campaign and negative AS4 cases)",
-        description="Run the scenario catalogue against one endpoint: connectivity, one filing per transport mode, "
-                    "invalid filing, amendment, invalidation, IE3Q02/IE3Q03 answered, do-not-load, arrival, "
-                    "duplicate elimination, pull, and the negative AS4 cases. Business scenarios run through an "
+        description="Run the scenario catalogue against one endpoint: connectivity (both ways), one filing per "
+                    "transport mode, multiple filing and attachments, invalid filing, amendment, invalidation, "
+                    "consultation, IE3Q02/IE3Q03 answered, lifecycle errors, do-not-load, arrival outcomes, carrier "
+                    "notifications, duplicate elimination, pull (also by the daemon's puller), and the negative AS4 "
+                    "cases. Business scenarios run through an "
                     "in-process gateway with its own journal, spool and API under the working directory (the "
                     "inbound listen address of the configuration is used: stop a daemon that holds it). Negative "
                     "scenarios (leaf-only, expired, revoked, unauthorised sender, damaged gzip) run against the "
                     "bundled simulator or when the endpoint has negative_tests_enabled = true; otherwise they are "
-                    "skipped. Exit 0 when no scenario failed, 1 otherwise, 3 for a refused configuration.")
+                    "skipped. Before any scenario, one ping checks that the TI answers and the inbound address is "
+                    "free; otherwise the run stops at once naming the cause. Exit 0 when no scenario failed, 1 "
+                    "otherwise, 3 for a refused configuration, 4 when the TI is unreachable or the inbound address "
+                    "is taken.")
     add_conf_option(p)
     p.add_argument("--endpoint", metavar="NAME", help="endpoint name from [[endpoints]] (default: [routing] default)")
     p.add_argument("--scenarios", nargs="+", metavar="ID", help="scenario ids or groups (comma or space separated; "
@@ -46,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pull-party", metavar="PARTY_ID", help="party id in pull mode (default: system1@EORI)")
     p.add_argument("--unregistered-party", default="NL999999999", metavar="PARTY_ID",
                    help="a party id NOT registered in UUM&DS, for the unauthorised-sender case (default: NL999999999)")
+    p.add_argument("--carrier-party", default="NL987654321", metavar="PARTY_ID",
+                   help="a carrier's PartyId in pull mode that files nothing, for the ENS pending notification "
+                        "(IE3N11) case (default: NL987654321, registered in the sample simulator)")
     p.add_argument("--json", action="store_true", help="one JSON object per scenario instead of the table")
     p.set_defaults(func=run)
 
@@ -56,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from gateway.conformance.junit import write_junit
-    from gateway.conformance.runner import RunnerRefused, print_report, run_conformance
+    from gateway.conformance.runner import RunnerCannotRun, RunnerRefused, print_report, run_conformance
     from gateway.conformance.scenarios import CATALOGUE
 
     if args.list:
@@ -87,7 +95,11 @@ def run(args: argparse.Namespace) -> int:
             args.conf, endpoint=args.endpoint, scenarios=args.scenarios, allow_production=args.allow_production,
             sim_admin=args.simulator_admin, workdir=workdir, samples=args.samples, certs=args.certs,
             timeout=args.timeout, sub_parties=args.sub_party, pull_party=args.pull_party,
-            unregistered_party=args.unregistered_party, on_result=progress))
+            unregistered_party=args.unregistered_party, carrier_party=args.carrier_party,
+            on_result=progress))
+    except RunnerCannotRun as exc:
+        print(f"ics2gw conformance: cannot run: {exc}", file=sys.stderr)
+        return exitcodes.RUNTIME
     except RunnerRefused as exc:
         print(f"ics2gw conformance: {exc}", file=sys.stderr)
         return exitcodes.CONFIG

@@ -62,6 +62,10 @@ def report(args: argparse.Namespace) -> int:
     print(f"{'LRN':<24} {'MRN':<18} {'ACTION':<7} {'IDS':>3} {'COPIES':>6} {'REGS':>4} STATUS")
     for row in rows:
         flag = "" if row["registrations"] == 1 else "  <-- registered more than once"
+        failed = [r for r in row.get("replies", []) if r.get("state") in ("failed", "rejected")]
+        if failed:  # e.g. a pulled reply never acknowledged: EBMS:0301 MissingReceipt, as the TI records it
+            flag += "".join(f"  <-- {r['action']} {r['state']}: {r.get('last_error') or ''}".rstrip()
+                            for r in failed)
         print(f"{row['lrn']:<24} {row['mrn'] or '-':<18} {row['action']:<7} {len(row['message_ids']):>3} "
               f"{row['copies']:>6} {row['registrations']:>4} {row['status']}{flag}")
     return exitcodes.OK

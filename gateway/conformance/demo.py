@@ -155,7 +155,7 @@ def load_samples(folder: Path, pattern: str = "ens-*.xml") -> list[Sample]:
         except PayloadError as exc:
             out.append(Sample(f, None, None, None, False, reason_if_unreadable=str(exc)))
             continue
-        valid = validate_payload(data).valid
+        valid = validate_payload(data, profile="uk-ssgb" if facts.family == "ics1" else None).valid
         out.append(Sample(f, facts.lrn, facts.person_filing_eori, facts.message_id, valid))
     return out
 
@@ -174,7 +174,8 @@ def _round_trip_ms(life: dict[str, Any]) -> float | None:
     msgs = life.get("messages", [])
     out = next((m for m in msgs if m.get("direction") == "out"), None)
     answer = next((m for m in msgs if m.get("direction") == "in" and m.get("action") in ("IE3R01", "IE3N99",
-                                                                                          "IE3N01")), None)
+                                                                                          "IE3N01", "IE328", "IE316")),
+                  None)
     if out is None or answer is None:
         return None
     t0, t1 = _iso(out.get("created_at")), _iso(answer.get("created_at"))
@@ -212,7 +213,7 @@ def _error_of(life: dict[str, Any]) -> str | None:
 
 def run_demo(*, conf_dir: Path = DEFAULT_CONF_DIR, samples_dir: Path = DEFAULT_SAMPLES,
              workdir: Path = DEFAULT_WORKDIR, timeout: float = 40.0, keep: bool = False,
-             allow_production: bool = False, out: TextIO = sys.stdout) -> DemoResult:
+             allow_production: bool = False, out: TextIO = sys.stdout, with_hmrc: bool = True) -> DemoResult:
     start = time.monotonic()
     gw_base, sim_base = conf_dir / "gateway.toml", conf_dir / "simulator.toml"
     for f in (gw_base, sim_base):
@@ -239,6 +240,10 @@ def run_demo(*, conf_dir: Path = DEFAULT_CONF_DIR, samples_dir: Path = DEFAULT_S
                                  health_port=health_port)
     gw_doc.setdefault("pull", {})["enabled"] = False
     gw_doc["inbound"]["enabled"] = True
+    from gateway.conformance import demo_hmrc   # the UK S&S GB route beside ICS2: its stand-in, [hmrc], samples
+    hmrc = demo_hmrc.prepare(workdir, gw_doc) if with_hmrc else None
+    if hmrc is not None:
+        samples += load_samples(hmrc.samples_dir)
     gw_conf = confgen.write(workdir / "gateway.toml", gw_doc, header.format(gw_base))
     for key in ("key", "chain"):
         p = Path(gw_doc["seal"].get(key, ""))
@@ -256,6 +261,15 @@ def run_demo(*, conf_dir: Path = DEFAULT_CONF_DIR, samples_dir: Path = DEFAULT_S
                                           workdir / "simulator.log", workdir)
         _wait(lambda: _http_json(f"http://127.0.0.1:{admin_port}/admin/health")[0] == 200, 30, sim,
               "the simulator to listen")
+        if hmrc is not None:
+            procs["hmrc-standin"] = hs = _spawn("hmrc-standin", hmrc.standin_args(), workdir / "hmrc-standin.log",
+                                                workdir)
+            _wait(lambda: confgen.port_open(hmrc.port), 30, hs, "the HMRC stand-in to listen")
+            try:
+                hmrc.authorize(gw_conf, workdir)
+            except RuntimeError as exc:
+                raise DemoError(str(exc)) from None
+            out.write(f"demo: HMRC S&S GB stand-in on https://127.0.0.1:{hmrc.port} (OAuth grant done)\n")
         procs["gateway"] = gw = _spawn("gateway", ["run", "--conf", str(gw_conf)], workdir / "gateway.log", workdir)
         _wait(lambda: confgen.port_open(inbound_port) and
               _http_json(f"http://127.0.0.1:{api_port}/health")[0] == 200, 30, gw, "the gateway to be ready")
@@ -274,7 +288,7 @@ def run_demo(*, conf_dir: Path = DEFAULT_CONF_DIR, samples_dir: Path = DEFAULT_S
         status, report = _http_json(f"http://127.0.0.1:{admin_port}/admin/report")
         result.simulator_report = report if status == 200 and isinstance(report, list) else []
     finally:
-        for name in ("gateway", "simulator"):
+        for name in ("gateway", "simulator", "hmrc-standin"):
             if name in procs:
                 result.exit_codes[name] = procs[name].stop()
     result.seconds = time.monotonic() - start
@@ -329,18 +343,19 @@ def _collect(samples: list[Sample], api_port: int, rejected_dir: Path, timeout: 
 
 
 def print_table(result: DemoResult, out: TextIO) -> None:
-    rows = [("LRN", "ACTION", "STATE", "RTT", "OK", "MRN / ERROR", "FILE")]
+    rows = [("LRN", "ROUTE", "ACTION", "STATE", "RTT", "OK", "MRN / ERROR", "FILE")]
     for s in result.samples:
         detail = s.mrn if s.state in REGISTERED and s.mrn else (s.error or "-")
         if len(detail) > 110:
             detail = detail[:107] + "..."
         rtt = f"{s.rtt_ms:.0f} ms" if s.rtt_ms is not None else "-"
-        rows.append((s.lrn or "-", s.action or "-", s.state or "-", rtt, "yes" if s.ok else "NO", detail,
+        route = "S&S GB" if (s.action or "").startswith("IE31") else "ICS2"
+        rows.append((s.lrn or "-", route, s.action or "-", s.state or "-", rtt, "yes" if s.ok else "NO", detail,
                      s.file.name))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     out.write("\n")
     for r in rows:
-        out.write("  ".join(c.rjust(w) if i == 3 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+        out.write("  ".join(c.rjust(w) if i == 4 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
                   + "\n")
     valid = [s for s in result.samples if s.expect_valid]
     invalid = [s for s in result.samples if not s.expect_valid]

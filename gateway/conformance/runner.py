@@ -20,237 +20,26 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import re
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from gateway.conformance import confgen
+from gateway.conformance.context import (  # noqa: F401 - re-exported: the runner's public names
+    DEFAULT_SAMPLES, Context, RunnerCannotRun, RunnerRefused, RunReport, Scenario, ScenarioFailed, ScenarioResult,
+    ScenarioSkipped, expect_error, in_messages, out_messages,
+)
+from gateway.conformance.scenarios import select
 from gateway.config import GatewayConfig, load_gateway_config
-from gateway.ebms.constants import PARTY_TYPE_AUTH, PARTY_TYPE_EORI, ROLE_CUSTOMS, ROLE_TRADER
 from gateway.ebms.engine import Engine
-from gateway.ebms.model import Party
-from gateway.transport.client import As4Client, EbmsErrorOutcome
-from gateway.transport.config import Endpoint, TransportConfig, load_transport_config
+from gateway.transport.client import As4Client
+from gateway.transport.config import Endpoint, load_transport_config
 
 log = logging.getLogger("ics2gw.conformance")
-
-REPO = Path(__file__).resolve().parent.parent.parent
-DEFAULT_SAMPLES = REPO / "tests" / "fixtures" / "ics2"
-NS = "urn:wco:datamodel:eu:ics2:2"
-
-
-class RunnerRefused(RuntimeError):
-    """The run must not start (production configuration, unknown endpoint ...); the message says why."""
-
-
-class ScenarioFailed(AssertionError):
-    """A scenario's expectation was not met; ``evidence`` holds what was observed."""
-
-    def __init__(self, message: str, evidence: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.evidence = evidence or {}
-
-
-@dataclass(frozen=True)
-class Scenario:
-    id: str
-    title: str
-    group: str                                   # connectivity | filing | lifecycle | pull | negative
-    run: Callable[[Context], Awaitable[dict[str, Any]]]
-    negative: bool = False                       # only against the simulator or negative_tests_enabled
-    daemon: bool = False                         # needs the in-process gateway (submit API, journal, inbound)
-    reference: str = ""                          # what it is modelled on (CTS case family, ICD section)
-
-
-@dataclass
-class ScenarioResult:
-    id: str
-    title: str
-    group: str
-    status: str                                  # passed | failed | skipped | error
-    seconds: float
-    evidence: dict[str, Any] = field(default_factory=dict)
-    message: str = ""
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "passed"
-
-
-@dataclass
-class RunReport:
-    endpoint: str
-    url: str
-    environment: str
-    simulator: bool
-    negative_enabled: bool
-    started: str
-    seconds: float
-    results: list[ScenarioResult]
-    workdir: Path
-
-    @property
-    def counts(self) -> dict[str, int]:
-        c = {"passed": 0, "failed": 0, "skipped": 0, "error": 0}
-        for r in self.results:
-            c[r.status] += 1
-        return c
-
-    @property
-    def ok(self) -> bool:
-        return all(r.status in ("passed", "skipped") for r in self.results) and any(r.passed for r in self.results)
-
-
-# ------------------------------------------------------------------------------------------------ context
-class Context:
-    """What a scenario gets: the engine, the client, the endpoint, the in-process gateway and helpers."""
-
-    def __init__(self, cfg: GatewayConfig, tcfg: TransportConfig, endpoint: Endpoint, engine: Engine,
-                 client: As4Client, *, sim_admin: str | None, samples: Path, certs: Path, timeout: float,
-                 sub_parties: Sequence[str], pull_party: str, unregistered_party: str) -> None:
-        self.cfg, self.tcfg, self.endpoint, self.engine, self.client = cfg, tcfg, endpoint, engine, client
-        self.sim_admin, self.samples, self.certs, self.timeout = sim_admin, samples, certs, timeout
-        self.sub_parties, self.pull_party, self.unregistered_party = list(sub_parties), pull_party, unregistered_party
-        self.gateway: Any = None
-        self.api_url: str | None = None
-        self.http: aiohttp.ClientSession | None = None
-        self._n = 0
-        # LRN stem unique per run: base-36 seconds since 2024 (6 chars) + 2 random, so reruns never reuse an LRN
-        secs = int(time.time()) - 1_704_067_200
-        digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-        stem = ""
-        while secs:
-            secs, r = divmod(secs, 36)
-            stem = digits[r] + stem
-        import secrets
-        self.run_id = (stem or "0") + "".join(secrets.choice(digits) for _ in range(2))
-
-    # -------------------------------------------------------------------------------- parties and payloads
-    @property
-    def customs(self) -> Party:
-        return Party(self.endpoint.party_id, PARTY_TYPE_AUTH, ROLE_CUSTOMS)
-
-    def trader(self, party_id: str | None = None) -> Party:
-        return Party(party_id or self.cfg.identity.party_id, PARTY_TYPE_EORI, ROLE_TRADER)
-
-    def engine_for(self, party_id: str) -> Engine:
-        """The same sealing identity and trust, speaking as another PartyId (sub-domain party ids)."""
-        e = self.engine
-        return Engine(e.identity, e.trust, party_id=party_id, fqdn=e.fqdn, limits=e.limits, policy=e.policy)
-
-    def lrn(self, prefix: str = "CT") -> str:
-        self._n += 1
-        value = f"{prefix}{self.run_id}{self._n:03d}"
-        assert len(value) <= 22, value
-        return value
-
-    def sample(self, name: str) -> bytes:
-        path = self.samples / name
-        if not path.exists():
-            raise ScenarioFailed(f"sample {path} is missing (give the folder with --samples)")
-        return path.read_bytes()
-
-    def ens(self, name: str, lrn: str) -> bytes:
-        data = self.sample(name)
-        return re.sub(rb"<LRN>[^<]*</LRN>", f"<LRN>{lrn}</LRN>".encode(), data, count=1)
-
-    @staticmethod
-    def with_mrn(data: bytes, mrn: str) -> bytes:
-        return re.sub(rb"<MRN>[^<]*</MRN>", f"<MRN>{mrn}</MRN>".encode(), data, count=1)
-
-    def mrn_message(self, action: str, mrn: str, eori: str | None = None) -> bytes:
-        """A minimal IE3Q04 / IE3R02 / IE3R03 about a registered filing: MRN, then the declarant."""
-        eori = eori or self.cfg.identity.eori
-        return (f'<?xml version="1.0" encoding="UTF-8"?><{action} xmlns="{NS}"><MRN>{mrn}</MRN>'
-                f'<declarant><identificationNumber>{eori}</identificationNumber></declarant></{action}>').encode()
-
-    # -------------------------------------------------------------------------------- the gateway
-    async def submit(self, data: bytes, *, action: str | None = None) -> dict[str, Any]:
-        if self.http is None or self.api_url is None:
-            raise ScenarioFailed("the in-process gateway is not running")
-        url = self.api_url + "/filings" + (f"?action={action}" if action else "")
-        async with self.http.post(url, data=data, headers={"Content-Type": "application/xml"}) as r:
-            body = await r.json(content_type=None)
-            if r.status != 202:
-                raise ScenarioFailed(f"the submit API answered {r.status}: {body.get('message') or body}",
-                                     {"http_status": r.status, "error": body.get("error")})
-            return body
-
-    def lifecycle(self, filer: str, lrn: str) -> dict[str, Any] | None:
-        reader = self.gateway.components["reader"]
-        filing = reader.get_filing_by_key(filer, lrn)
-        return reader.lifecycle(filing.id) if filing is not None else None
-
-    async def wait_state(self, filer: str, lrn: str, states: Sequence[str], *, timeout: float | None = None,
-                         fail_states: Sequence[str] = ("failed", "held", "rejected-locally", "abandoned")
-                         ) -> dict[str, Any]:
-        """Polls the journal until the filing is in one of ``states``; fails early on a hopeless state."""
-        deadline = time.monotonic() + (timeout or self.timeout)
-        life: dict[str, Any] | None = None
-        while time.monotonic() < deadline:
-            life = self.lifecycle(filer, lrn)
-            if life is not None:
-                state = life["filing"]["state"]
-                if state in states:
-                    return life
-                if state in fail_states and state not in states:
-                    break
-            await asyncio.sleep(0.05)
-        state = life["filing"]["state"] if life else None
-        raise ScenarioFailed(f"filing {lrn} is {state or 'not journaled'}, expected {' or '.join(states)}",
-                             {"lrn": lrn, "state": state, "last_error": life["filing"].get("last_error") if life
-                              else None, "events": [e["event"] for e in (life or {}).get("events", [])][-8:]})
-
-    # -------------------------------------------------------------------------------- the simulator
-    async def sim(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        assert self.sim_admin and self.http is not None
-        async with self.http.request(method, self.sim_admin + path, json=body) as r:
-            data = await r.json(content_type=None)
-            if r.status != 200:
-                raise ScenarioFailed(f"simulator admin {method} {path}: HTTP {r.status} {data}")
-            return data
-
-    async def sim_report(self, lrn: str) -> dict[str, Any] | None:
-        rows = await self.sim("GET", "/report")
-        return next((row for row in rows if row.get("lrn") == lrn), None)
-
-
-# ------------------------------------------------------------------------------------------------ helpers
-def in_messages(life: dict[str, Any]) -> list[dict[str, Any]]:
-    return [m for m in life.get("messages", []) if m.get("direction") == "in"]
-
-
-def out_messages(life: dict[str, Any]) -> list[dict[str, Any]]:
-    return [m for m in life.get("messages", []) if m.get("direction") == "out"]
-
-
-def expect_error(outcome: Any, codes: Sequence[str], *, sub_code: str | None = None) -> dict[str, Any]:
-    """The outcome must be an ebMS error with one of ``codes``; an EBMS:0004 must carry ``sub_code`` (A001, found
-    by find_sub_code in ErrorDetail, Description or shortDescription)."""
-    from gateway.transport.client import summarize
-    ev = summarize(outcome)
-    if not isinstance(outcome, EbmsErrorOutcome):
-        raise ScenarioFailed(f"expected an ebMS error {'/'.join(codes)}, got {ev.get('outcome')}"
-                             f"{': ' + str(ev.get('cause')) if ev.get('cause') else ''}", ev)
-    got = [e.error_code for e in outcome.errors]
-    if not any(c in codes for c in got):
-        raise ScenarioFailed(f"expected {'/'.join(codes)}, got {', '.join(got)}: {outcome.description}", ev)
-    if sub_code is not None and "EBMS:0004" in got and outcome.sub_code != sub_code:
-        raise ScenarioFailed(f"expected sub-code {sub_code} with {outcome.code}, got {outcome.sub_code}", ev)
-    first = outcome.errors[0]
-    return {"code": ", ".join(got), "sub_code": outcome.sub_code, "signed": outcome.signed,
-            "severity": first.severity, "description": (first.description or first.short_description or "")[:120],
-            "http_status": outcome.http_status, "ms": round(outcome.elapsed * 1000, 1)}
-
-
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 1)
 
 
 async def _probe_simulator(url: str, endpoint: Endpoint) -> str | None:
@@ -278,9 +67,10 @@ async def run_conformance(conf: Path, *, endpoint: str | None = None, scenarios:
                           workdir: Path | None = None, samples: Path | None = None, certs: Path | None = None,
                           timeout: float | None = None, sub_parties: Sequence[str] | None = None,
                           pull_party: str | None = None, unregistered_party: str = "NL999999999",
+                          carrier_party: str = "NL987654321",
+                          preflight_timeout: float = 20.0,
                           on_result: Callable[[ScenarioResult], None] | None = None) -> RunReport:
     """Runs the selected scenarios (default: all) against ``endpoint`` of the configuration ``conf``."""
-    from gateway.conformance.scenarios import select
     started = dt.datetime.now(dt.timezone.utc)
     t_start = time.monotonic()
     user_cfg = load_gateway_config(conf)
@@ -328,9 +118,15 @@ async def run_conformance(conf: Path, *, endpoint: str | None = None, scenarios:
         ctx = Context(cfg, tcfg, ep, engine, client, sim_admin=detected, samples=samples or DEFAULT_SAMPLES,
                       certs=certs, timeout=timeout or (20.0 if detected else 600.0),
                       sub_parties=sub_parties or (f"system1@{cfg.identity.eori}", f"{cfg.identity.eori}@FR"),
-                      pull_party=pull_party or f"system1@{cfg.identity.eori}", unregistered_party=unregistered_party)
+                      pull_party=pull_party or f"system1@{cfg.identity.eori}", unregistered_party=unregistered_party,
+                      carrier_party=carrier_party)
         ctx.http = http
+        ctx.run_conf = run_conf
         gw_task: asyncio.Task[Any] | None = None
+        # fail fast, naming the cause, before a single scenario runs (not one connection error per scenario)
+        if any(s.daemon for s in chosen) and tcfg.inbound.enabled:
+            _check_inbound_free(tcfg, run_conf)
+        await _check_reachable(ctx, preflight_timeout)
         try:
             if any(s.daemon for s in chosen):
                 gw_task = await _start_gateway(ctx, cfg)
@@ -349,6 +145,48 @@ async def run_conformance(conf: Path, *, endpoint: str | None = None, scenarios:
     return RunReport(endpoint=ep.name, url=ep.url, environment=cfg.environment, simulator=detected is not None,
                      negative_enabled=negative_enabled, started=started.strftime("%Y-%m-%dT%H:%M:%SZ"),
                      seconds=time.monotonic() - t_start, results=results, workdir=workdir)
+
+
+def _check_inbound_free(tcfg: Any, conf: Path) -> None:
+    """The in-process gateway listens where customs pushes ([inbound] listen). If that address is taken, a daemon
+    (or anything else) would get the answers meant for this run: refuse before anything is sent."""
+    import errno
+    import socket
+    for addr in tcfg.inbound.listen:
+        family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                if family == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                s.bind((addr.host, addr.port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise RunnerCannotRun(f"the inbound address {addr} ([inbound] listen of {conf}) is in use, most likely "
+                                    "by a running gateway daemon: customs pushes its answers there, so stop that "
+                                    "daemon (or give the runner a configuration with another [inbound] listen) and "
+                                    "run again") from None
+            if exc.errno == errno.EADDRNOTAVAIL and family == socket.AF_INET6:
+                continue  # no IPv6 on this host: the gateway skips that address too
+            raise RunnerCannotRun(f"the inbound address {addr} ([inbound] listen of {conf}) cannot be bound: "
+                                f"{exc.strerror or exc}") from None
+
+
+async def _check_reachable(ctx: Context, timeout: float) -> None:
+    """One AS4 ping (the campaign's first step anyway) within ``timeout``: a TI that refuses the connection, fails
+    TLS or answers nothing stops the run here with the cause, instead of failing every scenario one by one."""
+    from gateway.transport.client import EbmsErrorOutcome, ReceiptOk, summarize
+    ep = ctx.endpoint
+    msg = await asyncio.to_thread(ctx.engine.ping, ctx.customs)
+    try:
+        outcome = await asyncio.wait_for(ctx.client.send(ep, msg), timeout)
+    except asyncio.TimeoutError:
+        raise RunnerCannotRun(f"the TI endpoint {ep.name} ({ep.url}) did not answer a ping within {timeout:.0f} s: "
+                            "check the URL, the network path (proxy, firewall) and that the TI is up") from None
+    if isinstance(outcome, (ReceiptOk, EbmsErrorOutcome)):
+        return  # it answers as an AS4 MSH (an ebMS error is for the scenarios to judge)
+    ev = summarize(outcome)
+    raise RunnerCannotRun(f"the TI endpoint {ep.name} ({ep.url}) is not usable: {ev.get('cause') or ev.get('outcome')}"
+                        f"{' (HTTP ' + str(ev['http_status']) + ')' if ev.get('http_status') else ''}")
 
 
 async def _start_gateway(ctx: Context, cfg: GatewayConfig) -> asyncio.Task[Any]:
@@ -381,6 +219,8 @@ async def _run_one(ctx: Context, sc: Scenario, negative_enabled: bool) -> Scenar
         status, message = "passed", ""
     except ScenarioFailed as exc:
         evidence, status, message = exc.evidence, "failed", str(exc)
+    except ScenarioSkipped as exc:
+        evidence, status, message = {}, "skipped", str(exc)
     except Exception as exc:  # noqa: BLE001 - one broken scenario must not stop the catalogue
         log.exception("scenario %s raised", sc.id)
         evidence, status, message = {}, "error", f"{type(exc).__name__}: {exc}"

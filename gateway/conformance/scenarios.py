@@ -15,15 +15,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.conformance.runner import (
-    Context, Scenario, ScenarioFailed, _ms, expect_error, in_messages, out_messages,
+from gateway.conformance import campaign as cp
+from gateway.conformance.context import (
+    Context, RunnerRefused, Scenario, ScenarioFailed, _ms, expect_error, in_messages, out_messages,
 )
+from gateway.conformance.steps import REGISTERED_OR_LATER, _file, _registered, _registered_once
 from gateway.conformance.unsafe import Recipe, build_message, xml_part
 from gateway.ebms.engine import OutboundMessage
 from gateway.ebms.model import new_message_id
-from gateway.transport.client import EmptyChannel, PulledMessage, ReceiptOk, SignalAccepted, summarize
+from gateway.transport.client import EmptyChannel, ReceiptOk, summarize
 
-REGISTERED_OR_LATER = ("registered", "amended", "assessment-complete")
 
 
 # ------------------------------------------------------------------------------------------------ connectivity
@@ -64,28 +65,6 @@ async def sub_domain(ctx: Context, index: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ filings
-async def _file(ctx: Context, data: bytes, lrn: str, states: Sequence[str], *, action: str | None = None,
-                timeout: float | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    t0 = time.monotonic()
-    accepted = await ctx.submit(data, action=action)
-    filer = accepted["filer_eori"]
-    life = await ctx.wait_state(filer, lrn, states, timeout=timeout)
-    f = life["filing"]
-    answers = [m["action"] for m in in_messages(life)]
-    ev = {"lrn": lrn, "action": f["action"], "message_id": accepted.get("message_id"), "state": f["state"],
-          "mrn": f.get("mrn"), "answers": answers, "ms": _ms(time.monotonic() - t0)}
-    return life, ev
-
-
-async def _registered_once(ctx: Context, lrn: str, ev: dict[str, Any]) -> None:
-    if not ctx.sim_admin:
-        return
-    row = await ctx.sim_report(lrn)
-    if row is None or row.get("registrations") != 1 or len(row.get("message_ids", [])) != 1:
-        raise ScenarioFailed("the simulator did not register the filing exactly once", {**ev, "report": row})
-    ev["sim_copies"] = row.get("copies")
-
-
 def filing(fixture: str) -> Any:
     async def run(ctx: Context) -> dict[str, Any]:
         lrn = ctx.lrn("CT")
@@ -106,13 +85,6 @@ async def invalid_filing(ctx: Context) -> dict[str, Any]:
         raise ScenarioFailed("rejected, but not by IE3N99", ev)
     ev["error"] = life["filing"].get("last_error")
     return ev
-
-
-async def _registered(ctx: Context, prefix: str = "CT", fixture: str = "ens-IE3F32-express.xml"
-                      ) -> tuple[str, str, dict[str, Any]]:
-    lrn = ctx.lrn(prefix)
-    life, ev = await _file(ctx, ctx.ens(fixture, lrn), lrn, ("registered",))
-    return lrn, life["filing"]["filer_eori"], ev
 
 
 async def amendment(ctx: Context) -> dict[str, Any]:
@@ -228,7 +200,10 @@ async def resend_duplicate(ctx: Context) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------ pull
 async def pull_mode(ctx: Context) -> dict[str, Any]:
-    """A filing from a PartyId in pull mode; the IE3R01 is pulled from its MPC and acknowledged by a receipt."""
+    """A filing from a PartyId in pull mode; the IE3R01 is pulled from its MPC, journaled by the in-process gateway
+    and acknowledged by a receipt. Anything else pulled meanwhile is journaled and acknowledged too (never dropped);
+    the IE3R01 is recognised by RefToMessageId or, as the STI sends it without one, by its LRN."""
+    from gateway.ics2.inspect import inspect_payload
     party = ctx.pull_party
     engine = ctx.engine_for(party)
     lrn = ctx.lrn("PL")
@@ -239,37 +214,27 @@ async def pull_mode(ctx: Context) -> dict[str, Any]:
     ev: dict[str, Any] = {"party_id": party, "lrn": lrn, "message_id": msg.message_id}
     if not isinstance(outcome, ReceiptOk):
         raise ScenarioFailed(f"no receipt for the filing: {summarize(outcome)}", {**ev, **summarize(outcome)})
-    mpc = f"urn:fdc:ec.europa.eu:2019:eu_ics2_c2t/EORI/{party}"
-    deadline = time.monotonic() + ctx.timeout
-    pulls = empties = 0
-    while time.monotonic() < deadline:
-        request = await asyncio.to_thread(engine.pull_request, mpc)
-        pulled = await ctx.client.pull(ctx.endpoint, request, mpc)
-        pulls += 1
-        if isinstance(pulled, EmptyChannel):
-            empties += 1
-            await asyncio.sleep(0.2)
-            continue
-        if not isinstance(pulled, PulledMessage):
-            raise ScenarioFailed(f"the pull failed: {summarize(pulled)}", {**ev, **summarize(pulled)})
-        receipt = await asyncio.to_thread(engine.receipt_for, pulled.inbound)
-        ack = await ctx.client.post_signal(ctx.endpoint, receipt.content_type, receipt.body,
-                                           message_id=receipt.message_id, ref_to_message_id=pulled.message_id)
-        if not isinstance(ack, SignalAccepted):
-            raise ScenarioFailed(f"the receipt for the pulled message was refused: {summarize(ack)}",
-                                 {**ev, **summarize(ack)})
-        um = pulled.inbound.messaging.user_message
-        from gateway.ics2.inspect import inspect_payload
-        payload = pulled.inbound.payloads[0].data(engine.limits) if pulled.inbound.payloads else b""
-        facts = inspect_payload(payload) if payload else None
-        if um is not None and (um.ref_to_message_id == msg.message_id or (facts and facts.lrn == lrn)):
-            if um.action != "IE3R01" or not (facts and facts.mrn):
-                raise ScenarioFailed(f"pulled {um.action}, expected IE3R01 with an MRN", ev)
-            ev.update(pulled_id=pulled.message_id, action=um.action, mrn=facts.mrn, pulls=pulls, empty=empties,
-                      receipt=receipt.message_id, ms=_ms(time.monotonic() - t0))
-            return ev
-        # someone else's older message on this MPC: acknowledged above, keep pulling
-    raise ScenarioFailed(f"no IE3R01 on {mpc} within {ctx.timeout:.0f} s", {**ev, "pulls": pulls})
+
+    def facts(m: Any) -> Any:
+        data = m.payloads[0].data(engine.limits) if m.payloads else b""
+        return inspect_payload(data) if data else None
+
+    def ours(m: Any) -> bool:
+        um = m.messaging.user_message
+        f = facts(m)
+        return um is not None and (um.ref_to_message_id == msg.message_id or bool(f and f.lrn == lrn))
+
+    pulled, seen = await ctx.pull_until(ours, party)
+    um = pulled.messaging.user_message
+    f = facts(pulled)
+    if um.action != "IE3R01" or not (f and f.mrn):
+        raise ScenarioFailed(f"pulled {um.action}, expected IE3R01 with an MRN", ev)
+    if ctx.journaled_inbound(pulled.message_id) is None:
+        raise ScenarioFailed("the pulled IE3R01 was acknowledged but is not in the journal", ev)
+    ev.update(pulled_id=pulled.message_id, action=um.action, mrn=f.mrn, ref_to=um.ref_to_message_id,
+              pulls=len(seen), empty=sum(1 for p in seen if isinstance(p.outcome, EmptyChannel)),
+              ms=_ms(time.monotonic() - t0))
+    return ev
 
 
 async def empty_pull(ctx: Context) -> dict[str, Any]:
@@ -362,10 +327,59 @@ CATALOGUE: tuple[Scenario, ...] = (
     Scenario("arrival", "Arrival notification (IE3N06) answered by IE3R04", "lifecycle", arrival, daemon=True),
     Scenario("resend-duplicate", "Resend of an unacknowledged message: same MessageId, registered once",
              "lifecycle", resend_duplicate, daemon=True, reference="OASIS AS4 3.2 duplicate elimination"),
-    Scenario("pull-mode", "Pull mode: IE3R01 pulled from the party's MPC and acknowledged", "pull", pull_mode,
-             reference="ICD 4.1.3.3"),
+    Scenario("pull-mode", "Pull mode: IE3R01 pulled from the party's MPC, journaled, acknowledged", "pull",
+             pull_mode, daemon=True, reference="ICD 4.1.3.3"),
     Scenario("empty-pull", "PullRequest on an empty channel answered by the EBMS:0006 warning", "pull", empty_pull),
     Scenario("test-service", "ebMS test service: receipt and no business delivery", "connectivity", test_service),
+    # ---- the campaign beyond one filing per mode (campaign.py)
+    Scenario("ti-ping-push", "The TI pings the trader by push: our signed receipt", "connectivity", cp.ti_ping_push,
+             daemon=True, reference="ICD 4.5.1"),
+    Scenario("ti-ping-pull", "The TI pings the trader by pull: pulled, journaled, receipted", "connectivity",
+             cp.ti_ping_pull, daemon=True, reference="ICD 4.5.1"),
+    Scenario("filing-rail", "ENS filing, rail (IE3F51) answered by IE3R01", "filing",
+             cp.campaign_filing("ens-IE3F51-rail.xml"), daemon=True),
+    Scenario("filing-sea-master-house", "ENS filing, sea master with house level (IE3F11) answered by IE3R01",
+             "filing", cp.campaign_filing("ens-IE3F11-sea-master-house.xml"), daemon=True),
+    Scenario("filing-attachment-carried", "Air ENS (IE3F20) carrying its PDF as a MIME part named by "
+             "binaryFile/identification: registered", "filing", cp.filing_with_attachment, daemon=True,
+             reference="ICD 3.1.11, 4.2.5"),
+    Scenario("multiple-filing", "Multiple filing: master level (IE3F12) incomplete (IE3N02) until the house level "
+             "(IE3F14) links to it", "filing", cp.multiple_filing, daemon=True, reference="ICD 3.1.4"),
+    Scenario("ens-pending", "House level before its master level: IE3N02 to the filer, IE3N11 (ENS pending) "
+             "to the carrier", "filing", cp.ens_pending, daemon=True, reference="ICD 3.1.4, Annex 1 IE3N11"),
+    Scenario("consultation", "Consultation IE3Q05 by MRN answered by IE3R08", "lifecycle", cp.consultation,
+             daemon=True, reference="ICD 3.1.9"),
+    Scenario("consultation-by-document", "Consultation IE3Q05 by house transport document answered by IE3R08",
+             "lifecycle", cp.consultation_by_document, daemon=True, reference="ICD 3.1.9"),
+    Scenario("information-by-amendment", "IE3Q02 asking for an amendment answered by IE3A32: IE3N10, closed",
+             "lifecycle", cp.information_by_amendment, daemon=True),
+    Scenario("information-with-document", "IE3Q02 answered by an IE3R02 carrying a PDF", "lifecycle",
+             cp.request_answered_with_document("RFI", "IE3Q02", "info-requested", "IE3R02"), daemon=True,
+             reference="ICD 3.1.11"),
+    Scenario("screening-with-document", "IE3Q03 answered by an IE3R03 carrying a PDF", "lifecycle",
+             cp.request_answered_with_document("HRCM", "IE3Q03", "screening-requested", "IE3R03"), daemon=True,
+             reference="ICD 3.1.11"),
+    Scenario("lifecycle-errors", "Amending and invalidating an invalidated ENS: IE3N01 each, still invalidated",
+             "lifecycle", cp.lifecycle_errors, daemon=True, reference="ICD Annex 1 IE3N01"),
+    Scenario("duplicate-lrn", "A second filing with a registered LRN: refused locally (409); at customs IE3N01, "
+             "not registered again", "lifecycle", cp.duplicate_lrn, daemon=True, reference="ICD Annex 1 IE3N01"),
+    Scenario("ie3n99-by-ref", "IE3N99 whose functional reference matches nothing, correlated by RefToMessageId",
+             "lifecycle", cp.rejected_by_ref_only, daemon=True, reference="ICD 4.5.3"),
+    Scenario("arrival-control", "Arrival of an ENS selected for control: IE3R04 and IE3N08", "lifecycle",
+             cp.arrival_control, daemon=True),
+    Scenario("arrival-incorrect-state", "Arrival naming an invalidated ENS: IE3R04 and IE3N07", "lifecycle",
+             cp.arrival_incorrect_state, daemon=True),
+    Scenario("notification-ie3n09", "AEO control notification IE3N09 reaches its filing", "lifecycle",
+             cp.notification_ie3n09, daemon=True),
+    Scenario("carrier-notifications", "IE3N04, IE3N05, IE3Q01 and the IE3R01 copy to a carrier that did not file: "
+             "received, journaled, receipted", "lifecycle", cp.carrier_notifications, daemon=True,
+             reference="ICD 3.1.8, Annex 3"),
+    Scenario("pull-no-ref-reoffer", "Pulled IE3R01 without RefToMessageId, correlated by LRN; re-offered copy "
+             "journaled once", "pull", cp.pull_without_ref_and_reoffer, daemon=True, reference="ICD 4.1.3.3"),
+    Scenario("pull-daemon", "The daemon's own puller (pull-mode party): filing registered by the pulled IE3R01",
+             "pull", cp.pull_by_daemon, daemon=True, reference="ICD 4.1.3.3"),
+    Scenario("unregistered-pull-party", "PullRequest on the MPC of an unregistered PartyId: EBMS:0004 / A001",
+             "negative", cp.unregistered_pull_party, negative=True, reference="eDelivery 1.5.5.5"),
     Scenario("subdomain-system", "Sub-domain party id system@EORI is accepted", "connectivity",
              lambda ctx: sub_domain(ctx, 0), reference="ICD table 8"),
     Scenario("subdomain-ms", "Sub-domain party id EORI@MS is accepted", "connectivity",
@@ -396,7 +410,6 @@ def select(ids: Sequence[str] | None) -> list[Scenario]:
     known = {s.id for s in CATALOGUE} | {s.group for s in CATALOGUE} | {"negative"}
     unknown = wanted - known
     if unknown:
-        from gateway.conformance.runner import RunnerRefused
         raise RunnerRefused(f"unknown scenario(s) {', '.join(sorted(unknown))}; known: "
                             f"{', '.join(s.id for s in CATALOGUE)} (or a group: "
                             f"{', '.join(sorted({s.group for s in CATALOGUE}))})")

@@ -173,6 +173,21 @@ BEGIN
 END;
 """
 
+# References a route other than AS4 gets back for a filing's message (the HMRC route's CorrelationId): the key by
+# which that route's answers are correlated. (route, ref) is unique: a reference names one message, forever.
+V_ROUTE_REFS = """
+CREATE TABLE route_refs (
+    route       TEXT NOT NULL,
+    ref         TEXT NOT NULL,
+    message_id  TEXT NOT NULL,
+    filing_id   INTEGER,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (route, ref)
+);
+CREATE INDEX route_refs_filing ON route_refs (filing_id);
+CREATE INDEX route_refs_message ON route_refs (message_id);
+"""
+
 # The transactional outbox of event delivery (AMQP): the event log is written in the same commit as every state
 # change, so the outbox is a durable cursor over it per sink; a sink advances its cursor only after the broker
 # confirmed everything before it. intake_refs keeps what a broker intake knew of a filing's message (its AMQP
@@ -200,7 +215,8 @@ CREATE TABLE intake_refs (
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "filings, messages, inbound duplicate elimination, orphans, customs requests, event log",
               _script(V1)),
-    Migration(2, "event outbox cursors and broker intake references", _script(V_OUTBOX)),
+    Migration(2, "route references (HMRC correlation ids)", _script(V_ROUTE_REFS)),
+    Migration(3, "event outbox cursors, broker intake references and redelivery counts", _script(V_OUTBOX)),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -668,6 +668,28 @@ class SqliteJournal:
         assert m is not None
         return InboundResult(message=m, receipt=row["dreceipt"], receipt_content_type=row["dct"], duplicate=True)
 
+    def record_route_ref(self, route: str, ref: str, *, message_id: str, filing_id: int | None,
+                         now: datetime) -> bool:
+        """Keeps the reference another route returned for one of our messages; False if it was already kept
+        for the same message, ``JournalError`` if it names another message."""
+        with self.transaction():
+            row = self._conn.execute("SELECT message_id FROM route_refs WHERE route = ? AND ref = ?",
+                                     (route, ref)).fetchone()
+            if row is not None:
+                if row[0] != message_id:
+                    raise JournalError(f"{route} reference {ref} already names message {row[0]}, "
+                                                  f"not {message_id}")
+                return False
+            self._conn.execute("INSERT INTO route_refs (route, ref, message_id, filing_id, created_at) "
+                               "VALUES (?, ?, ?, ?, ?)", (route, ref, message_id, filing_id, iso(now)))
+            return True
+
+    def find_route_ref(self, route: str, ref: str) -> tuple[str, int | None] | None:
+        with self._lock:
+            row = self._conn.execute("SELECT message_id, filing_id FROM route_refs WHERE route = ? AND ref = ?",
+                                     (route, ref)).fetchone()
+        return (row[0], row[1]) if row is not None else None
+
     def lookup_inbound(self, sender_party: str, message_id: str) -> InboundResult | None:
         with self._lock:
             return self._dedup(sender_party, message_id)
@@ -902,6 +924,7 @@ class SqliteJournal:
                 marks = ", ".join("?" * len(chunk))
                 self._conn.execute(f"DELETE FROM customs_requests WHERE filing_id IN ({marks})", chunk)
                 self._conn.execute(f"DELETE FROM intake_refs WHERE filing_id IN ({marks})", chunk)
+                self._conn.execute(f"DELETE FROM route_refs WHERE filing_id IN ({marks})", chunk)
             for chunk in _chunks(all_rows):
                 marks = ", ".join("?" * len(chunk))
                 messages += self._conn.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk).rowcount

@@ -58,8 +58,9 @@ class Acceptor:
     """Turns ENS bytes into a journaled, sealed, queued filing (or a follow-up message on an existing one)."""
 
     def __init__(self, engine: Engine, writer: Any, journal: Any, router: Any, *, validation: str = "block",
-                 validation_profile: str | None = None, clock: Any = None) -> None:
+                 validation_profile: str | None = None, clock: Any = None, hmrc: Any = None) -> None:
         self.engine, self.writer, self.journal, self.router = engine, writer, journal, router
+        self.hmrc = hmrc          # the HMRC S&S GB route's acceptor (IE315 / IE313), when [hmrc] is enabled
         self.validation, self.validation_profile = validation, validation_profile
         self.clock = clock or engine.clock
 
@@ -70,6 +71,9 @@ class Acceptor:
             raise IntakeRefused("unreadable", f"the payload cannot be read as an ICS2 message: {exc}", status=400)
         act = action or facts.message_id
         spec = lookup(act)
+        if spec is not None and spec.family == "ics1" and spec.direction == "t2c":
+            raise IntakeRefused("no-route", f"{act} is an ICS phase-1 message for the UK S&S GB service (HMRC): "
+                                            "enable the [hmrc] route to file it")
         if spec is None or spec.family != "ics2" or spec.direction != "t2c":
             raise IntakeRefused("unknown-action", f"{act} is not an ICS2 trader-to-customs message")
         if act != facts.message_id:
@@ -81,6 +85,8 @@ class Acceptor:
                      endpoint: str | None = None, intake_ref: dict[str, Any] | None = None) -> Accepted:
         """``intake_ref``: what a broker intake called the message ({channel, message_id, correlation_id}); kept
         with a new filing in the same commit, so every event of the filing can echo it."""
+        if self.hmrc is not None and self.hmrc.claims(data):
+            return await self.hmrc.accept(data, source=source, intake_ref=intake_ref)
         facts, act = self.inspect(data, action)
         spec = lookup(act)
         assert spec is not None

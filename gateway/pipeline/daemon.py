@@ -62,11 +62,16 @@ class Gateway:
                                max_delay_ms=jcfg.group_commit_max_delay_ms).start()
         alerts = Alerts(dcfg.alerts, cfg.environment)
         router = _router(tcfg)
+        from gateway.hmrc.wiring import build_hmrc   # the UK S&S GB route, when [hmrc] enables it
+        hmrc = build_hmrc(cfg, writer=writer, journal=reader, alerts=alerts, inbox_dir=dcfg.intake.inbox_dir,
+                          status_dir=dcfg.intake.status_dir, validation=dcfg.intake.validation)
         acceptor = Acceptor(engine, writer, reader, router, validation=dcfg.intake.validation,
-                            validation_profile=dcfg.intake.validation_profile)
+                            validation_profile=dcfg.intake.validation_profile,
+                            hmrc=hmrc.acceptor if hmrc else None)
         client = As4Client(engine, tcfg, pool_size=max(4, dcfg.pipeline.per_endpoint_concurrency))
         sender = Sender(reader, writer, client, tcfg.endpoints, dcfg.pipeline, alerts,
-                        status_dir=dcfg.intake.status_dir, default_endpoint=tcfg.routing.default)
+                        status_dir=dcfg.intake.status_dir, default_endpoint=tcfg.routing.default,
+                        routes=hmrc.routes if hmrc else None)
         sink = InboundProcessor(reader, writer, inbox_dir=dcfg.intake.inbox_dir, status_dir=dcfg.intake.status_dir,
                                 limits=engine.limits, alerts=alerts)
         intake = SpoolIntake(dcfg.intake, acceptor, on_queued=sender.wake)
@@ -108,6 +113,8 @@ class Gateway:
                                            "journal_changes": writer.stats.changes}
                     if "puller" in self.components:
                         doc["pull"] = self.components["puller"][0].status()
+                    if hmrc is not None:
+                        doc["hmrc"] = hmrc.status()
                     if amqp is not None:
                         doc["amqp"] = amqp.status()
                     return doc
@@ -117,6 +124,9 @@ class Gateway:
             tasks += [asyncio.create_task(sender.run(), name="sender"),
                       asyncio.create_task(intake.run(), name="intake"),
                       asyncio.create_task(timers.run(), name="timers")]
+            if hmrc is not None:
+                self.components["hmrc"] = hmrc
+                tasks.append(hmrc.start())
             if amqp is not None:
                 self.components["amqp"] = amqp
                 tasks.append(amqp.start())
@@ -137,6 +147,8 @@ class Gateway:
             if amqp is not None:
                 amqp.stop_event.set()         # stop consuming first; the outbox drains what it can below
             await sender.stop(dcfg.pipeline.drain_seconds)
+            if hmrc is not None:
+                await hmrc.stop(dcfg.pipeline.drain_seconds)
             if amqp is not None:
                 await amqp.stop(dcfg.pipeline.drain_seconds)
             pull_tasks = [t for t in tasks if t.get_name() == "puller"]

@@ -34,6 +34,8 @@ log = logging.getLogger("ics2gw.sender")
 
 def classify(outcome: Any) -> tuple[str, str, str | None]:
     """(verdict, reason, sub_code) with verdict one of receipted, retry, permanent, hold."""
+    if hasattr(outcome, "classification"):   # outcomes of another route (HMRC) classify themselves
+        return outcome.classification()
     kind = type(outcome).__name__
     if kind == "ReceiptOk":
         return "receipted", "receipt verified", None
@@ -66,8 +68,10 @@ def classify(outcome: Any) -> tuple[str, str, str | None]:
 
 class Sender:
     def __init__(self, journal: Any, writer: Any, client: Any, endpoints: dict[str, Any], cfg: PipelineConfig,
-                 alerts: Alerts, *, status_dir: Any, default_endpoint: str, clock: Any = None) -> None:
+                 alerts: Alerts, *, status_dir: Any, default_endpoint: str, clock: Any = None,
+                 routes: dict[str, Any] | None = None) -> None:
         self.journal, self.writer, self.client = journal, writer, client
+        self.routes: dict[str, Any] = dict(routes or {})   # endpoint name -> a non-AS4 route (HMRC)
         self.endpoints, self.cfg, self.alerts = endpoints, cfg, alerts
         self.status_dir, self.default_endpoint = status_dir, default_endpoint
         self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
@@ -156,6 +160,13 @@ class Sender:
         message (one fsync for both instead of two)."""
         try:
             while msg is not None:
+                route = self.routes.get(msg.endpoint or "")
+                if route is not None:
+                    async with self._sems.setdefault(msg.endpoint,
+                                                     asyncio.Semaphore(self.cfg.per_endpoint_concurrency)):
+                        outcome = await route.send(msg)
+                    msg = await self._record(msg, outcome, claim_next=not self._stopping)
+                    continue
                 endpoint = self.endpoints.get(msg.endpoint or self.default_endpoint) or \
                     self.endpoints[self.default_endpoint]
                 outbound = await asyncio.to_thread(EngineOutbound.from_wire, msg.message_id, msg.content_type,
@@ -180,8 +191,12 @@ class Sender:
         attempts = msg.attempts  # the claim counted this attempt
         alert: dict[str, Any] | None = None
 
+        route = self.routes.get(msg.endpoint or "")
+
         def txn(j: Any) -> Any:
             filing = apply(j)
+            if route is not None:
+                filing = route.after_send(j, msg, outcome, filing, now)
             nxt = self._claim_in(j, now, order, set()) if claim_next else None
             return filing, nxt
 

@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from gateway.ebms.constants import SERVICE_C2T
+from gateway.ebms.constants import SERVICE_C2T, TEST_ACTION, TEST_SERVICE
 from gateway.ebms.engine import Engine
 from gateway.security.keys import load_identity_files, load_pem_certificates
 from gateway.security.trust import TrustStore
@@ -170,10 +170,17 @@ class Simulator:
             filing_id = self.registry.apply(inc.message_id, inc.party_id, inc.eori, decision)
             start = monotonic_now() + self.faults.reply_delay_seconds
             for r in decision.replies:
-                self._enqueue(inc.party_id, r.action, r.payload, inc.message_id if r.ref_to else None,
+                to = inc.party_id if r.to_eori is None else self._party_of(r.to_eori)
+                if to is None:
+                    continue  # nobody registered for that person: the TI notifies only registered parties
+                self._enqueue(to, r.action, r.payload, inc.message_id if r.ref_to else None,
                               answers=inc.message_id, filing_id=filing_id, lrn=r.lrn, mrn=r.mrn, not_before=start)
         log.info("event=business message_id=%s action=%s outcome=%r replies=%s", inc.message_id, inc.action,
                  decision.outcome, ",".join(r.action for r in decision.replies) or "none")
+
+    def _party_of(self, eori: str) -> str | None:
+        """The first registered PartyId of ``eori`` (ICD 4.4.1: the default AP of a person not yet filed)."""
+        return next((p.party_id for p in self.cfg.parties if p.eori == eori), None)
 
     def _enqueue(self, party_id: str, action: str, payload: bytes, ref_to: str | None, *, answers: str,
                  filing_id: int | None, lrn: str | None, mrn: str | None, not_before: float) -> str:
@@ -192,31 +199,57 @@ class Simulator:
                               digests=msg.reference_digests, not_before=not_before)
         return msg.message_id
 
-    def send_scripted(self, action: str, mrn: str, *, ref_to: str | None = None) -> dict[str, Any]:
-        """Queues an unsolicited customs message about a registered filing (admin ``POST /admin/send``)."""
+    def send_scripted(self, action: str, mrn: str, *, ref_to: str | None = None,
+                      party_id: str | None = None) -> dict[str, Any]:
+        """Queues an unsolicited customs message about a registered filing (admin ``POST /admin/send``). To the
+        party that filed it, or to ``party_id`` (e.g. the carrier: IE3N04 / IE3N05 / IE3Q01 and the IE3R01 copy
+        go to a carrier that did not file, ICD 3.1.8 and Annex 3)."""
         filing = self.registry.by_mrn(mrn)
         if filing is None:
             raise ValueError(f"MRN {mrn!r} is not registered")
+        to = party_id or filing.party_id
+        if self.cfg.party(to) is None:
+            raise ValueError(f"party {to!r} is not registered")
         now = self.clock()
         ctx = filing.context
         builders = {
+            "IE3R01": lambda: replies.ie3r01(lrn=filing.lrn, mrn=mrn, ctx=ctx, now=now),
             "IE3Q01": lambda: replies.ie3q01(mrn=mrn, ctx=ctx, now=now),
             "IE3Q02": lambda: replies.ie3q02(mrn=mrn, ctx=ctx, now=now, reference=f"RFI-{mrn[-8:]}-A",
                                              response_type=replies.RESPONSE_BY_IE3R02),
             "IE3Q03": lambda: replies.ie3q03(mrn=mrn, ctx=ctx, now=now, reference=f"HRCM-{mrn[-8:]}-A"),
             "IE3N03": lambda: replies.ie3n03(mrn=mrn, ctx=ctx, now=now),
             "IE3N08": lambda: replies.ie3n08(mrn=mrn, ctx=ctx, now=now),
+            **{a: (lambda a=a: replies.notification(a, mrn=mrn, ctx=ctx, now=now)) for a in replies.NOTIFICATIONS},
         }
         if action not in builders:
             raise ValueError(f"action must be one of {', '.join(builders)}")
         with self.registry.transaction():
-            if action in ("IE3Q02", "IE3Q03"):
+            if action in ("IE3Q02", "IE3Q03") and to == filing.party_id:
                 self.registry.apply_update(filing.id, open_request=action,
                                            request_mode="IE3R02" if action == "IE3Q02" else "IE3R03")
-            mid = self._enqueue(filing.party_id, action, builders[action](), ref_to, answers="", filing_id=filing.id,
+            mid = self._enqueue(to, action, builders[action](), ref_to, answers="", filing_id=filing.id,
                                 lrn=filing.lrn, mrn=mrn, not_before=monotonic_now())
         self.wake()
-        return {"message_id": mid, "action": action, "mrn": mrn, "party_id": filing.party_id}
+        return {"message_id": mid, "action": action, "mrn": mrn, "party_id": to}
+
+
+    def send_ping(self, party_id: str) -> dict[str, Any]:
+        """Queues an ebMS test message from customs to a registered party (ICD 4.5.1: the TI may test the trader's
+        access point too), pushed or offered on its MPC like any reply (admin ``POST /admin/ping``)."""
+        party = self.cfg.party(party_id)
+        if party is None:
+            raise ValueError(f"party {party_id!r} is not registered")
+        pull = party.delivery == "pull"
+        msg = self.engine.ping(Engine.trader_party(party_id)) if not pull else self.engine.user_message(
+            action=TEST_ACTION, payload=None, to_party=Engine.trader_party(party_id), service=TEST_SERVICE,
+            service_type=None, mpc=party.mpc)
+        self.registry.enqueue(message_id=msg.message_id, party_id=party_id, mode=party.delivery,
+                              mpc=party.mpc if pull else None, action="ping", ref_to=None, answers="",
+                              filing_id=None, lrn=None, mrn=None, content_type=msg.content_type, body=msg.body,
+                              digests=msg.reference_digests, not_before=monotonic_now())
+        self.wake()
+        return {"message_id": msg.message_id, "action": "ping", "party_id": party_id, "mode": party.delivery}
 
 
 async def run_simulator(cfg: SimulatorConfig, *, stop: asyncio.Event | None = None) -> None:

@@ -20,6 +20,9 @@ TOP_LEVEL = {"customs", "seal", "trust", "server", "admin", "registry", "push", 
              "rules", "faults", "limits"}
 RISKS = ("IE3Q01", "IE3Q02", "IE3Q03", "IE3N03")
 REJECTS = ("IE3N99", "IE3N01")
+# a new MessageId with an LRN already registered for the same person filing: IE3N01 as the STI answers (ICD
+# Annex 1: "key data element(s) being not unique"), IE3N99, or "register" again (the lenient, defective form)
+DUPLICATE_LRN = ("ie3n01", "ie3n99", "register")
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class Rule:
     arrival_control: bool = False        # IE3N08 after the IE3R04
     complete_after_answer: bool | None = None
     ref_to_message_id: bool = True       # False: replies of this rule carry no eb:RefToMessageId
+    functional_reference: str | None = None  # the rejection's functionalReference instead of the LRN (e.g. one
+                                             # that matches nothing, so only eb:RefToMessageId correlates)
 
     def matches(self, lrn: str | None, action: str) -> bool:
         if self.actions is not None and not self.actions.search(action):
@@ -128,7 +133,7 @@ def _party(sec: Section) -> Party:
 
 def _rule(sec: Section, index: int) -> Rule:
     sec.check_keys({"name", "lrn", "actions", "risk", "reject", "error_code", "error_text", "info_answer",
-                    "arrival_control", "complete_after_answer", "ref_to_message_id"})
+                    "arrival_control", "complete_after_answer", "ref_to_message_id", "functional_reference"})
     lrn = _regex(sec, "lrn")
     assert lrn is not None
     risk = sec.list_str("risk", [])
@@ -141,7 +146,8 @@ def _rule(sec: Section, index: int) -> Rule:
                 error_code=sec.str("error_code", "CL9999"), error_text=sec.str("error_text", "Scripted rejection"),
                 info_answer=sec.str("info_answer", "IE3R02", choices=("IE3R02", "amendment")),
                 arrival_control=sec.bool("arrival_control", False), complete_after_answer=cae,
-                ref_to_message_id=sec.bool("ref_to_message_id", True))
+                ref_to_message_id=sec.bool("ref_to_message_id", True),
+                functional_reference=sec.str("functional_reference", None))
 
 
 def _faults(sec: Section) -> dict[str, Any]:
@@ -211,8 +217,8 @@ def read_simulator_config(root: Section) -> SimulatorConfig:
         push_client_cert=push.path("client_cert"), push_client_key=push.path("client_key"),
         push_server_ca=push.path("server_ca"), push_timeout=push.float("timeout_seconds", 30.0, min=0.1),
         push_max_attempts=push.int("max_attempts", 10, min=1),
-        omit_ref_to_message_id=tuple(pull.list_str("omit_ref_to_message_id", [])),
-        duplicate_lrn=business.str("duplicate_lrn", "register", choices=("register", "reject")),
+        omit_ref_to_message_id=tuple(pull.list_str("omit_ref_to_message_id", ["*"])),
+        duplicate_lrn=business.str("duplicate_lrn", "ie3n01", choices=DUPLICATE_LRN),
         arrival_control=business.bool("arrival_control", False),
         complete_after_answer=business.bool("complete_after_answer", True),
         parties=parties,

@@ -3,6 +3,10 @@
 
 Count knobs (``http_503``, ``drop_connection``, ``drop_response``, ``duplicate_pushes``) take ``true``
 (always), ``false`` or ``0`` (never) or a positive integer n (the next n occurrences, then off).
+
+The defaults behave like the STI (a Domibus MSH): errors as unsigned SOAP Faults with HTTP 500, a pulled
+message that is never acknowledged fails after ``pull_max_offers`` offers (EBMS:0301 MissingReceipt). The
+lenient forms (``errors_unsigned = false``, ``pull_max_offers = 0``) stay available for tests that need them.
 """
 
 from __future__ import annotations
@@ -13,20 +17,22 @@ from typing import Any
 RECEIPT_MODES = ("signed", "unsigned", "bad-signature", "wrong-digests", "wrong-ref")
 SUB_CODE_PLACES = ("ErrorDetail", "Description", "shortDescription")
 
-# name -> (kind, default). kinds: count, float, bool, receipt, places
+# name -> (kind, default). kinds: count, int, float, bool, receipt, places
 KNOBS: dict[str, tuple[str, Any]] = {
     "delay_seconds": ("float", 0.0),          # wait before answering an inbound request
     "http_503": ("count", False),             # answer 503 Service Unavailable, nothing processed
     "drop_connection": ("count", False),      # close the connection without an answer, nothing processed
     "drop_response": ("count", False),        # process and register, then close without an answer
     "receipt": ("receipt", "signed"),         # how receipts are made (see RECEIPT_MODES)
-    "errors_unsigned": ("bool", False),       # ebMS errors unsigned in a SOAP Fault with HTTP 500 (Domibus)
+    "errors_unsigned": ("bool", True),        # ebMS errors (EBMS:0006 too) unsigned in a SOAP Fault, HTTP 500, as
+                                              # Domibus sends them; false: signed Error signals with HTTP 200
     "sub_code_in": ("places", ["ErrorDetail"]),  # where EBMS:0004 errors carry the A00n sub-code
     "duplicate_pushes": ("count", False),     # push each reply twice (same MessageId)
     "out_of_order": ("bool", False),          # deliver queued replies newest first
     "hold_replies": ("bool", False),          # keep replies queued (neither pushed nor offered) until false
     "reply_delay_seconds": ("float", 0.2),    # business latency between the receipt and the replies
     "reoffer_after_seconds": ("float", 300.0),  # a pulled message without receipt is offered again after this
+    "pull_max_offers": ("int", 5),            # offers of a pulled message before it fails with EBMS:0301 (0: never)
     "push_retry_seconds": ("float", 2.0),     # first push retry interval (doubles, capped at 60 s)
 }
 
@@ -46,6 +52,10 @@ def check(name: str, value: Any) -> Any:
         if isinstance(value, int) and value >= 0:
             return value
         raise FaultError(f"{name} must be true, false or a count >= 0, not {value!r}")
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise FaultError(f"{name} must be an integer >= 0, not {value!r}")
+        return value
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise FaultError(f"{name} must be a number >= 0, not {value!r}")

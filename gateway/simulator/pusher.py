@@ -13,24 +13,22 @@ import asyncio
 import json
 import logging
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from gateway.ebms.errors import EbmsFault, is_permanent_error
 from gateway.ebms.model import ErrorSignal, Receipt
+from gateway.simulator.host import SimulatorHost
 from gateway.simulator.registry import monotonic_now
-
-if TYPE_CHECKING:
-    from gateway.simulator.app import Simulator
 
 log = logging.getLogger("ics2gw.simulator")
 PUSH_CONCURRENCY = 16  # replies pushed in parallel to one trader (each still retried on its own)
 
 
 class Pusher:
-    def __init__(self, sim: Simulator, ssl_context: ssl.SSLContext) -> None:
+    def __init__(self, sim: SimulatorHost, ssl_context: ssl.SSLContext) -> None:
         self.sim = sim
         self.ssl = ssl_context
         self.event = asyncio.Event()
@@ -47,6 +45,10 @@ class Pusher:
         try:
             while True:
                 faults = self.sim.faults
+                # reception awareness of pulled messages runs on the clock, pulled or not (EBMS:0301)
+                for mid in self.sim.registry.expire_pulled(monotonic_now(), faults.reoffer_after_seconds,
+                                                           faults.pull_max_offers):
+                    log.warning("event=pull_missing_receipt message_id=%s error=EBMS:0301", mid)
                 rows = [] if faults.hold_replies else self.sim.registry.due_pushes(
                     monotonic_now(), newest_first=faults.out_of_order)
                 if faults.out_of_order:

@@ -9,7 +9,7 @@ offered). ``report()`` gives the exactly-once view tests and operators check fro
 Outbound states: ``queued`` (due at ``not_before``) -> push: ``delivered`` | ``queued`` again with a later
 ``not_before`` after a failure | ``failed`` (attempts exhausted) | ``rejected`` (the trader answered an ebMS
 error); pull: ``offered`` (re-offered when no receipt came within the re-offer time) -> ``acknowledged`` |
-``rejected``.
+``rejected`` | ``failed`` (EBMS:0301 MissingReceipt after ``pull_max_offers`` offers without a receipt).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS filings (
     request_mode TEXT,
     registrations INTEGER NOT NULL DEFAULT 0,
     context TEXT NOT NULL DEFAULT '{}',
+    documents TEXT NOT NULL DEFAULT '[]',
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     UNIQUE (eori, kind, lrn)
@@ -114,6 +115,9 @@ class Registry:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=10000")
         self._db.executescript(SCHEMA)
+        cols = {r["name"] for r in self._db.execute("PRAGMA table_info(filings)")}
+        if "documents" not in cols:  # a registry written before transport documents were kept
+            self._db.execute("ALTER TABLE filings ADD COLUMN documents TEXT NOT NULL DEFAULT '[]'")
         self._depth = 0
 
     def close(self) -> None:
@@ -174,7 +178,7 @@ class Registry:
         return FilingState(id=row["id"], kind=row["kind"], lrn=row["lrn"], mrn=row["mrn"], action=row["action"],
                            status=row["status"], open_request=row["open_request"], request_mode=row["request_mode"],
                            registrations=row["registrations"], eori=row["eori"], party_id=row["party_id"],
-                           context=Context(**c))
+                           context=Context(**c), documents=tuple(json.loads(row["documents"] or "[]")))
 
     def by_lrn(self, eori: str, kind: str, lrn: str) -> FilingState | None:
         rows = self._q("SELECT * FROM filings WHERE eori = ? AND kind = ? AND lrn = ?", (eori, kind, lrn))
@@ -183,6 +187,17 @@ class Registry:
     def by_mrn(self, mrn: str) -> FilingState | None:
         rows = self._q("SELECT f.* FROM filings f JOIN mrns m ON m.filing_id = f.id WHERE m.mrn = ?", (mrn,))
         return self._state(rows[0] if rows else None)
+
+    def by_document(self, number: str) -> list[FilingState]:
+        """Filings carrying transport document ``number`` (``level:number``, or a bare number at any level)."""
+        rows = self._q("SELECT f.* FROM filings f, json_each(f.documents) d WHERE d.value = ? OR "
+                       "substr(d.value, instr(d.value, ':') + 1) = ? ORDER BY f.id", (number, number))
+        seen: dict[int, FilingState] = {}
+        for r in rows:
+            s = self._state(r)
+            if s is not None:
+                seen.setdefault(s.id, s)
+        return list(seen.values())
 
     def mrn_exists(self, mrn: str) -> bool:
         return bool(self._q("SELECT 1 FROM mrns WHERE mrn = ?", (mrn,)))
@@ -198,16 +213,17 @@ class Registry:
                 if filing_id is None:
                     cur = db.execute(
                         "INSERT INTO filings (kind, eori, party_id, lrn, mrn, action, status, open_request, "
-                        "request_mode, registrations, context, created_at, updated_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, 'registered', ?, ?, 1, ?, ?, ?)",
+                        "request_mode, registrations, context, documents, created_at, updated_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, 'registered', ?, ?, 1, ?, ?, ?, ?)",
                         (reg.kind, eori, party_id, reg.lrn, reg.mrn, reg.action, reg.open_request, reg.request_mode,
-                         ctx, now, now))
+                         ctx, json.dumps(list(reg.documents)), now, now))
                     filing_id = cur.lastrowid
                 else:
                     db.execute("UPDATE filings SET mrn = COALESCE(?, mrn), action = ?, status = 'registered', "
                                "open_request = ?, request_mode = ?, registrations = registrations + 1, "
-                               "context = ?, updated_at = ? WHERE id = ?",
-                               (reg.mrn, reg.action, reg.open_request, reg.request_mode, ctx, now, filing_id))
+                               "context = ?, documents = ?, updated_at = ? WHERE id = ?",
+                               (reg.mrn, reg.action, reg.open_request, reg.request_mode, ctx,
+                                json.dumps(list(reg.documents)), now, filing_id))
                 if reg.mrn and reg.kind == "ens":
                     db.execute("INSERT OR IGNORE INTO mrns (mrn, filing_id, message_id, at) VALUES (?, ?, ?, ?)",
                                (reg.mrn, filing_id, message_id, now))
@@ -261,11 +277,26 @@ class Registry:
                        "done_at = CASE WHEN ? IN ('delivered', 'failed', 'rejected') THEN ? ELSE done_at END "
                        "WHERE id = ?", (state, error, retry_at, 1 if delivered else 0, state, _now(), row_id))
 
-    def offer(self, mpc: str, now: float, reoffer_after: float, *, newest_first: bool = False) \
-            -> dict[str, Any] | None:
+    def expire_pulled(self, now: float, reoffer_after: float, max_offers: int) -> list[str]:
+        """Pulled messages offered ``max_offers`` times without a receipt, whose last re-offer time has passed,
+        end as the STI ends them: ``failed`` with EBMS:0301 MissingReceipt (eDelivery 1.5.5.4: reception
+        awareness exhausted). ``max_offers`` 0 re-offers for ever (the lenient form). Returns their MessageIds."""
+        if max_offers <= 0:
+            return []
+        with self.transaction() as db:
+            rows = db.execute("SELECT id, message_id, offers FROM outbound WHERE mode = 'pull' AND state = 'offered' "
+                              "AND offers >= ? AND offered_at <= ?", (max_offers, now - reoffer_after)).fetchall()
+            for r in rows:
+                db.execute("UPDATE outbound SET state = 'failed', done_at = ?, last_error = ? WHERE id = ?",
+                           (_now(), f"EBMS:0301 MissingReceipt: no receipt after {r['offers']} offers", r["id"]))
+            return [r["message_id"] for r in rows]
+
+    def offer(self, mpc: str, now: float, reoffer_after: float, *, newest_first: bool = False,
+              max_offers: int = 0) -> dict[str, Any] | None:
         """The message to answer a PullRequest on ``mpc`` with (FIFO), marked offered; None if the MPC is empty."""
         order = "DESC" if newest_first else "ASC"
         with self.transaction() as db:
+            self.expire_pulled(now, reoffer_after, max_offers)
             row = db.execute(
                 "SELECT * FROM outbound WHERE mode = 'pull' AND mpc = ? AND not_before <= ? AND "
                 "(state = 'queued' OR (state = 'offered' AND offered_at <= ?)) "
@@ -298,11 +329,14 @@ class Registry:
         for f in self._q("SELECT * FROM filings ORDER BY id"):
             rec = self._q("SELECT message_id, action, copies, outcome FROM received WHERE filing_id = ? "
                           "ORDER BY first_at, message_id", (f["id"],))
+            # the messages that registered the filing; a refused duplicate LRN (IE3N01) is only "related"
             own = [r for r in rec if r["action"] and r["action"][:4] in ("IE3F", "IE3N") and
-                   (r["action"][:4] == "IE3F" if f["kind"] == "ens" else r["action"] == "IE3N06")]
+                   (r["action"][:4] == "IE3F" if f["kind"] == "ens" else r["action"] == "IE3N06") and
+                   not (r["outcome"] or "").startswith("rejected")]
             related = [r for r in rec if r not in own]
             mrns = [r["mrn"] for r in self._q("SELECT mrn FROM mrns WHERE filing_id = ? ORDER BY at", (f["id"],))]
-            replies = self._q("SELECT action, message_id, ref_to, mode, state, deliveries, offers FROM outbound "
+            replies = self._q("SELECT action, message_id, ref_to, mode, state, deliveries, offers, last_error "
+                              "FROM outbound "
                               "WHERE filing_id = ? ORDER BY id", (f["id"],))
             out.append({
                 "lrn": f["lrn"], "mrn": f["mrn"], "action": f["action"], "kind": f["kind"],

@@ -184,3 +184,24 @@ def ie3r08(*, mrn: str, lrn: str | None, status: str, ctx: Context, now: dt.date
     root = _start("IE3R08", now, ctx, lrn=lrn, mrn=mrn)
     _sub(root, "status", status)
     return _done(root)
+
+
+# Notifications the STI sends about a registered ENS that carry no more than the MRN and a date here (their
+# business content, e.g. the IE3N04 request text, matters to the receiver only as text): ICD Annex 1.
+NOTIFICATIONS = {
+    "IE3N02": "ENS not complete",
+    "IE3N04": "Additional information requested from the person filing",
+    "IE3N05": "High risk cargo and mail screening requested from the person filing",
+    "IE3N07": "ENS in incorrect state upon arrival",
+    "IE3N09": "AEO control notification",
+    "IE3N11": "ENS pending: a related filing is expected",
+}
+
+
+def notification(action: str, *, mrn: str, ctx: Context, now: dt.datetime, description: str | None = None) -> bytes:
+    """One of ``NOTIFICATIONS``: ``MRN``, then ``notification/description``."""
+    if action not in NOTIFICATIONS:
+        raise ValueError(f"{action} is not one of {', '.join(NOTIFICATIONS)}")
+    root = _start(action, now, ctx, mrn=mrn)
+    _sub(_sub(root, "notification"), "description", description or NOTIFICATIONS[action])
+    return _done(root)

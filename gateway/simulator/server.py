@@ -5,9 +5,11 @@ synchronously; business replies queued for later), PullRequests (the oldest mess
 EBMS:0006 warning), and receipts / errors POSTed back for pulled messages (eDelivery 1.5.5.3). All AS4 work
 goes through ``gateway.ebms.engine.Engine`` with the strict customs-role policy.
 
-Errors: a signed ebMS Error signal with HTTP 200 by default; with the ``errors_unsigned`` knob an unsigned
-one inside a SOAP 1.2 Fault with HTTP 500, as Domibus-based TIs answer. EBMS:0004 errors carry the UUM&DS
-sub-code A001 in the places the ``sub_code_in`` knob lists (ErrorDetail, Description, shortDescription).
+Errors, by default as the STI (a Domibus MSH) sends them: unsigned, the eb:Error in the eb:Messaging header and a
+SOAP 1.2 ``env:Receiver`` Fault in the Body, HTTP 500. EBMS:0006 (empty MPC) comes the same way, with neither
+RefToMessageId nor refToMessageInError (Domibus builds it without them). ``errors_unsigned = false`` gives the
+lenient form: signed Error signals with HTTP 200. EBMS:0004 errors carry the UUM&DS sub-code A001 in the places
+the ``sub_code_in`` knob lists (ErrorDetail, Description, shortDescription).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -34,15 +36,16 @@ from gateway.ics2 import catalogue
 from gateway.security.seal import seal
 from gateway.simulator import business
 from gateway.simulator.faults import FaultError
+from gateway.simulator.host import SimulatorHost
 from gateway.simulator.registry import monotonic_now
-
-if TYPE_CHECKING:
-    from gateway.simulator.app import Simulator
 
 log = logging.getLogger("ics2gw.simulator")
 SOAP_CT = 'application/soap+xml; charset="UTF-8"'
 KNOWN_AGREEMENTS = ("EU-ICS2-TI-V2.0", "EU-ICS2-TI-V1.0")
 A001_TEXT = "UUM&DS rejected the authorization and the incoming message is rejected."
+# Domibus' words (MessageBuilder.buildSOAPFaultMessage, PullRequestHandler.notifyNoMessage)
+FAULT_REASON = "An error occurred while processing your request. Please check the message header for more details."
+EMPTY_MPC_TEXT = "There is no message available for\npulling from this MPC at this moment."
 
 
 @dataclass
@@ -55,7 +58,7 @@ class Answer:
 
 
 class StiEndpoint:
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: SimulatorHost) -> None:
         self.sim = sim
         self.cfg = sim.cfg
         self.engine: Engine = sim.engine
@@ -145,11 +148,11 @@ class StiEndpoint:
         s = "{%s}" % NS_SOAP12
         fault = etree.SubElement(body, s + "Fault")
         code = etree.SubElement(fault, s + "Code")
-        etree.SubElement(code, s + "Value").text = "env:Receiver" if err.error_code == "EBMS:0004" else "env:Sender"
+        etree.SubElement(code, s + "Value").text = "env:Receiver"     # Domibus: SOAP_RECEIVER_FAULT for every error
         reason = etree.SubElement(fault, s + "Reason")
         text = etree.SubElement(reason, s + "Text")
         text.set("{http://www.w3.org/XML/1998/namespace}lang", "en")
-        text.text = f"{err.error_code} {err.short_description}: {err.description or ''}".strip()
+        text.text = FAULT_REASON
         return build.serialize(env)
 
     # ------------------------------------------------------------------------------------------- user messages
@@ -259,15 +262,26 @@ class StiEndpoint:
         faults = self.sim.faults
         if not faults.hold_replies:
             row = self.sim.registry.offer(pr.mpc, monotonic_now(), faults.reoffer_after_seconds,
-                                          newest_first=faults.out_of_order)
+                                          newest_first=faults.out_of_order, max_offers=faults.pull_max_offers)
         if row is None:
-            out = self.engine.error_signal(
-                EbmsFault("EBMS:0006", f"no message on {pr.mpc}", severity="warning",
-                          ref_to_message_id=pr.message_id), ref_to_message_id=pr.message_id)
-            return Answer(200, out.content_type, out.body, f"pull mpc={pr.mpc} empty (EBMS:0006)")
+            return self.empty_mpc(pr)
         return Answer(200, row["content_type"], row["body"],
                       f"pull mpc={pr.mpc} offered message_id={row['message_id']} action={row['action']} "
                       f"offer={row['offers'] + 1}")
+
+    def empty_mpc(self, pr: PullRequest) -> Answer:
+        """EBMS:0006, a warning. STI form: unsigned SOAP Fault, HTTP 500, no references (Domibus answers an empty
+        MPC through its fault builder); lenient form: a signed Error signal referring to the PullRequest."""
+        if self.sim.faults.errors_unsigned:
+            spec = ERRORS["EBMS:0006"]
+            err = EbmsError(error_code="EBMS:0006", severity="warning", category=spec.category,
+                            short_description=spec.short_description, description=EMPTY_MPC_TEXT, origin="ebMS")
+            return Answer(500, SOAP_CT, self._soap_fault(err, None),
+                          f"pull mpc={pr.mpc} empty (EBMS:0006, unsigned SOAP Fault)")
+        out = self.engine.error_signal(
+            EbmsFault("EBMS:0006", f"no message on {pr.mpc}", severity="warning",
+                      ref_to_message_id=pr.message_id), ref_to_message_id=pr.message_id)
+        return Answer(200, out.content_type, out.body, f"pull mpc={pr.mpc} empty (EBMS:0006)")
 
     def receipt(self, msg: InboundMessage) -> Answer:
         r = next(s for s in msg.messaging.signals if isinstance(s, Receipt))
@@ -284,6 +298,10 @@ class StiEndpoint:
         if echoed != json.loads(row["digests"]):
             raise EbmsFault("EBMS:0302", "the receipt's non-repudiation information does not match the message "
                                          f"{row['message_id']}", ref_to_message_id=r.message_id)
+        if row["state"] == "failed":
+            # reception awareness already gave up (EBMS:0301): a late receipt does not revive it, as at the STI
+            return Answer(200, None, b"", f"late receipt for failed pulled message_id={row['message_id']} "
+                                          f"({row['last_error']})")
         if row["state"] != "acknowledged":
             self.sim.registry.settle_pulled(row["message_id"], "acknowledged")
         return Answer(200, None, b"", f"receipt for pulled message_id={row['message_id']} action={row['action']}")
@@ -300,7 +318,7 @@ class StiEndpoint:
 
 
 # ------------------------------------------------------------------------------------------------ admin
-def admin_app(sim: Simulator) -> web.Application:
+def admin_app(sim: SimulatorHost) -> web.Application:
     """Plain HTTP on loopback: fault knobs, report, outbound queue, scripted sends."""
     routes = web.RouteTableDef()
 
@@ -338,12 +356,21 @@ def admin_app(sim: Simulator) -> web.Application:
     async def health(_: web.Request) -> web.Response:
         return web.json_response({"ok": True, "sti_url": sim.sti_url, "outbound": sim.registry.counts()})
 
+    @routes.post("/admin/ping")
+    async def ping(request: web.Request) -> web.Response:
+        try:
+            spec: Any = await request.json()
+            result = sim.send_ping(str(spec.get("party_id", "")))
+        except (ValueError, AttributeError, KeyError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(result)
+
     @routes.post("/admin/send")
     async def send(request: web.Request) -> web.Response:
         try:
             spec: Any = await request.json()
             result = sim.send_scripted(str(spec.get("action", "")), str(spec.get("mrn", "")),
-                                       ref_to=spec.get("ref_to_message_id"))
+                                       ref_to=spec.get("ref_to_message_id"), party_id=spec.get("party_id"))
         except (ValueError, AttributeError, KeyError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(result)

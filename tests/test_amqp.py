@@ -355,3 +355,18 @@ async def test_transient_failures_and_crash_loops_end_in_the_dead_letter_queue(t
         await writer.close()
         journal.close()
         await asyncio.to_thread(erp.close)
+
+
+def test_demo_through_the_queue(tmp_path: Path) -> None:
+    """`ics2gw demo --amqp`: the samples go through a private RabbitMQ node and the events come back."""
+    import re
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "gateway", "demo", "--amqp", "--workdir", str(tmp_path / "demo")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "through the AMQP queue ics2gw.filings" in r.stdout and "demo: OK" in r.stdout
+    m = re.search(r"demo: (\d+) events published to ics2gw.events: filing\.\* (\d+), inbound\.\* (\d+)", r.stdout)
+    assert m and int(m.group(2)) > 0 and int(m.group(3)) > 0, r.stdout[-2000:]
+    ps = subprocess.run(["ps", "axww", "-o", "args"], capture_output=True, text=True).stdout
+    assert str(tmp_path / "demo" / "rabbitmq") not in ps          # the private node is gone with the demo

@@ -242,7 +242,9 @@ class Limits:
             recv_max_message_bytes=32 * 1024 * 1024,
             recv_max_payload_bytes=256 * 1024 * 1024,
             recv_max_compression_ratio=1000,
-            max_mime_parts=32,
+            # IE3R08 carries the ENS and every related notification as parts (ICD 3.1.9, 4.2.6): a part
+            # count cap must not refuse it; the message size cap bounds the work per part
+            max_mime_parts=1024,
             xml_max_depth=256,
             xml_max_envelope_bytes=4 * 1024 * 1024,
         )

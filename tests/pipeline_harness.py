@@ -30,6 +30,8 @@ PULL_PARTY = "system1@NL123456789"
 VALID_FIXTURES = ("ens-IE3F10-sea.xml", "ens-IE3F20-air-attachment.xml", "ens-IE3F26-air.xml",
                   "ens-IE3F32-express.xml", "ens-IE3F42-postal.xml", "ens-IE3F50-road.xml")
 INVALID_FIXTURES = ("ens-IE3F10-invalid-office-sci.xml", "ens-IE3F32-invalid-lrn-eori.xml")
+# fixtures whose payload declares binaryFile attachments: the files that must travel with them (spool: NAME.d/)
+FIXTURE_ATTACHMENTS = {"ens-IE3F20-air-attachment.xml": {"binaryattachment1.pdf": "commercial-invoice.pdf"}}
 
 
 # the loopback port helpers are the conformance runner's (one implementation for the runner and the tests)
@@ -401,6 +403,25 @@ class GatewayEnv:
         target = self.spool / name
         os.replace(tmp, target)
         return target
+
+    def drop_folder(self, name: str, files: dict[str, bytes]) -> Path:
+        """Drops an ENS with its attachments as the folder ``NAME.d/``: filled elsewhere, renamed in at once."""
+        tmp = self.spool.parent / f".{name}.tmp"
+        tmp.mkdir(parents=True)
+        for fname, data in files.items():
+            (tmp / fname).write_bytes(data)
+        self.spool.mkdir(parents=True, exist_ok=True)
+        target = self.spool / name
+        os.rename(tmp, target)
+        return target
+
+    def drop_fixture(self, name: str) -> Path:
+        """A fixture into the spool: alone, or as a folder with the attachments its payload declares."""
+        files = FIXTURE_ATTACHMENTS.get(name)
+        if files is None:
+            return self.drop(name, fixture(name))
+        return self.drop_folder(name[:-4] + ".d", {"ens.xml": fixture(name), **{
+            k: (FIXTURES.parent / "attachments" / v).read_bytes() for k, v in files.items()}})
 
     def inbox_metadata(self) -> list[dict[str, Any]]:
         if not self.inbox.exists():

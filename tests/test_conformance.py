@@ -44,6 +44,10 @@ async def test_catalogue_passes_against_the_simulator(tmp_path: Path, capsys: py
     assert not failed, failed
     assert report.simulator and report.negative_enabled
     assert [r.id for r in report.results] == [s.id for s in CATALOGUE]
+    # the attachment scenario really carries its PDF, and the simulator really checks the link
+    att = next(r for r in report.results if r.id == "filing-air-attachment")
+    assert [a["id"] for a in att.evidence["attachments"]] == ["binaryattachment1"], att.evidence
+    assert att.evidence["missing_attachment_answer"] == "IE3N99", att.evidence
     junit = write_junit(report, tmp_path / "junit.xml")
     suite = ET.parse(junit).getroot()
     if suite.tag == "testsuites":

@@ -83,7 +83,7 @@ def registered(gw: GatewayEnv, lrn: str, data: bytes | None = None) -> dict[str,
 def test_push_round_trip_of_the_fixtures(world: Any) -> None:
     sim, gw = world
     for name in VALID_FIXTURES + INVALID_FIXTURES:
-        gw.drop(name, fixture(name))
+        gw.drop_fixture(name)   # with the attachments it declares (NAME.d/ folder)
     valid = {fixture_lrn(n) for n in VALID_FIXTURES}
     for lrn in valid:
         gw.wait_state(lrn, "registered", timeout=30)
@@ -103,8 +103,9 @@ def test_push_round_trip_of_the_fixtures(world: Any) -> None:
         assert report[lrn]["registrations"] == 1 and len(report[lrn]["message_ids"]) == 1
         assert report[lrn]["mrn"] == rows[lrn]["mrn"]
     # archive: every valid file journaled and moved out of the spool
-    assert not list(gw.spool.glob("*.xml"))
-    assert len(list((gw.var / "spool" / "archive").glob("*.xml"))) >= len(VALID_FIXTURES)
+    assert not list(gw.spool.glob("*.xml")) and not list(gw.spool.glob("*.d"))
+    archived = [*(gw.var / "spool" / "archive").glob("*.xml"), *(gw.var / "spool" / "archive").glob("*.d")]
+    assert len(archived) >= len(VALID_FIXTURES)
     # inbox: one metadata file per IE3R01 with the documented keys, payload next to it
     meta = {m["filing"]["lrn"]: m for m in gw.inbox_metadata() if m["action"] == "IE3R01" and m["filing"]}
     for lrn in valid:

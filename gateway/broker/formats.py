@@ -22,8 +22,6 @@ Headers on every event: ``event``, ``lrn``, ``filer_eori``, ``mrn``, ``state``, 
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import json
 import re
 import uuid
@@ -45,7 +43,7 @@ class IntakeFormatError(ValueError):
 @dataclass(frozen=True)
 class IntakeRequest:
     data: bytes = field(repr=False)
-    attachments: tuple[tuple[str, str, bytes], ...] = ()      # (content id, MIME type, bytes)
+    attachments: tuple[Any, ...] = ()                  # gateway.ics2.binaryfiles.Supplied, one per attachment
     action: str | None = None
     endpoint: str | None = None
 
@@ -63,6 +61,9 @@ def _header(headers: dict[str, Any], name: str) -> str | None:
 
 
 def parse_intake(body: bytes, content_type: str | None, headers: dict[str, Any] | None = None) -> IntakeRequest:
+    """The ENS (and its attachments) of one broker message, by the HTTP API's convention
+    (``gateway.pipeline.submission.from_body``); raises ``IntakeFormatError`` or ``IntakeRefused``."""
+    from gateway.pipeline.submission import from_body
     headers = headers or {}
     action, endpoint = _header(headers, "action"), _header(headers, "endpoint")
     media = (content_type or "application/xml").split(";")[0].strip().lower()
@@ -71,31 +72,8 @@ def parse_intake(body: bytes, content_type: str | None, headers: dict[str, Any] 
     if media not in ("multipart/related", "multipart/form-data"):
         raise IntakeFormatError("content-type", f"content_type {media!r}: send application/xml or "
                                                 "multipart/related (the ENS first, then its attachments)")
-    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + (content_type or "").encode("latin-1", "replace") + b"\r\nMIME-Version: 1.0\r\n\r\n"
-        + bytes(body))
-    if not msg.is_multipart():
-        raise IntakeFormatError("multipart", "multipart body without a boundary or parts")
-    parts = list(msg.iter_parts())
-    if not parts:
-        raise IntakeFormatError("multipart", "multipart body with no part")
-    if len(parts) > MAX_PARTS:
-        raise IntakeFormatError("multipart", f"{len(parts)} parts, more than the {MAX_PARTS} allowed")
-    first = parts[0]
-    if first.get_content_type() not in ("application/xml", "text/xml"):
-        raise IntakeFormatError("multipart", f"the first part must be the ENS (application/xml), not "
-                                             f"{first.get_content_type()}")
-    data = first.get_payload(decode=True) or b""
-    atts: list[tuple[str, str, bytes]] = []
-    for i, p in enumerate(parts[1:], start=2):
-        cid = (p.get("Content-ID") or "").strip().strip("<>")
-        if not cid and p.get_filename():
-            cid = p.get_filename()
-        if not cid:
-            raise IntakeFormatError("attachment-id", f"part {i} has no Content-ID (it must be the payload's "
-                                                     "binaryFile/identification)")
-        atts.append((cid, p.get_content_type(), p.get_payload(decode=True) or b""))
-    return IntakeRequest(data, tuple(atts), action, endpoint)
+    sub = from_body(content_type, bytes(body))
+    return IntakeRequest(sub.payload, tuple(sub.attachments), action, endpoint)
 
 
 # ------------------------------------------------------------------------------------------------------- events

@@ -79,6 +79,19 @@ def _identifications(path: Path, size: int) -> tuple[str, list[str]]:
     return etree.QName(root).localname, idents
 
 
+def _checked(payload: Path, action: str, attachments: list) -> tuple[list, list[str]]:  # type: ignore[type-arg]
+    """The daemon's intake check (gateway.ics2.binaryfiles.match) on a payload small enough to hold: each file
+    labelled with the MIME type its binaryFile declares, its content what that type says."""
+    from gateway.ebms.stream import FileAttachment
+    from gateway.ics2.binaryfiles import Supplied, declared, match
+    from gateway.ics2.xmlutil import parse_payload
+    supplied = [Supplied(a.content_id, a.mime_type, a.path.read_bytes(), f"--attach {a.path}") for a in attachments]
+    matched, problems = match(action, declared(parse_payload(payload.read_bytes())), supplied)
+    paths = {a.content_id: a.path for a in attachments}
+    return [FileAttachment(m.identification, m.mime_type, paths[m.identification]) for m in matched], \
+        [p.text for p in problems]
+
+
 def run(args: argparse.Namespace) -> int:
     from gateway.config import load_gateway_config
     from gateway.ebms.engine import Engine
@@ -119,6 +132,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"ics2gw pack: the payload refers to binary attachment(s) {', '.join(missing)}: "
               "give each with --attach ID=FILE", file=sys.stderr)
         return exitcodes.INVALID
+    if attachments and size <= SMALL_PAYLOAD:
+        attachments, problems = _checked(args.payload, action, attachments)
+        if problems:
+            for text in problems:
+                print(f"ics2gw pack: {text}", file=sys.stderr)
+            return exitcodes.INVALID
     cfg = load_gateway_config(args.conf)
     engine = Engine.from_config(cfg)
     try:

@@ -71,6 +71,7 @@ def _reseal(j, msg, conf, now) -> int:  # type: ignore[no-untyped-def]
     """Seals the original payload again under a new MessageId and queues it; the old message is kept as evidence."""
     from gateway.config import load_gateway_config
     from gateway.ebms.engine import Engine
+    from gateway.ebms.model import OutboundPart
     from gateway.journal.records import OutboundMessage
     from gateway.journal.states import FilingState as S, can_transition
     if msg.state not in ("failed", "held"):
@@ -82,7 +83,11 @@ def _reseal(j, msg, conf, now) -> int:  # type: ignore[no-untyped-def]
     old = engine.open(full.content_type, full.sealed, verify=False)
     um = old.messaging.user_message
     payload = old.payloads[0].data(engine.limits) if old.payloads else None
-    new = engine.user_message(action=um.action, payload=payload, to_party=um.to_party)
+    # the binary attachments go with it, under the same Content-IDs (= the payload's binaryFile identifications)
+    attachments = [OutboundPart(p.part_info.href[4:] if p.part_info.href.lower().startswith("cid:") else p.content_id,
+                                p.part_info.mime_type or p.content_type, p.data(engine.limits))
+                   for p in old.payloads[1:]]
+    new = engine.user_message(action=um.action, payload=payload, to_party=um.to_party, attachments=attachments)
     j.enqueue_message(OutboundMessage(message_id=new.message_id, action=um.action, sealed=new.body,
                                       content_type=new.content_type, filing_id=full.filing_id,
                                       priority=full.priority or "B", endpoint=full.endpoint), now=now)

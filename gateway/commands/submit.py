@@ -20,9 +20,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "file was accepted, 1 when any was refused, 2 unreadable, 4 gateway unreachable.")
     p.add_argument("files", nargs="+", type=Path, metavar="FILE")
     p.add_argument("--action", help="ICS2 message id (default: each payload's root element)")
+    p.add_argument("--attach", action="append", default=[], metavar="IDENT=FILE",
+                   help="a binary attachment (PDF or JPEG) of the one FILE, named by the payload's "
+                        "binaryFile/identification IDENT; repeat for each (sent as multipart/related)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_conf_option(p)
     p.set_defaults(func=run)
+
+
+_TYPES = {".pdf": "application/pdf", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
 
 def _progress(done: int, total: int) -> None:
@@ -42,6 +48,22 @@ def run(args: argparse.Namespace) -> int:
     url = f"http://{host}:{api.port}/filings" + (f"?action={args.action}" if args.action else "")
     worst = exitcodes.OK
     show = len(args.files) > 1 and not args.quiet and sys.stderr.isatty()
+    if args.attach and len(args.files) != 1:
+        print("ics2gw submit: --attach goes with exactly one ENS file", file=sys.stderr)
+        return exitcodes.UNREADABLE
+    files = []
+    for spec in args.attach:
+        ident, sep, file = spec.partition("=")
+        if not sep or not ident or not file:
+            print(f"ics2gw submit: --attach {spec!r}: write IDENT=FILE (IDENT: the binaryFile identification)",
+                  file=sys.stderr)
+            return exitcodes.UNREADABLE
+        try:
+            files.append((ident, _TYPES.get(Path(file).suffix.lower(), "application/octet-stream"),
+                          Path(file).read_bytes()))
+        except OSError as exc:
+            print(f"ics2gw submit: cannot read {file}: {exc.strerror}", file=sys.stderr)
+            return exitcodes.UNREADABLE
     for i, path in enumerate(args.files, start=1):
         try:
             data = path.read_bytes()
@@ -49,7 +71,11 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps({"file": str(path), "error": "unreadable", "message": exc.strerror}))
             worst = max(worst, exitcodes.UNREADABLE)
             continue
-        req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/xml"}, method="POST")
+        ctype = "application/xml"
+        if files:
+            from gateway.pipeline.submission import to_multipart
+            ctype, data = to_multipart(data, files)
+        req = urllib.request.Request(url, data=data, headers={"Content-Type": ctype}, method="POST")
         try:
             with urllib.request.urlopen(req, timeout=120) as resp:
                 print(json.dumps({"file": str(path), **json.loads(resp.read())}))

@@ -307,9 +307,7 @@ def run_demo(*, conf_dir: Path = DEFAULT_CONF_DIR, samples_dir: Path = DEFAULT_S
             spool = Path(gw_doc["intake"]["spool_dir"])
             spool.mkdir(parents=True, exist_ok=True)
             for s in samples:
-                tmp = spool.parent / f".{s.file.name}.tmp"
-                shutil.copyfile(s.file, tmp)
-                os.replace(tmp, spool / s.file.name)   # atomic, as the ERP must
+                _drop(s.file, spool)
                 s.dropped_at = time.monotonic()
             _collect(samples, api_port, Path(gw_doc["intake"]["rejected_dir"]), timeout, gw,
                      default_filer=_own_eori(gw_doc))
@@ -345,6 +343,28 @@ def _collect_rejections(queue: Any, samples: list[Sample], timeout: float) -> No
                 s.state, s.error, s.done_at = "rejected-locally", reason, time.monotonic()
                 samples.remove(s)
         time.sleep(0.2)
+
+
+def _drop(sample: Path, spool: Path) -> None:
+    """Into the spool atomically, as the ERP must: the file alone, or with the attachments its payload declares
+    (found by their declared file name next to it or in the sibling attachments/ folder) as one NAME.d/ folder."""
+    from gateway.pipeline.submission import declared_files
+    try:
+        files = declared_files(sample.read_bytes(), (sample.parent, sample.parent.parent / "attachments"))
+    except Exception:   # noqa: BLE001 - unreadable or incomplete: filed alone, and the intake says why
+        files = []
+    if not files:
+        tmp = spool.parent / f".{sample.name}.tmp"
+        shutil.copyfile(sample, tmp)
+        os.replace(tmp, spool / sample.name)
+        return
+    tmp = spool.parent / f".{sample.stem}.d.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    shutil.copyfile(sample, tmp / sample.name)
+    for ident, _, path in files:
+        shutil.copyfile(path, tmp / (ident + path.suffix))
+    os.rename(tmp, spool / f"{sample.stem}.d")
 
 
 def _own_eori(doc: dict[str, Any]) -> str:

@@ -76,6 +76,52 @@ def filing(fixture: str) -> Any:
     return run
 
 
+async def filing_with_attachment(ctx: Context) -> dict[str, Any]:
+    """ICD 3.1.11 / 4.2.5: the ENS and its PDF through the submit API; the sealed message carries the PDF as a part
+    whose Content-ID and eb:PartInfo href are the payload's binaryFile/identification, with its declared MimeType,
+    gzip, covered by the seal; registered by IE3R01. Against the simulator (whose STI-like check answers a broken
+    link with IE3N99), the same ENS sent without its part must come back as IE3N99."""
+    from gateway.ebms import mime
+    fixture = "ens-IE3F20-air-attachment.xml"
+    lrn = ctx.lrn("AT")
+    data = ctx.ens(fixture, lrn)
+    files = _sample_attachments(ctx, data)
+    if not files:
+        raise ScenarioFailed(f"the sample {fixture} declares no binaryFile")
+    _, ev = await _file(ctx, data, lrn, ("registered",))
+    if "IE3R01" not in ev["answers"] or not ev["mrn"]:
+        raise ScenarioFailed("registered without an IE3R01 carrying the MRN", ev)
+    sent = ctx.gateway.components["reader"].get_message(ev["message_id"], with_bytes=True)
+    unpacked = mime.unpack(sent.content_type, bytes(sent.sealed), max_parts=len(files) + 2,
+                           max_part_bytes=len(sent.sealed) + 1)
+    soap = bytes(unpacked.soap.content)
+    for ident, mime_type, content in files:
+        part = next((p for p in unpacked.attachments if p.content_id == ident), None)
+        if part is None or f'href="cid:{ident}"'.encode() not in soap or f">{mime_type}<".encode() not in soap:
+            raise ScenarioFailed(f"the sealed message does not carry attachment {ident} as its binaryFile names it",
+                                 ev)
+        ev.setdefault("attachments", []).append({"id": ident, "mime_type": mime_type, "bytes": len(content),
+                                                 "wire_bytes": len(part.content)})
+    await _registered_once(ctx, lrn, ev)
+    if ctx.sim_admin:   # the TI side of the link: a declared attachment that does not travel is refused
+        bad_lrn = ctx.lrn("AX")
+        msg = await asyncio.to_thread(ctx.engine.user_message, action="IE3F20", payload=ctx.ens(fixture, bad_lrn),
+                                      to_party=ctx.customs)
+        outcome = await ctx.client.send(ctx.endpoint, msg)
+        if not isinstance(outcome, ReceiptOk):
+            raise ScenarioFailed(f"no receipt for the message without its attachment: {summarize(outcome)}", ev)
+        reader = ctx.gateway.components["reader"]
+        deadline = time.monotonic() + ctx.timeout
+        while not [m for m in reader.list_messages(direction="in", limit=1000)
+                   if m.ref_to_message_id == msg.message_id and m.action == "IE3N99"]:
+            if time.monotonic() > deadline:
+                raise ScenarioFailed("the TI did not answer a missing attachment with IE3N99",
+                                     {**ev, "unlinked_message_id": msg.message_id})
+            await asyncio.sleep(0.1)
+        ev["missing_attachment_answer"] = "IE3N99"
+    return ev
+
+
 async def invalid_filing(ctx: Context) -> dict[str, Any]:
     """An ENS customs must refuse (office of first entry not a valid reference): IE3N99, filing rejected."""
     lrn = ctx.lrn("IV")
@@ -306,7 +352,7 @@ CATALOGUE: tuple[Scenario, ...] = (
     Scenario("filing-air", "ENS filing, air complete (IE3F26) answered by IE3R01", "filing",
              filing("ens-IE3F26-air.xml"), daemon=True),
     Scenario("filing-air-attachment", "ENS filing, air with attachment (IE3F20) answered by IE3R01", "filing",
-             filing("ens-IE3F20-air-attachment.xml"), daemon=True),
+             filing_with_attachment, daemon=True, reference="ICD 3.1.11, 4.2.5"),
     Scenario("filing-express", "ENS filing, express consignment (IE3F32) answered by IE3R01", "filing",
              filing("ens-IE3F32-express.xml"), daemon=True),
     Scenario("filing-postal", "ENS filing, postal (IE3F42) answered by IE3R01", "filing",

@@ -13,10 +13,39 @@ from gateway.conformance.context import Context, ScenarioFailed, _ms, in_message
 REGISTERED_OR_LATER = ("registered", "amended", "assessment-complete")
 
 
+def _sample_attachments(ctx: Context, data: bytes) -> list[tuple[str, str, bytes]]:
+    """The files a sample ENS declares (``binaryFile``), found by their declared file name in the samples folder,
+    its ``attachments/`` sub-folder or the sibling ``attachments/`` folder (tests/fixtures/attachments)."""
+    from gateway.pipeline.submission import declared_files
+    try:
+        found = declared_files(data, (ctx.samples, ctx.samples / "attachments", ctx.samples.parent / "attachments"))
+    except LookupError as exc:
+        raise ScenarioFailed(f"a sample attachment is missing: {exc}") from None
+    return [(ident, mime_type, path.read_bytes()) for ident, mime_type, path in found]
+
+
+async def _submit(ctx: Context, data: bytes, *, action: str | None = None) -> dict[str, Any]:
+    """Through the submit API: the ENS alone, or with the attachments it declares as multipart/related."""
+    files = _sample_attachments(ctx, data)
+    if not files:
+        return await ctx.submit(data, action=action)
+    from gateway.pipeline.submission import to_multipart
+    if ctx.http is None or ctx.api_url is None:
+        raise ScenarioFailed("the in-process gateway is not running")
+    ctype, body = to_multipart(data, files)
+    url = ctx.api_url + "/filings" + (f"?action={action}" if action else "")
+    async with ctx.http.post(url, data=body, headers={"Content-Type": ctype}) as r:
+        answer = await r.json(content_type=None)
+        if r.status != 202:
+            raise ScenarioFailed(f"the submit API answered {r.status}: {answer.get('message') or answer}",
+                                 {"http_status": r.status, "error": answer.get("error")})
+        return {**answer, "attachments": [f[0] for f in files]}
+
+
 async def _file(ctx: Context, data: bytes, lrn: str, states: Sequence[str], *, action: str | None = None,
                 timeout: float | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     t0 = time.monotonic()
-    accepted = await ctx.submit(data, action=action)
+    accepted = await _submit(ctx, data, action=action)
     filer = accepted["filer_eori"]
     life = await ctx.wait_state(filer, lrn, states, timeout=timeout)
     f = life["filing"]

@@ -325,7 +325,9 @@ class Engine:
 
 def digests_of_wire(content_type: str, body: bytes) -> dict[str, str]:
     """The reference digests of a sealed message as it was sent (to check receipts after a restart)."""
-    unpacked = mime.unpack(content_type, body, max_parts=64, max_part_bytes=len(body) + 1)
+    # our own journaled message: as many parts as the intake let through (an ENS and its attachments)
+    unpacked = mime.unpack(content_type, body, max_parts=Limits.defaults().max_mime_parts,
+                           max_part_bytes=len(body) + 1)
     root = parse_xml(bytes(unpacked.soap.content), max_bytes=len(body) + 1)
     si = root.find(".//{http://www.w3.org/2000/09/xmldsig#}SignedInfo")
     if si is None:

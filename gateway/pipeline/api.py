@@ -1,4 +1,5 @@
-"""HTTP submit API on loopback: POST an ENS, get 202 with the LRN and a status URL; GET the status.
+"""HTTP submit API on loopback: POST an ENS (alone, or multipart with its attachments: see
+``gateway.pipeline.submission``), get 202 with the LRN and a status URL; GET the status.
 
 Idempotent: the same (person filing, LRN) with the same payload is the same filing (202 again); the same key
 with a different payload is refused with 409 and a clear error. The 202 is sent only after the journal commit.
@@ -15,6 +16,7 @@ from aiohttp import web
 from gateway.pipeline.accept import Acceptor, IntakeRefused
 from gateway.pipeline.config import ApiConfig
 from gateway.pipeline.delivery import write_status
+from gateway.pipeline.submission import from_body
 
 
 def _json(obj: Any, status: int = 200) -> web.Response:
@@ -28,8 +30,10 @@ def make_app(acceptor: Acceptor, journal: Any, cfg: ApiConfig, on_queued: Any, e
     async def submit(request: web.Request) -> web.Response:
         data = await request.read()
         try:
-            accepted = await acceptor.accept(data, action=request.query.get("action"),
-                                             source=f"api:{request.remote}", endpoint=request.query.get("endpoint"))
+            sub = from_body(request.headers.get("Content-Type"), data)  # XML alone, or multipart: ENS first
+            accepted = await acceptor.accept(sub.payload, action=request.query.get("action"),
+                                             source=f"api:{request.remote}", endpoint=request.query.get("endpoint"),
+                                             attachments=sub.attachments)
         except IntakeRefused as exc:
             if exc.filing is not None and status_dir is not None:  # journaled as rejected-locally
                 await asyncio.to_thread(write_status, status_dir, exc.filing.to_dict())

@@ -23,6 +23,8 @@ from gateway.journal.records import Filing
 from gateway.journal.records import InboundMessage as JournalInbound
 from gateway.journal.states import FilingState as S
 from gateway.pipeline.alerts import Alerts
+from gateway.pipeline.attachments import declarations as facts_declarations
+from gateway.pipeline.attachments import inbox_info
 from gateway.pipeline.correlate import REF_ONLY, inbound_effect
 from gateway.pipeline.delivery import safe_name, write_inbox, write_status
 from gateway.transport.server import DeliveryResult as Delivered
@@ -115,8 +117,11 @@ class InboundProcessor:
             "lrn": facts.lrn if facts else None, "mrn": facts.mrn if facts else None,
             "functional_reference": facts.functional_reference if facts else None, "correlated_by": found_by,
         }
-        files = [(_suffix(p.part_info.mime_type), {"href": p.part_info.href, "mime_type": p.part_info.mime_type,
-                                                   "charset": p.part_info.charset}, data) for p, data in parts]
+        # only a message with more than one part can carry attachments: the others are not parsed twice
+        declarations = facts_declarations(parts[0][1]) if len(parts) > 1 and facts is not None else []
+        files = [(_suffix(p.part_info.mime_type), inbox_info(p.part_info.href, p.part_info.mime_type,
+                                                             p.part_info.charset, declarations), data)
+                 for p, data in parts]
         await asyncio.to_thread(write_inbox, self.inbox_dir, um.message_id, files, metadata)
         functional_ref = (facts.functional_reference or facts.mrn or facts.lrn) if facts else None
         record = JournalInbound(sender_party=sender, message_id=um.message_id, raw=body, content_type=content_type,

@@ -1,4 +1,5 @@
-"""Spool-directory intake: the ERP drops ``*.xml`` atomically; each file is claimed by an atomic rename,
+"""Spool-directory intake: the ERP drops ``*.xml`` (or a ``NAME.d/`` folder: an ENS with its attachments, see
+``gateway.pipeline.submission``) atomically; each file is claimed by an atomic rename,
 journaled durably, then archived. Malformed or conflicting input goes to the rejected folder with a reason file
 (``<name>.reason.json``). Files left in the work folder by a crash are processed again at start: intake is
 idempotent (same key and payload -> the same filing), so nothing is lost or filed twice.
@@ -17,6 +18,7 @@ from typing import Any
 from gateway.pipeline.accept import Acceptor, IntakeRefused
 from gateway.pipeline.config import IntakeConfig
 from gateway.pipeline.delivery import atomic_write, fsync_dir, write_status
+from gateway.pipeline.submission import read_spool_unit, spool_folders
 
 log = logging.getLogger("ics2gw.intake")
 
@@ -42,10 +44,11 @@ class SpoolIntake:
 
     async def run(self) -> None:
         self.cfg.ensure()
-        for leftover in sorted(self.cfg.work_dir.glob("*.xml")):
+        for leftover in sorted([*self.cfg.work_dir.glob("*.xml"), *spool_folders(self.cfg.work_dir)]):
             await self.process(leftover)
         while not self._stopping.is_set():
-            files = sorted((p for p in self.cfg.spool_dir.glob("*.xml") if p.is_file()),
+            files = sorted([*(p for p in self.cfg.spool_dir.glob("*.xml") if p.is_file()),
+                            *spool_folders(self.cfg.spool_dir)],
                            key=lambda p: (p.stat().st_mtime, p.name))
             for path in files:
                 if self._stopping.is_set():
@@ -61,8 +64,9 @@ class SpoolIntake:
     async def process(self, claimed: Path) -> None:
         original = claimed.name.split("__", 1)[-1]
         try:
-            data = claimed.read_bytes()
-            accepted = await self.acceptor.accept(data, source=f"spool:{original}")
+            unit = await asyncio.to_thread(read_spool_unit, claimed)  # the ENS, and a folder's attachments
+            accepted = await self.acceptor.accept(unit.payload, source=f"spool:{original}",
+                                                  attachments=unit.attachments)
         except IntakeRefused as exc:
             self.rejected += 1
             self._reject(claimed, original, {"reason": exc.reason, "error": str(exc), "findings": exc.findings[:50]})

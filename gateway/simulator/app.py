@@ -160,12 +160,15 @@ class Simulator:
             if not self.registry.mrn_exists(mrn):
                 return mrn
 
-    def handle_business(self, inc: business.Incoming) -> None:
-        """Decides and, in one transaction, registers and queues the replies (before the receipt is sent)."""
+    def handle_business(self, inc: business.Incoming, decision: business.Decision | None = None) -> None:
+        """Decides and, in one transaction, registers and queues the replies (before the receipt is sent).
+
+        ``decision``: one already taken (the attachment link check's IE3N99), instead of the business rules."""
         opts = business.Options(mrn_country=self.cfg.mrn_country, duplicate_lrn=self.cfg.duplicate_lrn,
                                 arrival_control=self.cfg.arrival_control,
                                 complete_after_answer=self.cfg.complete_after_answer)
-        decision = business.decide(inc, self.registry, self.cfg.rules, opts, self.clock(), self._new_mrn)
+        decision = decision or business.decide(inc, self.registry, self.cfg.rules, opts, self.clock(),
+                                               self._new_mrn)
         with self.registry.transaction():
             filing_id = self.registry.apply(inc.message_id, inc.party_id, inc.eori, decision)
             start = monotonic_now() + self.faults.reply_delay_seconds

@@ -34,6 +34,7 @@ from gateway.ebms.errors import ERRORS, EbmsFault
 from gateway.ebms.model import EbmsError, ErrorSignal, PullRequest, Receipt, new_message_id, utc_timestamp
 from gateway.ics2 import catalogue
 from gateway.security.seal import seal
+from gateway.simulator import attachments as sim_attachments
 from gateway.simulator import business
 from gateway.simulator.faults import FaultError
 from gateway.simulator.host import SimulatorHost
@@ -198,13 +199,18 @@ class StiEndpoint:
                                  f"certificate {signer}")
         party = self.cfg.party(um.from_party.party_id)
         assert party is not None
+        fault = sim_attachments.envelope_fault(msg)  # the payload profile: attachment types and actions
+        if fault is not None:
+            raise fault
         reg = self.sim.registry
         copies = reg.record_received(mid, msg.kind, None if um.is_ping else um.action, party.party_id)
         wake = False
         if copies == 1 and not um.is_ping:
             try:
                 payload = msg.payloads[0].data(self.engine.limits) if msg.payloads else None
-                self.sim.handle_business(business.Incoming(mid, um.action, party.party_id, party.eori, payload))
+                linked = sim_attachments.link_decision(msg, payload, self.engine.limits, self.sim.clock())
+                self.sim.handle_business(business.Incoming(mid, um.action, party.party_id, party.eori, payload),
+                                         decision=linked)
                 wake = True
             except BaseException:
                 reg.forget_received(mid)

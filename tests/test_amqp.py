@@ -208,6 +208,22 @@ def test_the_same_message_twice_files_once(tmp_path: Path, sim: Any, rabbit: Rab
         wait_until(lambda: erp.queue_depth(names["queue"]) == 0, 10, "the queue to be empty")
         assert sim.report()[lrn]["registrations"] == 1
         assert len([r for r in gw.journal().values() if r["lrn"] == lrn]) == 1
+        # an ENS with its attachment, as multipart/related (the HTTP API's convention): filed with the PDF part;
+        # the same ENS without it is refused with the reason
+        from gateway.pipeline.submission import declared_files, to_multipart
+        from tests.pipeline_harness import FIXTURES, fixture
+        air = fixture("ens-IE3F20-air-attachment.xml")
+        files = declared_files(air, (FIXTURES.parent / "attachments",))
+        assert files
+        ctype, body = to_multipart(air, [(i, t, p.read_bytes()) for i, t, p in files])
+        erp.publish(air.replace(b"NLAIR2405140006", lrn.encode() + b"N"), message_id="air-alone")
+        erp.publish(body.replace(b"NLAIR2405140006", lrn.encode() + b"A"), message_id="air-with-pdf",
+                    content_type=ctype)
+        gw.wait_state(lrn + "A", "registered", timeout=30)
+        life = gw.lifecycle(lrn + "A")
+        assert any(e["event"] == "queued" and e["detail"].get("attachments") for e in life["events"]), life["events"]
+        wait_until(lambda: [e for e in (erp.drain() or erp.events) if e["rk"] == "intake.rejected.attachments"], 20,
+                   "the refusal of the ENS without its declared attachment")
     finally:
         erp.close()
         gw.stop()

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 SHARED ?= ../shared
 INTEROP := $(SHARED)/interop/santuario
 
-.PHONY: install test pki interop-deps demo bench clean
+.PHONY: install test pki interop-deps broker-deps demo bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,7 +32,16 @@ interop-deps:
 	  else echo "interop-deps: not root or no apt-get; interop tests will be skipped"; fi; \
 	fi
 
-test: install interop-deps
+# RabbitMQ for the AMQP tests (Debian package; the tests start a private node, never the system service).
+broker-deps:
+	@if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null) \
+	      || echo "broker-deps: apt-get failed; AMQP tests will be skipped (and reported)"; \
+	  else echo "broker-deps: not root or no apt-get; AMQP tests will be skipped (and reported)"; fi; \
+	fi
+
+test: install interop-deps broker-deps
 	$(BIN)/python -m pytest -q
 
 demo: install

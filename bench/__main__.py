@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import e2e, limit, micro, peer, report
+from bench import amqp, e2e, limit, micro, peer, report
 from bench.timing import cores
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-e2e", action="store_true")
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--skip-big", action="store_true")
+    ap.add_argument("--skip-amqp", action="store_true")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
     args = ap.parse_args(argv)
     pki = REPO / "certs" / "out"
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
             res["e2e"] = e2e.run(work, n=args.n, n_big=args.n_big, quick=args.quick)
         else:
             res["e2e"] = {"skipped": "--skip-e2e"}
+        if not args.skip_amqp:
+            step(f"AMQP intake and events next to the HTTP API, {args.n} filings each")
+            res["amqp"] = amqp.run(work, n=args.n)
         lim, mic = res["limit"], res["micro"]
         sign, verify = lim["engine_sign_per_s"], lim["engine_verify_per_s"]
         ratios: dict = {"cores": n_cores}

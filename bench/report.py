@@ -88,6 +88,18 @@ def table(res: dict[str, Any]) -> str:
                      f"{_f(d['peak_rss_bytes']['gateway'] / 1e6, 0)} MB simulator "
                      f"{_f(d['peak_rss_bytes']['simulator'] / 1e6, 0)} MB  fsyncs/filing {_f(d['fsyncs_per_filing'], 2)}"
                      + (f"  PullRequests {d['pull_requests']} ({d['pull_requests_empty']} empty)" if "pull_requests" in d else ""))
+    amqp = res.get("amqp")
+    if amqp:
+        lines += ["", "AMQP INTAKE AND EVENTS vs HTTP API (same gateway, same run, private RabbitMQ)"]
+        if "skipped" in amqp:
+            lines.append(f"  skipped: {amqp['skipped']}")
+        for key in ("api", "amqp"):
+            d = amqp.get(key)
+            if isinstance(d, dict):
+                lines.append(f"  {key:5} {amqp['filings']} filings: intake {_f(d['intake_s'], 2)} s  "
+                             f"{_f(d['filings_per_s'], 1)} filings/s to registered  CPU s/filing gateway "
+                             f"{_f(d['gateway_cpu_s_per_filing'], 4)}  events {d['events']} "
+                             f"({_f(d['events_per_s'], 1)}/s)")
     return "\n".join(lines)
 
 

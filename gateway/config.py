@@ -22,7 +22,7 @@ _MISSING: Any = object()
 GATEWAY_TOP_LEVEL = {
     "environment", "allow_production", "identity", "seal", "trust", "limits", "pmodes", "tls", "endpoints",
     "routing", "inbound", "pull", "journal", "intake", "api", "pipeline", "alerts", "validation", "logging",
-    "health", "hmrc",
+    "health", "amqp", "hmrc",
 }
 ENVIRONMENTS = ("conformance", "production")
 PARTY_ID_RE = re.compile(r"^(?:(?P<system>[A-Za-z0-9]{1,12})@)?(?P<eori>[A-Z]{2}[A-Za-z0-9]{1,15})(?:@(?P<ms>[A-Z]{2}))?$")

@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"working directory, emptied at start (default: {DEFAULT_WORKDIR})")
     p.add_argument("--timeout", type=float, default=40.0, metavar="SECONDS",
                    help="how long to wait for the outcomes once filed (default: 40)")
+    p.add_argument("--amqp", action="store_true",
+                   help="file the samples through a private RabbitMQ node (the ERP queue path) and read the events "
+                        "back (needs Debian's rabbitmq-server)")
     p.add_argument("--allow-production", action="store_true",
                    help="accept a configuration with environment = \"production\" (never needed for the demo)")
     p.set_defaults(func=run)
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from gateway.conformance.demo import DemoError, run_demo
     try:
         result = run_demo(conf_dir=args.conf_dir, samples_dir=args.samples, workdir=args.workdir.resolve(),
-                          timeout=args.timeout, allow_production=args.allow_production)
+                          timeout=args.timeout, allow_production=args.allow_production, amqp=args.amqp)
     except DemoError as exc:
         print(f"ics2gw demo: {exc}", file=sys.stderr)
         return exitcodes.RUNTIME

@@ -98,6 +98,7 @@ class DemoResult:
     exit_codes: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     simulator_report: list[dict[str, Any]] = field(default_factory=list)
+    amqp_summary: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -213,7 +214,8 @@ def _error_of(life: dict[str, Any]) -> str | None:
 
 def run_demo(*, conf_dir: Path = DEFAULT_CONF_DIR, samples_dir: Path = DEFAULT_SAMPLES,
              workdir: Path = DEFAULT_WORKDIR, timeout: float = 40.0, keep: bool = False,
-             allow_production: bool = False, out: TextIO = sys.stdout, with_hmrc: bool = True) -> DemoResult:
+             allow_production: bool = False, out: TextIO = sys.stdout, with_hmrc: bool = True,
+             amqp: bool = False) -> DemoResult:
     start = time.monotonic()
     gw_base, sim_base = conf_dir / "gateway.toml", conf_dir / "simulator.toml"
     for f in (gw_base, sim_base):
@@ -244,6 +246,13 @@ def run_demo(*, conf_dir: Path = DEFAULT_CONF_DIR, samples_dir: Path = DEFAULT_S
     hmrc = demo_hmrc.prepare(workdir, gw_doc) if with_hmrc else None
     if hmrc is not None:
         samples += load_samples(hmrc.samples_dir)
+    queue = None
+    if amqp:                                     # the ERP's queue path instead of the spool folder
+        from gateway.conformance import demo_amqp
+        try:
+            queue = demo_amqp.prepare(workdir, gw_doc)
+        except RuntimeError as exc:
+            raise DemoError(f"--amqp: {exc}") from None
     gw_conf = confgen.write(workdir / "gateway.toml", gw_doc, header.format(gw_base))
     for key in ("key", "chain"):
         p = Path(gw_doc["seal"].get(key, ""))
@@ -270,28 +279,70 @@ def run_demo(*, conf_dir: Path = DEFAULT_CONF_DIR, samples_dir: Path = DEFAULT_S
             except RuntimeError as exc:
                 raise DemoError(str(exc)) from None
             out.write(f"demo: HMRC S&S GB stand-in on https://127.0.0.1:{hmrc.port} (OAuth grant done)\n")
+        if queue is not None:
+            out.write("demo: starting a private RabbitMQ node (its own ports and data under the working directory)\n")
+            out.flush()
+            try:
+                queue.node.start()
+                queue.setup()
+            except RuntimeError as exc:
+                raise DemoError(f"--amqp: {exc}") from None
+            out.write(f"demo: RabbitMQ on {queue.node.url}; filings queue {demo_amqp.QUEUE}, events exchange "
+                      f"{demo_amqp.EXCHANGE}\n")
         procs["gateway"] = gw = _spawn("gateway", ["run", "--conf", str(gw_conf)], workdir / "gateway.log", workdir)
         _wait(lambda: confgen.port_open(inbound_port) and
               _http_json(f"http://127.0.0.1:{api_port}/health")[0] == 200, 30, gw, "the gateway to be ready")
         out.write(f"demo: simulator and gateway up in {time.monotonic() - start:.1f} s; filing {len(samples)} "
-                  f"sample ENS from {samples_dir} through the spool directory\n")
+                  f"sample ENS from {samples_dir} through the "
+                  f"{'AMQP queue ' + demo_amqp.QUEUE if queue else 'spool directory'}\n")
         out.flush()
-        spool = Path(gw_doc["intake"]["spool_dir"])
-        spool.mkdir(parents=True, exist_ok=True)
-        for s in samples:
-            _drop(s.file, spool)
-            s.dropped_at = time.monotonic()
-        _collect(samples, api_port, Path(gw_doc["intake"]["rejected_dir"]), timeout, gw,
-                 default_filer=_own_eori(gw_doc))
+        if queue is not None:
+            queue.publish([s.file for s in samples])
+            for s in samples:
+                s.dropped_at = time.monotonic()
+            _collect_rejections(queue, [s for s in samples if s.lrn is None], timeout)
+            _collect([s for s in samples if s.lrn is not None], api_port, Path(gw_doc["intake"]["rejected_dir"]),
+                     timeout, gw, default_filer=_own_eori(gw_doc))
+        else:
+            spool = Path(gw_doc["intake"]["spool_dir"])
+            spool.mkdir(parents=True, exist_ok=True)
+            for s in samples:
+                _drop(s.file, spool)
+                s.dropped_at = time.monotonic()
+            _collect(samples, api_port, Path(gw_doc["intake"]["rejected_dir"]), timeout, gw,
+                     default_filer=_own_eori(gw_doc))
         status, report = _http_json(f"http://127.0.0.1:{admin_port}/admin/report")
         result.simulator_report = report if status == 200 and isinstance(report, list) else []
+        if queue is not None:
+            deadline = time.monotonic() + 10      # the last events of the filings, confirmed by the broker
+            while time.monotonic() < deadline and sum(e["rk"] == "filing.registered" for e in queue.drain()) < \
+                    sum(1 for s in samples if s.state in REGISTERED):
+                time.sleep(0.2)
+            result.amqp_summary = queue.summary()
     finally:
         for name in ("gateway", "simulator", "hmrc-standin"):
             if name in procs:
                 result.exit_codes[name] = procs[name].stop()
+        if queue is not None:
+            queue.node.close()
     result.seconds = time.monotonic() - start
     print_table(result, out)
+    if result.amqp_summary:
+        out.write(f"demo: {result.amqp_summary}\n")
     return result
+
+
+def _collect_rejections(queue: Any, samples: list[Sample], timeout: float) -> None:
+    """Unreadable samples are answered by an intake.rejected event (the queue has no reason file)."""
+    deadline = time.monotonic() + timeout
+    while samples and time.monotonic() < deadline:
+        seen = queue.rejections()
+        for s in list(samples):
+            reason = seen.get(f"demo-{s.file.stem}")
+            if reason:
+                s.state, s.error, s.done_at = "rejected-locally", reason, time.monotonic()
+                samples.remove(s)
+        time.sleep(0.2)
 
 
 def _drop(sample: Path, spool: Path) -> None:

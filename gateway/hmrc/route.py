@@ -72,7 +72,8 @@ class HmrcAcceptor:
     def claims(self, data: bytes) -> bool:
         return is_hmrc_payload(data)
 
-    async def accept(self, data: bytes, *, source: str | None = None) -> Accepted:
+    async def accept(self, data: bytes, *, source: str | None = None,
+                     intake_ref: dict[str, Any] | None = None) -> Accepted:
         try:
             decl = protocol.declaration_facts(data)
             facts = inspect_payload(data)
@@ -104,6 +105,9 @@ class HmrcAcceptor:
             filing, created = j.insert_filing(new, now=now)
             if not created:
                 return filing, False
+            if intake_ref:
+                j.record_intake_ref(filing.id, channel=intake_ref["channel"], message_id=intake_ref.get("message_id"),
+                                    correlation_id=intake_ref.get("correlation_id"), now=now)
             if findings:
                 return j.transition(filing.id, S.REJECTED_LOCALLY, now=now, event="rejected-locally",
                                     detail={"findings": findings[:50], "route": ROUTE},

@@ -188,10 +188,35 @@ CREATE INDEX route_refs_filing ON route_refs (filing_id);
 CREATE INDEX route_refs_message ON route_refs (message_id);
 """
 
+# The transactional outbox of event delivery (AMQP): the event log is written in the same commit as every state
+# change, so the outbox is a durable cursor over it per sink; a sink advances its cursor only after the broker
+# confirmed everything before it. intake_refs keeps what a broker intake knew of a filing's message (its AMQP
+# message_id / correlation_id), echoed on every event of the filing.
+V_OUTBOX = """
+CREATE TABLE outbox_cursors (
+    name           TEXT PRIMARY KEY,
+    last_event_id  INTEGER NOT NULL,
+    updated_at     TEXT NOT NULL
+);
+CREATE TABLE intake_attempts (
+    key         TEXT PRIMARY KEY,
+    attempts    INTEGER NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE TABLE intake_refs (
+    filing_id       INTEGER PRIMARY KEY,
+    channel         TEXT NOT NULL,
+    message_id      TEXT,
+    correlation_id  TEXT,
+    created_at      TEXT NOT NULL
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "filings, messages, inbound duplicate elimination, orphans, customs requests, event log",
               _script(V1)),
     Migration(2, "route references (HMRC correlation ids)", _script(V_ROUTE_REFS)),
+    Migration(3, "event outbox cursors, broker intake references and redelivery counts", _script(V_OUTBOX)),
 )
 LATEST = MIGRATIONS[-1].version
 

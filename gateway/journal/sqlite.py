@@ -841,14 +841,64 @@ class SqliteJournal:
         return [Event(id=r["id"], at=r["at"], filing_id=r["filing_id"], message_id=r["message_id"],
                       event=r["event"], detail=json.loads(r["detail"])) for r in self._all(sql, (*params, int(limit)))]
 
+    # -- the event outbox (a durable cursor per sink over the append-only event log) ---------------------------
+    def events_after(self, after_id: int, *, limit: int = 500) -> list[Event]:
+        """Events with an id greater than ``after_id``, oldest first (the commit order)."""
+        return [Event(id=r["id"], at=r["at"], filing_id=r["filing_id"], message_id=r["message_id"],
+                      event=r["event"], detail=json.loads(r["detail"]))
+                for r in self._all("SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (int(after_id), int(limit)))]
+
+    def last_event_id(self) -> int:
+        rows = self._all("SELECT COALESCE(MAX(id), 0) FROM events")
+        return int(rows[0][0])
+
+    def outbox_cursor(self, name: str) -> int | None:
+        """The last event id the sink ``name`` has delivered (None: the sink has never run)."""
+        rows = self._all("SELECT last_event_id FROM outbox_cursors WHERE name = ?", (name,))
+        return int(rows[0][0]) if rows else None
+
+    def advance_outbox_cursor(self, name: str, event_id: int, *, now: datetime) -> None:
+        """Moves the cursor forward (never back): everything up to ``event_id`` is delivered."""
+        with self.transaction():
+            self._conn.execute(
+                "INSERT INTO outbox_cursors (name, last_event_id, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET last_event_id = MAX(last_event_id, excluded.last_event_id), "
+                "updated_at = excluded.updated_at", (name, int(event_id), iso(now)))
+
+    def record_intake_ref(self, filing_id: int, *, channel: str, message_id: str | None,
+                          correlation_id: str | None, now: datetime) -> None:
+        """What the intake channel called the message that created the filing; the first one is kept."""
+        with self.transaction():
+            self._conn.execute("INSERT OR IGNORE INTO intake_refs (filing_id, channel, message_id, correlation_id, "
+                               "created_at) VALUES (?, ?, ?, ?, ?)",
+                               (filing_id, channel, message_id, correlation_id, iso(now)))
+
+    def bump_intake_attempt(self, key: str, *, now: datetime) -> int:
+        """Counts one more delivery of a broker message that came back without an answer (the gateway stopped
+        while taking it in); returns the count. Bounds a message that kills the process each time it is read."""
+        with self.transaction():
+            self._conn.execute("INSERT INTO intake_attempts (key, attempts, updated_at) VALUES (?, 1, ?) "
+                               "ON CONFLICT (key) DO UPDATE SET attempts = attempts + 1, updated_at = excluded.updated_at",
+                               (key, iso(now)))
+            row = self._conn.execute("SELECT attempts FROM intake_attempts WHERE key = ?", (key,)).fetchone()
+        return int(row[0])
+
+    def intake_ref(self, filing_id: int) -> dict[str, Any] | None:
+        rows = self._all("SELECT channel, message_id, correlation_id FROM intake_refs WHERE filing_id = ?",
+                         (filing_id,))
+        return {"channel": rows[0][0], "message_id": rows[0][1], "correlation_id": rows[0][2]} if rows else None
+
     def purge(self, older_than: datetime, *, now: datetime) -> PurgeReport:
         """Retention: deletes final filings not updated since ``older_than`` with all their evidence, and
         filing-less messages (pings, orphans) older than that. Non-final filings are never touched (the guard
         triggers of the schema refuse it even if this query were wrong)."""
         cutoff = iso(older_than)
         with self.transaction():
+            # a filing whose events an outbox sink has not delivered yet stays (broker down for days)
             fids = [r[0] for r in self._conn.execute(
-                f"SELECT id FROM filings WHERE state IN ({_FINAL_FILING_SQL}) AND updated_at < ?", (cutoff,))]
+                f"SELECT id FROM filings f WHERE state IN ({_FINAL_FILING_SQL}) AND updated_at < ? AND NOT EXISTS "
+                "(SELECT 1 FROM events e WHERE e.filing_id = f.id AND e.id > "
+                "(SELECT COALESCE(MIN(last_event_id), 9223372036854775807) FROM outbox_cursors))", (cutoff,))]
             msg_rows: list[int] = []
             for chunk in _chunks(fids):
                 marks = ", ".join("?" * len(chunk))
@@ -873,6 +923,7 @@ class SqliteJournal:
             for chunk in _chunks(fids):
                 marks = ", ".join("?" * len(chunk))
                 self._conn.execute(f"DELETE FROM customs_requests WHERE filing_id IN ({marks})", chunk)
+                self._conn.execute(f"DELETE FROM intake_refs WHERE filing_id IN ({marks})", chunk)
                 self._conn.execute(f"DELETE FROM route_refs WHERE filing_id IN ({marks})", chunk)
             for chunk in _chunks(all_rows):
                 marks = ", ".join("?" * len(chunk))

@@ -113,12 +113,15 @@ class Acceptor:
         return facts, act, matched
 
     async def accept(self, data: bytes, *, action: str | None = None, source: str | None = None,
-                     endpoint: str | None = None, attachments: Sequence[Supplied] = ()) -> Accepted:
+                     endpoint: str | None = None, attachments: Sequence[Supplied] = (),
+                     intake_ref: dict[str, Any] | None = None) -> Accepted:
+        """``intake_ref``: what a broker intake called the message ({channel, message_id, correlation_id}); kept
+        with a new filing in the same commit, so every event of the filing can echo it."""
         if self.hmrc is not None and self.hmrc.claims(data):
             if attachments:
                 raise IntakeRefused("attachments", "the HMRC S&S GB route takes the IE315/IE313 alone, without "
                                                    "attachments", status=422)
-            return await self.hmrc.accept(data, source=source)
+            return await self.hmrc.accept(data, source=source, intake_ref=intake_ref)
         facts, act, matched = self.inspect(data, action, attachments)
         spec = lookup(act)
         assert spec is not None
@@ -133,7 +136,7 @@ class Acceptor:
         filer = facts.person_filing_eori or own_eori(self.engine.party_id)
         if spec.kind == "filing" or act == "IE3N06":
             return await self._new_filing(data, facts, act, spec.category, filer, digest, findings, warnings,
-                                          source, endpoint, matched)
+                                          source, endpoint, matched, intake_ref)
         return await self._follow_up(data, facts, act, spec.category, filer, digest, findings, warnings, matched)
 
     def _seal(self, data: bytes, act: str, ep: Any, message_id: str, matched: Sequence[Matched]) -> Any:
@@ -153,7 +156,8 @@ class Acceptor:
 
     async def _new_filing(self, data: bytes, facts: PayloadFacts, act: str, priority: str, filer: str,
                           digest: str, findings: list[dict[str, Any]], warnings: list[dict[str, Any]],
-                          source: str | None, endpoint: str | None, matched: Sequence[Matched] = ()) -> Accepted:
+                          source: str | None, endpoint: str | None, matched: Sequence[Matched] = (),
+                          intake_ref: dict[str, Any] | None = None) -> Accepted:
         if not facts.lrn:
             raise IntakeRefused("no-lrn", f"the {act} payload carries no LRN, so it cannot be correlated")
         try:
@@ -174,6 +178,9 @@ class Acceptor:
             filing, created = j.insert_filing(new, now=now)
             if not created:
                 return filing, False
+            if intake_ref:
+                j.record_intake_ref(filing.id, channel=intake_ref["channel"], message_id=intake_ref.get("message_id"),
+                                    correlation_id=intake_ref.get("correlation_id"), now=now)
             if findings:
                 filing = j.transition(filing.id, S.REJECTED_LOCALLY, now=now, event="rejected-locally",
                                       detail={"findings": findings[:50]}, error=findings[0].get("text"))

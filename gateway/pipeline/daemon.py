@@ -75,6 +75,9 @@ class Gateway:
         sink = InboundProcessor(reader, writer, inbox_dir=dcfg.intake.inbox_dir, status_dir=dcfg.intake.status_dir,
                                 limits=engine.limits, alerts=alerts)
         intake = SpoolIntake(dcfg.intake, acceptor, on_queued=sender.wake)
+        from gateway.broker.wiring import build_amqp   # ERP queues: AMQP intake and events, when [amqp] enables it
+        amqp = build_amqp(cfg, acceptor=acceptor, writer=writer, journal=reader, inbox_dir=dcfg.intake.inbox_dir,
+                          on_accepted=sender.wake)
         timers = Expectations(reader, dcfg.pipeline, alerts)
         self.components = {"journal": journal, "reader": reader, "writer": writer, "sender": sender,
                            "intake": intake, "sink": sink, "engine": engine, "alerts": alerts}
@@ -112,6 +115,8 @@ class Gateway:
                         doc["pull"] = self.components["puller"][0].status()
                     if hmrc is not None:
                         doc["hmrc"] = hmrc.status()
+                    if amqp is not None:
+                        doc["amqp"] = amqp.status()
                     return doc
                 health = HealthServer(tcfg.health.listen, cfg.environment, status=health_status)
                 await health.start()
@@ -122,6 +127,9 @@ class Gateway:
             if hmrc is not None:
                 self.components["hmrc"] = hmrc
                 tasks.append(hmrc.start())
+            if amqp is not None:
+                self.components["amqp"] = amqp
+                tasks.append(amqp.start())
             log.info("gateway started environment=%s party_id=%s api_port=%s inbound=%s pull=%s journal=%s",
                      cfg.environment, cfg.identity.party_id, self.api_port, tcfg.inbound.enabled, tcfg.pull.enabled,
                      jcfg.path)
@@ -136,9 +144,13 @@ class Gateway:
             timers.stop()
             if "puller" in self.components:
                 self.components["puller"][1].set()
+            if amqp is not None:
+                amqp.stop_event.set()         # stop consuming first; the outbox drains what it can below
             await sender.stop(dcfg.pipeline.drain_seconds)
             if hmrc is not None:
                 await hmrc.stop(dcfg.pipeline.drain_seconds)
+            if amqp is not None:
+                await amqp.stop(dcfg.pipeline.drain_seconds)
             pull_tasks = [t for t in tasks if t.get_name() == "puller"]
             if pull_tasks:
                 await asyncio.wait(pull_tasks, timeout=dcfg.pipeline.drain_seconds)

@@ -1,0 +1,73 @@
+"""Assembles the AMQP intake and event outbox for the daemon from ``[amqp]`` (nothing runs until ``start``)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.broker.amqp import AmqpBroker
+from gateway.broker.config import AmqpConfig, read_amqp_config
+from gateway.broker.outbox import EventOutbox
+from gateway.config import GatewayConfig
+
+
+@dataclass
+class AmqpWiring:
+    cfg: AmqpConfig
+    broker: AmqpBroker
+    outbox: EventOutbox | None
+    acceptor: Any
+    writer: Any
+    on_accepted: Any = None
+    stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    async def _main(self) -> None:
+        if not await self.broker.connect(self.stop_event):
+            return
+        jobs = []
+        if self.outbox is not None:
+            jobs.append(asyncio.create_task(self.outbox.run(self.stop_event), name="amqp-outbox"))
+        if self.cfg.intake:
+            jobs.append(asyncio.create_task(self.broker.consume(self.acceptor, self.writer, self.stop_event,
+                                                                on_accepted=self.on_accepted), name="amqp-intake"))
+        try:
+            await asyncio.gather(*jobs)
+        finally:
+            for j in jobs:
+                j.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
+
+    def start(self) -> asyncio.Task[Any]:
+        task = asyncio.create_task(self._main(), name="amqp")
+        self.tasks.append(task)
+        return task
+
+    async def stop(self, timeout: float) -> None:
+        self.stop_event.set()
+        if self.tasks:
+            await asyncio.wait(self.tasks, timeout=timeout)
+        await self.broker.close()
+
+    def status(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"url": self.cfg.url, "connected": self.broker.connected,
+                               "last_error": self.broker.last_error}
+        if self.outbox is not None:
+            doc["outbox"] = self.outbox.status()
+        h = getattr(self.broker, "intake_handler", None)
+        if h is not None:
+            doc["intake"] = {"accepted": h.accepted, "rejected": h.rejected, "dead_lettered": h.dead_lettered,
+                             "retried": h.retried}
+        return doc
+
+
+def build_amqp(cfg: GatewayConfig, *, acceptor: Any, writer: Any, journal: Any, inbox_dir: Path,
+               on_accepted: Any = None) -> AmqpWiring | None:
+    acfg = read_amqp_config(cfg)
+    if acfg is None:
+        return None
+    broker = AmqpBroker(acfg)
+    outbox = EventOutbox(journal, writer, broker.publish, name="amqp", inbox_dir=inbox_dir) if acfg.events else None
+    return AmqpWiring(acfg, broker, outbox, acceptor, writer, on_accepted=on_accepted)

@@ -1,0 +1,388 @@
+"""ERP queues against a real RabbitMQ (a private node started by the tests), the customs simulator and the daemon
+as real processes: intake of plain and multipart messages, rejection events, duplicates filed once, dead-lettering,
+events in order per filing through the journal outbox, SIGKILL of the daemon while consuming and publishing, and
+a broker restart mid-run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.pipeline_harness import PARTY, GatewayEnv, SimEnv, ens, free_port, push_url, q, wait_until
+from gateway.broker.localnode import RabbitNode, available
+
+aio_pika = pytest.importorskip("aio_pika")
+
+_WHY = available()
+pytestmark = pytest.mark.skipif(_WHY is not None, reason=f"AMQP tests need a broker: {_WHY}")
+
+
+@pytest.fixture(scope="module")
+def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    node = RabbitNode(tmp_path_factory.mktemp("rabbit"))
+    node.start()
+    yield node
+    node.close()
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory, pki: Path) -> Any:
+    base = tmp_path_factory.mktemp("amqp-sim")
+    inbound = free_port(dual=True)
+    s = SimEnv.create(base / "sim", [{"party_id": PARTY, "push_url": push_url(inbound)}])
+    s.start()
+    s.inbound_port = inbound  # type: ignore[attr-defined]
+    yield s
+    s.stop()
+
+
+def make_gateway(tmp_path: Path, sim: Any, rabbit: RabbitNode, names: dict[str, str], monkeypatch: Any,
+                 **extra: Any) -> GatewayEnv:
+    monkeypatch.setenv("ICS2GW_TEST_AMQP_PASSWORD", rabbit.password)
+    gw = GatewayEnv.create(tmp_path / "gw", sim, inbound_port=sim.inbound_port)
+    lines = ["", "[amqp]", "enabled = true", f"url = {q(rabbit.url)}", f"username = {q(rabbit.user)}",
+             'password_env = "ICS2GW_TEST_AMQP_PASSWORD"', f"queues = [{q(names['queue'])}]",
+             f"exchange = {q(names['exchange'])}", f"dead_letter_queue = {q(names['dlq'])}", "declare = true",
+             "reconnect_initial_seconds = 0.2", "reconnect_max_seconds = 1.0"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
+    gw.conf.write_text(gw.conf.read_text() + "\n".join(lines) + "\n")
+    return gw
+
+
+def new_names() -> dict[str, str]:
+    u = uuid.uuid4().hex[:8]
+    return {"queue": f"filings-{u}", "exchange": f"events-{u}", "dlq": f"dead-{u}", "tap": f"tap-{u}"}
+
+
+class Erp:
+    """The ERP side, on its own connection: publishes filings, and reads every event through a bound queue."""
+
+    def __init__(self, rabbit: RabbitNode, names: dict[str, str]) -> None:
+        self.rabbit, self.names = rabbit, names
+        self.loop = asyncio.new_event_loop()
+        self.conn: Any = None
+        self.events: list[dict[str, Any]] = []
+
+    def run(self, coro: Any) -> Any:
+        return self.loop.run_until_complete(coro)
+
+    def connect(self) -> Erp:
+        async def go() -> None:
+            self.conn = await aio_pika.connect_robust(self.rabbit.url_with_credentials)
+            ch = await self.conn.channel()
+            ex = await ch.declare_exchange(self.names["exchange"], aio_pika.ExchangeType.TOPIC, durable=True)
+            tap = await ch.declare_queue(self.names["tap"], durable=True)
+            await tap.bind(ex, "#")
+            await ch.declare_queue(self.names["queue"], durable=True)      # the ERP's queue exists before use
+            await ch.close()
+        self.run(go())
+        return self
+
+    def publish(self, body: bytes, *, message_id: str, correlation_id: str | None = None,
+                content_type: str = "application/xml", headers: dict[str, Any] | None = None) -> None:
+        async def go() -> None:
+            # a quorum queue refuses publishes (nack) until it has a leader again after a broker restart: an ERP
+            # retries, so does this one
+            for attempt in range(60):
+                ch = await self.conn.channel(publisher_confirms=True)
+                try:
+                    await ch.default_exchange.publish(aio_pika.Message(
+                        body, content_type=content_type, message_id=message_id, correlation_id=correlation_id,
+                        headers=headers or {}, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                        routing_key=self.names["queue"])
+                    return
+                except aio_pika.exceptions.DeliveryError:
+                    await asyncio.sleep(0.5)
+                finally:
+                    if not ch.is_closed:
+                        await ch.close()
+            raise AssertionError(f"the broker kept refusing {message_id}")
+        self.run(go())
+
+    def drain(self, queue: str | None = None) -> list[dict[str, Any]]:
+        """Takes every message now in the tap (or ``queue``): routing key, ids, headers, body."""
+        async def go() -> list[dict[str, Any]]:
+            ch = await self.conn.channel()
+            qu = await ch.get_queue(queue or self.names["tap"])
+            out = []
+            while True:
+                m = await qu.get(no_ack=True, fail=False)
+                if m is None:
+                    break
+                out.append({"rk": m.routing_key, "message_id": m.message_id, "correlation_id": m.correlation_id,
+                            "headers": dict(m.headers or {}), "content_type": m.content_type, "body": m.body})
+            await ch.close()
+            return out
+        got = self.run(go())
+        if queue is None:
+            self.events += got
+        return got
+
+    def queue_depth(self, queue: str) -> int:
+        async def go() -> int:
+            ch = await self.conn.channel()
+            qu = await ch.declare_queue(queue, passive=True)
+            n = qu.declaration_result.message_count
+            await ch.close()
+            return int(n)
+        return self.run(go())
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.run(self.conn.close())
+        self.loop.close()
+
+
+def filing_events(erp: Erp, lrn: str) -> list[dict[str, Any]]:
+    erp.drain()
+    return [e for e in erp.events if e["rk"].startswith("filing.") and e["headers"].get("lrn") == lrn]
+
+
+def test_intake_events_and_rejections(tmp_path: Path, sim: Any, rabbit: RabbitNode, monkeypatch: Any) -> None:
+    names = new_names()
+    gw = make_gateway(tmp_path, sim, rabbit, names, monkeypatch)
+    gw.start()
+    erp = Erp(rabbit, names).connect()
+    try:
+        lrn = "AMQP" + uuid.uuid4().hex[:10].upper()
+        erp.publish(ens(lrn), message_id="erp-msg-1", correlation_id="erp-corr-1")
+        gw.wait_state(lrn, "registered", timeout=30)
+        wait_until(lambda: [e for e in filing_events(erp, lrn) if e["rk"] == "filing.registered"], 20,
+                   "the filing.registered event", gw.logs)
+        evs = filing_events(erp, lrn)
+        keys = [e["rk"] for e in evs]
+        assert keys[0] == "filing.queued" and keys[-1] == "filing.registered", keys
+        assert keys.index("filing.sending") < keys.index("filing.sent") < keys.index("filing.registered"), keys
+        ids = [int(e["message_id"].rsplit("-", 1)[1]) for e in evs]
+        assert ids == sorted(ids)                                          # in commit order
+        assert all(e["correlation_id"] == "erp-corr-1" for e in evs)       # echoed on every event
+        body = json.loads(evs[-1]["body"])
+        assert body["filing"]["lrn"] == lrn and body["to"] == "registered" and body["filing"]["mrn"]
+        assert body["intake"] == {"channel": f"amqp:{names['queue']}", "message_id": "erp-msg-1",
+                                  "correlation_id": "erp-corr-1"}
+        # the IE3R01 itself, as multipart/related: metadata first, then the payload
+        wait_until(lambda: [e for e in (erp.drain() or erp.events) if e["rk"] == "inbound.IE3R01"], 20,
+                   "the inbound.IE3R01 event")
+        inbound = [e for e in erp.events if e["rk"] == "inbound.IE3R01"][0]
+        assert inbound["content_type"].startswith("multipart/related")
+        assert b"application/json" in inbound["body"] and b"IE3R01" in inbound["body"]
+        assert inbound["correlation_id"] == "erp-corr-1"
+        # an invalid ENS and an unreadable body: answered with a reason, acknowledged, never requeued
+        bad = ens("X" * 23)
+        erp.publish(bad, message_id="erp-bad-1", correlation_id="erp-corr-bad")
+        erp.publish(b"not xml at all", message_id="erp-bad-2")
+        erp.publish(b"{}", message_id="erp-bad-3", content_type="application/json")
+        wait_until(lambda: len([e for e in (erp.drain() or erp.events) if e["rk"].startswith("intake.rejected")]) >= 3,
+                   20, "three rejection events", gw.logs)
+        rej = {e["headers"]["reason"]: e for e in erp.events if e["rk"].startswith("intake.rejected")}
+        assert set(rej) >= {"invalid", "unreadable", "content-type"}, list(rej)
+        doc = json.loads(rej["invalid"]["body"])
+        assert doc["findings"] and doc["intake"]["correlation_id"] == "erp-corr-bad"
+        assert rej["invalid"]["correlation_id"] == "erp-corr-bad"
+        # the same filing, another payload: conflict
+        erp.publish(ens(lrn, tweak="OTHER1"), message_id="erp-conflict")
+        wait_until(lambda: [e for e in (erp.drain() or erp.events) if e["rk"] == "intake.rejected.conflict"], 20,
+                   "the conflict rejection")
+        wait_until(lambda: erp.queue_depth(names["queue"]) == 0, 10, "the intake queue to be empty")
+        assert erp.queue_depth(names["dlq"]) == 0
+    finally:
+        erp.close()
+        gw.stop()
+
+
+def test_the_same_message_twice_files_once(tmp_path: Path, sim: Any, rabbit: RabbitNode, monkeypatch: Any) -> None:
+    names = new_names()
+    gw = make_gateway(tmp_path, sim, rabbit, names, monkeypatch)
+    gw.start()
+    erp = Erp(rabbit, names).connect()
+    try:
+        lrn = "AMQPDUP" + uuid.uuid4().hex[:8].upper()
+        for i in range(3):
+            erp.publish(ens(lrn), message_id=f"dup-{i}", correlation_id="dup")
+        gw.wait_state(lrn, "registered", timeout=30)
+        wait_until(lambda: erp.queue_depth(names["queue"]) == 0, 10, "the queue to be empty")
+        assert sim.report()[lrn]["registrations"] == 1
+        assert len([r for r in gw.journal().values() if r["lrn"] == lrn]) == 1
+        # an ENS with its attachment, as multipart/related (the HTTP API's convention): filed with the PDF part;
+        # the same ENS without it is refused with the reason
+        from gateway.pipeline.submission import declared_files, to_multipart
+        from tests.pipeline_harness import FIXTURES, fixture
+        air = fixture("ens-IE3F20-air-attachment.xml")
+        files = declared_files(air, (FIXTURES.parent / "attachments",))
+        assert files
+        ctype, body = to_multipart(air, [(i, t, p.read_bytes()) for i, t, p in files])
+        erp.publish(air.replace(b"NLAIR2405140006", lrn.encode() + b"N"), message_id="air-alone")
+        erp.publish(body.replace(b"NLAIR2405140006", lrn.encode() + b"A"), message_id="air-with-pdf",
+                    content_type=ctype)
+        gw.wait_state(lrn + "A", "registered", timeout=30)
+        life = gw.lifecycle(lrn + "A")
+        assert any(e["event"] == "queued" and e["detail"].get("attachments") for e in life["events"]), life["events"]
+        wait_until(lambda: [e for e in (erp.drain() or erp.events) if e["rk"] == "intake.rejected.attachments"], 20,
+                   "the refusal of the ENS without its declared attachment")
+    finally:
+        erp.close()
+        gw.stop()
+
+
+def test_sigkill_while_consuming_and_publishing(tmp_path: Path, sim: Any, rabbit: RabbitNode,
+                                               monkeypatch: Any) -> None:
+    """20 filings through the queue; the daemon killed twice with SIGKILL mid-stream: every filing journaled and
+    registered exactly once, and for each filing every state-change event arrives, in order, no gap."""
+    names = new_names()
+    gw = make_gateway(tmp_path, sim, rabbit, names, monkeypatch, prefetch=4)
+    gw.start()
+    erp = Erp(rabbit, names).connect()
+    lrns = [f"AMQPK{i:02d}" + uuid.uuid4().hex[:6].upper() for i in range(20)]
+    try:
+        for i, lrn in enumerate(lrns):
+            erp.publish(ens(lrn), message_id=f"kill-{i}", correlation_id=f"corr-{i}")
+        wait_until(lambda: sum(1 for r in gw.journal().values() if r["lrn"] in lrns) >= 5, 30, "some intake")
+        gw.kill()
+        gw.start()
+        wait_until(lambda: sum(1 for r in gw.journal().values() if r["lrn"] in lrns and r["state"] == "registered")
+                   >= 10, 60, "half registered", gw.logs)
+        gw.kill()
+        gw.start()
+        for lrn in lrns:
+            gw.wait_state(lrn, "registered", timeout=60)
+        report = sim.report()
+        assert all(report[lrn]["registrations"] == 1 for lrn in lrns)
+        wait_until(lambda: all([e for e in filing_events(erp, lrn) if e["rk"] == "filing.registered"] for lrn in lrns),
+                   60, "every filing.registered event", gw.logs)
+        for i, lrn in enumerate(lrns):
+            evs = filing_events(erp, lrn)
+            by_id: dict[str, dict[str, Any]] = {}
+            for e in evs:                                   # at least once: a repeat carries the same id and body
+                if e["message_id"] in by_id:
+                    assert by_id[e["message_id"]]["body"] == e["body"]
+                by_id[e["message_id"]] = e
+            ordered = sorted(by_id.values(), key=lambda e: int(e["message_id"].rsplit("-", 1)[1]))
+            chain = [json.loads(e["body"]) for e in ordered]
+            assert chain[0]["from"] == "received" and chain[-1]["to"] == "registered"
+            for a, b in zip(chain, chain[1:]):
+                assert a["to"] == b["from"], [(c["from"], c["to"]) for c in chain]      # no gap
+            assert all(e["correlation_id"] == f"corr-{i}" for e in ordered)
+        assert erp.queue_depth(names["queue"]) == 0 and erp.queue_depth(names["dlq"]) == 0
+    finally:
+        erp.close()
+        if gw.proc is not None and gw.proc.alive():
+            gw.stop()
+
+
+def test_broker_restart_mid_run(tmp_path: Path, sim: Any, rabbit: RabbitNode, monkeypatch: Any) -> None:
+    names = new_names()
+    gw = make_gateway(tmp_path, sim, rabbit, names, monkeypatch)
+    gw.start()
+    erp = Erp(rabbit, names).connect()
+    try:
+        first = "AMQPRA" + uuid.uuid4().hex[:8].upper()
+        erp.publish(ens(first), message_id="r-1")
+        gw.wait_state(first, "registered", timeout=30)
+        erp.close()
+        rabbit.kill()
+        # filings keep coming through the API while the broker is down; their events wait in the journal
+        during = "AMQPRB" + uuid.uuid4().hex[:8].upper()
+        status, body = gw.submit(ens(during))
+        assert status in (200, 201, 202), body
+        gw.wait_state(during, "registered", timeout=30)
+        rabbit.start()
+        erp = Erp(rabbit, names).connect()
+        after = "AMQPRC" + uuid.uuid4().hex[:8].upper()
+        erp.publish(ens(after), message_id="r-3")
+        gw.wait_state(after, "registered", timeout=60)
+        for lrn in (during, after):
+            wait_until(lambda: [e for e in filing_events(erp, lrn) if e["rk"] == "filing.registered"], 60,
+                       f"{lrn} events after the restart", gw.logs)
+        keys = [e["rk"] for e in filing_events(erp, during)]
+        assert keys[0] == "filing.queued" and keys[-1] == "filing.registered", keys
+        assert gw.proc.alive()
+    finally:
+        erp.close()
+        gw.stop()
+
+
+# ------------------------------------------------------------------------------------------ dead-lettering
+async def _consume_once(rabbit: RabbitNode, names: dict[str, str], acceptor: Any, writer: Any,
+                        max_attempts: int, *, hold_seconds: float) -> Any:
+    """One consumer session of the real AMQP intake, ended after ``hold_seconds`` by closing the connection
+    without a goodbye (as a killed process would)."""
+    from gateway.broker.amqp import AmqpBroker
+    from gateway.broker.config import AmqpConfig
+    cfg = AmqpConfig(url=rabbit.url, username=rabbit.user, password=rabbit.password, ca_file=None, client_cert=None,
+                     client_key=None, intake=True, queues=(names["queue"],), prefetch=1, max_attempts=max_attempts,
+                     dead_letter_queue=names["dlq"], events=True, exchange=names["exchange"], declare=True,
+                     reconnect_initial=0.2, reconnect_max=1.0)
+    broker = AmqpBroker(cfg)
+    stop = asyncio.Event()
+    assert await broker.connect(stop)
+    task = asyncio.create_task(broker.consume(acceptor, writer, stop))
+    await asyncio.sleep(hold_seconds)
+    handler = getattr(broker, "intake_handler", None)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await broker.connection.close()
+    return handler
+
+
+async def test_transient_failures_and_crash_loops_end_in_the_dead_letter_queue(tmp_path: Path,
+                                                                              rabbit: RabbitNode) -> None:
+    """A message whose intake keeps failing is requeued at most ``max_attempts`` times, then dead-lettered with
+    its reason; a message during which the gateway dies every time is counted durably across restarts (the
+    journal) and dead-lettered too, instead of a crash loop. Real broker, real journal; the fault is injected in
+    the acceptor."""
+    from gateway.journal.committer import JournalWriter
+    from gateway.journal.sqlite import SqliteJournal
+    names = new_names()
+    erp = Erp(rabbit, names)
+    await asyncio.to_thread(erp.connect)
+    journal = SqliteJournal.open(tmp_path / "j.sqlite3")
+    writer = JournalWriter(journal).start()
+
+    class FullDisk:                                   # the journal's disk is full: every intake fails
+        async def accept(self, data: bytes, **kw: Any) -> Any:
+            raise OSError(28, "No space left on device")
+
+    class Dies:                                       # the gateway is killed while taking the message in
+        async def accept(self, data: bytes, **kw: Any) -> Any:
+            await asyncio.sleep(3600)
+
+    try:
+        await asyncio.to_thread(erp.publish, b"<IE3F32/>", message_id="poison-1", correlation_id="p1")
+        h = await _consume_once(rabbit, names, FullDisk(), writer, 3, hold_seconds=4.0)
+        assert h.dead_lettered == 1 and h.retried == 2
+        dead = await asyncio.to_thread(erp.drain, names["dlq"])
+        assert len(dead) == 1 and dead[0]["message_id"] == "poison-1"
+        assert "No space left" in dead[0]["headers"]["x-ics2gw-reason"] and dead[0]["headers"]["x-ics2gw-attempts"] == 3
+        await asyncio.to_thread(erp.publish, b"<IE3F32/>", message_id="poison-2")
+        for _ in range(3):                            # three "crashes" in a row while the message is in hand
+            await _consume_once(rabbit, names, Dies(), writer, 3, hold_seconds=1.0)
+        h = await _consume_once(rabbit, names, Dies(), writer, 3, hold_seconds=1.5)
+        assert h.dead_lettered == 1
+        dead = await asyncio.to_thread(erp.drain, names["dlq"])
+        assert [d["message_id"] for d in dead] == ["poison-2"]
+        assert "stopped each time" in dead[0]["headers"]["x-ics2gw-reason"]
+        assert await asyncio.to_thread(erp.queue_depth, names["queue"]) == 0
+    finally:
+        await writer.close()
+        journal.close()
+        await asyncio.to_thread(erp.close)
+
+
+def test_demo_through_the_queue(tmp_path: Path) -> None:
+    """`ics2gw demo --amqp`: the samples go through a private RabbitMQ node and the events come back."""
+    import re
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "gateway", "demo", "--amqp", "--workdir", str(tmp_path / "demo")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    assert "through the AMQP queue ics2gw.filings" in r.stdout and "demo: OK" in r.stdout
+    m = re.search(r"demo: (\d+) events published to ics2gw.events: filing\.\* (\d+), inbound\.\* (\d+)", r.stdout)
+    assert m and int(m.group(2)) > 0 and int(m.group(3)) > 0, r.stdout[-2000:]
+    ps = subprocess.run(["ps", "axww", "-o", "args"], capture_output=True, text=True).stdout
+    assert str(tmp_path / "demo" / "rabbitmq") not in ps          # the private node is gone with the demo

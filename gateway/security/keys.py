@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from gateway.config import ConfigError, SealConfig
+from gateway.config import EORI_RE, ConfigError, SealConfig
 from gateway.security.pkipath import is_issued_by
 
 
@@ -105,7 +105,9 @@ def _order_issuers(leaf: x509.Certificate, others: list[x509.Certificate]) -> li
 
 
 def eori_of(cert: x509.Certificate) -> str | None:
-    """The EORI in the subject: organizationIdentifier ``EORI:XX...`` (ETSI style) or else serialNumber."""
+    """The EORI in the subject: organizationIdentifier ``EORI:XX...`` (ETSI style), or else a serialNumber that has
+    the shape of an EORI (a serialNumber such as ``IDCNL-123`` or ``VATNL-...`` is not an EORI, and reading it as
+    one would bind the seal to a party it never named)."""
     for attr in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_IDENTIFIER):
         value = str(attr.value)
         if value.upper().startswith("EORI:"):
@@ -113,5 +115,7 @@ def eori_of(cert: x509.Certificate) -> str | None:
         if value.upper().startswith("EORI"):
             return value[4:].lstrip(":-")
     for attr in cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER):
-        return str(attr.value)
+        value = str(attr.value)
+        if EORI_RE.match(value):
+            return value
     return None

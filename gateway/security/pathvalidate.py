@@ -163,7 +163,10 @@ def check_ca(cert: x509.Certificate, *, below: int) -> None:
         raise PathError("not-a-ca", f"{subject(cert)} issues a certificate of the chain but is not a CA "
                                     "(basicConstraints cA is not set)")
     ku = _ext(cert, x509.KeyUsage)
-    if ku is not None and not ku.value.key_cert_sign:
+    if ku is None:
+        raise PathError("ca-key-usage", f"{subject(cert)} is a CA without a keyUsage extension (RFC 5280 4.2.1.3: a "
+                                        "CA certificate must carry one, with keyCertSign)")
+    if not ku.value.key_cert_sign:
         raise PathError("ca-key-usage", f"{subject(cert)} is a CA whose keyUsage does not allow keyCertSign, so it "
                                         "may not issue certificates")
     if bc.value.path_length is not None and below > bc.value.path_length:

@@ -57,7 +57,7 @@ def issue(subject: x509.Name, key: rsa.RSAPrivateKey, issuer: Node | None, *, ca
           ku: x509.KeyUsage | None = None, eku: Sequence[x509.ObjectIdentifier] | None = None,
           extra: Sequence[tuple[x509.ExtensionType, bool]] = (), hash_alg: hashes.HashAlgorithm | None = None,
           not_before: dt.datetime | None = None, not_after: dt.datetime | None = None,
-          basic_constraints: bool = True) -> Node:
+          basic_constraints: bool = True, no_ku: bool = False) -> Node:
     nb = not_before or NOW - dt.timedelta(days=30)
     na = not_after or NOW + dt.timedelta(days=365)
     issuer_name = issuer.cert.subject if issuer else subject
@@ -71,7 +71,8 @@ def issue(subject: x509.Name, key: rsa.RSAPrivateKey, issuer: Node | None, *, ca
         b = b.add_extension(x509.BasicConstraints(ca=ca, path_length=pathlen), critical=True)
     if ku is None:
         ku = CA_KU if ca else SEAL_KU
-    b = b.add_extension(ku, critical=True)
+    if not no_ku:
+        b = b.add_extension(ku, critical=True)
     if eku is not None:
         b = b.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
     for ext, critical in extra:

@@ -1,0 +1,363 @@
+"""Certificate path validation: one test per refusal cause, each through a really sealed message (real RSA
+signatures, real PkiPath tokens) checking the named cause and the ebMS error code, plus the validated-chain cache
+over time and across CRL changes, with an injected clock (no sleeping).
+
+Every negative chain differs from the good one in one property (tests/certfactory.py), so a refusal can only come
+from the cause under test; the good chain is accepted by the same receiver in the same test module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from tests.certfactory import (
+    EORI, NOW, UNKNOWN_CRITICAL, Hierarchy, Node, good, issue, key_usage, name, root_ca, rsa_key,
+    sub_ca_under_pathlen0, with_inter,
+)
+from gateway.conformance.unsafe import Recipe, build_message, xml_part
+from gateway.ebms.constants import PARTY_TYPE_EORI, ROLE_TRADER, VT_PKIPATH, VT_X509V3
+from gateway.ebms.engine import Engine
+from gateway.ebms.model import Party
+from gateway.ebms.errors import EbmsFault
+from gateway.security.keys import SealingIdentity
+from gateway.security.pathvalidate import DOCUMENT_SIGNING, MS_DOCUMENT_SIGNING
+from gateway.security.trust import ChainError, CrlCache, TrustStore
+from gateway.security.verify import STRICT, TOLERANT, VerifyPolicy
+
+ENS = b'<?xml version="1.0" encoding="UTF-8"?><IE3F32 xmlns="urn:x-test"><LRN>LRN-PATH-1</LRN></IE3F32>'
+
+
+@pytest.fixture(scope="module")
+def root() -> Node:
+    return root_ca()
+
+
+def sender(h: Hierarchy, party_id: str = EORI, chain: list[x509.Certificate] | None = None) -> Engine:
+    identity = SealingIdentity(key=h.leaf.key, chain=tuple(chain if chain is not None else h.chain))
+    return Engine(identity, TrustStore([h.root.cert]), party_id=party_id, fqdn="ap.path.test",
+                  clock=lambda: NOW)
+
+
+def receiver(root: Node, *, clock: Callable[[], dt.datetime] = lambda: NOW, crls: CrlCache | None = None,
+             policy: VerifyPolicy = STRICT, intermediates: tuple[x509.Certificate, ...] = (),
+             eori_binding: str = "refuse") -> Engine:
+    """The customs side (STRICT, as the simulator and the real TI check traders)."""
+    h = good(root=root)
+    return Engine(SealingIdentity(key=h.leaf.key, chain=tuple(h.chain)),
+                  TrustStore([root.cert], crls, intermediates=intermediates, eori_binding=eori_binding),
+                  party_id="sti-taxud", fqdn="sti.path.test", role="Customs", policy=policy, clock=clock)
+
+
+def send(h: Hierarchy, to: Engine, *, party_id: str = EORI, chain: list[x509.Certificate] | None = None,
+         token_type: str = VT_PKIPATH) -> None:
+    """Seals an IE3F32 with ``h``'s seal (the token carrying ``chain``, default the full chain) and opens it."""
+    recipe = Recipe(parts=[xml_part(ENS)], from_party=Party(party_id, PARTY_TYPE_EORI, ROLE_TRADER),
+                    token_type=token_type)
+    content_type, body = build_message(recipe, h.leaf.key, chain if chain is not None else h.chain)
+    to.open(content_type, body)
+
+
+def refused(h: Hierarchy, to: Engine, **kw: object) -> EbmsFault:
+    with pytest.raises(EbmsFault) as exc:
+        send(h, to, **kw)
+    return exc.value
+
+
+def test_good_chain_with_pathlen0_issuing_ca_is_accepted(root: Node) -> None:
+    send(good(root=root), receiver(root))
+
+
+# (cause, builder, a phrase the one-line message must contain)
+CASES: list[tuple[str, Callable[[Node], Hierarchy], str]] = [
+    ("path-length", sub_ca_under_pathlen0, "allows 0 CA certificate(s) below it (pathLenConstraint) but the chain has 1"),
+    ("ca-key-usage", lambda r: with_inter(r, ku=key_usage(ds=True, crl_sign=True)), "does not allow keyCertSign"),
+    ("ca-key-usage", lambda r: with_inter(r, no_ku=True), "without a keyUsage extension"),
+    ("not-a-ca", lambda r: with_inter(r, ca=False, pathlen=None, ku=key_usage(cert_sign=True)), "is not a CA"),
+    ("not-a-ca", lambda r: with_inter(r, basic_constraints=False), "is not a CA"),
+    ("critical-extension", lambda r: good(root=r, extra=[(UNKNOWN_CRITICAL, True)]), "1.3.6.1.4.1.55555.1.1"),
+    ("critical-extension", lambda r: with_inter(r, extra=[(UNKNOWN_CRITICAL, True)]), "1.3.6.1.4.1.55555.1.1"),
+    ("seal-key-usage", lambda r: good(root=r, ku=key_usage(ke=True)), "neither digitalSignature nor nonRepudiation"),
+    ("seal-key-usage", lambda r: good(root=r, ku=key_usage(ke=True, cert_sign=True)), "neither digitalSignature"),
+    ("seal-extended-key-usage", lambda r: good(root=r, eku=[ExtendedKeyUsageOID.CLIENT_AUTH]),
+     "restricted to clientAuth (TLS client)"),
+    ("seal-extended-key-usage", lambda r: good(root=r, eku=[ExtendedKeyUsageOID.SERVER_AUTH,
+                                                            ExtendedKeyUsageOID.CODE_SIGNING]), "serverAuth"),
+    ("ca-extended-key-usage", lambda r: with_inter(r, eku=[ExtendedKeyUsageOID.SERVER_AUTH]), "restricted to serverAuth"),
+    ("weak-algorithm", lambda r: good(root=r, hash_alg=hashes.SHA1()), "SHA-1 signatures are refused"),
+    ("weak-algorithm", lambda r: with_inter(r, hash_alg=hashes.SHA1()), "SHA-1 signatures are refused"),
+    ("expired", lambda r: good(root=r, not_after=NOW - dt.timedelta(seconds=1)), "expired on"),
+    ("expired", lambda r: with_inter(r, not_after=NOW - dt.timedelta(days=1)), "Issuing CA"),
+    ("not-yet-valid", lambda r: good(root=r, not_before=NOW + dt.timedelta(minutes=5)), "is not valid before"),
+    ("untrusted", lambda r: good(root=root_ca("Other Root CA", slot=1)), "does not lead to a configured trust anchor"),
+]
+
+
+def weak_leaf(root: Node) -> Hierarchy:
+    h = good(root=root)
+    return Hierarchy(root, h.inter, issue(name("Weak Seal", eori=EORI), rsa_key(1024, 9), h.inter, ca=False))
+
+
+def weak_inter(root: Node) -> Hierarchy:
+    inter = issue(name("Weak Issuing CA"), rsa_key(1024, 8), root, ca=True, pathlen=0)
+    return Hierarchy(root, inter, issue(name("Path Test Seal", eori=EORI), rsa_key(2048, 2), inter, ca=False))
+
+
+CASES += [("weak-key", weak_leaf, "has a 1024-bit RSA key; at least 2048 bits are required"),
+          ("weak-key", weak_inter, "Weak Issuing CA")]
+
+
+@pytest.mark.parametrize("cause,build,phrase", CASES,
+                         ids=[f"{c}-{i}" for i, (c, _, _) in enumerate(CASES)])
+def test_each_refusal_names_its_cause_and_maps_to_ebms_0101(root: Node, cause: str,
+                                                            build: Callable[[Node], Hierarchy], phrase: str) -> None:
+    h = build(root)
+    fault = refused(h, receiver(root))
+    assert fault.code == "EBMS:0101", fault.message
+    assert f"not acceptable ({cause})" in fault.message
+    assert phrase in fault.message
+    assert "\n" not in fault.message
+    # the same cause straight from the trust store, for the chain the token carried
+    with pytest.raises(ChainError) as exc:
+        TrustStore([root.cert]).validate(h.chain, at=NOW)
+    assert exc.value.reason == cause
+
+
+def test_path_validator_refuses_what_the_named_checks_do_not(root: Node) -> None:
+    """Layer 2 runs: a chain of 9 CAs, each one acceptable on its own, exceeds the validator's depth bound."""
+    parent = root
+    cas = []
+    for i in range(9):
+        parent = issue(name(f"Deep CA {i}"), rsa_key(2048, 10 + i), parent, ca=True)
+        cas.append(parent)
+    leaf = issue(name("Deep Seal", eori=EORI), rsa_key(2048, 2), parent, ca=False)
+    h = Hierarchy(root, cas[0], leaf, extra=tuple(reversed(cas[1:])))
+    fault = refused(h, receiver(root))
+    assert fault.code == "EBMS:0101" and "not acceptable (path)" in fault.message
+    assert "RFC 5280 path validation" in fault.message
+
+
+@pytest.mark.parametrize("eku", [[ExtendedKeyUsageOID.EMAIL_PROTECTION], [DOCUMENT_SIGNING],
+                                 [ExtendedKeyUsageOID.CLIENT_AUTH, MS_DOCUMENT_SIGNING],
+                                 [ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE]])
+def test_seal_with_a_signing_eku_is_accepted(root: Node, eku: list[x509.ObjectIdentifier]) -> None:
+    send(good(root=root, eku=eku), receiver(root))
+
+
+def test_seal_with_only_non_repudiation_is_accepted(root: Node) -> None:
+    send(good(root=root, ku=key_usage(nr=True)), receiver(root))
+
+
+def test_sha1_self_signature_of_the_anchor_is_not_held_against_the_chain() -> None:
+    """RFC 5280 6.1: the anchor's own signature is never verified; old SHA-1 roots still anchor SHA-256 chains."""
+    old_root = issue(name("Old SHA-1 Root"), rsa_key(2048, 120), None, ca=True, hash_alg=hashes.SHA1())
+    h = good(root=old_root)
+    send(h, receiver(old_root))
+
+
+def test_revoked_seal_is_refused(root: Node, tmp_path: Path) -> None:
+    h = good(root=root)
+    crl = tmp_path / "int.crl"
+    write_crl(crl, h.inter, [h.leaf.cert])
+    fault = refused(h, receiver(root, crls=CrlCache([crl])))
+    assert fault.code == "EBMS:0101" and "not acceptable (revoked)" in fault.message
+
+
+# ------------------------------------------------------------------------------------------ EORI binding
+def test_seal_for_another_eori_is_refused_like_customs_does(root: Node) -> None:
+    h = good(root=root, eori="DE987654321")
+    fault = refused(h, receiver(root), party_id=EORI)
+    assert (fault.code, fault.detail) == ("EBMS:0004", "A001")
+    assert "(eori-mismatch)" in fault.message and "DE987654321" in fault.message and EORI in fault.message
+
+
+def test_eori_binding_reads_the_eori_inside_system_and_member_state_party_ids(root: Node) -> None:
+    send(good(root=root), receiver(root), party_id=f"sys1@{EORI}@FR")
+    fault = refused(good(root=root, eori="NL999"), receiver(root), party_id=f"sys1@{EORI}@FR")
+    assert "(eori-mismatch)" in fault.message
+
+
+def test_eori_binding_under_tolerant_policy_is_a_failed_authentication(root: Node) -> None:
+    fault = refused(good(root=root, eori="DE987654321"), receiver(root, policy=TOLERANT))
+    assert fault.code == "EBMS:0101" and "(eori-mismatch)" in fault.message
+
+
+def test_seal_without_eori_refused_by_default_and_left_to_registration_when_configured(root: Node) -> None:
+    h = good(root=root, eori="")
+    assert "(eori-missing)" in refused(h, receiver(root)).message
+    send(h, receiver(root, eori_binding="if-present"))
+    other = good(root=root, eori="DE987654321")
+    assert "(eori-mismatch)" in refused(other, receiver(root, eori_binding="if-present")).message
+
+
+def test_eori_binding_report_mode_logs_and_accepts(root: Node, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="ics2gw.security"):
+        send(good(root=root, eori="DE987654321"), receiver(root, eori_binding="report"))
+    assert "event=eori_binding_mismatch" in caplog.text
+
+
+def test_pull_request_must_be_sealed_for_the_eori_of_its_mpc(root: Node) -> None:
+    s = sender(good(root=root, eori="DE987654321"))
+    pr = s.pull_request(f"urn:fdc:ec.europa.eu:2019:eu_ics2_c2t/EORI/{EORI}")
+    with pytest.raises(EbmsFault) as exc:
+        receiver(root).open(pr.content_type, pr.body)
+    assert exc.value.code == "EBMS:0004" and "(eori-mismatch)" in exc.value.message
+    ok = sender(good(root=root)).pull_request(f"urn:fdc:ec.europa.eu:2019:eu_ics2_c2t/EORI/{EORI}")
+    receiver(root).open(ok.content_type, ok.body)
+
+
+# ------------------------------------------------------------------------------------------ one-certificate PkiPath
+def test_one_certificate_pkipath_is_completed_under_tolerant_and_refused_under_strict(root: Node) -> None:
+    """Issue 11: a customs seal whose PkiPath holds only the leaf is read like an X509v3 leaf by the trader side
+    (completed from [trust] intermediates / customs_certs); customs keep refusing it from traders."""
+    h = good(root=root)
+    leaf_only = [h.leaf.cert]
+    tolerant = receiver(root, policy=TOLERANT, intermediates=(h.inter.cert,))
+    send(h, tolerant, chain=leaf_only)
+    customs_certs_only = Engine(tolerant.identity, TrustStore([root.cert], customs_certs=[h.inter.cert, h.leaf.cert]),
+                                party_id="NL1", fqdn="t.test", policy=TOLERANT, clock=lambda: NOW)
+    send(h, customs_certs_only, chain=leaf_only)
+    fault = refused(h, receiver(root, policy=TOLERANT), chain=leaf_only)       # nothing to complete it with
+    assert fault.code == "EBMS:0101" and "(untrusted)" in fault.message
+    fault = refused(h, receiver(root, intermediates=(h.inter.cert,)), chain=leaf_only)   # STRICT
+    assert fault.code == "EBMS:0101" and "X509PKIPathv1 token holds only the leaf certificate" in fault.message
+
+
+def test_one_certificate_pkipath_completion_still_applies_the_policy(root: Node) -> None:
+    h = sub_ca_under_pathlen0(root)
+    tolerant = receiver(root, policy=TOLERANT, intermediates=(h.inter.cert, h.extra[0].cert))
+    fault = refused(h, tolerant, chain=[h.leaf.cert])
+    assert "(path-length)" in fault.message
+
+
+# ------------------------------------------------------------------------------------------ the validated-chain cache
+class Clock:
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+def test_cached_chain_is_refused_once_the_leaf_expires_while_running(root: Node) -> None:
+    leaf_end = NOW + dt.timedelta(hours=2)
+    h = good(root=root, not_after=leaf_end)
+    clock = Clock(NOW)
+    customs = receiver(root, clock=clock)
+    s = sender(h)
+    msg = s.user_message(action="IE3F32", payload=ENS, to_party=Engine.customs_party())
+    customs.open(msg.content_type, msg.body)
+    assert len(customs.trust._cache) == 1         # validated once and cached
+    clock.now = leaf_end                           # the last valid instant: still accepted
+    customs.open(msg.content_type, msg.body)
+    clock.now = leaf_end + dt.timedelta(seconds=1)
+    with pytest.raises(EbmsFault) as exc:
+        customs.open(msg.content_type, msg.body)   # the same token, the same bytes: the cache must not answer
+    assert exc.value.code == "EBMS:0101" and "(expired)" in exc.value.message
+
+
+def test_cache_is_bounded_by_the_earliest_expiry_in_the_chain_not_the_leaf(root: Node) -> None:
+    inter_end = NOW + dt.timedelta(hours=1)
+    h = with_inter(root, not_after=inter_end)      # the leaf outlives its issuing CA
+    trust = TrustStore([root.cert])
+    trust.validate_cached(b"k", h.chain, at=NOW)
+    trust.validate_cached(b"k", h.chain, at=inter_end)
+    with pytest.raises(ChainError) as exc:
+        trust.validate_cached(b"k", h.chain, at=inter_end + dt.timedelta(microseconds=1))
+    assert exc.value.reason == "expired" and "Issuing CA" in str(exc.value)
+
+
+def test_cache_does_not_answer_before_the_chain_became_valid(root: Node) -> None:
+    start = NOW + dt.timedelta(days=1)
+    h = good(root=root, not_before=start)
+    trust = TrustStore([root.cert])
+    trust.validate_cached(b"k", h.chain, at=start)
+    with pytest.raises(ChainError) as exc:
+        trust.validate_cached(b"k", h.chain, at=start - dt.timedelta(seconds=1))   # a clock stepped back
+    assert exc.value.reason == "not-yet-valid"
+
+
+def write_crl(path: Path, issuer: Node, revoked: list[x509.Certificate]) -> None:
+    b = (x509.CertificateRevocationListBuilder().issuer_name(issuer.cert.subject)
+         .last_update(NOW - dt.timedelta(days=1)).next_update(NOW + dt.timedelta(days=7)))
+    for cert in revoked:
+        b = b.add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(cert.serial_number)
+                                      .revocation_date(NOW - dt.timedelta(hours=1)).build())
+    data = b.sign(issuer.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)       # how an operator's CRL fetcher should publish it: atomically
+
+
+def test_cached_chain_does_not_survive_a_crl_that_revokes_it(root: Node, tmp_path: Path) -> None:
+    h = good(root=root)
+    crl = tmp_path / "int.crl"
+    write_crl(crl, h.inter, [])
+    mono = [1000.0]
+    crls = CrlCache([crl], refresh_seconds=60, clock=lambda: mono[0])
+    customs = receiver(root, crls=crls)
+    msg = sender(h).user_message(action="IE3F32", payload=ENS, to_party=Engine.customs_party())
+    customs.open(msg.content_type, msg.body)
+    write_crl(crl, h.inter, [h.leaf.cert])
+    mono[0] += 61                                  # the refresh interval has passed: the new CRL is read
+    with pytest.raises(EbmsFault) as exc:
+        customs.open(msg.content_type, msg.body)
+    assert exc.value.code == "EBMS:0101" and "(revoked)" in exc.value.message
+    write_crl(crl, h.inter, [])                    # un-revoked (certificateHold lifted): accepted again
+    mono[0] += 61
+    customs.open(msg.content_type, msg.body)
+
+
+def test_crl_change_within_the_same_mtime_tick_is_detected(root: Node, tmp_path: Path) -> None:
+    h = good(root=root)
+    crl = tmp_path / "int.crl"
+    write_crl(crl, h.inter, [])
+    st = os.stat(crl)
+    mono = [0.0]
+    crls = CrlCache([crl], refresh_seconds=10, clock=lambda: mono[0])
+    trust = TrustStore([root.cert], crls)
+    trust.validate_cached(b"k", h.chain, at=NOW)
+    write_crl(crl, h.inter, [h.leaf.cert])
+    os.utime(crl, ns=(st.st_atime_ns, st.st_mtime_ns))   # same mtime as before: the inode tells the change
+    mono[0] = 11
+    with pytest.raises(ChainError) as exc:
+        trust.validate_cached(b"k", h.chain, at=NOW)
+    assert exc.value.reason == "revoked"
+
+
+def test_failures_are_never_cached(root: Node) -> None:
+    h = good(root=root, not_before=NOW + dt.timedelta(hours=1))
+    trust = TrustStore([root.cert])
+    with pytest.raises(ChainError):
+        trust.validate_cached(b"k", h.chain, at=NOW)
+    assert not trust._cache
+    trust.validate_cached(b"k", h.chain, at=NOW + dt.timedelta(hours=1))
+
+
+# ------------------------------------------------------------------------------------------ the generated test PKI
+def test_generated_test_pki_passes_the_policy(pki: Path) -> None:
+    """The PKI every other test and the demo use satisfies the stricter validation (and its pathlen-0 issuing CA
+    may issue the seal but no sub-CA)."""
+    from gateway.security.keys import load_pem_certificates
+    trust = TrustStore.from_files([pki / "trader-root.pem", pki / "customs-root.pem"])
+    for chain in ("trader-chain.pem", "customs-chain.pem"):
+        trust.validate(load_pem_certificates(pki / chain))
+    tls = load_pem_certificates(pki / "trader-tls-client.pem") + load_pem_certificates(pki / "trader-ca-bundle.pem")
+    with pytest.raises(ChainError) as exc:
+        trust.validate(tls)
+    assert exc.value.reason == "seal-extended-key-usage"
+
+
+def test_x509v3_token_of_a_tls_client_certificate_is_not_a_seal(root: Node) -> None:
+    h = good(root=root, eku=[ExtendedKeyUsageOID.CLIENT_AUTH])
+    tolerant = receiver(root, policy=TOLERANT, intermediates=(h.inter.cert,))
+    send(good(root=root), tolerant, chain=[good(root=root).leaf.cert], token_type=VT_X509V3)
+    fault = refused(h, tolerant, chain=[h.leaf.cert], token_type=VT_X509V3)
+    assert fault.code == "EBMS:0101" and "(seal-extended-key-usage)" in fault.message

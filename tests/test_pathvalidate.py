@@ -361,3 +361,13 @@ def test_x509v3_token_of_a_tls_client_certificate_is_not_a_seal(root: Node) -> N
     send(good(root=root), tolerant, chain=[good(root=root).leaf.cert], token_type=VT_X509V3)
     fault = refused(h, tolerant, chain=[h.leaf.cert], token_type=VT_X509V3)
     assert fault.code == "EBMS:0101" and "(seal-extended-key-usage)" in fault.message
+
+
+def test_gateway_refuses_to_seal_with_a_tls_client_certificate(pki: Path, tmp_path: Path) -> None:
+    """Customs would refuse every message: the configuration is refused at start-up, naming the cause."""
+    from gateway.security.keys import KeyMaterialError, load_identity_files
+    chain = tmp_path / "tls-as-seal-chain.pem"
+    chain.write_bytes((pki / "trader-tls-client.pem").read_bytes() + (pki / "trader-ca-bundle.pem").read_bytes())
+    with pytest.raises(KeyMaterialError, match=r"\(seal-extended-key-usage\).*clientAuth"):
+        load_identity_files(pki / "trader-tls-client.key", chain)
+    load_identity_files(pki / "trader-seal.key", pki / "trader-chain.pem")

@@ -58,6 +58,13 @@ def check_identity(key: rsa.RSAPrivateKey, chain: list[x509.Certificate], *, all
         if not is_issued_by(chain[i], chain[i + 1]):
             raise KeyMaterialError(f"chain certificate {i + 2} did not issue certificate {i + 1}: order the chain file "
                                    "leaf first, then each issuer")
+    # customs would refuse every message sealed with a certificate the seal policy refuses (a TLS client
+    # certificate configured as the seal, SHA-1, a short key): say so at start-up, not per message
+    from gateway.security.pathvalidate import PathError, check_seal_policy
+    try:
+        check_seal_policy(chain, at=None, anchor_index=len(chain) - 1)
+    except PathError as exc:
+        raise KeyMaterialError(f"the sealing chain is not acceptable ({exc.cause}): {exc}") from None
 
 
 def load_sealing_identity(cfg: SealConfig, *, conf_file: Path | str = "configuration") -> SealingIdentity:

@@ -139,7 +139,7 @@ def test_path_validator_refuses_what_the_named_checks_do_not(root: Node) -> None
         cas.append(parent)
     leaf = issue(name("Deep Seal", eori=EORI), rsa_key(2048, 2), parent, ca=False)
     h = Hierarchy(root, cas[0], leaf, extra=tuple(reversed(cas[1:])))
-    fault = refused(h, receiver(root))
+    fault = refused(h, receiver(root), chain=h.chain[:-1])     # 10 certificates: the token cap lets it through
     assert fault.code == "EBMS:0101" and "not acceptable (path)" in fault.message
     assert "RFC 5280 path validation" in fault.message
 
@@ -371,3 +371,15 @@ def test_gateway_refuses_to_seal_with_a_tls_client_certificate(pki: Path, tmp_pa
     with pytest.raises(KeyMaterialError, match=r"\(seal-extended-key-usage\).*clientAuth"):
         load_identity_files(pki / "trader-tls-client.key", chain)
     load_identity_files(pki / "trader-seal.key", pki / "trader-chain.pem")
+
+
+def test_pkipath_with_too_many_certificates_is_refused_before_any_certificate_is_checked(root: Node) -> None:
+    """A token of thousands of certificates must not buy thousands of parses and signature checks."""
+    from gateway.security import pkipath
+    h = good(root=root)
+    token = pkipath.encode(h.chain * 4)     # 12 certificates
+    with pytest.raises(pkipath.PkiPathError, match="more than 10 certificates"):
+        pkipath.decode(token)
+    assert len(pkipath.decode(pkipath.encode(h.chain * 3))) == 9
+    fault = refused(h, receiver(root), chain=h.chain * 4)
+    assert fault.code == "EBMS:0101" and "more than 10 certificates" in fault.message

@@ -48,11 +48,22 @@ def encode(chain_leaf_first: list[x509.Certificate] | tuple[x509.Certificate, ..
     return b"\x30" + _der_length(len(content)) + content
 
 
-def decode(token: bytes) -> list[x509.Certificate]:
+# A real sealing path is 2-4 certificates; the path validator stops at 8 below the anchor. Counting before parsing
+# keeps a token of thousands of certificates from costing thousands of parses and signature checks.
+MAX_CERTIFICATES = 10
+
+
+def decode(token: bytes, *, max_certificates: int = MAX_CERTIFICATES) -> list[x509.Certificate]:
     """Decodes a PkiPath token; returns the certificates in token order (root first when well formed)."""
     tag, start, end = _read_tlv(token, 0)
     if tag != 0x30 or end != len(token):
         raise PkiPathError("a PkiPath is one DER SEQUENCE")
+    count, pos = 0, start
+    while pos < end:
+        pos = _read_tlv(token, pos)[2]
+        count += 1
+        if count > max_certificates:
+            raise PkiPathError(f"the PkiPath holds more than {max_certificates} certificates")
     certs: list[x509.Certificate] = []
     pos = start
     while pos < end:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.verification import Store
 
 from gateway.security.keys import load_pem_certificates
@@ -45,10 +44,6 @@ class ChainResult:
     anchor: x509.Certificate
 
 
-def _fingerprint(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(Encoding.DER)
-
-
 class CrlCache:
     """CRLs loaded from files, reloaded when a file changes, checked at most every ``refresh_seconds``.
 
@@ -66,6 +61,7 @@ class CrlCache:
         self.generation = 0          # bumped whenever the CRL set changes: validated-chain caches key on it
         self._stamps: dict[Path, tuple[int, int, int]] = {}
         self._crls: list[x509.CertificateRevocationList] = []
+        self._signature_ok: dict[tuple[int, x509.Certificate], tuple[x509.CertificateRevocationList, bool]] = {}
         self.reload(force=True)
 
     def _stamp(self) -> dict[Path, tuple[int, int, int]]:
@@ -93,19 +89,33 @@ class CrlCache:
                     except ValueError as exc:
                         raise ChainError("broken", f"CRL {p} cannot be read: {exc}") from None
                 self._crls, self._stamps = crls, stamps
+                self._signature_ok = {}
                 self.generation += 1
             self._loaded_at = self.clock()
 
     def is_revoked(self, cert: x509.Certificate, issuer: x509.Certificate) -> bool:
         self.reload()
-        for crl in self._crls:
+        crls = self._crls      # one consistent set, even if another thread reloads meanwhile
+        for n, crl in enumerate(crls):
             if crl.issuer != issuer.subject:
                 continue
-            if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+            if not self._signed_by(crls, n, issuer):
                 continue  # a CRL not signed by this issuer says nothing about its certificates
             if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
                 return True
         return False
+
+    def _signed_by(self, crls: list[x509.CertificateRevocationList], n: int, issuer: x509.Certificate) -> bool:
+        """The CRL's signature check, remembered per (CRL, issuer) until the CRL set changes."""
+        crl = crls[n]
+        hit = self._signature_ok.get((n, issuer))
+        if hit is not None and hit[0] is crl:
+            return hit[1]
+        ok = crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+        if len(self._signature_ok) > 1024:
+            self._signature_ok.clear()
+        self._signature_ok[(n, issuer)] = (crl, ok)
+        return ok
 
 
 class TrustStore:
@@ -126,8 +136,9 @@ class TrustStore:
         self.customs_certs = list(customs_certs)
         self.policy = policy
         self.eori_binding = eori_binding
-        self._anchor_der = {_fingerprint(a) for a in self.anchors}
-        self._customs_der = {_fingerprint(c) for c in self.customs_certs}
+        # certificates compare and hash by their DER encoding
+        self._anchor_set = frozenset(self.anchors)
+        self._customs_set = frozenset(self.customs_certs)
         self._store = Store(self.anchors) if self.anchors else None
         self._cache: dict[bytes, tuple[ChainResult, dt.datetime, dt.datetime, int]] = {}
 
@@ -165,7 +176,7 @@ class TrustStore:
         return result
 
     def is_customs_certificate(self, cert: x509.Certificate) -> bool:
-        return _fingerprint(cert) in self._customs_der
+        return cert in self._customs_set
 
     def validate(self, chain_leaf_first: Sequence[x509.Certificate], *, at: dt.datetime | None = None) -> ChainResult:
         """Validates the chain (leaf first) at ``at``: it must reach a configured anchor (which may be in the chain,
@@ -185,7 +196,7 @@ class TrustStore:
             if self._store is None:
                 raise ChainError("untrusted", "no trust anchor is configured")
             path = rfc5280_path(chain[0], chain[1:] + self.intermediates, self._store, at=at, policy=self.policy)
-            if [_fingerprint(c) for c in path] != [_fingerprint(c) for c in chain]:
+            if path != chain:
                 # the validator found another path (a cross-certificate, another anchor): the policy holds for it too
                 check_seal_policy(path, at=at, anchor_index=len(path) - 1, policy=self.policy)
                 chain, anchor = path, path[-1]
@@ -203,13 +214,13 @@ class TrustStore:
         a short chain from the configured intermediates on the way; ``untrusted`` when no anchor is reached."""
         while True:
             for i, cert in enumerate(chain):
-                if _fingerprint(cert) in self._anchor_der:
+                if cert in self._anchor_set:
                     return chain[:i + 1], cert
             anchor = next((a for a in self.anchors if is_issued_by(chain[-1], a)), None)
             if anchor is not None:
                 return chain + [anchor], anchor
             issuer = (next((c for c in self.intermediates if is_issued_by(chain[-1], c)
-                            and all(_fingerprint(c) != _fingerprint(x) for x in chain)), None)
+                            and c not in chain), None)
                       if len(chain) < self.policy.max_chain_depth + 1 else None)
             if issuer is None:
                 raise ChainError("untrusted", f"the chain of {chain[0].subject.rfc4514_string()} does not lead to a "

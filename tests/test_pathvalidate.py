@@ -383,3 +383,20 @@ def test_pkipath_with_too_many_certificates_is_refused_before_any_certificate_is
     assert len(pkipath.decode(pkipath.encode(h.chain * 3))) == 9
     fault = refused(h, receiver(root), chain=h.chain * 4)
     assert fault.code == "EBMS:0101" and "more than 10 certificates" in fault.message
+
+
+def test_doctor_names_a_seal_the_policy_refuses(pki: Path, tmp_path: Path) -> None:
+    from gateway.transport.doctor import run_checks
+    repo = Path(__file__).resolve().parent.parent
+    chain = tmp_path / "tls-as-seal-chain.pem"
+    chain.write_bytes((pki / "trader-tls-client.pem").read_bytes() + (pki / "trader-ca-bundle.pem").read_bytes())
+    text = (repo / "conf" / "gateway.toml").read_text().replace('"../', f'"{repo}/')
+    text = text.replace(f'key = "{repo}/certs/out/trader-seal.key"', f'key = "{pki}/trader-tls-client.key"')
+    text = text.replace(f'chain = "{repo}/certs/out/trader-chain.pem"', f'chain = "{chain}"')
+    conf = tmp_path / "gateway.toml"
+    conf.write_text(text)
+    checks, _env = run_checks(conf, network=False, do_ping=False)
+    failed = {c.name: c.detail for c in checks if not c.ok}
+    assert "sealing chain passes the seal policy" in failed
+    assert "(seal-extended-key-usage)" in failed["sealing chain passes the seal policy"]
+    assert "sealing key matches its certificate" not in {c.name for c in checks if c.ok}

@@ -400,3 +400,20 @@ def test_doctor_names_a_seal_the_policy_refuses(pki: Path, tmp_path: Path) -> No
     assert "sealing chain passes the seal policy" in failed
     assert "(seal-extended-key-usage)" in failed["sealing chain passes the seal policy"]
     assert "sealing key matches its certificate" not in {c.name for c in checks if c.ok}
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_unreadable_crl_fails_closed_with_a_clear_cause(root: Node, tmp_path: Path, damage: str) -> None:
+    h = good(root=root)
+    crl = tmp_path / "int.crl"
+    write_crl(crl, h.inter, [])
+    mono = [0.0]
+    customs = receiver(root, crls=CrlCache([crl], refresh_seconds=10, clock=lambda: mono[0]))
+    send(h, customs)
+    if damage == "missing":
+        crl.unlink()
+    else:
+        crl.write_bytes(crl.read_bytes()[:200])
+    mono[0] = 11
+    fault = refused(h, customs)
+    assert fault.code == "EBMS:0101" and "(broken)" in fault.message and "int.crl cannot be read" in fault.message

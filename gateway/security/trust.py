@@ -82,11 +82,12 @@ class CrlCache:
             if force or stamps != self._stamps:
                 crls = []
                 for p in self.paths:
-                    data = p.read_bytes()
+                    # fail closed: a configured CRL that vanished or is half-written means revocation is unknown
                     try:
+                        data = p.read_bytes()
                         crls.append(x509.load_pem_x509_crl(data) if b"-----BEGIN" in data
                                     else x509.load_der_x509_crl(data))
-                    except ValueError as exc:
+                    except (OSError, ValueError) as exc:
                         raise ChainError("broken", f"CRL {p} cannot be read: {exc}") from None
                 self._crls, self._stamps = crls, stamps
                 self._signature_ok = {}

@@ -91,6 +91,8 @@ CASES: list[tuple[str, Callable[[Node], Hierarchy], str]] = [
     ("seal-extended-key-usage", lambda r: good(root=r, eku=[ExtendedKeyUsageOID.SERVER_AUTH,
                                                             ExtendedKeyUsageOID.CODE_SIGNING]), "serverAuth"),
     ("ca-extended-key-usage", lambda r: with_inter(r, eku=[ExtendedKeyUsageOID.SERVER_AUTH]), "restricted to serverAuth"),
+    ("seal-is-ca", lambda r: good(root=r, ca=True, ku=key_usage(ds=True, nr=True, cert_sign=True)),
+     "a CA key may not seal messages"),
     ("weak-algorithm", lambda r: good(root=r, hash_alg=hashes.SHA1()), "SHA-1 signatures are refused"),
     ("weak-algorithm", lambda r: with_inter(r, hash_alg=hashes.SHA1()), "SHA-1 signatures are refused"),
     ("expired", lambda r: good(root=r, not_after=NOW - dt.timedelta(seconds=1)), "expired on"),
@@ -417,3 +419,16 @@ def test_unreadable_crl_fails_closed_with_a_clear_cause(root: Node, tmp_path: Pa
     mono[0] = 11
     fault = refused(h, customs)
     assert fault.code == "EBMS:0101" and "(broken)" in fault.message and "int.crl cannot be read" in fault.message
+
+
+def test_a_pinned_self_signed_seal_may_be_a_ca_certificate() -> None:
+    """A certificate configured itself as an anchor (pinning) is exempt from the end-entity rule: self-signed
+    certificates made with ``openssl req -x509`` carry cA=TRUE."""
+    node = issue(name("Pinned Seal", eori=EORI), rsa_key(2048, 30), None, ca=True,
+                 ku=key_usage(ds=True, nr=True, cert_sign=True))
+    h = Hierarchy(node, node, node)
+    send(h, receiver(node, policy=TOLERANT), chain=[node.cert])
+    other = issue(name("Unpinned CA Seal", eori=EORI), rsa_key(2048, 31), node, ca=True,
+                  ku=key_usage(ds=True, nr=True, cert_sign=True))
+    fault = refused(Hierarchy(node, node, other), receiver(node, policy=TOLERANT), chain=[other.cert, node.cert])
+    assert "(seal-is-ca)" in fault.message

@@ -103,7 +103,7 @@ def check_seal_policy(chain: Sequence[x509.Certificate], *, at: dt.datetime | No
             check_signature_algorithm(cert)
     for i in range(1, anchor_index + 1):
         check_ca(chain[i], below=i - 1)
-    check_seal_usage(chain[0])
+    check_seal_usage(chain[0], pinned=anchor_index == 0)
 
 
 def check_validity(cert: x509.Certificate, at: dt.datetime) -> None:
@@ -180,9 +180,14 @@ def check_ca(cert: x509.Certificate, *, below: int) -> None:
                                                  "none of which allows sealing")
 
 
-def check_seal_usage(cert: x509.Certificate) -> None:
-    """The signer must be allowed to seal: keyUsage digitalSignature or nonRepudiation, and no EKU that confines
-    it to another purpose (a TLS client certificate is not a seal)."""
+def check_seal_usage(cert: x509.Certificate, *, pinned: bool = False) -> None:
+    """The signer must be allowed to seal: an end-entity certificate (a CA's key signs certificates, not messages;
+    only a certificate configured itself as an anchor is exempt), keyUsage digitalSignature or nonRepudiation, and no
+    EKU that confines it to another purpose (a TLS client certificate is not a seal)."""
+    bc = _ext(cert, x509.BasicConstraints)
+    if bc is not None and bc.value.ca and not pinned:
+        raise PathError("seal-is-ca", f"{subject(cert)} is a CA certificate (basicConstraints cA=TRUE); a CA key "
+                                      "may not seal messages")
     ku = _ext(cert, x509.KeyUsage)
     if ku is not None and not (ku.value.digital_signature or ku.value.content_commitment):
         raise PathError("seal-key-usage", f"{subject(cert)} has a keyUsage that allows neither digitalSignature nor "

@@ -31,7 +31,7 @@ EORI_BINDING_MODES = ("refuse", "if-present", "report")
 class ChainError(ValueError):
     """The chain is not acceptable. ``reason`` is one of: untrusted, broken, expired, not-yet-valid, revoked, and
     the policy causes of ``pathvalidate`` (path-length, not-a-ca, ca-key-usage, ca-extended-key-usage,
-    critical-extension, seal-key-usage, seal-extended-key-usage, weak-key, weak-algorithm, path)."""
+    critical-extension, seal-is-ca, seal-key-usage, seal-extended-key-usage, weak-key, weak-algorithm, path)."""
 
     def __init__(self, reason: str, message: str) -> None:
         self.reason = reason

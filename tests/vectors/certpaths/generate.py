@@ -66,6 +66,8 @@ def main() -> int:
                                                 "strict", {"cause": "critical-extension"}),
         "bad-unknown-critical-extension-ca": (with_inter(root, extra=[(UNKNOWN_CRITICAL, True)]), None, None,
                                               "strict", {"cause": "critical-extension"}),
+        "bad-ca-certificate-as-seal": (good(root=root, ca=True, ku=key_usage(ds=True, nr=True, cert_sign=True)), None,
+                                       None, "strict", {"cause": "seal-is-ca"}),
         "bad-seal-key-usage": (good(root=root, ku=key_usage(ke=True)), None, None, "strict", {"cause": "seal-key-usage"}),
         "bad-tls-client-certificate-as-seal": (good(root=root, eku=[EKU.CLIENT_AUTH]), None, None, "strict",
                                                {"cause": "seal-extended-key-usage"}),

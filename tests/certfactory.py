@@ -28,10 +28,12 @@ def rsa_key(bits: int = 2048, slot: int = 0) -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=bits)
 
 
-def name(cn: str, *, eori: str | None = None, o: str = "Test Path PKI") -> x509.Name:
+def name(cn: str, *, eori: str | None = None, o: str = "Test Path PKI", serial: str | None = None) -> x509.Name:
     attrs = [x509.NameAttribute(NameOID.COUNTRY_NAME, "NL"), x509.NameAttribute(NameOID.ORGANIZATION_NAME, o)]
     if eori:
         attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_IDENTIFIER, f"EORI:{eori}"))
+    if serial:
+        attrs.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, serial))
     attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
     return x509.Name(attrs)
 

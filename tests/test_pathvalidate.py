@@ -432,3 +432,48 @@ def test_a_pinned_self_signed_seal_may_be_a_ca_certificate() -> None:
                   ku=key_usage(ds=True, nr=True, cert_sign=True))
     fault = refused(Hierarchy(node, node, other), receiver(node, policy=TOLERANT), chain=[other.cert, node.cert])
     assert "(seal-is-ca)" in fault.message
+
+
+def test_revoked_issuing_ca_is_refused_by_the_roots_crl(root: Node, tmp_path: Path) -> None:
+    h = good(root=root)
+    crl = tmp_path / "root.crl"
+    write_crl(crl, root, [h.inter.cert])
+    fault = refused(h, receiver(root, crls=CrlCache([crl])))
+    assert "(revoked)" in fault.message and "Issuing CA" in fault.message
+
+
+def test_a_crl_replaced_by_a_forged_one_is_not_trusted_on_the_old_ones_signature(root: Node, tmp_path: Path) -> None:
+    """A CRL's signature is checked again whenever the file changes: a forged CRL (the issuer's name, another key)
+    that revokes the seal says nothing and the seal stays accepted."""
+    h = good(root=root)
+    crl = tmp_path / "int.crl"
+    write_crl(crl, h.inter, [])
+    mono = [0.0]
+    customs = receiver(root, crls=CrlCache([crl], refresh_seconds=10, clock=lambda: mono[0]))
+    send(h, customs)
+    forger = Node(h.inter.cert, rsa_key(2048, 40))      # same issuer name, a key that is not the issuing CA's
+    write_crl(crl, forger, [h.leaf.cert])
+    mono[0] = 11
+    send(h, customs)
+
+
+def test_serial_number_that_is_not_an_eori_is_not_read_as_one(root: Node) -> None:
+    """ETSI subjects carry serialNumber values such as IDCNL-123456; only an EORI-shaped value is an EORI."""
+    from gateway.security.keys import eori_of
+    leaf = issue(name("Serial Seal", serial="IDCNL-123456"), rsa_key(2048, 2), good(root=root).inter, ca=False)
+    assert eori_of(leaf.cert) is None
+    eori_serial = issue(name("Serial Seal", serial=EORI), rsa_key(2048, 2), good(root=root).inter, ca=False)
+    assert eori_of(eori_serial.cert) == EORI
+
+
+def test_validator_path_through_a_pinned_anchor_is_held_to_the_policy_too(root: Node) -> None:
+    """The RFC 5280 validator may find another path than the token's (here: straight to a pinned CA that has the
+    issuing CA's name and key but is restricted to TLS servers); the seal policy applies to that path as well."""
+    h = good(root=root)
+    other_root = root_ca("Other Root CA", slot=1)
+    pinned = issue(h.inter.cert.subject, h.inter.key, other_root, ca=True, pathlen=0,
+                   eku=[ExtendedKeyUsageOID.SERVER_AUTH])
+    customs = Engine(receiver(root).identity, TrustStore([root.cert, pinned.cert]), party_id="sti-taxud",
+                     fqdn="sti.path.test", role="Customs", policy=STRICT, clock=lambda: NOW)
+    fault = refused(h, customs)
+    assert "(ca-extended-key-usage)" in fault.message

@@ -213,13 +213,15 @@ def rfc5280_path(leaf: x509.Certificate, untrusted: Sequence[x509.Certificate], 
                  policy: SealPolicy = DEFAULT_POLICY) -> list[x509.Certificate]:
     """Builds and validates the path from ``leaf`` through ``untrusted`` to an anchor of ``store`` with
     ``cryptography``'s RFC 5280 validator; returns it leaf first, or raises ``PathError("path", ...)``."""
-    verifier = (PolicyBuilder().store(store).time(at.replace(tzinfo=None) if at.tzinfo is None else at)
-                .max_chain_depth(policy.max_chain_depth)
+    verifier = (PolicyBuilder().store(store).time(at).max_chain_depth(policy.max_chain_depth)
                 .extension_policies(ca_policy=_CA_POLICY, ee_policy=_EE_POLICY).build_client_verifier())
     try:
         return list(verifier.verify(leaf, list(untrusted)).chain)
     except VerificationError as exc:
         raise PathError("path", f"RFC 5280 path validation of {subject(leaf)} failed: {_one_line(str(exc))}") from None
+    except (ValueError, TypeError) as exc:   # a certificate the validator cannot even process: fail closed
+        raise PathError("path", f"RFC 5280 path validation of {subject(leaf)} could not run: "
+                                f"{_one_line(str(exc))}") from None
 
 
 def _one_line(text: str) -> str:

@@ -477,3 +477,21 @@ def test_validator_path_through_a_pinned_anchor_is_held_to_the_policy_too(root: 
                      fqdn="sti.path.test", role="Customs", policy=STRICT, clock=lambda: NOW)
     fault = refused(h, customs)
     assert "(ca-extended-key-usage)" in fault.message
+
+
+def test_our_test_issuing_ca_pathlen0_cannot_issue_a_sub_ca(pki: Path) -> None:
+    """The issue's own case: certs/out/trader-int.pem (pathlen 0) issues a sub-CA, which issues a seal carrying our
+    EORI; sealed as a full PkiPath to the trader root, the message is refused with the path-length cause."""
+    from gateway.security.keys import load_pem_certificates
+    inter = Node(load_pem_certificates(pki / "trader-int.pem")[0],
+                 serialization.load_pem_private_key((pki / "trader-int.key").read_bytes(), None))  # type: ignore[arg-type]
+    root = Node(load_pem_certificates(pki / "trader-root.pem")[0], rsa_key(2048, 0))   # the key is never used
+    now = dt.datetime.now(dt.timezone.utc)
+    valid = {"not_before": now - dt.timedelta(hours=1), "not_after": now + dt.timedelta(days=1)}
+    sub = issue(name("Rogue Sub CA"), rsa_key(2048, 3), inter, ca=True, **valid)  # type: ignore[arg-type]
+    leaf = issue(name("Rogue Seal", eori=EORI), rsa_key(2048, 2), sub, ca=False, **valid)  # type: ignore[arg-type]
+    h = Hierarchy(root, inter, leaf, extra=(sub,))
+    customs = Engine(receiver(root_ca()).identity, TrustStore.from_files([pki / "trader-root.pem"]),
+                     party_id="sti-taxud", fqdn="sti.path.test", role="Customs", policy=STRICT)
+    fault = refused(h, customs)
+    assert fault.code == "EBMS:0101" and "(path-length)" in fault.message and "Test Trader Issuing CA" in fault.message

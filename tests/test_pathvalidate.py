@@ -495,3 +495,21 @@ def test_our_test_issuing_ca_pathlen0_cannot_issue_a_sub_ca(pki: Path) -> None:
                      party_id="sti-taxud", fqdn="sti.path.test", role="Customs", policy=STRICT)
     fault = refused(h, customs)
     assert fault.code == "EBMS:0101" and "(path-length)" in fault.message and "Test Trader Issuing CA" in fault.message
+
+
+def test_stale_crl_is_used_and_reported_at_every_refresh(root: Node, tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    h = good(root=root)
+    crl = tmp_path / "int.crl"
+    write_crl(crl, h.inter, [h.leaf.cert])           # nextUpdate NOW + 7 days
+    mono = [0.0]
+    wall = [NOW]
+    crls = CrlCache([crl], refresh_seconds=10, clock=lambda: mono[0], wall_clock=lambda: wall[0])
+    with caplog.at_level("WARNING", logger="ics2gw.security"):
+        crls.reload(force=True)
+        assert "crl_stale" not in caplog.text
+        wall[0] = NOW + dt.timedelta(days=8)
+        mono[0] = 11
+        crls.reload()
+    assert "event=crl_stale" in caplog.text and "int.crl" in caplog.text
+    assert crls.is_revoked(h.leaf.cert, h.inter.cert)  # still used: its revocations stay revoked

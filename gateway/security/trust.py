@@ -11,6 +11,7 @@ word and whose message names the certificate and the rule.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import threading
 import time
@@ -26,6 +27,8 @@ from gateway.security.pathvalidate import DEFAULT_POLICY, PathError, SealPolicy,
 from gateway.security.pkipath import is_issued_by
 
 EORI_BINDING_MODES = ("refuse", "if-present", "report")
+
+logger = logging.getLogger("ics2gw.security")
 
 
 class ChainError(ValueError):
@@ -52,10 +55,12 @@ class CrlCache:
     so that tests can step past the refresh interval without sleeping."""
 
     def __init__(self, paths: Sequence[Path], refresh_seconds: int = 3600, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc)) -> None:
         self.paths = list(paths)
         self.refresh_seconds = refresh_seconds
         self.clock = clock
+        self.wall_clock = wall_clock
         self._lock = threading.Lock()
         self._loaded_at = 0.0
         self.generation = 0          # bumped whenever the CRL set changes: validated-chain caches key on it
@@ -93,6 +98,17 @@ class CrlCache:
                 self._signature_ok = {}
                 self.generation += 1
             self._loaded_at = self.clock()
+            self._warn_stale()
+
+    def _warn_stale(self) -> None:
+        """A CRL past its nextUpdate is still used (refusing every chain would stop all traffic when the fetcher
+        lags), but the operator hears of it at every refresh: ``event=crl_stale``."""
+        now = self.wall_clock()
+        for p, crl in zip(self.paths, self._crls):
+            nxt = crl.next_update_utc
+            if nxt is not None and nxt < now:
+                logger.warning("event=crl_stale file=%s issuer=%r next_update=%s: revocation information is out of "
+                               "date; publish a fresh CRL", p, crl.issuer.rfc4514_string(), nxt.isoformat())
 
     def is_revoked(self, cert: x509.Certificate, issuer: x509.Certificate) -> bool:
         self.reload()

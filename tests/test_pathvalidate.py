@@ -513,3 +513,23 @@ def test_stale_crl_is_used_and_reported_at_every_refresh(root: Node, tmp_path: P
         crls.reload()
     assert "event=crl_stale" in caplog.text and "int.crl" in caplog.text
     assert crls.is_revoked(h.leaf.cert, h.inter.cert)  # still used: its revocations stay revoked
+
+
+def test_customs_seal_in_a_one_certificate_pkipath_is_accepted_by_the_configured_gateway(pki: Path) -> None:
+    """Issue 11 with the shipped configuration: the STI seals a c2t message with a PkiPath holding only its seal;
+    the gateway (tolerant, customs_certs required) completes it to the customs root and accepts it."""
+    from gateway.config import load_gateway_config
+    from gateway.ebms.constants import PARTY_TYPE_AUTH, ROLE_CUSTOMS
+    from gateway.security.keys import load_pem_certificates
+    repo = Path(__file__).resolve().parent.parent
+    gateway = Engine.from_config(load_gateway_config(repo / "conf" / "gateway.toml"))
+    key = serialization.load_pem_private_key((pki / "customs-seal.key").read_bytes(), None)
+    seal_cert = load_pem_certificates(pki / "customs-seal.pem")[0]
+    recipe = Recipe(parts=[xml_part(ENS)], from_party=Party("sti-taxud", PARTY_TYPE_AUTH, ROLE_CUSTOMS),
+                    to_party=Party("NL123456789", PARTY_TYPE_EORI, ROLE_TRADER), service="eu_ics2_c2t", action="IE3R01")
+    content_type, body = build_message(recipe, key, [seal_cert])
+    msg = gateway.open(content_type, body)
+    assert msg.signature is not None and msg.signature.token_chain_length == 1 and len(msg.signature.chain) == 2
+    with pytest.raises(EbmsFault) as exc:                  # customs keep refusing the same from a trader
+        gateway.open(content_type, body, policy=STRICT)
+    assert "holds only the leaf certificate" in exc.value.message

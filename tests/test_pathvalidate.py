@@ -77,7 +77,8 @@ def test_good_chain_with_pathlen0_issuing_ca_is_accepted(root: Node) -> None:
 
 # (cause, builder, a phrase the one-line message must contain)
 CASES: list[tuple[str, Callable[[Node], Hierarchy], str]] = [
-    ("path-length", sub_ca_under_pathlen0, "allows 0 CA certificate(s) below it (pathLenConstraint) but the chain has 1"),
+    ("path-length", sub_ca_under_pathlen0,
+     "allows 0 CA certificate(s) below it (pathLenConstraint) but the chain has 1"),
     ("ca-key-usage", lambda r: with_inter(r, ku=key_usage(ds=True, crl_sign=True)), "does not allow keyCertSign"),
     ("ca-key-usage", lambda r: with_inter(r, no_ku=True), "without a keyUsage extension"),
     ("not-a-ca", lambda r: with_inter(r, ca=False, pathlen=None, ku=key_usage(cert_sign=True)), "is not a CA"),
@@ -90,7 +91,8 @@ CASES: list[tuple[str, Callable[[Node], Hierarchy], str]] = [
      "restricted to clientAuth (TLS client)"),
     ("seal-extended-key-usage", lambda r: good(root=r, eku=[ExtendedKeyUsageOID.SERVER_AUTH,
                                                             ExtendedKeyUsageOID.CODE_SIGNING]), "serverAuth"),
-    ("ca-extended-key-usage", lambda r: with_inter(r, eku=[ExtendedKeyUsageOID.SERVER_AUTH]), "restricted to serverAuth"),
+    ("ca-extended-key-usage", lambda r: with_inter(r, eku=[ExtendedKeyUsageOID.SERVER_AUTH]),
+     "restricted to serverAuth"),
     ("seal-is-ca", lambda r: good(root=r, ca=True, ku=key_usage(ds=True, nr=True, cert_sign=True)),
      "a CA key may not seal messages"),
     ("weak-algorithm", lambda r: good(root=r, hash_alg=hashes.SHA1()), "SHA-1 signatures are refused"),
@@ -483,8 +485,8 @@ def test_our_test_issuing_ca_pathlen0_cannot_issue_a_sub_ca(pki: Path) -> None:
     """The issue's own case: certs/out/trader-int.pem (pathlen 0) issues a sub-CA, which issues a seal carrying our
     EORI; sealed as a full PkiPath to the trader root, the message is refused with the path-length cause."""
     from gateway.security.keys import load_pem_certificates
-    inter = Node(load_pem_certificates(pki / "trader-int.pem")[0],
-                 serialization.load_pem_private_key((pki / "trader-int.key").read_bytes(), None))  # type: ignore[arg-type]
+    inter_key = serialization.load_pem_private_key((pki / "trader-int.key").read_bytes(), None)
+    inter = Node(load_pem_certificates(pki / "trader-int.pem")[0], inter_key)  # type: ignore[arg-type]
     root = Node(load_pem_certificates(pki / "trader-root.pem")[0], rsa_key(2048, 0))   # the key is never used
     now = dt.datetime.now(dt.timezone.utc)
     valid = {"not_before": now - dt.timedelta(hours=1), "not_after": now + dt.timedelta(days=1)}

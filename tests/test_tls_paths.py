@@ -92,8 +92,8 @@ def test_good_client_certificate_is_accepted(tls_pki: dict[str, object]) -> None
 
 
 @pytest.mark.parametrize("label,opts,reason", CASES, ids=[c[0] for c in CASES])
-def test_inbound_tls_refuses_and_names_the_certificate_fault(tls_pki: dict[str, object], label: str, opts, reason: str,  # type: ignore[no-untyped-def]
-                                                             caplog: pytest.LogCaptureFixture) -> None:
+def test_inbound_tls_refuses_and_names_the_certificate_fault(  # type: ignore[no-untyped-def]
+        tls_pki: dict[str, object], label: str, opts, reason: str, caplog: pytest.LogCaptureFixture) -> None:
     ctx = _client_cert(tls_pki, f"bad-{label}", **opts(tls_pki))
     with caplog.at_level(logging.WARNING, logger="ics2gw.transport"):
         with pytest.raises((ssl.SSLError, ConnectionError, asyncio.IncompleteReadError)):

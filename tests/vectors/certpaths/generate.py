@@ -31,7 +31,7 @@ from gateway.ebms import mime  # noqa: E402
 from gateway.ebms.constants import PARTY_TYPE_EORI, ROLE_TRADER, VT_X509V3  # noqa: E402
 from gateway.ebms.model import Party  # noqa: E402
 from tests.certfactory import (  # noqa: E402
-    EORI, NOW, UNKNOWN_CRITICAL, Hierarchy, Node, good, issue, key_usage, name, root_ca, rsa_key,
+    EORI, NOW, UNKNOWN_CRITICAL, Hierarchy, good, issue, key_usage, name, root_ca, rsa_key,
     sub_ca_under_pathlen0, with_inter,
 )
 
@@ -46,7 +46,8 @@ def pem(*certs: x509.Certificate) -> bytes:
 def main() -> int:
     root = root_ca("Vector Path Root CA", slot=7)
     base = good(root=root)             # its issuing CA completes leaf-only tokens and signs the CRL
-    revoked = Hierarchy(root, base.inter, issue(name("Revoked Seal", eori=EORI), rsa_key(2048, 2), base.inter, ca=False))
+    revoked_seal = issue(name("Revoked Seal", eori=EORI), rsa_key(2048, 2), base.inter, ca=False)
+    revoked = Hierarchy(root, base.inter, revoked_seal)
     weak_leaf = Hierarchy(root, base.inter, issue(name("Weak Seal", eori=EORI), rsa_key(1024, 9), base.inter, ca=False))
     weak_ca = issue(name("Weak Issuing CA"), rsa_key(1024, 8), root, ca=True, pathlen=0)
     weak_ca_h = Hierarchy(root, weak_ca, issue(name("Vector Seal", eori=EORI), rsa_key(2048, 2), weak_ca, ca=False))
@@ -55,7 +56,8 @@ def main() -> int:
     cases: dict[str, tuple[Hierarchy, list[x509.Certificate] | None, str | None, str, dict[str, str]]] = {
         "ok-good-chain": (base, None, None, "strict", {"valid": "true"}),
         "ok-leaf-only-pkipath-tolerant": (base, [base.leaf.cert], None, "tolerant", {"valid": "true"}),
-        "bad-leaf-only-pkipath-strict": (base, [base.leaf.cert], None, "strict", {"says": "holds only the leaf certificate"}),
+        "bad-leaf-only-pkipath-strict": (base, [base.leaf.cert], None, "strict",
+                                         {"says": "holds only the leaf certificate"}),
         "bad-path-length": (sub_ca_under_pathlen0(root), None, None, "strict", {"cause": "path-length"}),
         "bad-ca-without-keycertsign": (with_inter(root, ku=key_usage(ds=True, crl_sign=True)), None, None, "strict",
                                        {"cause": "ca-key-usage"}),
@@ -68,7 +70,8 @@ def main() -> int:
                                               "strict", {"cause": "critical-extension"}),
         "bad-ca-certificate-as-seal": (good(root=root, ca=True, ku=key_usage(ds=True, nr=True, cert_sign=True)), None,
                                        None, "strict", {"cause": "seal-is-ca"}),
-        "bad-seal-key-usage": (good(root=root, ku=key_usage(ke=True)), None, None, "strict", {"cause": "seal-key-usage"}),
+        "bad-seal-key-usage": (good(root=root, ku=key_usage(ke=True)), None, None, "strict",
+                               {"cause": "seal-key-usage"}),
         "bad-tls-client-certificate-as-seal": (good(root=root, eku=[EKU.CLIENT_AUTH]), None, None, "strict",
                                                {"cause": "seal-extended-key-usage"}),
         "bad-tls-client-certificate-as-seal-x509v3": (good(root=root, eku=[EKU.CLIENT_AUTH]), "leaf", VT_X509V3,
@@ -91,7 +94,8 @@ def main() -> int:
         "bad-revoked-seal": (revoked, None, None, "strict", {"cause": "revoked"}),
         "bad-eori-mismatch": (good(root=root, eori="DE987654321"), None, None, "strict",
                               {"code": "EBMS:0004", "cause": "eori-mismatch"}),
-        "bad-eori-missing": (good(root=root, eori=""), None, None, "strict", {"code": "EBMS:0004", "cause": "eori-missing"}),
+        "bad-eori-missing": (good(root=root, eori=""), None, None, "strict",
+                             {"code": "EBMS:0004", "cause": "eori-missing"}),
         "bad-pkipath-too-long": (base, base.chain * 4, None, "tolerant", {"says": "more than 10 certificates"}),
     }
 

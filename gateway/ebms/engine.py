@@ -19,8 +19,7 @@ from gateway.config import GatewayConfig, Limits
 from gateway.ebms import build, compression, mime
 from gateway.ebms.constants import (
     AGREEMENT, AGREEMENT_TYPE, ATTACHMENT_MIME_TYPES, MIME_GZIP, MIME_XML, MPC_PREFIX, PARTY_TYPE_AUTH,
-    PARTY_TYPE_EORI,
-    ROLE_CUSTOMS, ROLE_TRADER, SERVICE_T2C, SERVICE_TYPE, TEST_ACTION, TEST_SERVICE,
+    PARTY_TYPE_EORI, ROLE_CUSTOMS, ROLE_TRADER, SERVICE_T2C, SERVICE_TYPE, TEST_ACTION, TEST_SERVICE,
 )
 from gateway.ebms.errors import EbmsFault
 from gateway.ebms.model import (

@@ -535,3 +535,13 @@ def test_customs_seal_in_a_one_certificate_pkipath_is_accepted_by_the_configured
     with pytest.raises(EbmsFault) as exc:                  # customs keep refusing the same from a trader
         gateway.open(content_type, body, policy=STRICT)
     assert "holds only the leaf certificate" in exc.value.message
+
+
+def test_seal_naming_two_eoris_is_refused_as_ambiguous(root: Node) -> None:
+    """organizationIdentifier EORI:NL123456789 but serialNumber DE987654321: which party is it? Neither."""
+    h = good(root=root)
+    two = issue(name("Two EORI Seal", eori=EORI, serial="DE987654321"), rsa_key(2048, 2), h.inter, ca=False)
+    fault = refused(Hierarchy(root, h.inter, two), receiver(root, eori_binding="if-present"))
+    assert (fault.code, fault.detail) == ("EBMS:0004", "A001") and "(eori-ambiguous)" in fault.message
+    same = issue(name("Same EORI Seal", eori=EORI, serial=EORI), rsa_key(2048, 2), h.inter, ca=False)
+    send(Hierarchy(root, h.inter, same), receiver(root))       # the test PKI's own shape: both name one EORI

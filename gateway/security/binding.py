@@ -20,7 +20,7 @@ import logging
 from cryptography import x509
 
 from gateway.config import PARTY_ID_RE
-from gateway.security.keys import eori_of
+from gateway.security.keys import eori_of, eoris_of
 
 logger = logging.getLogger("ics2gw.security")
 
@@ -29,7 +29,7 @@ class EoriBindingError(ValueError):
     """The seal does not carry the EORI of the party it signs for; the message names both."""
 
     def __init__(self, cause: str, message: str) -> None:
-        self.cause = cause       # eori-mismatch or eori-missing
+        self.cause = cause       # eori-mismatch, eori-missing or eori-ambiguous
         super().__init__(message)
 
 
@@ -43,8 +43,12 @@ def check_eori_binding(signer: x509.Certificate, party_id: str, mode: str = "ref
     """Raises ``EoriBindingError`` when ``signer`` may not seal for ``party_id`` under ``mode``."""
     wanted = party_eori(party_id)
     have = eori_of(signer)
+    named = eoris_of(signer)
     who = signer.subject.rfc4514_string()
-    if wanted is None:
+    if len(named) > 1:
+        problem = ("eori-ambiguous", f"the seal {who} names several EORIs ({', '.join(named)}), so it cannot be "
+                                     f"bound to PartyId {party_id}")
+    elif wanted is None:
         problem = ("eori-mismatch", f"PartyId {party_id!r} carries no EORI ([system@]EORI[@MS], ICD table 8), so "
                                     f"the seal {who} cannot be bound to it")
     elif have is None:

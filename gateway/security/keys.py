@@ -111,6 +111,23 @@ def _order_issuers(leaf: x509.Certificate, others: list[x509.Certificate]) -> li
     return out
 
 
+def eoris_of(cert: x509.Certificate) -> list[str]:
+    """Every EORI the subject names, in order (organizationIdentifier ``EORI:...`` first, then EORI-shaped
+    serialNumbers), without repeats. More than one distinct value makes the seal's identity ambiguous."""
+    out: list[str] = []
+    for attr in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_IDENTIFIER):
+        value = str(attr.value)
+        if value.upper().startswith("EORI"):
+            eori = value[5:] if value.upper().startswith("EORI:") else value[4:].lstrip(":-")
+            if eori not in out:
+                out.append(eori)
+    for attr in cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER):
+        value = str(attr.value)
+        if EORI_RE.match(value) and value not in out:
+            out.append(value)
+    return out
+
+
 def eori_of(cert: x509.Certificate) -> str | None:
     """The EORI in the subject: organizationIdentifier ``EORI:XX...`` (ETSI style), or else a serialNumber that has
     the shape of an EORI (a serialNumber such as ``IDCNL-123`` or ``VATNL-...`` is not an EORI, and reading it as

@@ -545,3 +545,18 @@ def test_seal_naming_two_eoris_is_refused_as_ambiguous(root: Node) -> None:
     assert (fault.code, fault.detail) == ("EBMS:0004", "A001") and "(eori-ambiguous)" in fault.message
     same = issue(name("Same EORI Seal", eori=EORI, serial=EORI), rsa_key(2048, 2), h.inter, ca=False)
     send(Hierarchy(root, h.inter, same), receiver(root))       # the test PKI's own shape: both name one EORI
+
+
+QCP = x509.CertificatePolicies([x509.PolicyInformation(x509.ObjectIdentifier("0.4.0.194112.1.1"), None)])  # QCP-l
+POLICY_CONSTRAINTS = x509.PolicyConstraints(require_explicit_policy=0, inhibit_policy_mapping=None)
+
+
+def test_critical_certificate_policies_of_qualified_cas_are_accepted(root: Node) -> None:
+    """eIDAS CAs mark certificatePolicies critical; with anyPolicy acceptable it cannot refuse a path (RFC 5280 6.1)."""
+    send(good(root=root, extra=[(QCP, True)]), receiver(root))
+    send(with_inter(root, extra=[(QCP, True)]), receiver(root))
+
+
+def test_policy_constraints_are_not_processed_and_therefore_refused(root: Node) -> None:
+    fault = refused(with_inter(root, extra=[(POLICY_CONSTRAINTS, True)]), receiver(root))
+    assert "(critical-extension)" in fault.message and "2.5.29.36" in fault.message

@@ -56,9 +56,13 @@ _STRONG_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
 # Critical extensions this module (or the path validator) processes; any other critical one refuses the chain
 # (RFC 5280 4.2: "A certificate-using system MUST reject the certificate if it encounters a critical extension it
 # does not recognize").
+# certificatePolicies counts as processed: with RFC 5280 6.1's user-initial-policy-set {anyPolicy}, no explicit
+# policy required, and policyConstraints / policyMappings / inhibitAnyPolicy refused (not in this set), policy
+# processing cannot refuse a path, so accepting it critical is what a full policy engine would do. Qualified eIDAS
+# CAs mark it critical (pyca/cryptography#14850).
 _HANDLED_CRITICAL = frozenset({
     x509.BasicConstraints.oid, x509.KeyUsage.oid, x509.ExtendedKeyUsage.oid, x509.SubjectAlternativeName.oid,
-    x509.NameConstraints.oid,
+    x509.NameConstraints.oid, x509.CertificatePolicies.oid,
 })
 
 # Extended key usages that allow sealing a document. A seal without the extension may seal; a seal restricted to
@@ -203,10 +207,11 @@ def _eku_list(eku: x509.ExtendedKeyUsage) -> str:
 
 
 # --------------------------------------------------------------------------------------------------- layer 2
-_CA_POLICY = ExtensionPolicy.webpki_defaults_ca().may_be_present(
-    # CA/B wants clientAuth on a CA that carries EKU when verifying TLS clients; the seal's EKU rule is layer 1's
-    x509.ExtendedKeyUsage, Criticality.AGNOSTIC, None)
-_EE_POLICY = ExtensionPolicy.permit_all()
+_CA_POLICY = (ExtensionPolicy.webpki_defaults_ca()
+              # CA/B wants clientAuth on a CA that carries EKU when verifying TLS clients; the seal EKU rule is layer 1's
+              .may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, None)
+              .may_be_present(x509.CertificatePolicies, Criticality.AGNOSTIC, None))
+_EE_POLICY = ExtensionPolicy.permit_all().may_be_present(x509.CertificatePolicies, Criticality.AGNOSTIC, None)
 
 
 def rfc5280_path(leaf: x509.Certificate, untrusted: Sequence[x509.Certificate], store: Store, *, at: dt.datetime,

@@ -207,8 +207,8 @@ def _eku_list(eku: x509.ExtendedKeyUsage) -> str:
 
 
 # --------------------------------------------------------------------------------------------------- layer 2
+# CA/B wants clientAuth on a CA that carries EKU when verifying TLS clients; the seal's EKU rule is layer 1's
 _CA_POLICY = (ExtensionPolicy.webpki_defaults_ca()
-              # CA/B wants clientAuth on a CA that carries EKU when verifying TLS clients; the seal EKU rule is layer 1's
               .may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, None)
               .may_be_present(x509.CertificatePolicies, Criticality.AGNOSTIC, None))
 _EE_POLICY = ExtensionPolicy.permit_all().may_be_present(x509.CertificatePolicies, Criticality.AGNOSTIC, None)

@@ -183,7 +183,7 @@ class TrustStore:
             result, not_before, not_after, gen = hit
             if gen == generation and not_before <= at <= not_after:
                 return result
-            del self._cache[key]
+            self._cache.pop(key, None)     # another thread may have dropped it already
         result = self.validate(chain_leaf_first, at=at)
         not_before = max(c.not_valid_before_utc for c in result.chain)
         not_after = min(c.not_valid_after_utc for c in result.chain)

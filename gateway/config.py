@@ -221,6 +221,7 @@ class TrustConfig:
     customs_certs: tuple[Path, ...]
     crl_refresh_seconds: int
     intermediates: tuple[Path, ...] = ()
+    eori_binding: str = "refuse"   # refuse | if-present | report: gateway/security/binding.py
 
 
 @dataclass(frozen=True)
@@ -294,14 +295,15 @@ def read_seal(sec: Section) -> SealConfig:
 
 
 def read_trust(sec: Section) -> TrustConfig:
-    sec.check_keys({"anchors", "crls", "customs_certs", "crl_refresh_seconds", "intermediates"})
+    sec.check_keys({"anchors", "crls", "customs_certs", "crl_refresh_seconds", "intermediates", "eori_binding"})
     anchors = sec.paths("anchors")
     if not anchors:
         sec.fail("anchors", "at least one trust anchor is required")
     return TrustConfig(anchors=tuple(anchors), crls=tuple(sec.paths("crls", [])),
                        customs_certs=tuple(sec.paths("customs_certs", [])),
                        crl_refresh_seconds=sec.int("crl_refresh_seconds", 3600, min=10),
-                       intermediates=tuple(sec.paths("intermediates", [])))
+                       intermediates=tuple(sec.paths("intermediates", [])),
+                       eori_binding=sec.str("eori_binding", "refuse", choices=("refuse", "if-present", "report")))
 
 
 def read_limits(sec: Section) -> Limits:

@@ -45,7 +45,8 @@ def inspect_file(path: Path, *, conf: Path, trust: list[Path], against: Path | N
     if trust:
         from gateway.security.keys import load_pem_certificates
         engine.trust = TrustStore([c for p in trust for c in load_pem_certificates(p)], engine.trust.crls,
-                                  engine.trust.customs_certs)
+                                  engine.trust.customs_certs, engine.trust.intermediates,
+                                  eori_binding=engine.trust.eori_binding)
     out: dict[str, Any] = {"file": str(path), "content_type": content_type, "bytes": len(body)}
     failures: list[dict[str, Any]] = []
     try:

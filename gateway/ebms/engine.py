@@ -18,8 +18,8 @@ from lxml import etree
 from gateway.config import GatewayConfig, Limits
 from gateway.ebms import build, compression, mime
 from gateway.ebms.constants import (
-    AGREEMENT, AGREEMENT_TYPE, ATTACHMENT_MIME_TYPES, MIME_GZIP, MIME_XML, PARTY_TYPE_AUTH, PARTY_TYPE_EORI,
-    ROLE_CUSTOMS, ROLE_TRADER, SERVICE_T2C, SERVICE_TYPE, TEST_ACTION, TEST_SERVICE,
+    AGREEMENT, AGREEMENT_TYPE, ATTACHMENT_MIME_TYPES, MIME_GZIP, MIME_XML, MPC_PREFIX, PARTY_TYPE_AUTH,
+    PARTY_TYPE_EORI, ROLE_CUSTOMS, ROLE_TRADER, SERVICE_T2C, SERVICE_TYPE, TEST_ACTION, TEST_SERVICE,
 )
 from gateway.ebms.errors import EbmsFault
 from gateway.ebms.model import (
@@ -27,6 +27,7 @@ from gateway.ebms.model import (
     new_message_id, utc_timestamp,
 )
 from gateway.ebms.parse import ParsedEnvelope, parse_envelope
+from gateway.security.binding import EoriBindingError, check_eori_binding
 from gateway.security.keys import SealingIdentity, load_sealing_identity
 from gateway.security.seal import Attachment, seal
 from gateway.security.trust import TrustStore
@@ -143,7 +144,8 @@ class Engine:
         from dataclasses import replace
         identity = load_sealing_identity(cfg.seal, conf_file=cfg.file)
         trust = TrustStore.from_files(cfg.trust.anchors, cfg.trust.crls, cfg.trust.customs_certs,
-                                      cfg.trust.crl_refresh_seconds, cfg.trust.intermediates)
+                                      cfg.trust.crl_refresh_seconds, cfg.trust.intermediates,
+                                      eori_binding=cfg.trust.eori_binding)
         pol = policy or replace(TOLERANT, require_customs_signer=bool(cfg.trust.customs_certs))
         return cls(identity, trust, party_id=cfg.identity.party_id, fqdn=cfg.identity.fqdn, limits=cfg.limits,
                    policy=pol)
@@ -294,6 +296,7 @@ class Engine:
             try:
                 signature = verify_envelope(root, parsed.messaging_element, parsed.body, attachments, self.trust,
                                             policy or self.policy, now=self.clock(), ref_to_message_id=ref)
+                self._check_eori_binding(messaging, signature, policy or self.policy, ref)
             except EbmsFault as exc:
                 only_errors = messaging.user_message is None and all(isinstance(s, ErrorSignal)
                                                                      for s in messaging.signals)
@@ -302,6 +305,26 @@ class Engine:
                 signature_error = exc
         return InboundMessage(messaging=messaging, parsed=parsed, soap=soap, payloads=tuple(payloads),
                               signature=signature, signature_error=signature_error)
+
+    def _check_eori_binding(self, messaging: Messaging, signature: VerifiedSignature, policy: VerifyPolicy,
+                            ref: str | None) -> None:
+        """A user message from an EORI party, or a PullRequest for an EORI party's MPC, must be sealed by a
+        certificate carrying that EORI (``security.binding``; mode from ``[trust] eori_binding``)."""
+        um = messaging.user_message
+        party_id = None
+        if um is not None and um.from_party.party_type == PARTY_TYPE_EORI:
+            party_id = um.from_party.party_id
+        for sig in messaging.signals:
+            if isinstance(sig, PullRequest) and sig.mpc.startswith(MPC_PREFIX):
+                party_id = sig.mpc[len(MPC_PREFIX):]
+        if party_id is None:
+            return
+        try:
+            check_eori_binding(signature.signer, party_id, self.trust.eori_binding)
+        except EoriBindingError as exc:
+            code, detail = policy.eori_binding_fault
+            raise EbmsFault(code, f"the signing certificate is not acceptable ({exc.cause}): {exc}", detail=detail,
+                            ref_to_message_id=ref) from None
 
     def check_receipt(self, inbound: InboundMessage, sent: OutboundMessage) -> Receipt:
         """The receipt must be signed, refer to ``sent`` and echo exactly the digests we signed (EBMS:0302)."""

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from gateway.config import ConfigError, SealConfig
+from gateway.config import EORI_RE, ConfigError, SealConfig
 from gateway.security.pkipath import is_issued_by
 
 
@@ -58,6 +58,13 @@ def check_identity(key: rsa.RSAPrivateKey, chain: list[x509.Certificate], *, all
         if not is_issued_by(chain[i], chain[i + 1]):
             raise KeyMaterialError(f"chain certificate {i + 2} did not issue certificate {i + 1}: order the chain file "
                                    "leaf first, then each issuer")
+    # customs would refuse every message sealed with a certificate the seal policy refuses (a TLS client
+    # certificate configured as the seal, SHA-1, a short key): say so at start-up, not per message
+    from gateway.security.pathvalidate import PathError, check_seal_policy
+    try:
+        check_seal_policy(chain, at=None, anchor_index=len(chain) - 1)
+    except PathError as exc:
+        raise KeyMaterialError(f"the sealing chain is not acceptable ({exc.cause}): {exc}") from None
 
 
 def load_sealing_identity(cfg: SealConfig, *, conf_file: Path | str = "configuration") -> SealingIdentity:
@@ -104,8 +111,27 @@ def _order_issuers(leaf: x509.Certificate, others: list[x509.Certificate]) -> li
     return out
 
 
+def eoris_of(cert: x509.Certificate) -> list[str]:
+    """Every EORI the subject names, in order (organizationIdentifier ``EORI:...`` first, then EORI-shaped
+    serialNumbers), without repeats. More than one distinct value makes the seal's identity ambiguous."""
+    out: list[str] = []
+    for attr in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_IDENTIFIER):
+        value = str(attr.value)
+        if value.upper().startswith("EORI"):
+            eori = value[5:] if value.upper().startswith("EORI:") else value[4:].lstrip(":-")
+            if eori not in out:
+                out.append(eori)
+    for attr in cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER):
+        value = str(attr.value)
+        if EORI_RE.match(value) and value not in out:
+            out.append(value)
+    return out
+
+
 def eori_of(cert: x509.Certificate) -> str | None:
-    """The EORI in the subject: organizationIdentifier ``EORI:XX...`` (ETSI style) or else serialNumber."""
+    """The EORI in the subject: organizationIdentifier ``EORI:XX...`` (ETSI style), or else a serialNumber that has
+    the shape of an EORI (a serialNumber such as ``IDCNL-123`` or ``VATNL-...`` is not an EORI, and reading it as
+    one would bind the seal to a party it never named)."""
     for attr in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_IDENTIFIER):
         value = str(attr.value)
         if value.upper().startswith("EORI:"):
@@ -113,5 +139,7 @@ def eori_of(cert: x509.Certificate) -> str | None:
         if value.upper().startswith("EORI"):
             return value[4:].lstrip(":-")
     for attr in cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER):
-        return str(attr.value)
+        value = str(attr.value)
+        if EORI_RE.match(value):
+            return value
     return None

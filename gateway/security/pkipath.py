@@ -48,11 +48,22 @@ def encode(chain_leaf_first: list[x509.Certificate] | tuple[x509.Certificate, ..
     return b"\x30" + _der_length(len(content)) + content
 
 
-def decode(token: bytes) -> list[x509.Certificate]:
+# A real sealing path is 2-4 certificates; the path validator stops at 8 below the anchor. Counting before parsing
+# keeps a token of thousands of certificates from costing thousands of parses and signature checks.
+MAX_CERTIFICATES = 10
+
+
+def decode(token: bytes, *, max_certificates: int = MAX_CERTIFICATES) -> list[x509.Certificate]:
     """Decodes a PkiPath token; returns the certificates in token order (root first when well formed)."""
     tag, start, end = _read_tlv(token, 0)
     if tag != 0x30 or end != len(token):
         raise PkiPathError("a PkiPath is one DER SEQUENCE")
+    count, pos = 0, start
+    while pos < end:
+        pos = _read_tlv(token, pos)[2]
+        count += 1
+        if count > max_certificates:
+            raise PkiPathError(f"the PkiPath holds more than {max_certificates} certificates")
     certs: list[x509.Certificate] = []
     pos = start
     while pos < end:
@@ -70,11 +81,31 @@ def decode(token: bytes) -> list[x509.Certificate]:
 
 
 def is_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """True when ``issuer``'s name and key signed ``cert``. This only links a chain: whether the algorithm is
+    acceptable is the policy's question (``pathvalidate``), so that a SHA-1 chain is refused as SHA-1, not as an
+    unordered or untrusted one."""
     if cert.issuer != issuer.subject:
         return False
     try:
         cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, Exception):  # InvalidSignature and unsupported key types alike
+    except ValueError:   # cryptography refuses to verify some legacy algorithms (SHA-1) at all
+        return _legacy_rsa_signature_ok(cert, issuer)
+    except Exception:  # InvalidSignature and unsupported key types alike
+        return False
+    return True
+
+
+def _legacy_rsa_signature_ok(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    try:
+        alg = cert.signature_hash_algorithm
+        key = issuer.public_key()
+        if not isinstance(alg, hashes.SHA1) or not isinstance(key, rsa.RSAPublicKey):
+            return False
+        key.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), alg)
+    except Exception:
         return False
     return True
 

@@ -49,10 +49,14 @@ class VerifyPolicy:
     signature_methods: tuple[str, ...] = (ALG_RSA_SHA256,)
     digest_methods: tuple[str, ...] = (ALG_SHA256,)
     require_customs_signer: bool = False
+    # the ebMS error (code, detail) for a seal that does not carry the EORI of the PartyId it signs for: customs
+    # answer EBMS:0004 / A001 (ICD 4.6.3, 5.1.1), anything else calls it a failed authentication
+    eori_binding_fault: tuple[str, str | None] = ("EBMS:0101", None)
 
 
 TOLERANT = VerifyPolicy("trader-role", (VT_PKIPATH, VT_X509V3), require_full_chain=False)
-STRICT = VerifyPolicy("customs-role", (VT_PKIPATH,), require_full_chain=True)
+STRICT = VerifyPolicy("customs-role", (VT_PKIPATH,), require_full_chain=True,
+                      eori_binding_fault=("EBMS:0004", "A001"))
 
 
 @dataclass(frozen=True)
@@ -218,8 +222,8 @@ def verify_envelope(env: etree._Element, messaging: etree._Element, body: etree.
             _TOKENS.clear()
         _TOKENS[token_key] = chain
     if policy.require_full_chain and len(chain) < 2:
-        raise _fault("EBMS:0101", "the token holds only the leaf certificate; the full chain is required "
-                                  "(ICD 4.6.2, X509PKIPathv1)", ref)
+        raise _fault("EBMS:0101", f"the {token_type.rsplit('#', 1)[-1]} token holds only the leaf certificate; the "
+                                  "full chain is required (ICD 4.6.2, X509PKIPathv1)", ref)
     signer = chain[0]
 
     sig_value = _b64(_single(signature, _DS + "SignatureValue", "ds:SignatureValue", ref).text, "SignatureValue", ref)
@@ -246,10 +250,8 @@ def _decode_token(token_type: str, token: bytes, ref: str | None) -> list[x509.C
     try:
         if token_type == VT_PKIPATH:
             token_certs = pkipath.decode(token)
-            if len(token_certs) == 1 and token_certs[0].issuer != token_certs[0].subject:
-                # A PkiPath promises the path; the leaf alone is the commonest ICS2 onboarding error (ICD 4.6.2)
-                raise _fault("EBMS:0101", "the X509PKIPathv1 token holds only the leaf certificate; the full chain "
-                                          "is required (ICD 4.6.2)", ref)
+            # A one-certificate PkiPath is decoded like an X509v3 leaf: STRICT (customs of traders, ICD 4.6.2)
+            # refuses it through require_full_chain; TOLERANT completes it from [trust] intermediates/customs_certs
             if len(token_certs) > 1 and not pkipath.order_is_root_first(token_certs):
                 raise _fault("EBMS:0101", "the X509PKIPathv1 token is not in PkiPath order (root first, signer last)",
                              ref)

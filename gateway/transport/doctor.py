@@ -136,8 +136,14 @@ def run_checks(conf: Path, *, network: bool = True, endpoint: str | None = None,
     except ConfigError as exc:
         text = str(exc)
         leaf_only = "only the leaf" in text
+        refused = "is not acceptable (" in text       # the seal policy (security/pathvalidate.py) refused the chain
         checks.append(Check("sealing key matches its certificate", "does not match" not in text and not leaf_only
-                            and "cannot" not in text, text, "check [seal] key/chain (or pkcs12 and its password)"))
+                            and "cannot" not in text and not refused, text,
+                            "check [seal] key/chain (or pkcs12 and its password)"))
+        if refused:
+            checks.append(Check("sealing chain passes the seal policy", False, text,
+                                "use a sealing certificate (keyUsage digitalSignature/nonRepudiation, no TLS-only "
+                                "EKU, RSA >= 2048, SHA-256 signatures): see docs/security.md"))
         if leaf_only:
             checks.append(Check("sealing chain complete (not leaf-only)", False, text,
                                 "append the issuing CA certificates to the chain file, leaf first"))

@@ -75,10 +75,20 @@ def test_hmrc_examples_of_the_outcome_and_notification_apis() -> None:
 def test_ids_from_hmrc_never_become_paths(bad: str) -> None:
     with pytest.raises(protocol.ProtocolError):
         protocol.safe_id(bad, "correlationId")
+    # the bad entry is dropped (never fetched, never a path) and does not hide the good one behind it
     doc = f"<entryDeclarationResponses><response><correlationId>{bad}</correlationId></response>" \
+          f"<response><correlationId>GOOD1234567890</correlationId></response>" \
           f"</entryDeclarationResponses>".encode()
-    with pytest.raises(protocol.ProtocolError):
-        protocol.parse_outcome_list(doc)
+    assert [r.correlation_id for r in protocol.parse_outcome_list(doc)] == ["GOOD1234567890"]
+    doc = f"<advancedNotifications><response><notificationId>{bad}</notificationId></response>" \
+          f"<response><notificationId>N1</notificationId></response></advancedNotifications>".encode()
+    assert [r.notification_id for r in protocol.parse_notification_list(doc)] == ["N1"]
+
+
+def test_a_list_page_is_capped_at_100_entries() -> None:
+    entries = "".join(f"<response><correlationId>C{i:013d}</correlationId></response>" for i in range(5000))
+    refs = protocol.parse_outcome_list(f"<entryDeclarationResponses>{entries}</entryDeclarationResponses>".encode())
+    assert len(refs) == protocol.PAGE_SIZE == 100
 
 
 def test_wrapper_with_two_messages_or_an_unknown_one_is_refused() -> None:

@@ -62,7 +62,8 @@ async def _token_request(session: aiohttp.ClientSession, settings: OAuthSettings
                          form: dict[str, str]) -> tuple[int, dict[str, Any]]:
     url = settings.base_url.rstrip("/") + protocol.TOKEN
     body = {**form, "client_id": settings.client_id, "client_secret": settings.client_secret}
-    async with session.post(url, data=body, headers={"Accept": "application/json"}) as resp:
+    # no redirects: a 307 would re-POST the client secret and the refresh token to wherever it points
+    async with session.post(url, data=body, headers={"Accept": "application/json"}, allow_redirects=False) as resp:
         try:
             doc = await resp.json(content_type=None)
         except ValueError:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import logging
 import os
 import secrets
@@ -31,6 +32,7 @@ from gateway.hmrc import protocol
 from gateway.hmrc.tokens import TokenSet, TokenStore, TokenStoreError, crash_point
 
 log = logging.getLogger("ics2gw.hmrc.oauth")
+MAX_TOKEN_ANSWER_BYTES = 64 * 1024
 
 
 class AuthorisationNeeded(Exception):
@@ -64,8 +66,13 @@ async def _token_request(session: aiohttp.ClientSession, settings: OAuthSettings
     body = {**form, "client_id": settings.client_id, "client_secret": settings.client_secret}
     # no redirects: a 307 would re-POST the client secret and the refresh token to wherever it points
     async with session.post(url, data=body, headers={"Accept": "application/json"}, allow_redirects=False) as resp:
+        raw = b""
+        async for chunk in resp.content.iter_chunked(16 * 1024):
+            raw += chunk
+            if len(raw) > MAX_TOKEN_ANSWER_BYTES:     # a token answer is a few hundred bytes
+                raise aiohttp.ClientPayloadError(f"token endpoint answer larger than {MAX_TOKEN_ANSWER_BYTES} bytes")
         try:
-            doc = await resp.json(content_type=None)
+            doc = json.loads(raw)
         except ValueError:
             doc = {}
         return resp.status, doc if isinstance(doc, dict) else {}

@@ -153,6 +153,11 @@ class HmrcPoller:
                 self.backoff = min(self.max_interval, self.backoff * 2)
                 delay = self.backoff
                 log.warning("hmrc poll failed error=%r retry_in=%.1f", self.last_error, delay)
+            except Exception as exc:   # anything else (a bug, the journal): the poller backs off, it never dies
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.backoff = min(self.max_interval, self.backoff * 2)
+                delay = self.backoff
+                log.exception("hmrc poll failed unexpectedly retry_in=%.1f", delay)
             if delay > 0:
                 if self._sleep is not None:
                     await self._sleep(delay)

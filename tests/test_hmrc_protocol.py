@@ -166,6 +166,19 @@ def test_token_file_is_private_and_refused_when_readable_by_others(tmp_path: Pat
     assert not list(store.path.parent.glob(".*.tmp"))
 
 
+def test_a_token_path_that_is_not_a_small_regular_file_is_refused(tmp_path: Path) -> None:
+    """A FIFO would hang the daemon on read, /dev/zero would fill its memory: refused with the reason."""
+    store = TokenStore(tmp_path / "token.json")
+    os.mkfifo(store.path, 0o600)
+    with pytest.raises(TokenStoreError, match="regular"):
+        store.load()
+    store.path.unlink()
+    store.path.write_bytes(b" " * (64 * 1024 + 1))
+    os.chmod(store.path, 0o600)
+    with pytest.raises(TokenStoreError, match="regular"):
+        store.load()
+
+
 @pytest.mark.parametrize("point,expect_generation", [("token-tmp-written", 1), ("token-renamed", 2)])
 def test_a_crash_while_saving_leaves_one_whole_token_set(tmp_path: Path, point: str, expect_generation: int) -> None:
     """SIGKILL between the steps of the atomic write: the file holds the old set or the new one, never a mix."""

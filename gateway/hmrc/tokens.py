@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 import signal
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
@@ -118,6 +119,8 @@ class TokenStore:
             st = self.path.stat()
         except FileNotFoundError:
             raise TokenStoreError(f"{self.path}: no HMRC token yet: run `ics2gw hmrc authorize` once") from None
+        if not stat.S_ISREG(st.st_mode) or st.st_size > 64 * 1024:
+            raise TokenStoreError(f"{self.path}: not a regular token file of at most 64 KiB; authorise again")
         if st.st_mode & 0o077:
             raise TokenStoreError(f"{self.path}: mode {st.st_mode & 0o777:o} lets others read the HMRC token; "
                                   f"run chmod 600 {self.path}")

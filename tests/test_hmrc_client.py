@@ -288,3 +288,81 @@ async def test_poller_backs_off_on_429_and_5xx_and_acknowledges_only_after_deliv
     assert delays[3] == 1.0                       # back to the interval once a poll succeeds
     assert delivered == [f"outcome/{res.correlation_id}"] and acked_at_delivery == [False]
     assert standin.state.outcomes[res.correlation_id].acked
+
+
+async def test_reauthorisation_while_running_is_picked_up_without_restart(client: HmrcClient, standin: HmrcStandin,
+                                                                          pki: Path) -> None:
+    """The refresh token died (refresh broken, access token expired: hold). The operator runs `hmrc authorize`,
+    which replaces the token file: the running manager must use it at once, not after a restart."""
+    t = client.tokens.current()
+    standin.state.refresh.pop(t.refresh_token)
+    client.tokens.clock = lambda: t.obtained_at + t.lifetime() * 0.6
+    assert isinstance(await client.submit(ie315("LRN-RE-1"), kind="IE315"), Submitted)
+    assert client.tokens.refresh_broken
+    client.tokens.clock = time.time
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=_ssl(pki))) as s:
+        async with s.post(f"https://127.0.0.1:{standin.port}/admin/expire-tokens") as r:
+            assert r.status == 200
+    assert isinstance(await client.submit(ie315("LRN-RE-2"), kind="IE315"), NotAuthorised)
+    await _authorise(standin, pki, client.tokens.store)             # what `ics2gw hmrc authorize` does
+    res = await client.submit(ie315("LRN-RE-3"), kind="IE315")
+    assert isinstance(res, Submitted), res
+    assert client.tokens.refresh_broken is None and client.tokens.status()["authorised"] is True
+
+
+_OTHER_PROCESS = """
+import asyncio, ssl, sys
+from pathlib import Path
+import aiohttp
+from gateway.hmrc.oauth import OAuthSettings, TokenManager
+from gateway.hmrc.tokens import TokenStore
+
+async def main() -> None:
+    store = TokenStore(Path(sys.argv[1]))
+    t = store.load()
+    tm = TokenManager(store, OAuthSettings(sys.argv[2], sys.argv[3], sys.argv[4], "http://127.0.0.1:9/cb"),
+                      clock=lambda: t.obtained_at + t.lifetime() * 0.6)
+    tm.current()
+    print("loaded", flush=True)
+    sys.stdin.readline()
+    ctx = ssl.create_default_context(cafile=sys.argv[5])
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s:
+        await tm.refresh(s, reason="due")
+    print("broken" if tm.refresh_broken else f"ok {tm.current().generation}", flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_refresh_by_another_process_is_seen_not_repeated(client: HmrcClient, standin: HmrcStandin,
+                                                                 pki: Path) -> None:
+    """Two processes on one token file (the daemon, and a CLI or a second daemon), both holding generation 1 and
+    both due. One refreshes; the other must re-read the file under the lock and use generation 2, not spend the
+    dead refresh token (which HMRC answers with invalid_grant: authorisation broken for nothing)."""
+    import sys
+    t = client.tokens.current()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _OTHER_PROCESS, str(client.tokens.store.path), f"https://127.0.0.1:{standin.port}",
+        standin.cfg.client_id, standin.cfg.client_secret, str(pki / "customs-root.pem"),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=str(Path(__file__).parent.parent))
+    assert proc.stdout is not None and proc.stdin is not None
+    assert (await asyncio.wait_for(proc.stdout.readline(), 60)) == b"loaded\n"
+    client.tokens.clock = lambda: t.obtained_at + t.lifetime() * 0.6
+    await client.tokens.refresh(await client.session(), reason="due")
+    assert client.tokens.current().generation == 2
+    out, _ = await asyncio.wait_for(proc.communicate(b"go\n"), 60)
+    assert out.decode().strip() == "ok 2"
+    assert standin.state.counters["refreshes"] == 1 and client.tokens.refresh_broken is None
+
+
+def test_saving_never_removes_a_live_writers_temporary_file(tmp_path: Path) -> None:
+    import os
+    from gateway.hmrc.tokens import TokenSet
+    store = TokenStore(tmp_path / "token.json")
+    dead = 2 ** 22 + 12345                                                  # above any pid_max: not alive
+    live = tmp_path / f".token.json.{os.getppid()}.1.tmp"                  # another process mid-write
+    gone = tmp_path / f".token.json.{dead}.1.tmp"                          # left by a crash
+    live.write_text("{}")
+    gone.write_text("{}")
+    store.save(TokenSet("a", "r", time.time() + 60, protocol.SCOPE, time.time()))
+    assert live.exists() and not gone.exists()

@@ -75,10 +75,20 @@ def test_hmrc_examples_of_the_outcome_and_notification_apis() -> None:
 def test_ids_from_hmrc_never_become_paths(bad: str) -> None:
     with pytest.raises(protocol.ProtocolError):
         protocol.safe_id(bad, "correlationId")
+    # the bad entry is dropped (never fetched, never a path) and does not hide the good one behind it
     doc = f"<entryDeclarationResponses><response><correlationId>{bad}</correlationId></response>" \
+          f"<response><correlationId>GOOD1234567890</correlationId></response>" \
           f"</entryDeclarationResponses>".encode()
-    with pytest.raises(protocol.ProtocolError):
-        protocol.parse_outcome_list(doc)
+    assert [r.correlation_id for r in protocol.parse_outcome_list(doc)] == ["GOOD1234567890"]
+    doc = f"<advancedNotifications><response><notificationId>{bad}</notificationId></response>" \
+          f"<response><notificationId>N1</notificationId></response></advancedNotifications>".encode()
+    assert [r.notification_id for r in protocol.parse_notification_list(doc)] == ["N1"]
+
+
+def test_a_list_page_is_capped_at_100_entries() -> None:
+    entries = "".join(f"<response><correlationId>C{i:013d}</correlationId></response>" for i in range(5000))
+    refs = protocol.parse_outcome_list(f"<entryDeclarationResponses>{entries}</entryDeclarationResponses>".encode())
+    assert len(refs) == protocol.PAGE_SIZE == 100
 
 
 def test_wrapper_with_two_messages_or_an_unknown_one_is_refused() -> None:
@@ -154,6 +164,19 @@ def test_token_file_is_private_and_refused_when_readable_by_others(tmp_path: Pat
     with pytest.raises(TokenStoreError, match="unreadable"):
         store.load()
     assert not list(store.path.parent.glob(".*.tmp"))
+
+
+def test_a_token_path_that_is_not_a_small_regular_file_is_refused(tmp_path: Path) -> None:
+    """A FIFO would hang the daemon on read, /dev/zero would fill its memory: refused with the reason."""
+    store = TokenStore(tmp_path / "token.json")
+    os.mkfifo(store.path, 0o600)
+    with pytest.raises(TokenStoreError, match="regular"):
+        store.load()
+    store.path.unlink()
+    store.path.write_bytes(b" " * (64 * 1024 + 1))
+    os.chmod(store.path, 0o600)
+    with pytest.raises(TokenStoreError, match="regular"):
+        store.load()
 
 
 @pytest.mark.parametrize("point,expect_generation", [("token-tmp-written", 1), ("token-renamed", 2)])

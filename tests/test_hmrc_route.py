@@ -188,6 +188,10 @@ def test_configuration_errors_name_the_key(tmp_path: Path, monkeypatch: pytest.M
         'eori = "NL123"': "hmrc.eori",
         'test_headers = { bogus = "x" }': "hmrc.test_headers.bogus",
         'typo_key = 1': "hmrc",
+        'base_url = "https://user:pw@127.0.0.1:1"': "hmrc.base_url",
+        'redirect_uri = "http://0.0.0.0:8765/callback"': "hmrc.redirect_uri",
+        'endpoint = "../x"': "hmrc.endpoint",
+        'client_id = ""': "hmrc.client_id",
     }
     for line, key in cases.items():
         lines = ["[hmrc]", "enabled = true", 'client_id = "c"', 'client_secret_env = "PATH"',

@@ -119,7 +119,9 @@ def authorize(args: argparse.Namespace) -> int:
             except AuthorisationNeeded as exc:
                 print(f"ics2gw hmrc authorize: {exc}", file=sys.stderr)
                 return exitcodes.RUNTIME
-        TokenStore(hcfg.token_file).save(tokens)
+        store = TokenStore(hcfg.token_file)
+        with store.locked():     # not in the middle of the daemon's refresh; the daemon re-reads the file
+            store.save(tokens)
         print(f"authorised: token written to {hcfg.token_file} (access token valid for {tokens.lifetime():.0f} s; "
               "the daemon refreshes it)")
         return exitcodes.OK

@@ -40,6 +40,35 @@ _PERMANENT = {400: "rejected", 403: "forbidden", 404: "not found", 406: "not acc
 MAX_ANSWER_BYTES = protocol.MAX_DOCUMENT_BYTES
 
 
+class AnswerUnreadable(aiohttp.ClientPayloadError):
+    """HMRC's status line arrived but its body did not (too large, cut off, timed out). ``status`` says what HMRC
+    had answered: for a 200 to a submission it means HMRC has the filing, so it must not be sent again."""
+
+    def __init__(self, status: int, why: str) -> None:
+        super().__init__(f"HTTP {status} answer unreadable: {why}")
+        self.status = status
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body (after content decoding), at most ``limit`` bytes. ``resp.content.read(n)`` is not this: it
+    returns as soon as *some* bytes are buffered, so a body that comes in several TCP segments was cut short."""
+    if resp.content_length is not None and resp.content_length > limit:
+        raise AnswerUnreadable(resp.status, f"Content-Length {resp.content_length} exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in resp.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise AnswerUnreadable(resp.status, f"answer larger than {limit} bytes")
+            chunks.append(chunk)
+    except AnswerUnreadable:
+        raise
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        raise AnswerUnreadable(resp.status, f"{type(exc).__name__}: {exc}") from None
+    return b"".join(chunks)
+
+
 @dataclass(frozen=True)
 class Submitted:
     correlation_id: str
@@ -134,9 +163,7 @@ class HmrcClient:
                 headers["Content-Type"] = protocol.CONTENT_TYPE
             async with session.request(method, self.base_url + path, data=body, headers=headers,
                                        allow_redirects=False) as resp:
-                data = await resp.content.read(MAX_ANSWER_BYTES + 1)
-                if len(data) > MAX_ANSWER_BYTES:
-                    raise aiohttp.ClientPayloadError(f"HMRC answer larger than {MAX_ANSWER_BYTES} bytes")
+                data = await _read_capped(resp, MAX_ANSWER_BYTES)
                 if resp.status == 401 and attempt == 1:
                     log.info("hmrc refused the access token; refreshing path=%s", path)
                     await self.tokens.refresh(session, reason="401", stale=bearer)
@@ -160,6 +187,12 @@ class HmrcClient:
             status, data, headers = await self._request(method, path, body=declaration, extra=extra)
         except AuthorisationNeeded as exc:
             return NotAuthorised(str(exc))
+        except AnswerUnreadable as exc:
+            if 200 <= exc.status < 300:
+                # HMRC said yes and the correlation id was lost on the way: sending again would file twice
+                return Refused(exc.status, f"success response unreadable ({exc}) - check the filing with HMRC "
+                                           "before resending")
+            return RetryLater(f"answer unreadable: {exc}", exc.status)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             return RetryLater(f"transport failure: {type(exc).__name__}: {exc}")
         ct = headers.get("content-type")

@@ -15,7 +15,10 @@ Tokens and the client secret are never logged.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import json
 import logging
+import os
 import secrets
 import time
 import urllib.parse
@@ -29,6 +32,7 @@ from gateway.hmrc import protocol
 from gateway.hmrc.tokens import TokenSet, TokenStore, TokenStoreError, crash_point
 
 log = logging.getLogger("ics2gw.hmrc.oauth")
+MAX_TOKEN_ANSWER_BYTES = 64 * 1024
 
 
 class AuthorisationNeeded(Exception):
@@ -60,9 +64,15 @@ async def _token_request(session: aiohttp.ClientSession, settings: OAuthSettings
                          form: dict[str, str]) -> tuple[int, dict[str, Any]]:
     url = settings.base_url.rstrip("/") + protocol.TOKEN
     body = {**form, "client_id": settings.client_id, "client_secret": settings.client_secret}
-    async with session.post(url, data=body, headers={"Accept": "application/json"}) as resp:
+    # no redirects: a 307 would re-POST the client secret and the refresh token to wherever it points
+    async with session.post(url, data=body, headers={"Accept": "application/json"}, allow_redirects=False) as resp:
+        raw = b""
+        async for chunk in resp.content.iter_chunked(16 * 1024):
+            raw += chunk
+            if len(raw) > MAX_TOKEN_ANSWER_BYTES:     # a token answer is a few hundred bytes
+                raise aiohttp.ClientPayloadError(f"token endpoint answer larger than {MAX_TOKEN_ANSWER_BYTES} bytes")
         try:
-            doc = await resp.json(content_type=None)
+            doc = json.loads(raw)
         except ValueError:
             doc = {}
         return resp.status, doc if isinstance(doc, dict) else {}
@@ -88,16 +98,29 @@ class TokenManager:
         self.on_alert = on_alert or (lambda kind, **detail: None)
         self._lock = asyncio.Lock()
         self._tokens: TokenSet | None = None
+        self._fp: tuple[int, int, int] | None = None     # the token file's identity when it was read
         self.refresh_broken: str | None = None   # why refreshing no longer works (shown in health)
         self.refreshes = 0
 
     def current(self) -> TokenSet:
-        if self._tokens is None:
+        """The token set on disk. Re-read whenever the file was replaced (by ``hmrc authorize`` while the daemon
+        runs, or by another process's refresh): a re-authorisation takes effect without a restart, and a
+        refresh-broken state ends with it."""
+        fp = self.store.fingerprint()
+        if self._tokens is None or fp != self._fp:
+            previous = self._tokens
             try:
                 self._tokens = self.store.load()
             except TokenStoreError as exc:
+                self._tokens, self._fp = None, None
                 raise AuthorisationNeeded(str(exc)) from None
-            if self._tokens.refresh_started_at is not None:
+            self._fp = fp
+            if previous is not None and self._tokens.refresh_token != previous.refresh_token:
+                if self.refresh_broken is not None:
+                    log.info("hmrc token file replaced: new authorisation picked up generation=%d",
+                             self._tokens.generation)
+                self.refresh_broken = None
+            if self._tokens.refresh_started_at is not None and previous is None:
                 # the previous process died during a refresh: HMRC may or may not have rotated; the next refresh
                 # will tell (invalid_grant) and the access token in hand covers the meantime
                 log.warning("hmrc token refresh was interrupted by a stop (generation %d); will refresh again",
@@ -127,43 +150,57 @@ class TokenManager:
         """Refreshes once, whoever asks; ``stale`` (the access token HMRC just refused) avoids a second refresh
         when another task has already replaced it."""
         async with self._lock:
-            tokens = self.current()
-            if stale is not None and tokens.access_token != stale and tokens.valid(self.clock()):
-                return tokens
-            if reason == "due" and not tokens.due_for_refresh(self.clock(), fraction=self.refresh_fraction):
-                return tokens
-            tokens = self.store.mark_refresh_started(tokens, self.clock())
-            self._tokens = tokens
+            fd = self.store.open_lock()
             try:
-                status, doc = await _token_request(session, self.settings, {
-                    "grant_type": "refresh_token", "refresh_token": tokens.refresh_token})
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                log.warning("hmrc token refresh failed, will retry error=%s", type(exc).__name__)
-                return tokens
-            crash_point("refresh-answered")   # HMRC has rotated; the new pair exists only in this process
-            if status == 200:
-                try:
-                    new = TokenSet.from_grant(doc, now=self.clock(), generation=tokens.generation + 1)
-                except TokenStoreError as exc:
-                    self._broken(f"unusable token response: {exc}")
-                    return tokens
-                self.store.save(new)          # durable before the new access token is used anywhere
-                crash_point("refresh-saved")
-                self._tokens = new
-                self.refresh_broken = None
-                self.refreshes += 1
-                log.info("hmrc token refreshed generation=%d expires_in=%.0f reason=%s", new.generation,
-                         new.lifetime(), reason)
-                return new
-            err = doc.get("error", "")
-            if status in (400, 401) and err in ("invalid_grant", "invalid_client", "unauthorized_client", ""):
-                self._broken(f"HMRC refused the refresh token (HTTP {status} {err or 'no error code'})")
-                cleared = replace(tokens, refresh_started_at=None)
-                self.store.save(cleared)
-                self._tokens = cleared
-                return cleared
-            log.warning("hmrc token refresh failed, will retry status=%d error=%s", status, err)
+                while True:     # not a blocking flock in a thread: a cancelled wait must not leave it held
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        await asyncio.sleep(0.05)
+                return await self._refresh_locked(session, reason=reason, stale=stale)
+            finally:
+                os.close(fd)    # releases the lock
+
+    async def _refresh_locked(self, session: aiohttp.ClientSession, *, reason: str, stale: str | None) -> TokenSet:
+        """One refresh, holding the in-process and the cross-process lock."""
+        tokens = self.current()      # re-read under the lock: another process may have refreshed already
+        if stale is not None and tokens.access_token != stale and tokens.valid(self.clock()):
             return tokens
+        if reason == "due" and not tokens.due_for_refresh(self.clock(), fraction=self.refresh_fraction):
+            return tokens
+        tokens = self.store.mark_refresh_started(tokens, self.clock())
+        self._tokens, self._fp = tokens, self.store.fingerprint()
+        try:
+            status, doc = await _token_request(session, self.settings, {
+                "grant_type": "refresh_token", "refresh_token": tokens.refresh_token})
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            log.warning("hmrc token refresh failed, will retry error=%s", type(exc).__name__)
+            return tokens
+        crash_point("refresh-answered")   # HMRC has rotated; the new pair exists only in this process
+        if status == 200:
+            try:
+                new = TokenSet.from_grant(doc, now=self.clock(), generation=tokens.generation + 1)
+            except TokenStoreError as exc:
+                self._broken(f"unusable token response: {exc}")
+                return tokens
+            self.store.save(new)          # durable before the new access token is used anywhere
+            crash_point("refresh-saved")
+            self._tokens, self._fp = new, self.store.fingerprint()
+            self.refresh_broken = None
+            self.refreshes += 1
+            log.info("hmrc token refreshed generation=%d expires_in=%.0f reason=%s", new.generation,
+                     new.lifetime(), reason)
+            return new
+        err = doc.get("error", "")
+        if status in (400, 401) and err in ("invalid_grant", "invalid_client", "unauthorized_client", ""):
+            self._broken(f"HMRC refused the refresh token (HTTP {status} {err or 'no error code'})")
+            cleared = replace(tokens, refresh_started_at=None)
+            self.store.save(cleared)
+            self._tokens, self._fp = cleared, self.store.fingerprint()
+            return cleared
+        log.warning("hmrc token refresh failed, will retry status=%d error=%s", status, err)
+        return tokens
 
     def _broken(self, why: str) -> None:
         self.refresh_broken = why

@@ -4,7 +4,10 @@ An item is acknowledged only after ``sink.deliver`` has committed it to the jour
 and the DELETE leaves the item at HMRC; the next poll fetches it again, the journal's duplicate elimination
 (``lookup_inbound`` by the item's id) recognises it, nothing is delivered a second time, and the DELETE is sent.
 
-Pacing: every ``interval`` seconds while idle; at once again when a page was full (100 items); on 429 the
+An item that cannot be read or journaled (a malformed body, an unsafe id, a journal error) is skipped, left
+unacknowledged at HMRC and alerted once; it never blocks the items behind it.
+
+Pacing: every ``interval`` seconds while idle; at once again when a full page (100 items) brought new ones; on 429 the
 ``Retry-After`` (or the doubled interval) and on 5xx / transport failures an exponential back-off up to
 ``max_interval``. A refused authorisation raises an urgent alert and waits for the operator.
 """
@@ -50,28 +53,63 @@ class HmrcPoller:
         self.last_error: str | None = None
         self.last_success: float | None = None
         self.backoff = interval
+        self._skipped: set[str] = set()
 
     async def _one_kind(self, report: PollReport, *, notifications: bool) -> None:
         if notifications:
             refs: list[Any] = await self.client.list_notifications()
         else:
             refs = await self.client.list_outcomes()
+        refs = refs[:protocol.PAGE_SIZE]
         report.listed += len(refs)
-        report.full_page = report.full_page or len(refs) >= 100
+        report.full_page = report.full_page or len(refs) >= protocol.PAGE_SIZE
+        seen: set[str] = set()
         for ref in refs:
             ident = ref.notification_id if notifications else ref.correlation_id
-            fetched = await (self.client.get_notification(ident) if notifications
-                             else self.client.get_outcome(ident))
-            if fetched is None:        # acknowledged meanwhile (by an earlier run of ours): nothing to do
+            if ident in seen:          # listed twice in one page: one fetch, one delivery, one DELETE
                 continue
+            seen.add(ident)
             source = f"{'notification' if notifications else 'outcome'}/{ident}"
-            if await self.deliver(fetched, source_id=source):
+            try:
+                fetched = await (self.client.get_notification(ident) if notifications
+                                 else self.client.get_outcome(ident))
+                if fetched is None:    # acknowledged meanwhile (by an earlier run of ours): nothing to do
+                    continue
+                delivered = await self.deliver(fetched, source_id=source)
+            except (PollError, AuthorisationNeeded, aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                if isinstance(exc, PollError) and not exc.transient:
+                    self._skip(report, source, exc)    # this item only (403 / 404-like answers for one id)
+                    continue
+                raise                                 # HMRC or the network is unwell: the whole round backs off
+            except protocol.ProtocolError as exc:
+                self._skip(report, source, exc)        # unreadable or unsafe item: never acknowledged, never blocks
+                continue
+            except Exception as exc:  # a journal error or a bug on one item must not block every item behind it
+                log.exception("hmrc item could not be journaled source=%s", source)
+                self._skip(report, source, exc)
+                continue
+            if delivered:
                 report.delivered += 1
             else:
                 report.duplicates += 1
             crash_point("outcome-journaled")
             acked = await (self.client.ack_notification(ident) if notifications else self.client.ack_outcome(ident))
             report.acknowledged += int(acked)
+
+    def _skip(self, report: PollReport, source: str, exc: BaseException) -> None:
+        """An item that cannot be journaled stays at HMRC, unacknowledged (nothing is lost), and the operator is
+        told once per item; the items behind it keep flowing."""
+        why = f"{type(exc).__name__}: {str(exc)[:300]}"
+        report.errors.append(f"{source}: {why}")
+        if source in self._skipped:
+            return
+        if len(self._skipped) >= 10_000:
+            self._skipped.clear()
+        self._skipped.add(source)
+        log.error("hmrc item left unacknowledged source=%s reason=%r", source, why)
+        if self.alerts is not None:
+            self.alerts.raise_alert("hmrc-item-unreadable", source=source, reason=why,
+                                    action="inspect it at HMRC; it stays there unacknowledged")
 
     async def poll_once(self) -> PollReport:
         """One round over both APIs; raises ``PollError`` / ``AuthorisationNeeded`` / transport errors."""
@@ -89,7 +127,9 @@ class HmrcPoller:
                 self.last_error = None
                 self.last_success = asyncio.get_running_loop().time()
                 self.backoff = self.interval
-                if report.full_page:
+                if report.full_page and report.delivered:
+                    # more are waiting; but a full page of items we cannot take, or of ones HMRC keeps listing
+                    # after their DELETE, waits for the interval instead of spinning
                     delay = 0.0
                 if report.listed:
                     log.info("hmrc poll listed=%d delivered=%d duplicates=%d acknowledged=%d", report.listed,
@@ -113,6 +153,11 @@ class HmrcPoller:
                 self.backoff = min(self.max_interval, self.backoff * 2)
                 delay = self.backoff
                 log.warning("hmrc poll failed error=%r retry_in=%.1f", self.last_error, delay)
+            except Exception as exc:   # anything else (a bug, the journal): the poller backs off, it never dies
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.backoff = min(self.max_interval, self.backoff * 2)
+                delay = self.backoff
+                log.exception("hmrc poll failed unexpectedly retry_in=%.1f", delay)
             if delay > 0:
                 if self._sleep is not None:
                     await self._sleep(delay)

@@ -8,6 +8,7 @@ Nothing here opens a socket: the client (``client.py``) and the stand-in (``gate
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,8 @@ from lxml import etree
 
 from gateway.ics2.xmlutil import child, child_text, children, local, text
 from gateway.xmlsafe import XmlRejected, parse_xml
+
+log = logging.getLogger("ics2gw.hmrc.protocol")
 
 ACCEPT = "application/vnd.hmrc.1.0+xml"
 CONTENT_TYPE = "application/xml; charset=UTF-8"
@@ -45,6 +48,8 @@ OUTCOME_KINDS: dict[str, tuple[str, str]] = {
     "CC305A": ("IE305", "amendment-rejected"),
 }
 MAX_DOCUMENT_BYTES = 8 * 1024 * 1024
+# HMRC lists at most 100 unacknowledged items per call; anything beyond is ignored (a later page brings it)
+PAGE_SIZE = 100
 
 
 class ProtocolError(ValueError):
@@ -148,7 +153,13 @@ def parse_outcome_list(data: bytes) -> list[OutcomeRef]:
         raise ProtocolError(f"expected entryDeclarationResponses, got {local(root)}")
     out = []
     for r in children(root, "response"):
-        cid = safe_id(child_text(r, "correlationId") or "", "correlationId")
+        if len(out) >= PAGE_SIZE:
+            break
+        try:
+            cid = safe_id(child_text(r, "correlationId") or "", "correlationId")
+        except ProtocolError as exc:   # one bad entry must not hide the others behind it (it is never fetched)
+            log.warning("hmrc outcome list entry skipped reason=%r", str(exc)[:200])
+            continue
         out.append(OutcomeRef(cid, child_text(r, "link") or OUTCOMES + cid, child_text(r, "MRN")))
     return out
 
@@ -159,7 +170,13 @@ def parse_notification_list(data: bytes) -> list[NotificationRef]:
         raise ProtocolError(f"expected advancedNotifications, got {local(root)}")
     out = []
     for r in children(root, "response"):
-        nid = safe_id(child_text(r, "notificationId") or "", "notificationId")
+        if len(out) >= PAGE_SIZE:
+            break
+        try:
+            nid = safe_id(child_text(r, "notificationId") or "", "notificationId")
+        except ProtocolError as exc:
+            log.warning("hmrc notification list entry skipped reason=%r", str(exc)[:200])
+            continue
         cid = child_text(r, "correlationId")
         out.append(NotificationRef(nid, cid, child_text(r, "link") or NOTIFICATIONS + nid))
     return out

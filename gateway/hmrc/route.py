@@ -177,6 +177,20 @@ class HmrcRoute:
         if filing is None:
             return filing
         if isinstance(outcome, Submitted):
+            known = j.find_route_ref(ROUTE, outcome.correlation_id)
+            if known is not None and known[0] != msg.message_id:
+                # HMRC (or whatever answered) reused a correlation id of another of our messages. Raising here
+                # would roll the commit back and the lease would send this filing AGAIN; instead the send
+                # stands, the conflict is on record, and outcomes for that id meet the LRN/MRN cross-check.
+                detail = {"correlation_id": outcome.correlation_id, "already_names": known[0],
+                          "action": msg.action}
+                j.append_event("hmrc-correlation-conflict", now=now, filing_id=filing.id,
+                               message_id=msg.message_id, detail=detail)
+                if self.alerts is not None:
+                    self.alerts.raise_alert("hmrc-correlation-conflict", category="A", lrn=filing.lrn,
+                                            message_id=msg.message_id, reason=f"correlation id "
+                                            f"{outcome.correlation_id} already names message {known[0]}")
+                return filing
             j.record_route_ref(ROUTE, outcome.correlation_id, message_id=msg.message_id, filing_id=filing.id,
                                now=now)
             j.append_event("hmrc-accepted", now=now, filing_id=filing.id, message_id=msg.message_id,
@@ -200,33 +214,80 @@ class HmrcInbound:
     """The poller's sink: journal, correlate and deliver one outcome or notification, durably, once."""
 
     def __init__(self, journal: Any, writer: Any, *, inbox_dir: Any, status_dir: Any, alerts: Any,
-                 clock: Any = None) -> None:
+                 clock: Any = None, endpoint: str = "hmrc") -> None:
         self.journal, self.writer = journal, writer
+        self.endpoint = endpoint
         self.inbox_dir, self.status_dir, self.alerts = inbox_dir, status_dir, alerts
         self.clock = clock or _utc
         self.delivered = 0
         self.duplicates = 0
 
-    def _find(self, o: protocol.Outcome) -> tuple[Filing | None, str | None, str]:
-        """(filing, our message it answers, how it was found)."""
+    def _find(self, o: protocol.Outcome, listed: str | None) -> tuple[Filing | None, str | None, str, str | None]:
+        """(filing, our message it answers, how it was found, why it must NOT be attached although it points at a
+        filing). The CorrelationId is the key, but an outcome that names one filing by CorrelationId and another
+        by LRN / MRN, or answers the wrong kind of submission, is a conflict: orphaned and alerted, never applied
+        to a filing that may not be its own."""
         j = self.journal
-        if o.correlation_id:
-            ref = j.find_route_ref(ROUTE, o.correlation_id)
+        if o.correlation_id and listed and o.correlation_id != listed:
+            return None, None, "conflict", (f"listed as correlation id {listed} but its CorIdeMES25 is "
+                                            f"{o.correlation_id}")
+        cid = o.correlation_id or listed      # CorIdeMES25 is optional in CC316A / CC305A
+        if o.kind == "IE328" and not (o.mrn and protocol.MRN_RE.match(o.mrn)):
+            return None, None, "conflict", f"IE328 without a usable MRN ({o.mrn!r})"
+        if cid:
+            ref = j.find_route_ref(ROUTE, cid)
             if ref is not None and ref[1] is not None:
-                return j.get_filing(ref[1]), ref[0], "CorrelationId"
+                filing = j.get_filing(ref[1])
+                msg = j.get_message(ref[0])
+                why = self._mismatch(o, filing, msg)
+                return (None, None, "conflict", why) if why else (filing, ref[0], "CorrelationId", None)
+        filing, how = None, "none"
         if o.kind in ("IE328", "IE316") and o.lrn:
-            candidates = [f for f in j.find_filings_by_lrn(o.lrn) if f.action == "IE315"]
+            candidates = [f for f in j.find_filings_by_lrn(o.lrn)
+                          if f.action == "IE315" and f.endpoint == self.endpoint]
             if len(candidates) == 1:
-                return candidates[0], None, "LRN"
-        if o.mrn:
-            filing = j.get_filing_by_mrn(o.mrn)
-            if filing is not None:
-                return filing, None, "MRN"
-        return None, None, "none"
+                filing, how = candidates[0], "LRN"
+            elif len(candidates) > 1:   # same LRN from several filers: only the correlation id could tell
+                return None, None, "ambiguous", (f"LRN {o.lrn} names {len(candidates)} filings (several filers) "
+                                                 "and the correlation id none")
+        if filing is None and o.mrn and o.kind != "IE328":
+            by_mrn = j.get_filing_by_mrn(o.mrn)
+            if by_mrn is not None and by_mrn.endpoint == self.endpoint:
+                filing, how = by_mrn, "MRN"
+        if filing is None:
+            return None, None, "none", None
+        why = self._mismatch(o, filing, None)
+        return (None, None, "conflict", why) if why else (filing, None, how, None)
 
-    def _previous_registered(self, filing_id: int) -> str:
-        events = self.journal.events(filing_id=filing_id)
-        return S.AMENDED if any(e.event == "hmrc-IE304" for e in events) else S.REGISTERED
+    def _mismatch(self, o: protocol.Outcome, filing: Filing | None, msg: Any) -> str | None:
+        if filing is None:
+            return "its correlation id names a filing that no longer exists"
+        if filing.endpoint != self.endpoint:
+            return f"it points at filing {filing.id}, which is not on the HMRC route"
+        if msg is not None and o.kind != "IE351":
+            want = "IE315" if o.kind in ("IE328", "IE316") else "IE313"
+            if msg.action != want:
+                return f"{o.kind} answers an {want}, but its correlation id names our {msg.action}"
+        if o.lrn and o.kind in ("IE328", "IE316") and o.lrn != filing.lrn:
+            return f"its LRN {o.lrn} is not the LRN {filing.lrn} of the filing its correlation id names"
+        if o.mrn and filing.mrn and o.mrn != filing.mrn:
+            return f"its MRN {o.mrn} is not the MRN {filing.mrn} of the filing it points at"
+        if o.kind == "IE328" and o.mrn:
+            other = self.journal.get_filing_by_mrn(o.mrn)
+            if other is not None and other.id != filing.id:
+                return f"its MRN {o.mrn} already belongs to filing {other.id}"
+        return None
+
+    @staticmethod
+    def _amendments_open(j: Any, filing_id: int, answered_cid: str | None) -> tuple[int, bool]:
+        """(IE313s accepted by HMRC and still unanswered, other than the one this outcome answers; whether any
+        amendment was accepted before): an IE304 / IE305 for one amendment while another is pending leaves the
+        filing pending-amendment."""
+        events = j.events(filing_id=filing_id, limit=100_000)
+        sent = {e.detail.get("correlation_id") for e in events
+                if e.event == "hmrc-accepted" and e.detail.get("action") == "IE313"}
+        answered = {e.detail.get("correlation_id") for e in events if e.event in ("hmrc-IE304", "hmrc-IE305")}
+        return len(sent - answered - {answered_cid, None}), any(e.event == "hmrc-IE304" for e in events)
 
     async def deliver(self, o: protocol.Outcome, *, source_id: str) -> bool:
         """Returns True if delivered now, False if it had been journaled before (then only the ack is owed)."""
@@ -235,11 +296,13 @@ class HmrcInbound:
         if known is not None:
             self.duplicates += 1
             return False
-        filing, answered, found_by = await asyncio.to_thread(self._find, o)
+        listed = source_id.split("/", 1)[1] if source_id.startswith("outcome/") else None
+        filing, answered, found_by, conflict = await asyncio.to_thread(self._find, o, listed)
+        cid = o.correlation_id or listed
         now = self.clock()
         metadata = {
             "message_id": message_id, "route": ROUTE, "action": o.kind, "meaning": o.meaning, "channel": "poll",
-            "correlation_id": o.correlation_id, "ref_to_message_id": answered,
+            "correlation_id": cid, "ref_to_message_id": answered, "conflict": conflict,
             "received": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "lrn": o.lrn, "mrn": o.mrn,
             "filing": ({"filer_eori": filing.filer_eori, "lrn": filing.lrn, "mrn": filing.mrn or o.mrn,
                         "state": filing.state} if filing else None),
@@ -259,14 +322,15 @@ class HmrcInbound:
                 return res
             if filing is None:
                 j.record_orphan(message_id, SENDER_PARTY, now=now,
-                                reason=f"{o.kind} (correlation id {o.correlation_id}) matches no filing")
+                                reason=f"{o.kind} (correlation id {cid}) "
+                                       + (f"not attached: {conflict}" if conflict else "matches no filing"))
                 result["orphan"] = True
                 return res
             current = j.get_filing(filing.id)
             j.attach_inbound(message_id, SENDER_PARTY, filing.id, now=now, outcome=o.meaning)
             if answered and j.get_message(answered) is not None:
                 j.set_business_outcome(answered, o.meaning, now=now)
-            detail = {"message_id": message_id, "action": o.kind, "correlation_id": o.correlation_id}
+            detail = {"message_id": message_id, "action": o.kind, "correlation_id": cid}
             event = f"hmrc-{o.kind}"
             if o.kind == "IE328" and can_transition(current.state, S.REGISTERED):
                 current = j.transition(filing.id, S.REGISTERED, now=now, event=event, mrn=o.mrn, detail=detail)
@@ -275,24 +339,21 @@ class HmrcInbound:
                     **detail, "findings": list(o.errors)[:100]}, error=(o.errors[0]["text"] if o.errors else
                                                                       "rejected by HMRC (IE316)"))
                 result["alert"] = "rejected"
-            elif o.kind == "IE304":
-                if current.state in (S.REGISTERED, S.AMENDED) and can_transition(current.state,
-                                                                                S.PENDING_AMENDMENT):
+            elif o.kind in ("IE304", "IE305"):
+                others, amended_before = self._amendments_open(j, filing.id, cid)
+                findings = {"findings": list(o.errors)[:100]} if o.kind == "IE305" else {}
+                if o.kind == "IE304" and current.state in (S.REGISTERED, S.AMENDED) and \
+                        can_transition(current.state, S.PENDING_AMENDMENT):
                     current = j.transition(filing.id, S.PENDING_AMENDMENT, now=now, event="amendment-sent",
                                            detail=detail)
-                if can_transition(current.state, S.AMENDED):
-                    current = j.transition(filing.id, S.AMENDED, now=now, event=event, detail=detail)
-                else:
-                    j.append_event(event, now=now, filing_id=filing.id, message_id=message_id, detail=detail)
-            elif o.kind == "IE305":
-                back = self._previous_registered(filing.id)
-                if current.state == S.PENDING_AMENDMENT and can_transition(current.state, back):
-                    current = j.transition(filing.id, back, now=now, event=event,
-                                           detail={**detail, "findings": list(o.errors)[:100]})
-                else:
+                back = S.AMENDED if (o.kind == "IE304" or amended_before) else S.REGISTERED
+                if others == 0 and current.state == S.PENDING_AMENDMENT and can_transition(current.state, back):
+                    current = j.transition(filing.id, back, now=now, event=event, detail={**detail, **findings})
+                else:   # another amendment is still pending (or the filing moved on): record, do not move
                     j.append_event(event, now=now, filing_id=filing.id, message_id=message_id,
-                                   detail={**detail, "findings": list(o.errors)[:100]})
-                result["alert"] = "amendment-rejected"
+                                   detail={**detail, **findings, "amendments_pending": others})
+                if o.kind == "IE305":
+                    result["alert"] = "amendment-rejected"
             else:
                 j.append_event(event, now=now, filing_id=filing.id, message_id=message_id, detail=detail)
                 if o.kind == "IE351":
@@ -308,8 +369,10 @@ class HmrcInbound:
             return False
         self.delivered += 1
         if result.get("orphan"):
-            self.alerts.raise_alert("orphan", category="A" if o.kind == "IE351" else "B", message_id=message_id,
-                                    action=o.kind, reference=o.mrn or o.lrn, route=ROUTE)
+            self.alerts.raise_alert("hmrc-correlation-conflict" if conflict else "orphan",
+                                    category="A" if (o.kind == "IE351" or conflict) else "B", message_id=message_id,
+                                    action=o.kind, reference=o.mrn or o.lrn, route=ROUTE,
+                                    **({"reason": conflict} if conflict else {}))
         if result.get("filing"):
             f = result["filing"]
             await asyncio.to_thread(write_status, self.status_dir, f)

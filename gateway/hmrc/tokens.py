@@ -12,10 +12,14 @@ Nothing here logs a token; ``TokenSet.__repr__`` hides them too.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
+import stat
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -91,6 +95,16 @@ def crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class TokenStore:
     """One JSON file, mode 0600, replaced atomically and durably."""
 
@@ -105,6 +119,8 @@ class TokenStore:
             st = self.path.stat()
         except FileNotFoundError:
             raise TokenStoreError(f"{self.path}: no HMRC token yet: run `ics2gw hmrc authorize` once") from None
+        if not stat.S_ISREG(st.st_mode) or st.st_size > 64 * 1024:
+            raise TokenStoreError(f"{self.path}: not a regular token file of at most 64 KiB; authorise again")
         if st.st_mode & 0o077:
             raise TokenStoreError(f"{self.path}: mode {st.st_mode & 0o777:o} lets others read the HMRC token; "
                                   f"run chmod 600 {self.path}")
@@ -129,12 +145,44 @@ class TokenStore:
         os.replace(tmp, self.path)
         crash_point("token-renamed")
         for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):   # left by a crash mid-write
-            stale.unlink(missing_ok=True)
+            # only our own or a dead process's: another live process (the daemon while the operator runs
+            # `hmrc authorize`) may be between writing its file and renaming it, with a rotated token inside
+            try:
+                pid = int(stale.name[len(self.path.name) + 2:].split(".", 1)[0])
+            except ValueError:
+                continue
+            if pid == os.getpid() or not _alive(pid):
+                stale.unlink(missing_ok=True)
         dfd = os.open(self.path.parent, os.O_RDONLY)
         try:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+    def fingerprint(self) -> tuple[int, int, int] | None:
+        """Identity of the file on disk now (inode, mtime, size): changes when anyone replaces it."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def open_lock(self) -> int:
+        """A descriptor of ``<token_file>.lock``, to ``flock``: one refresh or one new grant at a time across
+        processes, so two processes never spend the same refresh token (the second would get ``invalid_grant``
+        and declare the authorisation broken)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Blocking form of the lock, for the CLI (``hmrc authorize`` waits for a refresh in flight)."""
+        fd = self.open_lock()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def mark_refresh_started(self, tokens: TokenSet, now: float) -> TokenSet:
         marked = replace(tokens, refresh_started_at=now)

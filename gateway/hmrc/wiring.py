@@ -67,7 +67,8 @@ def build_hmrc(cfg: GatewayConfig, *, writer: Any, journal: Any, alerts: Any, in
     if hcfg is None:
         return None
     client = make_client(hcfg, on_alert=alerts.raise_alert)
-    inbound = HmrcInbound(journal, writer, inbox_dir=inbox_dir, status_dir=status_dir, alerts=alerts)
+    inbound = HmrcInbound(journal, writer, inbox_dir=inbox_dir, status_dir=status_dir, alerts=alerts,
+                           endpoint=hcfg.endpoint)
     return HmrcWiring(
         cfg=hcfg, client=client,
         acceptor=HmrcAcceptor(hcfg, writer, journal, fqdn=cfg.identity.fqdn, validation=validation),

@@ -308,14 +308,15 @@ def test_broker_restart_mid_run(tmp_path: Path, sim: Any, rabbit: RabbitNode, mo
 
 # ------------------------------------------------------------------------------------------ dead-lettering
 async def _consume_once(rabbit: RabbitNode, names: dict[str, str], acceptor: Any, writer: Any,
-                        max_attempts: int, *, hold_seconds: float) -> Any:
+                        max_attempts: int, *, hold_seconds: float, dlq: str | None = None,
+                        declare: bool = True) -> Any:
     """One consumer session of the real AMQP intake, ended after ``hold_seconds`` by closing the connection
     without a goodbye (as a killed process would)."""
     from gateway.broker.amqp import AmqpBroker
     from gateway.broker.config import AmqpConfig
     cfg = AmqpConfig(url=rabbit.url, username=rabbit.user, password=rabbit.password, ca_file=None, client_cert=None,
                      client_key=None, intake=True, queues=(names["queue"],), prefetch=1, max_attempts=max_attempts,
-                     dead_letter_queue=names["dlq"], events=True, exchange=names["exchange"], declare=True,
+                     dead_letter_queue=dlq or names["dlq"], events=True, exchange=names["exchange"], declare=declare,
                      reconnect_initial=0.2, reconnect_max=1.0)
     broker = AmqpBroker(cfg)
     stop = asyncio.Event()
@@ -367,6 +368,13 @@ async def test_transient_failures_and_crash_loops_end_in_the_dead_letter_queue(t
         assert [d["message_id"] for d in dead] == ["poison-2"]
         assert "stopped each time" in dead[0]["headers"]["x-ics2gw-reason"]
         assert await asyncio.to_thread(erp.queue_depth, names["queue"]) == 0
+        # a dead-letter queue that does not exist: the broker cannot route the dead letter, so the message is
+        # kept in the intake queue (never acknowledged into nowhere)
+        await asyncio.to_thread(erp.publish, b"<IE3F32/>", message_id="poison-3")
+        h = await _consume_once(rabbit, names, FullDisk(), writer, 2, hold_seconds=3.0,
+                                dlq="no-such-queue-" + names["dlq"], declare=False)
+        assert h.dead_lettered == 0
+        assert await asyncio.to_thread(erp.queue_depth, names["queue"]) == 1
     finally:
         await writer.close()
         journal.close()

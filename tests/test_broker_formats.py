@@ -83,3 +83,118 @@ def test_inbound_event_is_multipart_related_metadata_first() -> None:
     assert [p.get_content_type() for p in parts] == ["application/json", "application/xml"]
     assert json.loads(parts[0].get_payload(decode=True))["event_id"] == 9
     assert parts[1]["Content-ID"] == "<payload@c>" and parts[1].get_payload(decode=True) == b"<IE3R01/>"
+
+
+def test_rejections_of_two_messages_have_two_ids_and_a_redelivery_keeps_its_id() -> None:
+    a = formats.rejection_event(reason="invalid", message="m", findings=[], amqp_message_id=None, correlation_id=None,
+                                queue="q", body_sha256="aa")
+    b = formats.rejection_event(reason="invalid", message="m", findings=[], amqp_message_id=None, correlation_id=None,
+                                queue="q", body_sha256="bb")
+    a2 = formats.rejection_event(reason="invalid", message="m", findings=[], amqp_message_id=None,
+                                 correlation_id=None, queue="q", body_sha256="aa")
+    assert a.message_id != b.message_id and a.message_id == a2.message_id
+
+
+# ------------------------------------------------------------------------------------ the outbox over a journal
+import asyncio  # noqa: E402
+import datetime as dt  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from gateway.broker.outbox import EventOutbox  # noqa: E402
+from gateway.journal.committer import JournalWriter  # noqa: E402
+from gateway.journal.records import NewFiling  # noqa: E402
+from gateway.journal.sqlite import SqliteJournal  # noqa: E402
+
+T0 = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
+
+
+def _filing(j: SqliteJournal, lrn: str, now: dt.datetime) -> int:
+    f, _ = j.insert_filing(NewFiling("NL1", lrn, "NL1", "IE3F32", "0" * 64), now=now)
+    j.transition(f.id, "queued", now=now)
+    j.transition(f.id, "abandoned", now=now)
+    return f.id
+
+
+def test_purge_never_lets_event_ids_go_back(tmp_path: Path) -> None:
+    """SQLite reuses the highest rowid after it is deleted; an outbox cursor past it would skip new events."""
+    j = SqliteJournal.open(tmp_path / "j.sqlite3")
+    try:
+        _filing(j, "L1", T0)
+        top = j.last_event_id()
+        j.advance_outbox_cursor("amqp", top, now=T0)
+        j.purge(T0 + dt.timedelta(days=1), now=T0 + dt.timedelta(days=2))
+        assert j.last_event_id() > top                      # the purge marker stays
+        _filing(j, "L2", T0 + dt.timedelta(days=2))
+        assert min(e.id for e in j.events_after(top)) > top  # new events are after the cursor
+    finally:
+        j.close()
+
+
+async def test_one_event_that_cannot_be_published_does_not_hold_back_the_rest(tmp_path: Path) -> None:
+    j = SqliteJournal.open(tmp_path / "j.sqlite3")
+    writer = JournalWriter(j).start()
+    published: list[str] = []
+    bad: set[int] = set()
+    connected = [True]
+
+    async def publish(msg: formats.EventMessage) -> None:
+        if int(msg.message_id.rsplit("-", 1)[1]) in bad:
+            raise RuntimeError("PRECONDITION_FAILED - message size larger than configured max size")
+        published.append(msg.routing_key)
+
+    ob = EventOutbox(j, writer, publish, name="amqp", inbox_dir=tmp_path, connected=lambda: connected[0])
+    ob.cursor = j.last_event_id()
+    try:
+        _filing(j, "L1", T0)
+        bad.update(e.id for e in j.events_after(ob.cursor) if e.detail.get("to") == "queued")
+        connected[0] = False                      # while the broker is down nothing is ever skipped
+        for _ in range(10):
+            with pytest.raises(RuntimeError):
+                await ob.drain_once()
+        assert ob.skipped == 0 and published == []
+        connected[0] = True                       # connected, and this one event keeps failing: skipped, loudly
+        for _ in range(10):
+            try:
+                await ob.drain_once()
+                break
+            except RuntimeError:
+                pass
+        assert ob.skipped == 1 and published == ["filing.abandoned"]
+        assert j.outbox_cursor("amqp") == j.last_event_id()
+    finally:
+        await writer.close()
+        j.close()
+
+
+@pytest.mark.parametrize("lines,key", [
+    (['url = "amqp://user:pw@127.0.0.1/"'], "amqp.url"),
+    (['url = "http://127.0.0.1/"'], "amqp.url"),
+    (['url = "amqp://127.0.0.1/"', 'ca_file = "x.pem"'], "amqp.ca_file"),
+    (['queues = ["a"]', 'dead_letter_queue = "a"'], "amqp.dead_letter_queue"),
+    (['password = "inline"'], "amqp.password"),
+    (['prefetch = 0'], "amqp.prefetch"),
+    (['typo = 1'], "amqp"),
+])
+def test_amqp_configuration_errors_name_the_key(tmp_path: Path, lines: list[str], key: str) -> None:
+    from gateway.broker.config import read_amqp_config
+    from gateway.config import ConfigError, load_gateway_config
+    repo = Path(__file__).resolve().parent.parent
+    base = (repo / "conf" / "gateway.toml").read_text().replace('"../', f'"{repo}/')
+    conf = tmp_path / "gateway.toml"
+    conf.write_text(base + "\n[amqp]\nenabled = true\n" + "\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as ei:
+        read_amqp_config(load_gateway_config(conf))
+    assert key in str(ei.value), str(ei.value)
+
+
+def test_plain_amqp_to_another_host_is_refused_in_production(tmp_path: Path) -> None:
+    from gateway.broker.config import read_amqp_config
+    from gateway.config import ConfigError, load_gateway_config
+    repo = Path(__file__).resolve().parent.parent
+    base = (repo / "conf" / "gateway.toml").read_text().replace('"../', f'"{repo}/')
+    base = base.replace('environment = "conformance"', 'environment = "production"', 1)
+    conf = tmp_path / "gateway.toml"
+    conf.write_text(base + '\n[amqp]\nenabled = true\nurl = "amqp://mq.example.internal/"\n')
+    cfg = load_gateway_config(conf)
+    with pytest.raises(ConfigError, match="amqps"):
+        read_amqp_config(cfg)

@@ -114,12 +114,14 @@ class AmqpBroker:
     # --------------------------------------------------------------------------------------------- publishing
     async def _publisher(self) -> Any:
         if self._pub_channel is None or self._pub_channel.is_closed:
-            self._pub_channel = await self.connection.channel(publisher_confirms=True)
+            # on_return_raises: a mandatory message nobody can route (a dead-letter queue that does not exist) is a
+            # failure, not a silent confirm
+            self._pub_channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
             self._exchange = None
         return self._pub_channel
 
     async def publish(self, msg: formats.EventMessage, *, exchange: str | None = None,
-                      routing_key: str | None = None) -> None:
+                      routing_key: str | None = None, mandatory: bool = False) -> None:
         """Publishes persistently and returns once the broker confirmed it (raises if it did not)."""
         async with self._pub_lock:
             ch = await self._publisher()
@@ -129,7 +131,7 @@ class AmqpBroker:
                                        correlation_id=msg.correlation_id, headers=msg.headers,
                                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                                        timestamp=dt.datetime.now(dt.timezone.utc), app_id="ics2gw")
-            await ex.publish(message, routing_key=routing_key or msg.routing_key, mandatory=False, timeout=30)
+            await ex.publish(message, routing_key=routing_key or msg.routing_key, mandatory=mandatory, timeout=30)
 
     # ------------------------------------------------------------------------------------------------ intake
     async def consume(self, acceptor: Any, writer: Any, stop: asyncio.Event, *, on_accepted: Any = None) -> None:
@@ -170,12 +172,10 @@ class IntakeHandler:
             await asyncio.wait(self._inflight, timeout=timeout)
 
     async def _attempt(self, message: AbstractIncomingMessage) -> int:
-        """Which delivery this is. A quorum queue says (``x-delivery-count``); otherwise a redelivered message is
-        counted in the journal (durable, so a message that kills the gateway each time it is read is bounded
-        across restarts) and one we requeued ourselves in memory. A first delivery costs no write."""
-        count = (message.headers or {}).get("x-delivery-count")
-        if isinstance(count, int):
-            return count + 1
+        """Which delivery this is: a redelivered message is counted in the journal (durable, so a message that
+        kills the gateway each time it is read is bounded across restarts), one we requeued ourselves in memory.
+        A first delivery costs no write. Headers are not trusted for this (``x-delivery-count`` can be set by any
+        publisher on a classic queue)."""
         key = hashlib.sha256(f"{message.routing_key}/{message.message_id}/".encode() +
                              bytes(message.body)).hexdigest()
         mine = self._attempts.get(key, 0)
@@ -246,7 +246,8 @@ class IntakeHandler:
                       findings: list[dict[str, Any]]) -> None:
         ev = formats.rejection_event(reason=reason, message=text, findings=findings,
                                      amqp_message_id=message.message_id, correlation_id=message.correlation_id,
-                                     queue=message.routing_key or "?")
+                                     queue=message.routing_key or "?",
+                                     body_sha256=hashlib.sha256(bytes(message.body)).hexdigest())
         try:
             await self.broker.publish(ev)          # confirmed before the message is let go
         except Exception as exc:
@@ -269,8 +270,11 @@ class IntakeHandler:
                                     message.message_id or f"dead-{message.delivery_tag}", message.correlation_id,
                                     headers)
         try:
-            await self.broker.publish(dead, exchange="", routing_key=self.broker.cfg.dead_letter_queue)
-        except Exception:
+            await self.broker.publish(dead, exchange="", routing_key=self.broker.cfg.dead_letter_queue, mandatory=True)
+        except Exception as exc:   # the dead-letter queue is missing or the broker refused: keep the message
+            log.error("amqp dead-letter queue %s refused the message, keeping it message_id=%s error=%s",
+                      self.broker.cfg.dead_letter_queue, message.message_id, exc)
+            await asyncio.sleep(5.0)
             await message.nack(requeue=True)
             return
         self.dead_lettered += 1

@@ -84,10 +84,19 @@ def read_amqp_config(cfg: GatewayConfig) -> AmqpConfig | None:
         sec.fail("url", f"must be an amqp:// or amqps:// URL, not {u.scheme or 'no scheme'}")
     if u.username or u.password:
         sec.fail("url", "must not carry credentials: use username and password_env / password_file")
+    if u.scheme == "amqp" and cfg.environment == "production" and u.hostname not in ("127.0.0.1", "::1", "localhost"):
+        sec.fail("url", "plain amqp:// to another host in production: use amqps:// (filings and events are "
+                        "customs data, the password travels with the connection)")
+    if u.scheme == "amqp":
+        for key in ("ca_file", "client_cert", "client_key"):
+            if key in sec:
+                sec.fail(key, "applies to amqps:// only; this url is plain amqp://")
     queues = tuple(sec.list_str("queues", ["ics2gw.filings"]))
     intake = sec.bool("intake", True)
     if intake and not queues:
         sec.fail("queues", "names no queue, but intake = true")
+    if sec.str("dead_letter_queue", "ics2gw.filings.dead") in queues:
+        sec.fail("dead_letter_queue", "is also an intake queue: a dead letter would be read again, in a loop")
     return AmqpConfig(
         url=url, username=sec.str("username", None), password=sec.secret("password"),
         ca_file=sec.path("ca_file", None), client_cert=sec.path("client_cert", None),

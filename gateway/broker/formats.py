@@ -156,11 +156,12 @@ def inbound_event(event: Any, metadata: dict[str, Any], parts: list[tuple[str, s
 
 
 def rejection_event(*, reason: str, message: str, findings: list[dict[str, Any]], amqp_message_id: str | None,
-                    correlation_id: str | None, queue: str) -> EventMessage:
+                    correlation_id: str | None, queue: str, body_sha256: str = "") -> EventMessage:
     """The answer to an intake message that could not become a filing (never journaled, so not in the outbox)."""
     doc = {"event": "intake-rejected", "reason": reason, "message": message, "findings": findings[:100],
            "intake": {"channel": f"amqp:{queue}", "message_id": amqp_message_id, "correlation_id": correlation_id}}
-    mid = f"ics2gw-rejection-{uuid.uuid5(uuid.NAMESPACE_URL, f'{queue}/{amqp_message_id}/{reason}')}"
+    # stable for a redelivery of the same message, distinct for two messages (even without an AMQP message_id)
+    mid = f"ics2gw-rejection-{uuid.uuid5(uuid.NAMESPACE_URL, f'{queue}/{amqp_message_id}/{reason}/{body_sha256}')}"
     return EventMessage(f"intake.rejected.{_ROUTING_SAFE.sub('-', reason)}",
                         json.dumps(doc, sort_keys=True, default=str).encode(), "application/json", mid,
                         correlation_id or amqp_message_id, {"event": "intake-rejected", "reason": reason})

@@ -31,7 +31,8 @@ Publish = Callable[[formats.EventMessage], Awaitable[None]]
 class EventOutbox:
     def __init__(self, journal: Any, writer: Any, publish: Publish, *, name: str, inbox_dir: Path,
                  batch: int = 200, idle_seconds: float = 0.2, retry_initial: float = 0.5, retry_max: float = 30.0,
-                 clock: Any = None) -> None:
+                 clock: Any = None, connected: Callable[[], bool] = lambda: True) -> None:
+        self.connected = connected
         self.journal, self.writer, self.publish = journal, writer, publish
         self.name, self.inbox_dir = name, Path(inbox_dir)
         self.batch, self.idle = batch, idle_seconds
@@ -40,6 +41,9 @@ class EventOutbox:
         self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
         self.published = 0
         self.failures = 0
+        self.skipped = 0
+        self._stuck: tuple[int, int] = (0, 0)     # (event id, consecutive failures on it)
+        self.max_tries = 5
         self.last_error: str | None = None
         self.cursor: int | None = None
         self._wake = asyncio.Event()
@@ -49,7 +53,7 @@ class EventOutbox:
 
     def status(self) -> dict[str, Any]:
         return {"sink": self.name, "cursor": self.cursor, "published": self.published, "failures": self.failures,
-                "last_error": self.last_error}
+                "skipped": self.skipped, "last_error": self.last_error}
 
     async def _start_cursor(self) -> int:
         cur = await asyncio.to_thread(self.journal.outbox_cursor, self.name)
@@ -82,7 +86,7 @@ class EventOutbox:
             return meta, parts
         return None
 
-    def _build(self, ev: Any) -> formats.EventMessage | None:
+    def _build(self, ev: Any, *, without_parts: bool = False) -> formats.EventMessage | None:
         j = self.journal
         if formats.routing_key(ev) is None:
             return None
@@ -91,7 +95,7 @@ class EventOutbox:
             msg = j.get_message(ev.message_id, direction="in", sender_party=sender)
             filing = j.get_filing(msg.filing_id) if msg is not None and msg.filing_id is not None else None
             intake = j.intake_ref(filing.id) if filing is not None else None
-            found = self._inbox_files(ev.message_id)
+            found = None if without_parts else self._inbox_files(ev.message_id)
             if found is not None:
                 meta, parts = found
                 meta = dict(meta, parts_available=bool(parts) or not meta.get("parts"))
@@ -100,7 +104,9 @@ class EventOutbox:
                         "ref_to_message_id": (ev.detail or {}).get("ref_to"), "from": sender,
                         "functional_reference": (ev.detail or {}).get("reference"),
                         "filing": ({"filer_eori": filing.filer_eori, "lrn": filing.lrn, "mrn": filing.mrn,
-                                    "state": filing.state} if filing else None), "parts_available": False}
+                                    "state": filing.state} if filing else None), "parts_available": False,
+                        **({"parts_omitted": "the event with its parts could not be published"}
+                           if without_parts else {})}
                 parts = []
             return formats.inbound_event(ev, meta, parts, intake)
         filing = j.get_filing(ev.filing_id)
@@ -114,16 +120,34 @@ class EventOutbox:
         events = await asyncio.to_thread(self.journal.events_after, self.cursor, limit=self.batch)
         if not events:
             return 0
+        last = self.cursor
         for ev in events:
-            msg = await asyncio.to_thread(self._build, ev)
-            if msg is not None:
-                await self.publish(msg)            # returns after the broker's confirm; raises otherwise
-                self.published += 1
-        last = events[-1].id
+            try:
+                stuck = self._stuck[0] == ev.id and self._stuck[1] >= self.max_tries
+                msg = await asyncio.to_thread(self._build, ev, without_parts=stuck)
+                if msg is not None:
+                    await self.publish(msg)        # returns after the broker's confirm; raises otherwise
+                    self.published += 1
+            except Exception as exc:
+                tries = self._stuck[1] + 1 if self._stuck[0] == ev.id else 1
+                self._stuck = (ev.id, tries)
+                if tries <= self.max_tries + 1 or not self.connected():   # the broker down is no reason to skip
+                    if last != self.cursor:       # what went out before this event is not published again
+                        await self._advance(last)
+                    raise
+                # one event that cannot be built or published at all (even without its parts) must not hold
+                # back every later event: it is skipped, loudly
+                self.skipped += 1
+                log.error("outbox sink=%s skipped event %d after %d tries error=%s: %s", self.name, ev.id, tries,
+                          type(exc).__name__, exc)
+            last = ev.id
+        await self._advance(last)
+        return len(events)
+
+    async def _advance(self, last: int) -> None:
         now = self.clock()
         await self.writer.submit(lambda j: j.advance_outbox_cursor(self.name, last, now=now))
         self.cursor = last
-        return len(events)
 
     async def run(self, stop: asyncio.Event) -> None:
         delay = self.retry_initial

@@ -23,6 +23,7 @@ class AmqpWiring:
     on_accepted: Any = None
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    consume_failures: int = 0
 
     async def _main(self) -> None:
         if not await self.broker.connect(self.stop_event):
@@ -31,14 +32,35 @@ class AmqpWiring:
         if self.outbox is not None:
             jobs.append(asyncio.create_task(self.outbox.run(self.stop_event), name="amqp-outbox"))
         if self.cfg.intake:
-            jobs.append(asyncio.create_task(self.broker.consume(self.acceptor, self.writer, self.stop_event,
-                                                                on_accepted=self.on_accepted), name="amqp-intake"))
+            jobs.append(asyncio.create_task(self._consume_supervised(), name="amqp-intake"))
         try:
             await asyncio.gather(*jobs)
         finally:
             for j in jobs:
                 j.cancel()
             await asyncio.gather(*jobs, return_exceptions=True)
+
+    async def _consume_supervised(self) -> None:
+        """The consumer, restarted with back-off when it fails (a queue that does not exist yet, a channel the
+        broker closed): intake must not end quietly while the status still says connected."""
+        import logging
+        log = logging.getLogger("ics2gw.amqp")
+        delay = self.cfg.reconnect_initial
+        while not self.stop_event.is_set():
+            try:
+                await self.broker.consume(self.acceptor, self.writer, self.stop_event, on_accepted=self.on_accepted)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.broker.last_error = f"intake: {type(exc).__name__}: {exc}"
+                self.consume_failures += 1
+                log.error("amqp intake stopped, restarting in %.1fs error=%s", delay, self.broker.last_error)
+                try:
+                    await asyncio.wait_for(self.stop_event.wait(), timeout=delay)
+                except asyncio.TimeoutError:
+                    pass
+                delay = min(self.cfg.reconnect_max, delay * 2)
 
     def start(self) -> asyncio.Task[Any]:
         task = asyncio.create_task(self._main(), name="amqp")
@@ -53,7 +75,7 @@ class AmqpWiring:
 
     def status(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"url": self.cfg.url, "connected": self.broker.connected,
-                               "last_error": self.broker.last_error}
+                               "last_error": self.broker.last_error, "intake_restarts": self.consume_failures}
         if self.outbox is not None:
             doc["outbox"] = self.outbox.status()
         h = getattr(self.broker, "intake_handler", None)
@@ -69,5 +91,6 @@ def build_amqp(cfg: GatewayConfig, *, acceptor: Any, writer: Any, journal: Any, 
     if acfg is None:
         return None
     broker = AmqpBroker(acfg)
-    outbox = EventOutbox(journal, writer, broker.publish, name="amqp", inbox_dir=inbox_dir) if acfg.events else None
+    outbox = EventOutbox(journal, writer, broker.publish, name="amqp", inbox_dir=inbox_dir,
+                         connected=lambda: broker.connected) if acfg.events else None
     return AmqpWiring(acfg, broker, outbox, acceptor, writer, on_accepted=on_accepted)

@@ -894,6 +894,9 @@ class SqliteJournal:
         triggers of the schema refuse it even if this query were wrong)."""
         cutoff = iso(older_than)
         with self.transaction():
+            # first a marker that is never purged (no filing, no message): event ids never go back below it, so
+            # an outbox cursor never skips an id SQLite would otherwise hand out again after the newest rows went
+            self._event("journal-purge", iso(now), None, None, {"older_than": cutoff})
             # a filing whose events an outbox sink has not delivered yet stays (broker down for days)
             fids = [r[0] for r in self._conn.execute(
                 f"SELECT id FROM filings f WHERE state IN ({_FINAL_FILING_SQL}) AND updated_at < ? AND NOT EXISTS "

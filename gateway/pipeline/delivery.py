@@ -28,14 +28,24 @@ def safe_name(text: str) -> str:
 
 
 def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
-    # a unique temporary name: two writers of the same file (two replies for one filing) must not share one
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        if durable:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    # a unique temporary name: two writers of the same file (two replies for one filing) must not share one;
+    # bounded (64 bytes of the name + 30), so a target name near NAME_MAX still has a temporary name that fits
+    head = os.fsdecode(os.fsencode(path.name)[:64])
+    tmp = path.with_name(f".{head}.{threading.get_ident() % 10**6}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # a full disk must not leave a half-written temporary file behind (it would hold the space it failed on)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def fsync_dir(path: Path) -> None:

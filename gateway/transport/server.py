@@ -191,6 +191,10 @@ class InboundProcessor:
             return answer
         try:
             result = await self.sink.deliver(opened, content_type, body, receipt, channel)
+        except EbmsFault as exc:  # the sink refused the content itself (EBMS:0303 ...): resending cannot help
+            answer = await self._error(exc, exc.ref_to_message_id or um.message_id)
+            self._log(channel, answer, peer)
+            return answer
         except Exception as exc:  # noqa: BLE001 - any sink failure means "not processed": EBMS:0202
             log(logging.ERROR, "deliver_failed", self.environment, channel=channel, message_id=um.message_id,
                 error=type(exc).__name__)

@@ -34,6 +34,13 @@ def _status(key: str) -> int:
     return 0
 
 
+def dense_payload(mib: int) -> bytes:
+    """XML of ``mib`` MiB of random hex (gzip ratio about 2:1): a body near the 32 MiB message cap."""
+    rnd = random.Random(16)
+    head = '<?xml version="1.0" encoding="UTF-8"?><IE3Q02 xmlns="urn:wco:datamodel:eu:ics2:2"><d>'
+    return (head + rnd.randbytes(mib * 512 * 1024).hex() + "</d></IE3Q02>").encode()
+
+
 def payload(mib: int) -> bytes:
     """XML of ``mib`` MiB: 1 KiB records, each with 8 random hex digits (gzip ratio about 100:1)."""
     rnd = random.Random(16)
@@ -108,6 +115,7 @@ def _customs() -> Any:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mib", type=int, default=250)
+    ap.add_argument("--dense", action="store_true", help="random hex payload: the body is about half the payload")
     ap.add_argument("--tree", type=Path, default=REPO, help="source tree the server child runs")
     ap.add_argument("--serve", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -119,7 +127,7 @@ def main() -> int:
     customs = _customs()
     customs.limits = dataclasses.replace(customs.limits, send_max_payload_bytes=300 * 1024 * 1024,
                                          send_max_message_compressed_bytes=32 * 1024 * 1024)
-    data = payload(args.mib)
+    data = dense_payload(args.mib) if args.dense else payload(args.mib)
     msg = customs.user_message(action="IE3Q02", payload=data, service=SERVICE_C2T,
                                to_party=Engine.trader_party("NL123456789"))
     del data
@@ -140,7 +148,7 @@ def main() -> int:
             done_file.write_text("1")
             out, _ = child.communicate(timeout=120)
     figures = json.loads(out.strip().splitlines()[-1])
-    print(json.dumps({"payload_mib": args.mib, "body_bytes": len(msg.body), "outcome": str(outcome)[:120],
+    print(json.dumps({"payload_mib": args.mib, "dense": args.dense, "body_bytes": len(msg.body), "outcome": str(outcome)[:120],
                       **figures, "delta_mib": round(figures["delta"] / 2**20, 1),
                       "peak_mib": round(figures["peak"] / 2**20, 1)}))
     return 0

@@ -222,3 +222,26 @@ async def _until(cond: Any, timeout: float = 60) -> None:
     await asyncio.wait_for(loop(), timeout)
 
 
+
+
+def test_inbound_limit_keys_are_read_and_checked(tmp_path: Path, pki: Path) -> None:
+    from gateway.config import ConfigError
+    from tests.pipeline_harness import _abs, _set
+    from tests.conftest import REPO
+    base = _abs((REPO / "conf" / "gateway.toml").read_text(), REPO / "conf")
+    conf = tmp_path / "gateway.toml"
+    text = base
+    for k, v in {"read_timeout_seconds": "7.5", "min_rate_bytes_per_second": "300", "rate_grace_seconds": "2",
+                 "max_connections": "50", "max_connections_per_peer": "3", "max_inflight_bytes": "40000000",
+                 "body_dir": '"/tmp"'}.items():
+        text = _set(text, "inbound", k, v)
+    conf.write_text(text)
+    ib = load_transport_config(load_gateway_config(conf)).inbound
+    assert (ib.read_timeout_seconds, ib.min_rate_bytes_per_second, ib.rate_grace_seconds, ib.max_connections,
+            ib.max_connections_per_peer, ib.max_inflight_bytes, str(ib.body_dir)) == (7.5, 300, 2.0, 50, 3, 40000000,
+                                                                                     "/tmp")
+    conf.write_text(_set(base, "inbound", "max_inflight_bytes", "1048576"))  # below max_request_bytes (32 MiB)
+    with pytest.raises(ConfigError, match="max_inflight_bytes"):
+        load_transport_config(load_gateway_config(conf))
+    conf.write_text(_set(base, "inbound", "max_request_bytes", str(100 * 2**20)))  # the default follows it
+    assert load_transport_config(load_gateway_config(conf)).inbound.max_inflight_bytes == 100 * 2**20

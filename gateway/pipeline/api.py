@@ -44,8 +44,9 @@ def _storage_guard(alert: Any, journal_path: Any) -> Any:
             raise
         except Exception as exc:
             err = as_storage_error(exc, "journal", journal_path)
-            if err is None:
-                raise
+            if err is None:  # a bug, not the request's fault: a JSON 500 naming the error, the traceback in the log
+                log.exception("api request failed method=%s path=%s", request.method, request.path)
+                return _json({"error": "internal-error", "message": f"{type(exc).__name__}: {exc}"}, 500)
             if not down:
                 log.error("api journal unavailable condition=%s error=%s", err.condition, err.detail)
                 alert("storage-unavailable", storage=err.storage, path=err.path, condition=err.condition,

@@ -101,6 +101,7 @@ class Gateway:
                 server = InboundServer(engine, sink, tcfg, pmodes=pmodes)
                 await server.start()
                 runners.append(server)
+                self.components["inbound"] = server
             if tcfg.pull.enabled:
                 from gateway.transport.puller import Puller
                 pull_stop = asyncio.Event()
@@ -115,6 +116,8 @@ class Gateway:
                     doc: dict[str, Any] = {"filings": reader.count_by_state(), "journal_commits": writer.stats.commits,
                                            "journal_changes": writer.stats.changes,
                                            "tasks": supervisor.status()}
+                    if "inbound" in self.components:
+                        doc["inbound"] = self.components["inbound"].stats()
                     if "puller" in self.components:
                         doc["pull"] = self.components["puller"][0].status()
                     return doc

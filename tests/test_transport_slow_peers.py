@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ssl
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 

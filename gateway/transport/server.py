@@ -35,7 +35,6 @@ import asyncio
 import json
 import logging
 import mmap
-import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -425,12 +424,17 @@ class InboundServer:
             await asyncio.sleep(interval)
             now = time.monotonic()
             for guard in list(self._guards.values()):
-                reason = guard.verdict(now, self.inbound)
-                if reason is not None and guard.transport is not None:
-                    self._count_cut(reason)
-                    log(logging.WARNING, "inbound_connection_cut", self.environment, peer=guard.peer, reason=reason,
-                        received=guard.received - guard.base, seconds=round(now - guard.since, 1))
-                    guard.transport.abort()
+                try:
+                    reason = guard.verdict(now, self.inbound)
+                    if reason is not None and guard.transport is not None:
+                        self._count_cut(reason)
+                        log(logging.WARNING, "inbound_connection_cut", self.environment, peer=guard.peer,
+                            reason=reason, received=guard.received - guard.base, seconds=round(now - guard.since, 1))
+                        guard.transport.abort()
+                except Exception as exc:  # noqa: BLE001 - one odd connection must not stop the deadlines of all
+                    log(logging.ERROR, "inbound_sweep_failed", self.environment, peer=guard.peer,
+                        error=f"{type(exc).__name__}: {exc}")
+                    self._release(guard)
 
     # -- requests
     async def _spool_body(self, request: web.Request) -> tuple[Any, int]:

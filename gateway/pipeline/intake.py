@@ -147,7 +147,7 @@ class SpoolIntake:
                 continue
             claimed = self._claim(path)
             if claimed is not None:
-                await self.process(claimed)
+                await self.process(claimed, original=display_name(name))
 
     # ------------------------------------------------------------------------------------------------ steps
     def _claim(self, path: Path) -> Path | None:
@@ -191,9 +191,10 @@ class SpoolIntake:
         finally:
             os.close(fd)
 
-    async def process(self, claimed: Path) -> None:
-        """Journals one claimed file, or rejects it, or leaves it for a retry; never raises for the file."""
-        original = self._original(claimed)
+    async def process(self, claimed: Path, original: str | None = None) -> None:
+        """Journals one claimed file, or rejects it, or leaves it for a retry; never raises for the file.
+        ``original``: the spool name when known (a long name is shortened in the claimed name)."""
+        original = original or self._original(claimed)
         try:
             data = await asyncio.to_thread(self._read, claimed)
             accepted = await self.acceptor.accept(data, source=f"spool:{original}")

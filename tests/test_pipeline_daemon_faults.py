@@ -89,13 +89,16 @@ def test_full_journal_disk_503_then_recovery_and_read_only_restart(tmp_path: Pat
         status, body = gw.submit(ens("FULLDISK0000"))
         assert status == 202, (body, [(p.name, p.stat().st_size) for p in jdir.iterdir()])
         filler = jdir / "filler"
-        with open(filler, "wb") as f:
-            try:
+        df = subprocess.run(["df", "-k", str(jdir)], capture_output=True, text=True).stdout
+        sizes = [(p.name, p.stat().st_size) for p in jdir.iterdir()]
+        try:
+            with open(filler, "wb") as f:
                 while True:
                     f.write(b"\0" * 65536)
                     f.flush()
-            except OSError:
-                pass
+        except OSError:
+            pass
+        assert filler.exists() and filler.stat().st_size > 0, (df, sizes)
         answers = []
         for i in range(1, 40):
             status, body = gw.submit(ens(f"FULLDISK{i:04d}"))

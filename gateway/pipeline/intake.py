@@ -195,8 +195,10 @@ class SpoolIntake:
         """Journals one claimed file, or rejects it, or leaves it for a retry; never raises for the file.
         ``original``: the spool name when known (a long name is shortened in the claimed name)."""
         original = original or self._original(claimed)
+        step = "read"
         try:
             data = await asyncio.to_thread(self._read, claimed)
+            step = "journal"
             accepted = await self.acceptor.accept(data, source=f"spool:{original}")
         except IntakeRefused as exc:
             if self._reject(claimed, original, {"reason": exc.reason, "error": str(exc),
@@ -213,8 +215,8 @@ class SpoolIntake:
             self.waiting.pop(claimed.name, None)
             return
         except Exception as exc:  # noqa: BLE001 - keep the file and say why; never lose it, never stop intake
-            if storage_problem(exc) is not None:
-                self._failed_here(claimed.name, original, "journal", exc)
+            if storage_problem(exc) is not None:  # unreadable file, full or read-only journal: retry, alert
+                self._failed_here(claimed.name, original, step, exc)
                 return
             log.exception("intake failed file=%s", original)
             self._reject(claimed, original, {"reason": "internal-error", "error": f"{type(exc).__name__}: {exc}"})

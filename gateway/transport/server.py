@@ -447,7 +447,10 @@ class InboundServer:
                 size += len(chunk)
                 if size > limit:
                     raise _TooLarge()
-                await asyncio.to_thread(f.write, chunk) if len(chunk) > 65536 else f.write(chunk)
+                if len(chunk) > 65536:  # a large write may block on a slow disk: not on the event loop
+                    await asyncio.to_thread(f.write, chunk)
+                else:
+                    f.write(chunk)
             f.flush()
         except BaseException:
             f.close()

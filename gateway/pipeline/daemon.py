@@ -14,6 +14,7 @@ ends the start with one clear log line and exit code 4, not a traceback.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -98,6 +99,10 @@ class Gateway:
                 runners.append(api)
             if tcfg.inbound.enabled:
                 from gateway.transport.server import InboundServer
+                if tcfg.inbound.body_dir is None:  # spool bodies next to the spool, not in a /tmp that may be RAM
+                    body_dir = dcfg.intake.work_dir.parent / "inbound-bodies"
+                    body_dir.mkdir(parents=True, exist_ok=True)
+                    tcfg = dataclasses.replace(tcfg, inbound=dataclasses.replace(tcfg.inbound, body_dir=body_dir))
                 server = InboundServer(engine, sink, tcfg, pmodes=pmodes)
                 await server.start()
                 runners.append(server)

@@ -244,3 +244,24 @@ def test_inbound_limit_keys_are_read_and_checked(tmp_path: Path, pki: Path) -> N
         load_transport_config(load_gateway_config(conf))
     conf.write_text(_set(base, "inbound", "max_request_bytes", str(100 * 2**20)))  # the default follows it
     assert load_transport_config(load_gateway_config(conf)).inbound.max_inflight_bytes == 100 * 2**20
+
+
+async def test_a_pipelined_request_gets_its_own_deadline(tcfg: TransportConfig, trader: Engine, pmodes: Any,
+                                                        pki: Path) -> None:
+    """Two requests in one write (HTTP pipelining): the second one's body never comes. Its bytes arrived while
+    the first was answered, so only the handler can start its clock: it is cut as too slow, not left idle."""
+    server = server_for(tcfg, trader, pmodes, min_rate_bytes_per_second=100, rate_grace_seconds=0.5,
+                        read_timeout_seconds=60)
+    async with server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.bound[0].port, ssl=attacker_tls(pki),
+                                                       local_addr=("127.0.0.2", 0))
+        path = tcfg.inbound.path
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"
+                     f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n".encode())
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        assert first.startswith(b"HTTP/1.1 405")
+        length = int(next(line.split(b":")[1] for line in first.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")))
+        await reader.readexactly(length)  # the 405's body
+        assert await asyncio.wait_for(Slow(reader, writer, "127.0.0.2").closed_by_server(), 30)
+        assert server.cut == {"too-slow": 1}, server.cut

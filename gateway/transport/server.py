@@ -275,6 +275,11 @@ class _ConnectionGuard(asyncio.Protocol):
         self.inner.resume_writing()
 
     # -- the handler's signals
+    def request_started(self) -> None:
+        """A request whose bytes were already buffered (HTTP pipelining) still gets its own deadline."""
+        if self.phase == "idle":
+            self.phase, self.since, self.base = "reading", time.monotonic(), self.received
+
     def body_done(self) -> None:
         self.phase = "processing"
 
@@ -476,6 +481,8 @@ class InboundServer:
         peer = peer_summary(request.transport.get_extra_info("ssl_object") if request.transport else None)
         peer_name = peer.get("peer_subject") or "?"
         guard = self._guards.get(request.transport)
+        if guard is not None:
+            guard.request_started()
         try:
             return await self._handle(request, guard, peer_name)
         finally:

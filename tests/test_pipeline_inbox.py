@@ -127,3 +127,46 @@ async def test_a_content_fault_raised_by_the_sink_is_answered_with_its_own_code(
     sink.fail_with = OSError("disk full")
     answer = await proc.process(msg.content_type, msg.body)
     assert answer.kind == "error" and answer.error_code == "EBMS:0202"
+
+
+async def test_inbound_storage_faults_alert_once_per_episode(pki: Path) -> None:
+    """A full inbox disk answers EBMS:0202 (the TI resends later) and raises one storage alert, not one per
+    message; a delivery that works again ends the episode; other sink errors are not storage alerts."""
+    import errno
+    from gateway.config import load_gateway_config
+    from gateway.ebms.constants import SERVICE_C2T
+    from gateway.ebms.engine import Engine
+    from gateway.pipeline.storage import StorageWatch
+    from gateway.security.keys import load_identity_files
+    from gateway.security.trust import TrustStore
+    from gateway.transport.server import InboundProcessor, MemorySink
+    from tests.conftest import REPO
+    trader = Engine.from_config(load_gateway_config(REPO / "conf" / "gateway.toml"))
+    customs = Engine(load_identity_files(pki / "customs-seal.key", pki / "customs-chain.pem"),
+                     TrustStore.from_files([pki / "trader-root.pem", pki / "customs-root.pem"]),
+                     party_id="sti-taxud", fqdn="sti.customs.test", role="Customs")
+    sink = MemorySink()
+    proc = InboundProcessor(trader, sink, environment="conformance")
+    alerts: list[dict[str, str]] = []
+    proc.sink_watch = StorageWatch(lambda kind, **d: alerts.append({"alert": kind, **d}), "inbox", "/inbox", "push")
+
+    def message() -> object:
+        return customs.user_message(action="IE3R01", payload=b"<IE3R01/>", service=SERVICE_C2T,
+                                    to_party=Engine.trader_party("NL123456789"))
+    sink.fail_with = OSError(errno.ENOSPC, "No space left on device")
+    for _ in range(3):
+        m = message()
+        assert (await proc.process(m.content_type, m.body)).error_code == "EBMS:0202"  # type: ignore[attr-defined]
+    assert [(a["alert"], a["condition"]) for a in alerts] == [("storage-unavailable", "full")]
+    sink.fail_with = None
+    m = message()
+    assert (await proc.process(m.content_type, m.body)).kind == "receipt"  # type: ignore[attr-defined]
+    assert proc.sink_watch.condition is None  # type: ignore[attr-defined]
+    sink.fail_with = RuntimeError("a bug")
+    m = message()
+    assert (await proc.process(m.content_type, m.body)).error_code == "EBMS:0202"  # type: ignore[attr-defined]
+    assert len(alerts) == 1
+    sink.fail_with = OSError(errno.EROFS, "Read-only file system")
+    m = message()
+    await proc.process(m.content_type, m.body)  # type: ignore[attr-defined]
+    assert [a["condition"] for a in alerts] == ["full", "read-only"]  # a new episode after the recovery

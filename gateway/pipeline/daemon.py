@@ -37,7 +37,7 @@ from gateway.pipeline.config import read_daemon_config
 from gateway.pipeline.inbound import InboundProcessor
 from gateway.pipeline.intake import SpoolIntake
 from gateway.pipeline.sender import Sender
-from gateway.pipeline.storage import StorageUnavailable, as_storage_error
+from gateway.pipeline.storage import StorageUnavailable, StorageWatch, as_storage_error
 from gateway.pipeline.supervisor import Supervisor
 from gateway.pipeline.timers import Expectations
 from gateway.pmode import load_pmodes
@@ -104,6 +104,8 @@ class Gateway:
                     body_dir.mkdir(parents=True, exist_ok=True)
                     tcfg = dataclasses.replace(tcfg, inbound=dataclasses.replace(tcfg.inbound, body_dir=body_dir))
                 server = InboundServer(engine, sink, tcfg, pmodes=pmodes)
+                server.processor.sink_watch = StorageWatch(alerts.raise_alert, "inbox or journal",
+                                                           dcfg.intake.inbox_dir, "inbound push")
                 await server.start()
                 runners.append(server)
                 self.components["inbound"] = server
@@ -113,6 +115,8 @@ class Gateway:
                 puller = Puller(engine, client, tcfg.endpoint(tcfg.pull.endpoint), sink, mpc=cfg.mpc,
                                 min_interval=tcfg.pull.min_interval, max_interval=tcfg.pull.max_interval,
                                 pmodes=pmodes)
+                puller.processor.sink_watch = StorageWatch(alerts.raise_alert, "inbox or journal",
+                                                           dcfg.intake.inbox_dir, "pull")
                 supervisor.supervise("puller", lambda: puller.run(pull_stop))
                 self.components["puller"] = (puller, pull_stop)
             if tcfg.health.listen is not None:

@@ -12,8 +12,13 @@ the file system as ``OSError`` with an errno.
 from __future__ import annotations
 
 import errno
+import logging
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("ics2gw.storage")
 
 # errno -> the condition the operator has to fix
 _OS = {errno.ENOSPC: "full", errno.EDQUOT: "full", errno.EROFS: "read-only", errno.EACCES: "read-only",
@@ -68,3 +73,28 @@ def as_storage_error(exc: BaseException, storage: str, path: object) -> StorageU
     if isinstance(exc, StorageUnavailable):
         return exc
     return StorageUnavailable(storage, str(path), condition, f"{type(exc).__name__}: {exc}")
+
+
+class StorageWatch:
+    """Called with each outcome of a storage-using step (the exception, or None on success): raises the
+    ``storage-unavailable`` alert once when a storage condition starts, logs when it ends. Other errors are
+    the caller's to report."""
+
+    def __init__(self, alert: Callable[..., None], storage: str, path: object, where: str) -> None:
+        self.alert, self.storage, self.path, self.where = alert, storage, path, where
+        self.condition: str | None = None
+
+    def __call__(self, exc: BaseException | None) -> None:
+        if exc is None:
+            if self.condition is not None:
+                log.warning("storage available again storage=%s where=%s after=%s", self.storage, self.where,
+                            self.condition)
+                self.condition = None
+            return
+        err = as_storage_error(exc, self.storage, self.path)
+        if err is None or self.condition is not None:
+            return
+        self.condition = err.condition
+        detail: dict[str, Any] = {"storage": err.storage, "path": err.path, "condition": err.condition,
+                                  "error": err.detail, "where": self.where}
+        self.alert("storage-unavailable", **detail)

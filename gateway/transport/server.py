@@ -135,6 +135,15 @@ class InboundProcessor:
 
     def __init__(self, engine: Engine, sink: InboundSink, *, environment: str, pmodes: PModeSet | None = None) -> None:
         self.engine, self.sink, self.environment, self.pmodes = engine, sink, environment, pmodes
+        # told of every sink outcome (the exception, or None for a delivery): the daemon alerts on storage faults
+        self.sink_watch: Callable[[BaseException | None], None] | None = None
+
+    def _watch(self, exc: BaseException | None) -> None:
+        if self.sink_watch is not None:
+            try:
+                self.sink_watch(exc)
+            except Exception:  # noqa: BLE001 - a broken watcher must not change the answer
+                logging.getLogger("ics2gw.transport").exception("sink watch failed")
 
     async def _error(self, fault: EbmsFault, ref: str | None) -> Answer:
         out = await asyncio.to_thread(self.engine.error_signal, fault, ref_to_message_id=ref)
@@ -197,11 +206,13 @@ class InboundProcessor:
         except Exception as exc:  # noqa: BLE001 - any sink failure means "not processed": EBMS:0202
             log(logging.ERROR, "deliver_failed", self.environment, channel=channel, message_id=um.message_id,
                 error=type(exc).__name__)
+            self._watch(exc)
             answer = await self._error(EbmsFault("EBMS:0202", "the message could not be stored; it was not "
                                                  "processed, resend it", ref_to_message_id=um.message_id),
                                        um.message_id)
             self._log(channel, answer, peer)
             return answer
+        self._watch(None)
         answer = Answer("receipt", result.receipt_content_type, result.receipt_body, message_id=um.message_id,
                         signal_id=None if result.duplicate else receipt.message_id, delivered=True,
                         duplicate=result.duplicate)

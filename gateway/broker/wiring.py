@@ -25,6 +25,10 @@ class AmqpWiring:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     consume_failures: int = 0
 
+    async def run(self) -> None:
+        """Connect, then publish and consume until ``stop_event`` (run by the daemon's supervisor)."""
+        await self._main()
+
     async def _main(self) -> None:
         if not await self.broker.connect(self.stop_event):
             return

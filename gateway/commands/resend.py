@@ -3,6 +3,12 @@
 OASIS AS4 3.2: a resend is the same message (same MessageId, same digests) so that the receiver's duplicate
 detection works. A re-seal under a new MessageId is a new message and exists only behind --reseal, for after a
 definitive refusal (for example once a certificate registration problem is fixed).
+
+No double send: a message that a worker is sending right now (``sending``) or that is already waiting to be
+sent (``queued``) is never resent, and neither is a message of a filing that has another message for the same
+action in flight (a ``--reseal`` already queued, say): the resend is refused with what is in flight. The
+journal checks the message's own state again inside the requeue transaction, so a worker that claims it in
+between still wins.
 """
 
 from __future__ import annotations
@@ -48,6 +54,11 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return exitcodes.INVALID
         msg = j.get_message(out[-1]["message_id"])
+    busy = _in_flight(j, msg)
+    if busy is not None:
+        j.close()
+        print(f"ics2gw resend: {busy}", file=sys.stderr)
+        return exitcodes.INVALID
     if args.reseal:
         return _reseal(j, msg, args.conf, now)
     try:
@@ -65,6 +76,21 @@ def run(args: argparse.Namespace) -> int:
         j.close()
     print(json.dumps({"message_id": msg.message_id, "state": requeued.state, "same_bytes": True}))
     return exitcodes.OK
+
+
+def _in_flight(j, msg) -> str | None:  # type: ignore[no-untyped-def]
+    """Why resending ``msg`` now would send a filing twice, or None."""
+    if msg.state in ("sending", "queued"):
+        return (f"message {msg.message_id} is {msg.state} right now; a resend would send it twice: wait for its "
+                "outcome (ics2gw status) and resend only if it fails")
+    if msg.filing_id is None:
+        return None
+    for other in j.lifecycle(msg.filing_id).get("messages", []):
+        if other.get("direction") == "out" and other.get("message_id") != msg.message_id \
+                and other.get("action") == msg.action and other.get("state") in ("sending", "queued"):
+            return (f"filing {j.get_filing(msg.filing_id).lrn} has message {other['message_id']} for "
+                    f"{msg.action} {other['state']} right now; resending {msg.message_id} would file it twice")
+    return None
 
 
 def _reseal(j, msg, conf, now) -> int:  # type: ignore[no-untyped-def]

@@ -3,12 +3,18 @@
 
 Idempotent: the same (person filing, LRN) with the same payload is the same filing (202 again); the same key
 with a different payload is refused with 409 and a clear error. The 202 is sent only after the journal commit.
+
+A journal that cannot be written or read (disk full, read-only, I/O error) answers 503 with a JSON body naming
+the storage (``{"error": "storage-unavailable", "storage": "journal", "path", "condition", "message"}``) and a
+``Retry-After``: the ERP keeps the filing and tries again; an alert is raised once per episode and a recovery
+is logged when the journal answers again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -17,15 +23,50 @@ from gateway.pipeline.accept import Acceptor, IntakeRefused
 from gateway.pipeline.config import ApiConfig
 from gateway.pipeline.delivery import write_status
 from gateway.pipeline.submission import from_body
+from gateway.pipeline.storage import as_storage_error
+
+RETRY_AFTER_SECONDS = 30
+log = logging.getLogger("ics2gw.api")
 
 
-def _json(obj: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, text=json.dumps(obj, default=str), content_type="application/json")
+def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=json.dumps(obj, default=str), content_type="application/json",
+                        headers=headers)
+
+
+def _storage_guard(alert: Any, journal_path: Any) -> Any:
+    """Turns a storage condition under any handler into a 503 naming the storage, alerting once per episode."""
+    down: dict[str, str] = {}
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception as exc:
+            err = as_storage_error(exc, "journal", journal_path)
+            if err is None:  # a bug, not the request's fault: a JSON 500 naming the error, the traceback in the log
+                log.exception("api request failed method=%s path=%s", request.method, request.path)
+                return _json({"error": "internal-error", "message": f"{type(exc).__name__}: {exc}"}, 500)
+            if not down:
+                log.error("api journal unavailable condition=%s error=%s", err.condition, err.detail)
+                alert("storage-unavailable", storage=err.storage, path=err.path, condition=err.condition,
+                      error=err.detail, where="api")
+            down["journal"] = err.condition
+            return _json(err.to_dict(), 503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+        if down and request.method == "POST" and response.status < 500:  # a write went through
+            log.warning("api journal available again after condition=%s", down.pop("journal", None))
+            down.clear()
+        return response
+
+    return guard
 
 
 def make_app(acceptor: Acceptor, journal: Any, cfg: ApiConfig, on_queued: Any, environment: str,
-             status_dir: Any = None) -> web.Application:
-    app = web.Application(client_max_size=cfg.max_request_bytes)
+             status_dir: Any = None, alert: Any = None, journal_path: Any = None) -> web.Application:
+    app = web.Application(client_max_size=cfg.max_request_bytes, middlewares=[
+        _storage_guard(alert or (lambda kind, **detail: None), journal_path or getattr(journal, "path", "?"))])
 
     async def submit(request: web.Request) -> web.Response:
         data = await request.read()

@@ -4,11 +4,17 @@ Start: open the journal (exclusive daemon lock; messages a dead predecessor left
 ``queued``), then start every component. SIGTERM/SIGINT: stop taking work, let in-flight sends finish for
 ``[pipeline] drain_seconds``, close servers, flush the journal writer, exit 0. Anything interrupted harder is
 recovered at the next start: every state change was committed before it was acknowledged to anyone.
+
+Robustness (docs/security.md "Daemon robustness"): the background tasks (sender, intake, timers, puller) run
+under ``Supervisor``, which restarts a failed task and alerts; only ``request_stop`` (a signal, logged with its
+reason) ends the daemon. A journal that cannot be opened because its storage is read-only, full or failing
+ends the start with one clear log line and exit code 4, not a traceback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -17,10 +23,12 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import exitcodes
 from gateway.config import GatewayConfig, load_gateway_config
 from gateway.ebms.engine import Engine
 from gateway.journal.committer import JournalWriter
 from gateway.journal.config import read_journal_config
+from gateway.journal.errors import JournalError
 from gateway.journal.sqlite import SqliteJournal
 from gateway.pipeline.accept import Acceptor
 from gateway.pipeline.alerts import Alerts
@@ -29,6 +37,8 @@ from gateway.pipeline.config import read_daemon_config
 from gateway.pipeline.inbound import InboundProcessor
 from gateway.pipeline.intake import SpoolIntake
 from gateway.pipeline.sender import Sender
+from gateway.pipeline.storage import StorageUnavailable, StorageWatch, as_storage_error
+from gateway.pipeline.supervisor import Supervisor
 from gateway.pipeline.timers import Expectations
 from gateway.pmode import load_pmodes
 from gateway.transport.client import As4Client
@@ -44,7 +54,10 @@ class Gateway:
     components: dict[str, Any] = field(default_factory=dict)
     api_port: int | None = None
 
-    def request_stop(self) -> None:
+    def request_stop(self, reason: str = "requested") -> None:
+        """The only way the daemon ends: a deliberate, logged shutdown."""
+        if not self.stop_event.is_set():
+            log.warning("gateway shutdown requested reason=%s environment=%s", reason, self.cfg.environment)
         self.stop_event.set()
 
     async def run(self) -> None:
@@ -54,10 +67,7 @@ class Gateway:
         tcfg = load_transport_config(cfg)
         engine = Engine.from_config(cfg)
         pmodes = load_pmodes(cfg.pmodes_dir, party_id=cfg.identity.party_id)
-        jcfg.path.parent.mkdir(parents=True, exist_ok=True)
-        dcfg.intake.ensure()
-        journal = await asyncio.to_thread(SqliteJournal.open, jcfg.path, busy_timeout_ms=jcfg.busy_timeout_ms)
-        reader = await asyncio.to_thread(SqliteJournal.open_reader, jcfg.path, busy_timeout_ms=jcfg.busy_timeout_ms)
+        journal, reader = await asyncio.to_thread(_open_storage, jcfg, dcfg)
         writer = JournalWriter(journal, max_batch=jcfg.group_commit_max_batch,
                                max_delay_ms=jcfg.group_commit_max_delay_ms).start()
         alerts = Alerts(dcfg.alerts, cfg.environment)
@@ -74,19 +84,21 @@ class Gateway:
                         routes=hmrc.routes if hmrc else None)
         sink = InboundProcessor(reader, writer, inbox_dir=dcfg.intake.inbox_dir, status_dir=dcfg.intake.status_dir,
                                 limits=engine.limits, alerts=alerts)
-        intake = SpoolIntake(dcfg.intake, acceptor, on_queued=sender.wake)
+        intake = SpoolIntake(dcfg.intake, acceptor, on_queued=sender.wake, alert=alerts.raise_alert)
         from gateway.broker.wiring import build_amqp   # ERP queues: AMQP intake and events, when [amqp] enables it
         amqp = build_amqp(cfg, acceptor=acceptor, writer=writer, journal=reader, inbox_dir=dcfg.intake.inbox_dir,
                           on_accepted=sender.wake)
         timers = Expectations(reader, dcfg.pipeline, alerts)
+        supervisor = Supervisor(alerts.raise_alert)
         self.components = {"journal": journal, "reader": reader, "writer": writer, "sender": sender,
-                           "intake": intake, "sink": sink, "engine": engine, "alerts": alerts}
-        tasks: list[asyncio.Task[Any]] = []
+                           "intake": intake, "sink": sink, "engine": engine, "alerts": alerts,
+                           "supervisor": supervisor}
         runners: list[Any] = []
         try:
             if dcfg.api.enabled:
                 api = web.AppRunner(make_app(acceptor, reader, dcfg.api, sender.wake, cfg.environment,
-                                             status_dir=dcfg.intake.status_dir),
+                                             status_dir=dcfg.intake.status_dir, alert=alerts.raise_alert,
+                                             journal_path=jcfg.path),
                                     access_log=None, handle_signals=False)
                 await api.setup()
                 site = web.TCPSite(api, dcfg.api.host, dcfg.api.port)
@@ -95,22 +107,34 @@ class Gateway:
                 runners.append(api)
             if tcfg.inbound.enabled:
                 from gateway.transport.server import InboundServer
+                if tcfg.inbound.body_dir is None:  # spool bodies next to the spool, not in a /tmp that may be RAM
+                    body_dir = dcfg.intake.work_dir.parent / "inbound-bodies"
+                    body_dir.mkdir(parents=True, exist_ok=True)
+                    tcfg = dataclasses.replace(tcfg, inbound=dataclasses.replace(tcfg.inbound, body_dir=body_dir))
                 server = InboundServer(engine, sink, tcfg, pmodes=pmodes)
+                server.processor.sink_watch = StorageWatch(alerts.raise_alert, "inbox or journal",
+                                                           dcfg.intake.inbox_dir, "inbound push")
                 await server.start()
                 runners.append(server)
+                self.components["inbound"] = server
             if tcfg.pull.enabled:
                 from gateway.transport.puller import Puller
                 pull_stop = asyncio.Event()
                 puller = Puller(engine, client, tcfg.endpoint(tcfg.pull.endpoint), sink, mpc=cfg.mpc,
                                 min_interval=tcfg.pull.min_interval, max_interval=tcfg.pull.max_interval,
                                 pmodes=pmodes)
-                tasks.append(asyncio.create_task(puller.run(pull_stop), name="puller"))
+                puller.processor.sink_watch = StorageWatch(alerts.raise_alert, "inbox or journal",
+                                                           dcfg.intake.inbox_dir, "pull")
+                supervisor.supervise("puller", lambda: puller.run(pull_stop))
                 self.components["puller"] = (puller, pull_stop)
             if tcfg.health.listen is not None:
                 from gateway.transport.server import HealthServer
                 def health_status() -> dict[str, Any]:
                     doc: dict[str, Any] = {"filings": reader.count_by_state(), "journal_commits": writer.stats.commits,
-                                           "journal_changes": writer.stats.changes}
+                                           "journal_changes": writer.stats.changes,
+                                           "tasks": supervisor.status()}
+                    if "inbound" in self.components:
+                        doc["inbound"] = self.components["inbound"].stats()
                     if "puller" in self.components:
                         doc["pull"] = self.components["puller"][0].status()
                     if hmrc is not None:
@@ -121,25 +145,22 @@ class Gateway:
                 health = HealthServer(tcfg.health.listen, cfg.environment, status=health_status)
                 await health.start()
                 runners.append(health)
-            tasks += [asyncio.create_task(sender.run(), name="sender"),
-                      asyncio.create_task(intake.run(), name="intake"),
-                      asyncio.create_task(timers.run(), name="timers")]
+            supervisor.supervise("sender", sender.run)
+            supervisor.supervise("intake", intake.run)
+            supervisor.supervise("timers", timers.run)
             if hmrc is not None:
                 self.components["hmrc"] = hmrc
-                tasks.append(hmrc.start())
+                supervisor.supervise("hmrc-poller", lambda: hmrc.poller.run(hmrc.stop_event))
             if amqp is not None:
                 self.components["amqp"] = amqp
-                tasks.append(amqp.start())
+                supervisor.supervise("amqp", amqp.run)
             log.info("gateway started environment=%s party_id=%s api_port=%s inbound=%s pull=%s journal=%s",
                      cfg.environment, cfg.identity.party_id, self.api_port, tcfg.inbound.enabled, tcfg.pull.enabled,
                      jcfg.path)
-            stopper = asyncio.create_task(self.stop_event.wait())
-            done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            for t in done:
-                if t is not stopper and t.exception() is not None:
-                    raise t.exception()  # type: ignore[misc]
+            await self.stop_event.wait()  # supervised tasks never end the daemon: only request_stop does
         finally:
             log.info("gateway stopping: draining in-flight work environment=%s", cfg.environment)
+            supervisor.stop()
             intake.stop()
             timers.stop()
             if "puller" in self.components:
@@ -148,15 +169,12 @@ class Gateway:
                 amqp.stop_event.set()         # stop consuming first; the outbox drains what it can below
             await sender.stop(dcfg.pipeline.drain_seconds)
             if hmrc is not None:
+                hmrc.stop_event.set()
+            await supervisor.join(timeout=dcfg.pipeline.drain_seconds)
+            if hmrc is not None:
                 await hmrc.stop(dcfg.pipeline.drain_seconds)
             if amqp is not None:
                 await amqp.stop(dcfg.pipeline.drain_seconds)
-            pull_tasks = [t for t in tasks if t.get_name() == "puller"]
-            if pull_tasks:
-                await asyncio.wait(pull_tasks, timeout=dcfg.pipeline.drain_seconds)
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             for r in reversed(runners):
                 await (r.cleanup() if isinstance(r, web.AppRunner) else r.stop())
             await client.close()
@@ -165,6 +183,27 @@ class Gateway:
             reader.close()
             journal.close()
             log.info("gateway stopped environment=%s", cfg.environment)
+
+
+def _open_storage(jcfg: Any, dcfg: Any) -> tuple[SqliteJournal, SqliteJournal]:
+    """The journal (writer and reader) and the spool folders; a storage condition becomes StorageUnavailable."""
+    try:
+        jcfg.path.parent.mkdir(parents=True, exist_ok=True)
+        journal = SqliteJournal.open(jcfg.path, busy_timeout_ms=jcfg.busy_timeout_ms)
+    except Exception as exc:
+        raise as_storage_error(exc, "journal", jcfg.path) or exc
+    try:
+        reader = SqliteJournal.open_reader(jcfg.path, busy_timeout_ms=jcfg.busy_timeout_ms)
+    except Exception as exc:
+        journal.close()
+        raise as_storage_error(exc, "journal", jcfg.path) or exc
+    try:
+        dcfg.intake.ensure()
+    except Exception as exc:
+        reader.close()
+        journal.close()
+        raise as_storage_error(exc, "spool", dcfg.intake.spool_dir) or exc
+    return journal, reader
 
 
 def _router(tcfg: Any) -> Any:
@@ -185,8 +224,16 @@ def run_gateway(conf: Path) -> int:
         from concurrent.futures import ThreadPoolExecutor
         loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="ics2gw"))
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, gw.request_stop)
+            loop.add_signal_handler(sig, gw.request_stop, sig.name)
         await gw.run()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except StorageUnavailable as exc:
+        # one clear line, no traceback: the operator has a disk to fix, not a bug to report
+        log.critical("gateway cannot start: %s", exc)
+        return exitcodes.RUNTIME
+    except JournalError as exc:
+        log.critical("gateway cannot start: journal %s", exc)
+        return exitcodes.RUNTIME
     return 0

@@ -26,7 +26,7 @@ from gateway.pipeline.alerts import Alerts
 from gateway.pipeline.attachments import declarations as facts_declarations
 from gateway.pipeline.attachments import inbox_info
 from gateway.pipeline.correlate import REF_ONLY, inbound_effect
-from gateway.pipeline.delivery import safe_name, write_inbox, write_status
+from gateway.pipeline.delivery import StagedPart, inbox_name, stage_payload, write_inbox, write_status
 from gateway.transport.server import DeliveryResult as Delivered
 
 log = logging.getLogger("ics2gw.inbound")
@@ -87,13 +87,33 @@ class InboundProcessor:
         known = await asyncio.to_thread(self.journal.lookup_inbound, sender, um.message_id)
         if known is not None:
             return Delivered(known.receipt_content_type or receipt.content_type, known.receipt, True)
-        parts = await asyncio.to_thread(lambda: [(p, p.data(self.limits)) for p in message.payloads])
+        # payloads are decompressed to disk chunk by chunk (delivery.stage_payload), never whole in memory
+        parts = await asyncio.to_thread(self._stage, message)
+        try:
+            return await self._deliver(message, content_type, body, receipt, channel, um, sender, parts)
+        finally:
+            for _, staged in parts:
+                staged.discard()  # no-op for parts already renamed into the inbox
+
+    def _stage(self, message: EngineInbound) -> list[tuple[Any, StagedPart]]:
+        staged: list[tuple[Any, StagedPart]] = []
+        try:
+            for p in message.payloads:
+                staged.append((p, stage_payload(self.inbox_dir, p, self.limits)))
+        except BaseException:
+            for _, s in staged:
+                s.discard()
+            raise
+        return staged
+
+    async def _deliver(self, message: EngineInbound, content_type: str, body: bytes, receipt: EngineOutbound,
+                       channel: str, um: Any, sender: str, parts: list[tuple[Any, StagedPart]]) -> Delivered:
         facts: PayloadFacts | None = None
         problem = None
         if parts:
             try:
-                facts = inspect_payload(parts[0][1])
-            except PayloadError as exc:
+                facts = inspect_payload(await asyncio.to_thread(parts[0][1].read_for_inspection))
+            except (PayloadError, ValueError) as exc:
                 problem = f"payload cannot be read: {exc}"
         else:
             problem = "no payload"
@@ -175,5 +195,5 @@ class InboundProcessor:
                     self.alerts.raise_alert(outcome["alert"], lrn=f["lrn"], mrn=f.get("mrn"), action=um.action,
                                             message_id=um.message_id)
             log.info("inbound message_id=%s action=%s channel=%s correlated_by=%s file=%s", um.message_id, um.action,
-                     channel, found_by, safe_name(um.message_id))
+                     channel, found_by, inbox_name(um.message_id))
         return Delivered(res.receipt_content_type or receipt.content_type, res.receipt, res.duplicate)

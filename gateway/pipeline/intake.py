@@ -1,94 +1,309 @@
 """Spool-directory intake: the ERP drops ``*.xml`` (or a ``NAME.d/`` folder: an ENS with its attachments, see
-``gateway.pipeline.submission``) atomically; each file is claimed by an atomic rename,
+``gateway.pipeline.submission``) atomically; each entry is claimed by an atomic rename,
 journaled durably, then archived. Malformed or conflicting input goes to the rejected folder with a reason file
 (``<name>.reason.json``). Files left in the work folder by a crash are processed again at start: intake is
 idempotent (same key and payload -> the same filing), so nothing is lost or filed twice.
+
+Nothing found in the spool can stop the intake (docs/security.md "Daemon robustness"). Every failure is
+handled for the one file it concerns:
+
+- a symlink is never followed, and anything that is not a regular file (FIFO, device, socket, directory) named
+  ``*.xml`` is moved to the rejected folder with reason ``not-a-regular-file`` instead of being read;
+- file names of any legal length (up to 255 bytes) are claimed: the claimed name is bounded, a too-long name
+  keeps its tail and gains a digest of the whole name; names that are not UTF-8 are filed, shown with
+  ``\\xNN`` escapes in logs, reason files and the journal's ``source``;
+- a storage failure (disk full, read-only journal, I/O error) is not the file's fault: the file stays in the
+  work folder, an alert is raised once, and the file is retried with backoff until the storage recovers;
+- any other unexpected error rejects that file with reason ``internal-error``; if even the rejection cannot
+  be written, the file stays and is retried.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import hashlib
 import json
 import logging
 import os
+import stat
+import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gateway.pipeline.accept import Acceptor, IntakeRefused
 from gateway.pipeline.config import IntakeConfig
 from gateway.pipeline.delivery import atomic_write, fsync_dir, write_status
-from gateway.pipeline.submission import read_spool_unit, spool_folders
+from gateway.pipeline.storage import storage_problem
+from gateway.pipeline.submission import SPOOL_FOLDER_SUFFIX, Submission, read_spool_unit
 
 log = logging.getLogger("ics2gw.intake")
 
+NAME_MAX = 255                      # bytes, the limit of every common Linux file system
+_REASON_SUFFIX = ".reason.json"
+MAX_FILE_BYTES = 110 * 1024 * 1024  # as the API's default max_request_bytes: above the ICD's 100 MB payload
+RETRY_INITIAL, RETRY_MAX = 1.0, 30.0
+
+
+def display_name(name: str) -> str:
+    """A printable, UTF-8-encodable form of a file name: bytes that are not UTF-8 become ``\\xNN``."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def bounded_name(prefix: str, name: str, *, reserve: int = len(_REASON_SUFFIX)) -> str:
+    """``prefix + name``, at most ``NAME_MAX - reserve`` bytes. A name too long keeps its tail (the extension)
+    after a digest of the whole name, so two long names that share a tail still get different claims."""
+    raw, head = os.fsencode(name), os.fsencode(prefix)
+    room = NAME_MAX - reserve - len(head)
+    if len(raw) <= room:
+        return prefix + name
+    digest = hashlib.sha256(raw).hexdigest()[:16].encode()
+    tail = raw[-(room - len(digest) - 2):]
+    return os.fsdecode(head + b"~" + digest + b"~" + tail)
+
+
+def _is_unit_name(name: str) -> bool:
+    """What the spool takes: ``*.xml`` files and ``NAME.d`` folders (anything else there is left alone)."""
+    return name.endswith(".xml") or name.endswith(SPOOL_FOLDER_SUFFIX)
+
+
+def _kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISLNK, "symlink"), (stat.S_ISFIFO, "fifo"), (stat.S_ISCHR, "character-device"),
+                       (stat.S_ISBLK, "block-device"), (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "directory")):
+        if test(mode):
+            return kind
+    return "not-a-regular-file"
+
+
+@dataclass
+class _Retry:
+    attempts: int
+    next_at: float
+    problem: str
+
+
+class _NotRegular(Exception):
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        super().__init__(kind)
+
 
 class SpoolIntake:
-    def __init__(self, cfg: IntakeConfig, acceptor: Acceptor, on_queued: Any = None) -> None:
+    def __init__(self, cfg: IntakeConfig, acceptor: Acceptor, on_queued: Any = None,
+                 alert: Callable[..., None] | None = None) -> None:
         self.cfg, self.acceptor = cfg, acceptor
         self.on_queued = on_queued or (lambda: None)
+        self.alert = alert or (lambda kind, **detail: None)
         self._stopping = asyncio.Event()
         self.accepted = 0
         self.rejected = 0
+        self.waiting: dict[str, _Retry] = {}   # work-folder (or spool) name -> retry state, for storage failures
 
     def stop(self) -> None:
         self._stopping.set()
 
-    def _claim(self, path: Path) -> Path | None:
-        target = self.cfg.work_dir / f"{uuid.uuid4().hex[:12]}__{path.name}"
-        try:
-            os.rename(path, target)  # atomic: two gateways (or a restarted one) never claim the same file
-        except FileNotFoundError:
-            return None
-        return target
-
+    # ------------------------------------------------------------------------------------------------ the loop
     async def run(self) -> None:
-        self.cfg.ensure()
-        for leftover in sorted([*self.cfg.work_dir.glob("*.xml"), *spool_folders(self.cfg.work_dir)]):
-            await self.process(leftover)
         while not self._stopping.is_set():
-            files = sorted([*(p for p in self.cfg.spool_dir.glob("*.xml") if p.is_file()),
-                            *spool_folders(self.cfg.spool_dir)],
-                           key=lambda p: (p.stat().st_mtime, p.name))
-            for path in files:
-                if self._stopping.is_set():
-                    break
-                claimed = self._claim(path)
-                if claimed is not None:
-                    await self.process(claimed)
+            try:
+                await self.poll_once()
+                self._recovered("intake-pass")
+            except Exception as exc:  # noqa: BLE001 - a failing pass (spool folder gone ...) must not end intake
+                log.exception("intake pass failed error=%s", exc)
+                self._alert_once("intake-pass", "intake-failed", error=f"{type(exc).__name__}: {exc}",
+                                 problem=storage_problem(exc) or "error")
             try:
                 await asyncio.wait_for(self._stopping.wait(), timeout=self.cfg.poll_seconds)
             except asyncio.TimeoutError:
                 pass
 
-    async def process(self, claimed: Path) -> None:
-        original = claimed.name.split("__", 1)[-1]
+    async def poll_once(self) -> None:
+        """One pass: the work folder first (crash leftovers, files waiting for storage), then the spool."""
+        self.cfg.ensure()
+        now = time.monotonic()
+        for entry in sorted(os.scandir(self.cfg.work_dir), key=lambda e: e.name):
+            if self._stopping.is_set():
+                return
+            if entry.name.startswith(".") or not _is_unit_name(entry.name):
+                continue
+            retry = self.waiting.get(entry.name)
+            if retry is not None and retry.next_at > now:
+                continue
+            await self.process(Path(entry.path))
+        candidates = []
+        for entry in os.scandir(self.cfg.spool_dir):
+            if entry.name.startswith(".") or not _is_unit_name(entry.name):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            candidates.append((st.st_mtime, entry.name, st.st_mode))
+        for _, name, mode in sorted(candidates):
+            if self._stopping.is_set():
+                return
+            retry = self.waiting.get("spool:" + name)
+            if retry is not None and retry.next_at > time.monotonic():
+                continue
+            path = self.cfg.spool_dir / name
+            folder = name.endswith(SPOOL_FOLDER_SUFFIX)
+            if not (stat.S_ISDIR(mode) if folder else stat.S_ISREG(mode)):
+                self._reject_entry(path, name, _kind(mode))
+                continue
+            claimed = self._claim(path)
+            if claimed is not None:
+                await self.process(claimed, original=display_name(name))
+
+    # ------------------------------------------------------------------------------------------------ steps
+    def _claim(self, path: Path) -> Path | None:
+        target = self.cfg.work_dir / bounded_name(f"{uuid.uuid4().hex[:12]}__", path.name)
         try:
-            unit = await asyncio.to_thread(read_spool_unit, claimed)  # the ENS, and a folder's attachments
+            os.rename(path, target)  # atomic: two gateways (or a restarted one) never claim the same file
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self._failed_here("spool:" + path.name, display_name(path.name), "claim", exc)
+            return None
+        self._recovered("spool:" + path.name)
+        return target
+
+    @staticmethod
+    def _original(claimed: Path) -> str:
+        return display_name(claimed.name.split("__", 1)[-1])
+
+    def _read_unit(self, claimed: Path) -> Submission:
+        """A claimed ``*.xml`` file alone, or a claimed ``NAME.d/`` folder with the ENS and its attachments."""
+        if claimed.name.endswith(SPOOL_FOLDER_SUFFIX):
+            st = os.lstat(claimed)
+            if not stat.S_ISDIR(st.st_mode):
+                raise _NotRegular(_kind(st.st_mode))
+            return read_spool_unit(claimed)
+        return Submission(self._read(claimed))
+
+    def _read(self, claimed: Path) -> bytes:
+        """The claimed file's bytes; never follows a symlink, never blocks on a FIFO, refuses a huge file."""
+        try:
+            fd = os.open(claimed, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _NotRegular("symlink") from None
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise _NotRegular(_kind(st.st_mode))
+            if st.st_size > MAX_FILE_BYTES:
+                raise IntakeRefused("too-large", f"the file is {st.st_size} bytes, over the intake limit of "
+                                                 f"{MAX_FILE_BYTES}", status=413)
+            chunks = []
+            while True:
+                block = os.read(fd, 1 << 20)
+                if not block:
+                    break
+                chunks.append(block)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    async def process(self, claimed: Path, original: str | None = None) -> None:
+        """Journals one claimed file, or rejects it, or leaves it for a retry; never raises for the file.
+        ``original``: the spool name when known (a long name is shortened in the claimed name)."""
+        original = original or self._original(claimed)
+        step = "read"
+        try:
+            unit = await asyncio.to_thread(self._read_unit, claimed)   # the ENS, and a folder's attachments
+            step = "journal"
             accepted = await self.acceptor.accept(unit.payload, source=f"spool:{original}",
                                                   attachments=unit.attachments)
         except IntakeRefused as exc:
-            self.rejected += 1
-            self._reject(claimed, original, {"reason": exc.reason, "error": str(exc), "findings": exc.findings[:50]})
-            if exc.filing is not None:  # journaled as rejected-locally: its status file like every filing's
-                await asyncio.to_thread(write_status, self.cfg.status_dir, exc.filing.to_dict())
+            if self._reject(claimed, original, {"reason": exc.reason, "error": str(exc),
+                                                "findings": exc.findings[:50]}):
+                self.rejected += 1
+                if exc.filing is not None:  # journaled as rejected-locally: its status file like every filing's
+                    await asyncio.to_thread(write_status, self.cfg.status_dir, exc.filing.to_dict())
             return
-        except Exception as exc:  # keep the file and say why; never lose it
+        except _NotRegular as exc:
+            self._reject(claimed, original, {"reason": "not-a-regular-file", "error": f"the spool entry is a "
+                                             f"{exc.kind}; only regular files are filed (symlinks are never followed)"})
+            return
+        except FileNotFoundError:
+            self.waiting.pop(claimed.name, None)
+            return
+        except Exception as exc:  # noqa: BLE001 - keep the file and say why; never lose it, never stop intake
+            if storage_problem(exc) is not None:  # unreadable file, full or read-only journal: retry, alert
+                self._failed_here(claimed.name, original, step, exc)
+                return
             log.exception("intake failed file=%s", original)
             self._reject(claimed, original, {"reason": "internal-error", "error": f"{type(exc).__name__}: {exc}"})
             return
+        try:  # the filing is durable: archiving may fail and be retried (the retry finds the same filing)
+            os.replace(claimed, self.cfg.archive_dir / claimed.name)
+            fsync_dir(self.cfg.archive_dir)
+        except OSError as exc:
+            self._failed_here(claimed.name, original, "archive", exc)
+            return
+        self._recovered(claimed.name)
         self.accepted += 1
-        os.replace(claimed, self.cfg.archive_dir / f"{claimed.name}")
-        fsync_dir(self.cfg.archive_dir)
         await asyncio.to_thread(write_status, self.cfg.status_dir, accepted.filing.to_dict())
         log.info("intake file=%s lrn=%s state=%s created=%s", original, accepted.filing.lrn, accepted.filing.state,
                  accepted.created)
         self.on_queued()
 
-    def _reject(self, claimed: Path, original: str, reason: dict[str, Any]) -> None:
+    def _reject(self, claimed: Path, original: str, reason: dict[str, Any]) -> bool:
+        """Reason file first, then the file: a reason without its file is harmless, a file without its reason is
+        not. False (file left in place, retried, alerted) when the rejection itself cannot be written."""
         dst = self.cfg.rejected_dir / claimed.name
-        os.replace(claimed, dst)
-        atomic_write(dst.with_name(dst.name + ".reason.json"),
-                     json.dumps({"file": original, **reason}, indent=1, default=str).encode())
-        fsync_dir(self.cfg.rejected_dir)
+        try:
+            atomic_write(dst.with_name(dst.name + _REASON_SUFFIX),
+                         json.dumps({"file": original, **reason}, indent=1, default=str).encode())
+            os.replace(claimed, dst)
+            fsync_dir(self.cfg.rejected_dir)
+        except OSError as exc:
+            self._failed_here(claimed.name, original, "reject", exc)
+            return False
+        self._recovered(claimed.name)
         log.warning("intake rejected file=%s reason=%s", original, reason.get("reason"))
+        return True
+
+    def _reject_entry(self, path: Path, name: str, kind: str) -> None:
+        """A spool entry that is not a regular file: moved (never opened) to the rejected folder, with a reason."""
+        claimed = self.cfg.work_dir / bounded_name(f"{uuid.uuid4().hex[:12]}__", name)
+        try:
+            os.rename(path, claimed)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            self._failed_here("spool:" + name, display_name(name), "claim", exc)
+            return
+        if self._reject(claimed, display_name(name), {
+                "reason": "not-a-regular-file",
+                "error": f"the spool entry is a {kind}; only regular files are filed (symlinks are never followed)"}):
+            self.rejected += 1
+
+    # ------------------------------------------------------------------------------------------------ retries
+    def _failed_here(self, key: str, original: str, step: str, exc: BaseException) -> None:
+        """Leaves the file where it is; alerts at the first failure of an episode; retries with backoff."""
+        problem = storage_problem(exc) or "error"
+        prev = self.waiting.get(key)
+        attempts = prev.attempts + 1 if prev else 1
+        delay = min(RETRY_INITIAL * 2 ** (attempts - 1), RETRY_MAX)
+        self.waiting[key] = _Retry(attempts, time.monotonic() + delay, problem)
+        log.error("intake %s failed file=%s problem=%s error=%s attempt=%d retry_in=%.0fs", step, original, problem,
+                  exc, attempts, delay)
+        if prev is None:
+            self.alert("intake-blocked", file=original, step=step, problem=problem,
+                       error=f"{type(exc).__name__}: {exc}")
+
+    def _alert_once(self, key: str, kind: str, **detail: Any) -> None:
+        if key not in self.waiting:
+            self.waiting[key] = _Retry(1, 0.0, str(detail.get("problem")))
+            self.alert(kind, **detail)
+
+    def _recovered(self, key: str) -> None:
+        prev = self.waiting.pop(key, None)
+        if prev is not None:
+            log.warning("intake recovered file_key=%s after %d failed attempt(s) problem=%s", display_name(key),
+                        prev.attempts, prev.problem)

@@ -122,7 +122,15 @@ class InboundConfig:
     listen: tuple[ListenAddress, ...]
     path: str
     max_request_bytes: int
-    max_concurrent: int = 32
+    max_concurrent: int = 32                      # messages processed (verify, journal) at once
+    # slow and large peers (docs/security.md "Daemon robustness"): see gateway/transport/server.py
+    read_timeout_seconds: float = 60.0            # TLS handshake; then headers + body of each request
+    min_rate_bytes_per_second: int = 1024         # after rate_grace_seconds, slower requests are cut
+    rate_grace_seconds: float = 5.0
+    max_connections: int = 256                    # open connections in total
+    max_connections_per_peer: int = 16            # open connections per client IP address
+    max_inflight_bytes: int = 64 * 1024 * 1024    # bodies being processed at once (spooled bodies wait)
+    body_dir: Path | None = None                  # where request bodies are spooled (default: system temp)
 
 
 @dataclass(frozen=True)
@@ -294,15 +302,29 @@ def load_transport_config(cfg: GatewayConfig | Section, environment: str | None 
         countries[c] = target
 
     ins = root.section("inbound")
-    ins.check_keys({"enabled", "listen", "path", "max_request_bytes", "max_concurrent"})
+    ins.check_keys({"enabled", "listen", "path", "max_request_bytes", "max_concurrent", "read_timeout_seconds",
+                    "min_rate_bytes_per_second", "rate_grace_seconds", "max_connections", "max_connections_per_peer",
+                    "max_inflight_bytes", "body_dir"})
     listen = tuple(parse_listen(ins, "listen", v) for v in ins.list_str("listen", ["127.0.0.1:8444", "[::1]:8444"]))
     path = ins.str("path", "/as4")
     if not path.startswith("/"):
         ins.fail("path", "must start with '/'")
     limits_max = root.section("limits").int("recv_max_message_bytes", 32 * 1024 * 1024)
+    max_request = ins.int("max_request_bytes", limits_max, min=1024)
     inbound = InboundConfig(enabled=ins.bool("enabled", "inbound" in root), listen=listen, path=path,
-                            max_request_bytes=ins.int("max_request_bytes", limits_max, min=1024),
-                            max_concurrent=ins.int("max_concurrent", 32, min=1, max=4096))
+                            max_request_bytes=max_request,
+                            max_concurrent=ins.int("max_concurrent", 32, min=1, max=4096),
+                            read_timeout_seconds=ins.float("read_timeout_seconds", 60.0, min=0.1),
+                            min_rate_bytes_per_second=ins.int("min_rate_bytes_per_second", 1024, min=0),
+                            rate_grace_seconds=ins.float("rate_grace_seconds", 5.0, min=0.0),
+                            max_connections=ins.int("max_connections", 256, min=1, max=65536),
+                            max_connections_per_peer=ins.int("max_connections_per_peer", 16, min=1, max=65536),
+                            max_inflight_bytes=ins.int("max_inflight_bytes", max(64 * 1024 * 1024, max_request),
+                                                       min=1024),
+                            body_dir=ins.path("body_dir", None, must_exist=False))
+    if inbound.max_inflight_bytes < inbound.max_request_bytes:
+        ins.fail("max_inflight_bytes", f"{inbound.max_inflight_bytes} is below max_request_bytes "
+                                       f"({inbound.max_request_bytes}): a maximal message could never be processed")
     if inbound.enabled and not (tls.server.configured and tls.client_ca):
         ins.fail("enabled", "the inbound server needs [tls] server_cert + server_key (or server_pkcs12) and "
                             "client_ca (the CAs whose client certificates may push to us)")

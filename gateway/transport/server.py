@@ -13,6 +13,20 @@ that could not be processed).
 HTTP statuses of our answers: 200 with the signed receipt; 500 with a signed ebMS Error signal (the SOAP 1.2
 HTTP binding convention for a refused message, also what Domibus does); 413 without reading the body when
 the request is over ``max_request_bytes``; 404/405 for wrong paths or methods (plain text).
+
+Slow and large peers (docs/security.md "Daemon robustness"). Any client whose certificate the TLS layer
+accepts can open connections, so nothing a connection does may hold a resource another peer needs:
+
+- every connection is wrapped by ``_ConnectionGuard``, which sees every decrypted byte: the TLS handshake and
+  then each request (headers and body, from its first byte) must complete within ``read_timeout_seconds``,
+  and after ``rate_grace_seconds`` a request arriving slower than ``min_rate_bytes_per_second`` is cut; an
+  idle keep-alive connection is closed after ``read_timeout_seconds``;
+- at most ``max_connections`` connections in total and ``max_connections_per_peer`` per client IP address;
+  more are closed at once (logged, with the peer);
+- the body is spooled to a temporary file as it arrives (never held in memory while it trickles in), and only
+  then does the request take one of ``max_concurrent`` processing slots and reserve its size from the
+  ``max_inflight_bytes`` budget: slow peers hold a socket and a file, never a slot; a large body is mapped
+  (``mmap``) for verification rather than copied.
 """
 
 from __future__ import annotations
@@ -20,6 +34,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import mmap
+import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -49,7 +66,10 @@ class DeliveryResult:
 
 
 class InboundSink(Protocol):
-    """The pipeline's entry for received c2t messages; ``deliver`` must commit durably before returning."""
+    """The pipeline's entry for received c2t messages; ``deliver`` must commit durably before returning.
+
+    ``body`` may be a ``memoryview`` of a mapped temporary file that is closed once ``deliver`` returns: a sink
+    that keeps the bytes beyond the call must copy them."""
 
     async def deliver(self, message: InboundMessage, content_type: str, body: bytes, receipt: OutboundMessage,
                       channel: str) -> DeliveryResult: ...
@@ -65,7 +85,8 @@ class StoredMessage:
 
 class MemorySink:
     """An in-memory sink for tests and standalone runs: keeps each message once, answers duplicates with the
-    first receipt. ``fail_with`` makes ``deliver`` raise (to exercise EBMS:0202)."""
+    first receipt. ``fail_with`` makes ``deliver`` raise (to exercise EBMS:0202). It copies ``body``: a body
+    is only valid during ``deliver`` (the server may hand a view of a mapped file)."""
 
     def __init__(self) -> None:
         self.messages: dict[str, StoredMessage] = {}
@@ -82,7 +103,7 @@ class MemorySink:
         if mid in self.receipts:
             ct, rb = self.receipts[mid]
             return DeliveryResult(ct, rb, duplicate=True)
-        self.messages[mid] = StoredMessage(message, content_type, body, channel)
+        self.messages[mid] = StoredMessage(message, content_type, bytes(body), channel)
         self.receipts[mid] = (receipt.content_type, receipt.body)
         self.order.append(mid)
         self.arrived.set()
@@ -114,6 +135,15 @@ class InboundProcessor:
 
     def __init__(self, engine: Engine, sink: InboundSink, *, environment: str, pmodes: PModeSet | None = None) -> None:
         self.engine, self.sink, self.environment, self.pmodes = engine, sink, environment, pmodes
+        # told of every sink outcome (the exception, or None for a delivery): the daemon alerts on storage faults
+        self.sink_watch: Callable[[BaseException | None], None] | None = None
+
+    def _watch(self, exc: BaseException | None) -> None:
+        if self.sink_watch is not None:
+            try:
+                self.sink_watch(exc)
+            except Exception:  # noqa: BLE001 - a broken watcher must not change the answer
+                logging.getLogger("ics2gw.transport").exception("sink watch failed")
 
     async def _error(self, fault: EbmsFault, ref: str | None) -> Answer:
         out = await asyncio.to_thread(self.engine.error_signal, fault, ref_to_message_id=ref)
@@ -169,14 +199,20 @@ class InboundProcessor:
             return answer
         try:
             result = await self.sink.deliver(opened, content_type, body, receipt, channel)
+        except EbmsFault as exc:  # the sink refused the content itself (EBMS:0303 ...): resending cannot help
+            answer = await self._error(exc, exc.ref_to_message_id or um.message_id)
+            self._log(channel, answer, peer)
+            return answer
         except Exception as exc:  # noqa: BLE001 - any sink failure means "not processed": EBMS:0202
             log(logging.ERROR, "deliver_failed", self.environment, channel=channel, message_id=um.message_id,
                 error=type(exc).__name__)
+            self._watch(exc)
             answer = await self._error(EbmsFault("EBMS:0202", "the message could not be stored; it was not "
                                                  "processed, resend it", ref_to_message_id=um.message_id),
                                        um.message_id)
             self._log(channel, answer, peer)
             return answer
+        self._watch(None)
         answer = Answer("receipt", result.receipt_content_type, result.receipt_body, message_id=um.message_id,
                         signal_id=None if result.duplicate else receipt.message_id, delivered=True,
                         duplicate=result.duplicate)
@@ -191,6 +227,113 @@ class InboundProcessor:
 
 
 # ------------------------------------------------------------------------------------------------ server
+IN_MEMORY_MAX = 1024 * 1024   # bodies up to this size are read into memory; larger ones are mapped
+
+
+class _ConnectionGuard(asyncio.Protocol):
+    """Sits between the transport and aiohttp's protocol of one connection: counts the bytes that arrive and
+    lets the server's sweeper cut a connection that reads too slowly or for too long.
+
+    Phases: ``idle`` (no byte of a request yet), ``reading`` (from the first byte of a request until its body
+    is spooled), ``processing`` (our time: verification, journal, answer; never cut)."""
+
+    def __init__(self, inner: asyncio.Protocol, server: InboundServer) -> None:
+        self.inner, self.server = inner, server
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.received = 0
+        self.phase = "idle"
+        self.since = time.monotonic()
+        self.base = 0
+        self.admitted = False
+
+    # -- asyncio.Protocol, delegated
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peername = transport.get_extra_info("peername")
+        self.peer = str(peername[0]) if peername else "?"
+        refused = self.server._admit(self)  # noqa: SLF001
+        if refused:
+            log(logging.WARNING, "inbound_connection_refused", self.server.environment, peer=self.peer,
+                reason=refused)
+            transport.abort()
+            return
+        self.admitted = True
+        self.since = time.monotonic()
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.admitted:
+            return
+        if self.phase == "idle":
+            self.phase, self.since, self.base = "reading", time.monotonic(), self.received
+        self.received += len(data)
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received() if self.admitted else None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.admitted:
+            self.admitted = False
+            self.server._release(self)  # noqa: SLF001
+            self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    # -- the handler's signals
+    def request_started(self) -> None:
+        """A request whose bytes were already buffered (HTTP pipelining) still gets its own deadline."""
+        if self.phase == "idle":
+            self.phase, self.since, self.base = "reading", time.monotonic(), self.received
+
+    def body_done(self) -> None:
+        self.phase = "processing"
+
+    def answered(self) -> None:
+        self.phase, self.since, self.base = "idle", time.monotonic(), self.received
+
+    def verdict(self, now: float, cfg: InboundConfig) -> str | None:
+        """Why this connection must be cut now, or None."""
+        if self.phase == "processing":
+            return None
+        elapsed = now - self.since
+        if elapsed > cfg.read_timeout_seconds:
+            return "idle-timeout" if self.phase == "idle" else "read-timeout"
+        if self.phase == "reading" and cfg.min_rate_bytes_per_second and elapsed > cfg.rate_grace_seconds \
+                and (self.received - self.base) / elapsed < cfg.min_rate_bytes_per_second:
+            return "too-slow"
+        return None
+
+
+class _ByteBudget:
+    """A weighted semaphore over bytes: bodies being processed at once never exceed ``limit`` in total."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+        self._cond = asyncio.Condition()
+
+    async def acquire(self, n: int) -> None:
+        n = min(n, self.limit)
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.used + n <= self.limit)
+            self.used += n
+
+    async def release(self, n: int) -> None:
+        n = min(n, self.limit)
+        async with self._cond:
+            self.used -= n
+            self._cond.notify_all()
+
+
+class _TooLarge(Exception):
+    pass
+
+
 class InboundServer:
     """The HTTPS server for the ``eu_ics2_c2t`` push channel; binds every configured address (IPv4 and IPv6)."""
 
@@ -205,7 +348,13 @@ class InboundServer:
         self.listen = tuple(listen) if listen is not None else self.inbound.listen
         self.bound: list[ListenAddress] = []
         self._runner: web.AppRunner | None = None
+        self._servers: list[asyncio.AbstractServer] = []
         self._slots = asyncio.Semaphore(self.inbound.max_concurrent)
+        self._budget = _ByteBudget(max(self.inbound.max_inflight_bytes, self.inbound.max_request_bytes))
+        self._guards: dict[Any, _ConnectionGuard] = {}        # transport -> guard
+        self._per_peer: dict[str, int] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self.cut: dict[str, int] = {}                           # reason -> connections cut or refused
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.inbound.max_request_bytes)
@@ -215,21 +364,36 @@ class InboundServer:
     async def start(self) -> list[ListenAddress]:
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
+        http = self._runner.server
+        assert http is not None
+        loop = asyncio.get_running_loop()
         for addr in self.listen:
-            site = web.TCPSite(self._runner, addr.host, addr.port, ssl_context=self.ssl_context,
-                               reuse_address=True, backlog=128)
-            await site.start()
-            server = site._server  # noqa: SLF001 - the only way to learn an ephemeral port
-            for sock in getattr(server, "sockets", None) or ():
+            server = await loop.create_server(lambda: _ConnectionGuard(http(), self), addr.host, addr.port,
+                                              ssl=self.ssl_context, reuse_address=True, backlog=128,
+                                              ssl_handshake_timeout=self.inbound.read_timeout_seconds)
+            self._servers.append(server)
+            for sock in server.sockets or ():
                 self.bound.append(ListenAddress(addr.host, sock.getsockname()[1]))
+        self._sweeper = asyncio.create_task(self._sweep(), name="inbound-sweeper")
         log(logging.INFO, "inbound_listening", self.environment, addresses=",".join(map(str, self.bound)),
-            path=self.inbound.path)
+            path=self.inbound.path, read_timeout=self.inbound.read_timeout_seconds,
+            min_rate=self.inbound.min_rate_bytes_per_second, max_connections=self.inbound.max_connections,
+            per_peer=self.inbound.max_connections_per_peer)
         return self.bound
 
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
+        for server in self._servers:
+            server.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers = []
 
     async def __aenter__(self) -> InboundServer:
         await self.start()
@@ -243,27 +407,136 @@ class InboundServer:
         host = f"[{a.host}]" if ":" in a.host else a.host
         return f"https://{host}:{a.port}{self.inbound.path}"
 
+    # -- connection accounting (called by the guards)
+    def _admit(self, guard: _ConnectionGuard) -> str | None:
+        if len(self._guards) >= self.inbound.max_connections:
+            return self._count_cut("max-connections")
+        if self._per_peer.get(guard.peer, 0) >= self.inbound.max_connections_per_peer:
+            return self._count_cut("max-connections-per-peer")
+        self._guards[guard.transport] = guard
+        self._per_peer[guard.peer] = self._per_peer.get(guard.peer, 0) + 1
+        return None
+
+    def _release(self, guard: _ConnectionGuard) -> None:
+        if self._guards.pop(guard.transport, None) is not None:
+            left = self._per_peer.get(guard.peer, 1) - 1
+            if left > 0:
+                self._per_peer[guard.peer] = left
+            else:
+                self._per_peer.pop(guard.peer, None)
+
+    def _count_cut(self, reason: str) -> str:
+        self.cut[reason] = self.cut.get(reason, 0) + 1
+        return reason
+
+    def stats(self) -> dict[str, Any]:
+        return {"connections": len(self._guards), "peers": len(self._per_peer), "cut": dict(self.cut),
+                "slots_free": self._slots._value, "inflight_bytes": self._budget.used}  # noqa: SLF001
+
+    async def _sweep(self) -> None:
+        interval = max(0.05, min(1.0, self.inbound.read_timeout_seconds / 4, self.inbound.rate_grace_seconds / 2
+                                 if self.inbound.rate_grace_seconds else 1.0))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for guard in list(self._guards.values()):
+                try:
+                    reason = guard.verdict(now, self.inbound)
+                    if reason is not None and guard.transport is not None:
+                        self._count_cut(reason)
+                        log(logging.WARNING, "inbound_connection_cut", self.environment, peer=guard.peer,
+                            reason=reason, received=guard.received - guard.base, seconds=round(now - guard.since, 1))
+                        guard.transport.abort()
+                except Exception as exc:  # noqa: BLE001 - one odd connection must not stop the deadlines of all
+                    log(logging.ERROR, "inbound_sweep_failed", self.environment, peer=guard.peer,
+                        error=f"{type(exc).__name__}: {exc}")
+                    self._release(guard)
+
+    # -- requests
+    async def _spool_body(self, request: web.Request) -> tuple[Any, int]:
+        """The body, written to an anonymous temporary file as it arrives; (file, size)."""
+        limit = self.inbound.max_request_bytes
+        f = tempfile.TemporaryFile(dir=self.inbound.body_dir)
+        size = 0
+        try:
+            async for chunk in request.content.iter_chunked(256 * 1024):
+                size += len(chunk)
+                if size > limit:
+                    raise _TooLarge()
+                if len(chunk) > 65536:  # a large write may block on a slow disk: not on the event loop
+                    await asyncio.to_thread(f.write, chunk)
+                else:
+                    f.write(chunk)
+            f.flush()
+        except BaseException:
+            f.close()
+            raise
+        return f, size
+
+    async def _process_spooled(self, f: Any, size: int, content_type: str, peer_name: str) -> Answer:
+        if size <= IN_MEMORY_MAX:
+            f.seek(0)
+            return await self.processor.process(content_type, f.read(), channel="push", peer=peer_name)
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        view = memoryview(mm)
+        try:
+            return await self.processor.process(content_type, view, channel="push", peer=peer_name)
+        finally:
+            try:
+                view.release()
+                mm.close()
+            except BufferError:  # a view is still referenced somewhere: the mapping goes with the last one
+                pass
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         peer = peer_summary(request.transport.get_extra_info("ssl_object") if request.transport else None)
         peer_name = peer.get("peer_subject") or "?"
+        guard = self._guards.get(request.transport)
+        if guard is not None:
+            guard.request_started()
+        try:
+            return await self._handle(request, guard, peer_name)
+        finally:
+            if guard is not None:
+                guard.answered()
+
+    async def _handle(self, request: web.Request, guard: _ConnectionGuard | None,
+                      peer_name: str) -> web.StreamResponse:
         if request.method != "POST":
             return web.Response(status=405, text="AS4 endpoint: POST only\n", headers={"Allow": "POST"})
         declared = request.content_length
-        if declared is not None and declared > self.inbound.max_request_bytes:
-            log(logging.WARNING, "receive_too_large", self.environment, peer=peer_name, bytes=declared,
-                limit=self.inbound.max_request_bytes)
-            return web.Response(status=413, text=f"request over {self.inbound.max_request_bytes} bytes\n")
-        async with self._slots:
+        limit = self.inbound.max_request_bytes
+        if declared is not None and declared > limit:
+            log(logging.WARNING, "receive_too_large", self.environment, peer=peer_name, bytes=declared, limit=limit)
+            return _close(web.Response(status=413, text=f"request over {limit} bytes\n"))
+        try:
+            f, size = await self._spool_body(request)
+        except _TooLarge:
+            log(logging.WARNING, "receive_too_large", self.environment, peer=peer_name, limit=limit)
+            return _close(web.Response(status=413, text=f"request over {limit} bytes\n"))
+        except OSError as exc:  # the spool disk is full or failing: not the peer's fault, a retry may succeed
+            log(logging.ERROR, "receive_spool_failed", self.environment, peer=peer_name, error=str(exc))
+            return _close(web.Response(status=503, text="the message could not be stored; retry later\n",
+                                       headers={"Retry-After": "30"}))
+        if guard is not None:
+            guard.body_done()
+        try:
+            await self._budget.acquire(size)
             try:
-                body = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                log(logging.WARNING, "receive_too_large", self.environment, peer=peer_name,
-                    limit=self.inbound.max_request_bytes)
-                return web.Response(status=413, text=f"request over {self.inbound.max_request_bytes} bytes\n")
-            content_type = request.headers.get("Content-Type", "")
-            answer = await self.processor.process(content_type, body, channel="push", peer=peer_name)
+                async with self._slots:  # taken only now: a peer still sending holds no slot
+                    content_type = request.headers.get("Content-Type", "")
+                    answer = await self._process_spooled(f, size, content_type, peer_name)
+            finally:
+                await self._budget.release(size)
+        finally:
+            f.close()
         return web.Response(status=answer.http_status, body=answer.body,
                             headers={"Content-Type": answer.content_type})
+
+
+def _close(resp: web.Response) -> web.Response:
+    resp.force_close()  # the rest of the body was not read: the connection cannot carry another request
+    return resp
 
 
 # ------------------------------------------------------------------------------------------------ health

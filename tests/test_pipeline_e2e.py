@@ -222,6 +222,8 @@ def test_retries_with_backoff_keep_the_message_id(world: Any) -> None:
 
 
 def test_permanent_error_fails_fast_with_an_alert(world: Any, tmp_path: Path) -> None:
+    """A001 refuses the sender, not the message: no retry, an alert at once, and the endpoint paused with the
+    message kept in the queue (tests/test_reliability.py follows the pause through a restart and the resume)."""
     sim, _ = world
     gw = GatewayEnv.create(tmp_path / "gw-unregistered", sim, party_id=UNREGISTERED)
     gw.start()
@@ -230,13 +232,13 @@ def test_permanent_error_fails_fast_with_an_alert(world: Any, tmp_path: Path) ->
         t0 = time.monotonic()
         status, body = gw.submit(ens(lrn))
         assert status == 202, body
-        life = gw.wait_state(lrn, "failed", timeout=15)
+        [alert] = alerts_of(gw, "authorisation-refused", lrn=lrn)
         assert time.monotonic() - t0 < 10
+        assert "A001" in alert["reason"] and alert["paused"] is True
+        life = gw.wait_state(lrn, "queued", timeout=15)
         assert "EBMS:0004/A001" in life["filing"]["last_error"], life["filing"]
         [out] = [m for m in life["messages"] if m["direction"] == "out"]
-        assert out["attempts"] == 1 and out["state"] == "failed"
-        [alert] = alerts_of(gw, "authorisation-refused", lrn=lrn)
-        assert "A001" in alert["reason"]
+        assert out["attempts"] == 1 and out["state"] == "queued"
         assert "alert=authorisation-refused" in gw.proc.log.read_text()
         time.sleep(1.0)   # no retry follows
         assert gw.status(lrn)["messages"][0]["attempts"] == 1

@@ -108,3 +108,89 @@ def test_a001_pauses_the_endpoint_durably_until_an_operator_resumes_it(tmp_path:
         if gw.proc and gw.proc.alive():
             assert gw.stop() == 0, gw.logs()
         sim.stop()
+
+
+# ----------------------------------------------------------------------------------------------- durable receipts
+# The gateway's own puller, sink and journal, killed (SIGKILL, by itself: deterministic) after the sink committed a
+# pulled message and its Receipt, and before the acknowledgement lane could POST that Receipt.
+_PULL_THEN_DIE = r"""
+import asyncio, os, signal, sys
+from pathlib import Path
+from gateway.config import load_gateway_config
+from gateway.ebms.engine import Engine
+from gateway.journal.committer import JournalWriter
+from gateway.journal.config import read_journal_config
+from gateway.journal.sqlite import SqliteJournal
+from gateway.pipeline.alerts import Alerts
+from gateway.pipeline.config import read_daemon_config
+from gateway.pipeline.inbound import InboundProcessor
+from gateway.pmode import load_pmodes
+from gateway.transport.client import As4Client
+from gateway.transport.config import load_transport_config
+from gateway.transport.puller import Puller
+
+async def main() -> None:
+    cfg = load_gateway_config(Path(sys.argv[1]))
+    dcfg, tcfg = read_daemon_config(cfg), load_transport_config(cfg)
+    jcfg = read_journal_config(cfg.root.section("journal"))
+    engine = Engine.from_config(cfg)
+    journal = SqliteJournal.open(jcfg.path)
+    reader = SqliteJournal.open_reader(jcfg.path)
+    writer = JournalWriter(journal).start()
+    sink = InboundProcessor(reader, writer, inbox_dir=dcfg.intake.inbox_dir, status_dir=dcfg.intake.status_dir,
+                            limits=engine.limits, alerts=Alerts(dcfg.alerts, cfg.environment))
+    client = As4Client(engine, tcfg)
+    puller = Puller(engine, client, tcfg.endpoint(tcfg.pull.endpoint), sink, mpc=cfg.mpc,
+                    pmodes=load_pmodes(cfg.pmodes_dir, party_id=cfg.identity.party_id))
+    for _ in range(50):
+        result = await puller.pull_once()   # journaled (committed) before it returns; the Receipt is only queued
+        if result.kind == "message":
+            print("PULLED", result.message_id, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        await asyncio.sleep(0.2)
+    print("NOTHING", flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_pulled_receipt_is_journaled_and_replayed_after_sigkill(tmp_path: Path, pki: Path) -> None:
+    import subprocess
+    import sys
+    sim = SimEnv.create(tmp_path / "sim", [{"party_id": PULL_PARTY, "delivery": "pull"}]).start()
+    gw = GatewayEnv.create(tmp_path / "gw", sim, party_id=PULL_PARTY, pull=True, validation="off")
+    try:
+        gw.start()
+        lrn = new_lrn("ACK")
+        sim.faults(hold_replies=True)          # the reply waits at customs until the gateway is down
+        st, body = gw.submit(ens(lrn))
+        assert st == 202, body
+        gw.wait_state(lrn, "sent")
+        assert gw.stop() == 0, gw.logs()
+        # no re-offer within the test: only the gateway's own replay can acknowledge the message now
+        sim.faults(hold_replies=False, reoffer_after_seconds=100000)
+        r = subprocess.run([sys.executable, "-c", _PULL_THEN_DIE, str(gw.conf)], capture_output=True, text=True,
+                           cwd=gw.dir, timeout=120)
+        assert r.returncode == -9 and r.stdout.startswith("PULLED "), (r.returncode, r.stdout, r.stderr[-3000:])
+        pulled = r.stdout.split()[1]
+        [row] = [o for o in sim.outbound() if o["message_id"] == pulled]
+        assert row["state"] != "acknowledged", row
+        # the journal holds the message with its Receipt pending (durable before anything was acknowledged)
+        life = gw.status(lrn)
+        [inbound] = [m for m in life["messages"] if m["direction"] == "in" and m["message_id"] == pulled]
+        assert inbound["ack_state"] == "pending" and inbound["receipt_bytes"] > 0, inbound
+        # restart: the pending Receipt is replayed to the TI, the message is not delivered again
+        gw.start()
+        wait_until(lambda: any(o["message_id"] == pulled and o["state"] == "acknowledged" for o in sim.outbound()),
+                   20, "the replayed receipt acknowledged at customs", gw.logs)
+        life = wait_until(lambda: (lf := gw.status(lrn)) and all(
+            m["ack_state"] == "acknowledged" for m in lf["messages"] if m["message_id"] == pulled) and lf,
+            10, "the journal to record the acknowledgement", gw.logs)
+        assert [m["message_id"] for m in life["messages"] if m["direction"] == "in"].count(pulled) == 1
+        assert len([m for m in gw.inbox_metadata() if m["message_id"] == pulled]) == 1
+        assert life["filing"]["state"] != "sent"                 # the reply was applied (once) before the crash
+        assert "ack_replayed" in gw.proc.log.read_text()
+    finally:
+        if gw.proc and gw.proc.alive():
+            assert gw.stop() == 0, gw.logs()
+        sim.stop()

@@ -685,17 +685,18 @@ class SqliteJournal:
         assert m is not None
         return InboundResult(message=m, receipt=row["dreceipt"], receipt_content_type=row["dct"], duplicate=True)
 
-    def set_ack_state(self, sender_party: str, message_id: str, state: str, *, now: datetime,
+    def set_ack_state(self, sender_party: str | None, message_id: str, state: str, *, now: datetime,
                       detail: Mapping[str, Any] | None = None) -> bool:
-        """Records what became of the Receipt of a pulled message (acknowledged / abandoned / pending again).
-        False when the message is unknown (for example purged)."""
+        """Records what became of the Receipt of a pulled message (acknowledged / abandoned / pending again);
+        ``sender_party`` None: whoever sent it (pulled messages come from the one TI pulled). False when no pulled
+        message has that MessageId in another state (an error signal we sent, a purged message, no change)."""
         if state not in ("pending", "acknowledged", "abandoned"):
             raise ValueError(f"ack state must be pending, acknowledged or abandoned, not {state!r}")
         ts = iso(now)
         with self.transaction():
             cur = self._conn.execute("UPDATE messages SET ack_state = ?, updated_at = ? WHERE direction = 'in' AND "
-                                     "message_id = ? AND sender_party = ? AND ack_state IS NOT NULL",
-                                     (state, ts, message_id, sender_party))
+                                     "message_id = ? AND (? IS NULL OR sender_party = ?) AND ack_state IS NOT NULL "
+                                     "AND ack_state != ?", (state, ts, message_id, sender_party, sender_party, state))
             if cur.rowcount:
                 self._event(f"ack-{state}", ts, None, message_id, {"sender": sender_party, **(detail or {})})
             return bool(cur.rowcount)

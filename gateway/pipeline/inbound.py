@@ -5,6 +5,13 @@ by eb:MessageId), then one journal transaction holding the message, the Receipt 
 the state change; only after that commit does the transport answer with the Receipt. A repeated
 (sender, eb:MessageId) gets the Receipt returned the first time and is not delivered again. A message that
 matches no filing is kept as an orphan and reported, never dropped.
+
+Pulled messages: the Receipt does not travel on the HTTP response but is POSTed afterwards by the puller's
+acknowledgement lane, so it is journaled as *pending* with the message (same transaction) and marked
+acknowledged when the TI took it (``ack_settled``); after a crash the puller replays every pending Receipt
+(``pending_acks``). A crash between pulling and acknowledging therefore neither loses the message (it is
+journaled, and the TI re-offers what it never saw acknowledged) nor delivers it twice (the re-offered copy is a
+duplicate answered with the stored Receipt).
 """
 
 from __future__ import annotations
@@ -76,6 +83,18 @@ class InboundProcessor:
                    and not m.get("business_outcome")]
         return pending[-1].get("action") if pending else None
 
+    # ----------------------------------------------------------------------------------------- pulled receipts
+    async def pending_acks(self) -> list[Any]:
+        """Receipts of pulled messages journaled but not yet acknowledged by the TI (the puller replays them)."""
+        return await asyncio.to_thread(self.journal.pending_acks)
+
+    async def ack_settled(self, message_id: str, state: str, detail: dict[str, Any] | None = None) -> None:
+        """The acknowledgement lane's report: the Receipt of pulled ``message_id`` was acknowledged / abandoned."""
+        now = self.clock()
+        await self.writer.submit(lambda j: j.set_ack_state(None, message_id, state, now=now, detail=detail))
+        if state == "abandoned":
+            self.alerts.raise_alert("receipt-not-acknowledged", message_id=message_id, **(detail or {}))
+
     # ----------------------------------------------------------------------------------------- the sink
     async def deliver(self, message: EngineInbound, content_type: str, body: bytes, receipt: EngineOutbound,
                       channel: str) -> Delivered:
@@ -125,7 +144,8 @@ class InboundProcessor:
         outcome: dict[str, Any] = {}
 
         def txn(j: Any) -> Any:
-            res = j.record_inbound(record, now=now, receipt=receipt.body, receipt_content_type=receipt.content_type)
+            res = j.record_inbound(record, now=now, receipt=receipt.body, receipt_content_type=receipt.content_type,
+                                   ack_pending=channel == "pull")
             if res.duplicate:
                 return res
             if filing is None:

@@ -194,3 +194,43 @@ def test_pulled_receipt_is_journaled_and_replayed_after_sigkill(tmp_path: Path, 
         if gw.proc and gw.proc.alive():
             assert gw.stop() == 0, gw.logs()
         sim.stop()
+
+
+# ----------------------------------------------------------------------------------------------- retry budget
+def test_retry_budget_alerts_while_waiting_then_fails_and_recovery_is_reported(tmp_path: Path, pki: Path) -> None:
+    """A short configured budget (the default is 12 h: tests/test_pipeline_policies.py replays it on a virtual
+    clock): outage alert while the filing waits, `failed` with a reason naming the budget when it is spent, and
+    after an operator resend, the same MessageId registered and the recovery reported."""
+    inbound = free_port(dual=True)
+    sim = SimEnv.create(tmp_path / "sim", [{"party_id": PARTY, "push_url": push_url(inbound)}]).start()
+    gw = GatewayEnv.create(tmp_path / "gw", sim, inbound_port=inbound,
+                           retry={"budget_seconds": 3, "max_attempts": 0, "initial_seconds": 0.2, "max_seconds": 0.5,
+                                  "outage_alert_after_seconds": 0.3, "outage_alert_every_seconds": 1000})
+    try:
+        gw.start()
+        lrn = new_lrn("BUDGET")
+        sim.faults(http_503=True)
+        st, body = gw.submit(ens(lrn))
+        assert st == 202, body
+        life = gw.wait_state(lrn, "failed", timeout=30)
+        err = life["filing"]["last_error"]
+        assert "retry budget of 3.0 s spent" in err and "503" in err, err
+        [out] = [m for m in life["messages"] if m["direction"] == "out"]
+        assert out["attempts"] >= 3 and out["state"] == "failed"
+        [outage] = alerts_of(gw, "endpoint-outage", endpoint="sti")     # once, not once per attempt
+        assert outage["failing_since"] and "503" in outage["reason"]
+        [failed] = alerts_of(gw, "send-failed", lrn=lrn)
+        assert "budget" in failed["reason"]
+        assert endpoints(gw)["sti"]["failing_since"]
+        sim.faults(http_503=False)
+        r = gw.cli("resend", lrn)
+        assert r.returncode == 0, r.stderr
+        gw.wait_state(lrn, ("registered", "assessment-complete", "info-requested", "screening-requested",
+                            "do-not-load"), timeout=20)
+        alerts_of(gw, "endpoint-recovered", endpoint="sti")
+        assert sim.report()[lrn]["message_ids"] == [body["message_id"]]
+        assert endpoints(gw)["sti"]["failing_since"] is None and endpoints(gw)["sti"]["last_ok_at"]
+    finally:
+        if gw.proc and gw.proc.alive():
+            assert gw.stop() == 0, gw.logs()
+        sim.stop()

@@ -68,7 +68,7 @@ class Gateway:
         sender = Sender(reader, writer, client, tcfg.endpoints, dcfg.pipeline, alerts,
                         status_dir=dcfg.intake.status_dir, default_endpoint=tcfg.routing.default)
         sink = InboundProcessor(reader, writer, inbox_dir=dcfg.intake.inbox_dir, status_dir=dcfg.intake.status_dir,
-                                limits=engine.limits, alerts=alerts)
+                                limits=engine.limits, alerts=alerts, pmodes=pmodes)
         intake = SpoolIntake(dcfg.intake, acceptor, on_queued=sender.wake)
         timers = Expectations(reader, dcfg.pipeline, alerts)
         self.components = {"journal": journal, "reader": reader, "writer": writer, "sender": sender,

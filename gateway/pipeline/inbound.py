@@ -23,6 +23,7 @@ from typing import Any
 
 from gateway.config import Limits
 from gateway.ebms.engine import InboundMessage as EngineInbound
+from gateway.ebms.errors import EbmsFault
 from gateway.ebms.engine import OutboundMessage as EngineOutbound
 from gateway.ics2.catalogue import lookup
 from gateway.ics2.inspect import PayloadError, PayloadFacts, inspect_payload
@@ -30,7 +31,9 @@ from gateway.journal.records import Filing
 from gateway.journal.records import InboundMessage as JournalInbound
 from gateway.journal.states import FilingState as S
 from gateway.pipeline.alerts import Alerts
-from gateway.pipeline.correlate import REF_ONLY, inbound_effect
+from gateway.pipeline.correlate import (
+    REF_ONLY, inbound_effect, is_filing_action, state_before_follow_up, unmatched_alert,
+)
 from gateway.pipeline.delivery import safe_name, write_inbox, write_status
 from gateway.transport.server import DeliveryResult as Delivered
 
@@ -44,8 +47,9 @@ def _suffix(mime_type: str | None) -> str:
 
 class InboundProcessor:
     def __init__(self, journal: Any, writer: Any, *, inbox_dir: Any, status_dir: Any, limits: Limits,
-                 alerts: Alerts, clock: Any = None) -> None:
+                 alerts: Alerts, clock: Any = None, pmodes: Any = None) -> None:
         self.journal, self.writer = journal, writer
+        self.pmodes = pmodes   # to tell which P-Mode deviations the transport tolerated (gateway.pmode)
         self.inbox_dir, self.status_dir = inbox_dir, status_dir
         self.limits, self.alerts = limits, alerts
         self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
@@ -76,12 +80,21 @@ class InboundProcessor:
                 return candidates[0], candidates[0].action if ref == candidates[0].lrn else None, "LRN"
         return None, None, "none"
 
-    def _pending_follow_up(self, filing_id: int) -> str | None:
-        """The action of the newest outbound message of the filing still waiting for a business answer."""
+    def _pending_follow_up(self, filing_id: int) -> tuple[str | None, str | None]:
+        """(action, MessageId) of the newest outbound message of the filing still waiting for a business answer."""
         messages = self.journal.lifecycle(filing_id).get("messages", [])
         pending = [m for m in messages if m.get("direction") == "out" and m.get("kind") == "user-message"
                    and not m.get("business_outcome")]
-        return pending[-1].get("action") if pending else None
+        return (pending[-1].get("action"), pending[-1].get("message_id")) if pending else (None, None)
+
+    def _tolerated(self, um: Any, channel: str) -> tuple[str, ...]:
+        """The P-Mode deviations the transport accepted for this message (delivered, alerted, kept visible)."""
+        if self.pmodes is None:
+            return ()
+        try:
+            return tuple(self.pmodes.match(um, channel=channel).tolerated)
+        except EbmsFault as exc:  # the transport matched it without P-Modes or differently: say so, keep it
+            return (f"{exc.code}: {exc.message}",)
 
     # ----------------------------------------------------------------------------------------- pulled receipts
     async def pending_acks(self) -> list[Any]:
@@ -114,9 +127,11 @@ class InboundProcessor:
                 problem = f"payload cannot be read: {exc}"
         else:
             problem = "no payload"
+        tolerated = self._tolerated(um, channel)
         filing, answered, found_by = await asyncio.to_thread(self._find, um.action, um.ref_to_message_id, facts)
+        answered_id = um.ref_to_message_id if found_by == "RefToMessageId" else None
         if filing is not None and answered is None:
-            answered = await asyncio.to_thread(self._pending_follow_up, filing.id)
+            answered, answered_id = await asyncio.to_thread(self._pending_follow_up, filing.id)
         now = self.clock()
         preview = None
         if filing is not None:  # what this message does to the filing: the inbox metadata says where it leads
@@ -133,6 +148,7 @@ class InboundProcessor:
                         "state": (preview.new_state if preview else None) or filing.state} if filing else None),
             "lrn": facts.lrn if facts else None, "mrn": facts.mrn if facts else None,
             "functional_reference": facts.functional_reference if facts else None, "correlated_by": found_by,
+            "pmode_tolerated": list(tolerated),
         }
         files = [(_suffix(p.part_info.mime_type), {"href": p.part_info.href, "mime_type": p.part_info.mime_type,
                                                    "charset": p.part_info.charset}, data) for p, data in parts]
@@ -148,6 +164,10 @@ class InboundProcessor:
                                    ack_pending=channel == "pull")
             if res.duplicate:
                 return res
+            if tolerated:
+                j.append_event("pmode-tolerated", now=now, message_id=um.message_id,
+                               filing_id=filing.id if filing is not None else None,
+                               detail={"action": um.action, "channel": channel, "deviations": list(tolerated)})
             if filing is None:
                 j.record_orphan(um.message_id, sender, now=now,
                                 reason=problem or f"{um.action} matches no filing (reference {functional_ref!r})")
@@ -155,8 +175,21 @@ class InboundProcessor:
                 return res
             current = j.get_filing(filing.id)
             registered = S.AMENDED if current.state == S.AMENDED else S.REGISTERED
+            restore = None
+            rejected_follow_up = um.action in ("IE3N99", "IE3N01") and answered_id and answered \
+                and not is_filing_action(answered) and answered != "IE3N06"
+            if rejected_follow_up:
+                # undo what the follow-up's receipt did (nothing, if it did nothing yet), and reopen the request
+                # it answered: customs did not accept the answer, so the question stands and its timer restarts
+                events = [e.to_dict() for e in j.events(filing_id=filing.id, limit=1_000_000)]
+                restore = state_before_follow_up(events, answered_id) or current.state
+                for req in j.list_requests(filing_id=filing.id, open_only=False):
+                    if req.answer_message_id == answered_id and req.state != "open":
+                        j.reopen_request(req.id, now=now, reason=f"{um.action} {um.message_id} rejected the answer")
+                        outcome["reopened"] = req.kind
             effect = inbound_effect(um.action, current_state=current.state, answered_action=answered,
-                                    mrn=facts.mrn if facts else None, registered_state=registered)
+                                    mrn=facts.mrn if facts else None, registered_state=registered,
+                                    restore_state=restore)
             j.attach_inbound(um.message_id, sender, filing.id, now=now, outcome=effect.event)
             if um.ref_to_message_id and effect.message_outcome and j.get_message(um.ref_to_message_id):
                 j.set_business_outcome(um.ref_to_message_id, effect.message_outcome, now=now)
@@ -179,16 +212,22 @@ class InboundProcessor:
             return res
 
         res = await self.writer.submit(txn)
+        if not res.duplicate and tolerated:
+            self.alerts.raise_alert("pmode-tolerated", message_id=um.message_id, action=um.action, channel=channel,
+                                    deviations="; ".join(tolerated))
         if not res.duplicate:
             if outcome.get("orphan"):
-                self.alerts.raise_alert("orphan", message_id=um.message_id, action=um.action,
-                                        reference=functional_ref)
+                ua = unmatched_alert(um.action)
+                self.alerts.raise_alert(ua.kind, message_id=um.message_id, action=um.action, category=ua.category,
+                                        unmatched=True, why=ua.why, reference=functional_ref,
+                                        mrn=facts.mrn if facts else None, lrn=facts.lrn if facts else None)
             if outcome.get("filing"):
                 await asyncio.to_thread(write_status, self.status_dir, outcome["filing"])
                 if outcome.get("alert"):
                     f = outcome["filing"]
+                    extra = {"reopened_request": outcome["reopened"]} if outcome.get("reopened") else {}
                     self.alerts.raise_alert(outcome["alert"], lrn=f["lrn"], mrn=f.get("mrn"), action=um.action,
-                                            message_id=um.message_id)
+                                            message_id=um.message_id, **extra)
             log.info("inbound message_id=%s action=%s channel=%s correlated_by=%s file=%s", um.message_id, um.action,
                      channel, found_by, safe_name(um.message_id))
         return Delivered(res.receipt_content_type or receipt.content_type, res.receipt, res.duplicate)

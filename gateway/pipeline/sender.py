@@ -234,7 +234,8 @@ class Sender:
                     if first and filing.state == S.SENDING:
                         filing = j.transition(filing.id, S.SENT, now=now, event="receipted",
                                               detail={"message_id": msg.message_id})
-                    elif not first:
+                    elif not first and (j.get_message(msg.message_id).business_outcome or "") != "rejected":
+                        # (a follow-up customs already rejected, the IE3N99 outrunning this receipt: no effect)
                         nxt = follow_up_state(msg.action or "", filing.state)
                         for req in j.list_requests(filing_id=filing.id, open_only=True):
                             if answers_request(msg.action or "", req.kind):

@@ -321,7 +321,7 @@ def test_orphan_is_kept_and_listed(world: Any) -> None:
     assert orphan["resolved"] is None
     [meta] = [m for m in gw.inbox_metadata() if m["message_id"] == orphan["message"]["message_id"]]
     assert meta["filing"] is None and meta["lrn"] == lrn and meta["correlated_by"] == "none"
-    alerts_of(gw, "orphan", message_id=orphan["message"]["message_id"])
+    alerts_of(gw, "registration-copy", message_id=orphan["message"]["message_id"], category="A")
     # the push was receipted (delivered once), not retried forever
     wait_until(lambda: any(r["action"] == "IE3R01" and r["lrn"] == lrn and r["state"] == "delivered"
                            for r in sim.outbound()), 10, "the push delivered")

@@ -234,3 +234,159 @@ def test_retry_budget_alerts_while_waiting_then_fails_and_recovery_is_reported(t
         if gw.proc and gw.proc.alive():
             assert gw.stop() == 0, gw.logs()
         sim.stop()
+
+
+# ----------------------------------------------------------------------------------------------- customs speaks
+# One simulator and one push gateway for the tests below; customs messages the simulator cannot be made to send
+# (a newer action, an old agreement, a copy for goods we did not file, a rejection of our answer) are pushed to the
+# daemon's real inbound server by a customs engine with the customs seal and TLS client certificate of the PKI.
+@pytest.fixture(scope="module")
+def push_world(tmp_path_factory: pytest.TempPathFactory, pki: Path):  # type: ignore[no-untyped-def]
+    base = tmp_path_factory.mktemp("reliab")
+    inbound = free_port(dual=True)
+    sim = SimEnv.create(base / "sim", [{"party_id": PARTY, "push_url": push_url(inbound)}]).start()
+    gw = GatewayEnv.create(base / "gw", sim, inbound_port=inbound)
+    try:
+        gw.start()
+    except BaseException:
+        sim.stop()
+        raise
+    yield sim, gw
+    code = gw.stop()
+    sim.stop()
+    assert code == 0, gw.logs()
+
+
+def customs_push(gw: GatewayEnv, pki: Path, action: str, payload: bytes, **headers: Any) -> Any:
+    """Pushes one c2t message as customs would (sealed by the customs key, over 2-way TLS); the typed outcome."""
+    import asyncio
+    import dataclasses
+
+    from gateway.config import load_gateway_config
+    from gateway.ebms.constants import SERVICE_C2T
+    from gateway.ebms.engine import Engine
+    from gateway.security.keys import load_identity_files
+    from gateway.security.trust import TrustStore
+    from gateway.transport.client import As4Client
+    from gateway.transport.config import KeyMaterial, load_transport_config
+
+    tcfg = load_transport_config(load_gateway_config(gw.conf))
+    customs = Engine(load_identity_files(pki / "customs-seal.key", pki / "customs-chain.pem"),
+                     TrustStore.from_files([pki / "trader-root.pem", pki / "customs-root.pem"]),
+                     party_id="sti-taxud", fqdn="sti.customs.test", role="Customs")
+    tls = dataclasses.replace(tcfg.tls, client=KeyMaterial(cert=pki / "customs-tls-client.pem",
+                                                           key=pki / "customs-tls-client.key"),
+                              ca_bundle=(pki / "trader-root.pem",))
+    ccfg = dataclasses.replace(tcfg, tls=tls)
+    ep = dataclasses.replace(tcfg.endpoint("sti"), url=gw.push_url)
+    msg = customs.user_message(action=action, payload=payload, to_party=Engine.trader_party(gw.party_id),
+                               service=SERVICE_C2T, **headers)
+
+    async def go() -> Any:
+        async with As4Client(customs, ccfg) as client:
+            return await client.send(ep, msg)
+
+    return msg.message_id, asyncio.run(go())
+
+
+def _payload(action: str, **kw: Any) -> bytes:
+    import datetime as dt
+
+    from gateway.simulator import replies
+    now = dt.datetime.now(dt.timezone.utc)
+    ctx = replies.Context(declarant=PARTY)
+    if action == "IE3R01":
+        return replies.ie3r01(lrn=kw["lrn"], mrn=kw["mrn"], ctx=ctx, now=now)
+    if action == "IE3Q01":
+        return replies.ie3q01(mrn=kw["mrn"], ctx=ctx, now=now)
+    if action == "IE3N01":
+        return replies.ie3n01(functional_reference=kw["mrn"], ctx=ctx, now=now,
+                              errors=[replies.ErrorItem("CL0002", "answer not accepted", "/IE3R02")])
+    # a message id our catalogue does not know yet: shaped like the others
+    return replies.ie3n03(mrn=kw["mrn"], ctx=ctx, now=now).replace(b"IE3N03", action.encode())
+
+
+def test_tolerated_headers_are_delivered_alerted_and_visible(push_world: Any, pki: Path) -> None:
+    sim, gw = push_world
+    lrn = new_lrn("TOL")
+    sim.faults(hold_replies=True)   # the simulator's own IE3R01 waits: ours, with old headers, registers the ENS
+    try:
+        st, body = gw.submit(ens(lrn))
+        assert st == 202, body
+        gw.wait_state(lrn, "sent")
+        mrn = "26NLTOLERATED0000" + str(next(_seq) % 10)
+        # ICD Annex 6 sample shape: the previous agreement version, and no @type
+        mid, out = customs_push(gw, pki, "IE3R01", _payload("IE3R01", lrn=lrn, mrn=mrn),
+                                agreement="EU-ICS2-TI-V1.0", agreement_type=None, ref_to_message_id=body["message_id"])
+        assert type(out).__name__ == "ReceiptOk", out
+        life = gw.wait_state(lrn, "registered")
+        assert life["filing"]["mrn"] == mrn
+        [meta] = [m for m in gw.inbox_metadata() if m["message_id"] == mid]
+        assert any(t.startswith("AgreementRef:") for t in meta["pmode_tolerated"]), meta
+        assert any(t.startswith("AgreementRef/@type:") for t in meta["pmode_tolerated"]), meta
+        [alert] = alerts_of(gw, "pmode-tolerated", message_id=mid)
+        assert "EU-ICS2-TI-V1.0" in alert["deviations"]
+        # a message id of a newer catalogue: delivered (kept, listed), never refused
+        mid2, out = customs_push(gw, pki, "IE3X77", _payload("IE3X77", mrn=mrn))
+        assert type(out).__name__ == "ReceiptOk", out
+        [meta] = [m for m in gw.inbox_metadata() if m["message_id"] == mid2]
+        assert meta["action"] == "IE3X77" and any(t.startswith("Action:") for t in meta["pmode_tolerated"])
+        alerts_of(gw, "pmode-tolerated", message_id=mid2)
+        # kept visible: with the filing, or (a payload our inspection cannot read) as an orphan to resolve
+        assert mid2 in gw.cli("status", lrn, "--json").stdout + gw.cli("journal", "orphans", "--json").stdout
+        # what is not an ICS2 message at all is still refused (and not delivered)
+        mid3, out = customs_push(gw, pki, "NOT-ICS2", _payload("IE3X77", mrn=mrn))
+        assert type(out).__name__ == "EbmsErrorOutcome" and out.code == "EBMS:0001", out
+        assert not [m for m in gw.inbox_metadata() if m["message_id"] == mid3]
+    finally:
+        sim.faults(hold_replies=False)
+
+
+def test_unmatched_customs_messages_raise_the_alert_of_their_action(push_world: Any, pki: Path) -> None:
+    _, gw = push_world
+    mrn = "26NLNOTOURS00000" + str(next(_seq) % 100).zfill(2)
+    mid, out = customs_push(gw, pki, "IE3Q01", _payload("IE3Q01", mrn=mrn))
+    assert type(out).__name__ == "ReceiptOk", out
+    [alert] = alerts_of(gw, "do-not-load", message_id=mid)
+    assert alert["category"] == "A" and alert["unmatched"] is True and alert["mrn"] == mrn
+    lrn = new_lrn("COPY")
+    mid2, out = customs_push(gw, pki, "IE3R01", _payload("IE3R01", lrn=lrn, mrn=mrn + "X"))
+    assert type(out).__name__ == "ReceiptOk", out
+    [alert] = alerts_of(gw, "registration-copy", message_id=mid2)
+    assert alert["category"] == "A" and alert["lrn"] == lrn
+    assert not [a for a in gw.alerts() if a.get("alert") == "orphan" and a.get("message_id") in (mid, mid2)]
+    # kept as orphans all the same, for the operator to resolve
+    r = gw.cli("journal", "orphans", "--json")
+    listed = {json.loads(line)["message"]["message_id"] for line in r.stdout.splitlines()}
+    assert {mid, mid2} <= listed
+
+
+def test_rejected_answer_reopens_the_request_and_restores_the_state(push_world: Any, pki: Path) -> None:
+    from tests.pipeline_harness import response
+    sim, gw = push_world
+    lrn = new_lrn("RFI")                      # the simulator asks for information (IE3Q02) on RFI* filings
+    st, body = gw.submit(ens(lrn))
+    assert st == 202, body
+    life = gw.wait_state(lrn, "info-requested")
+    mrn = life["filing"]["mrn"]
+    [req] = life["requests"]
+    sim.faults(hold_replies=True)             # customs' own answer to our IE3R02 waits; ours below comes first
+    try:
+        st, body = gw.submit(response("IE3R02", mrn))
+        assert st == 202 and body["follow_up"], body
+        answer_id = body["message_id"]
+        life = wait_until(lambda: (lf := gw.lifecycle(lrn)) and lf["requests"][0]["state"] == "answered" and lf,
+                          20, "the IE3R02 receipted and the request answered", gw.logs)
+        assert life["filing"]["state"] == "registered"
+        mid, out = customs_push(gw, pki, "IE3N01", _payload("IE3N01", mrn=mrn), ref_to_message_id=answer_id)
+        assert type(out).__name__ == "ReceiptOk", out
+        life = gw.wait_state(lrn, "info-requested")
+        [again] = life["requests"]
+        assert again["id"] == req["id"] and again["state"] == "open" and again["answer_message_id"] is None
+        assert again["opened_at"] > req["opened_at"]              # its timer restarted
+        [alert] = alerts_of(gw, "follow-up-rejected", message_id=mid)
+        assert alert["reopened_request"] == "IE3Q02"
+        [ans] = [m for m in life["messages"] if m["message_id"] == answer_id]
+        assert ans["business_outcome"] == "rejected"
+    finally:
+        sim.faults(hold_replies=False)

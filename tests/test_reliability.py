@@ -390,3 +390,38 @@ def test_rejected_answer_reopens_the_request_and_restores_the_state(push_world: 
         assert ans["business_outcome"] == "rejected"
     finally:
         sim.faults(hold_replies=False)
+
+
+def test_consultation_of_an_ens_the_journal_does_not_know(push_world: Any, pki: Path) -> None:
+    """IE3Q05 for an ENS filed elsewhere (ICD 3.1.9): accepted without a filing, sent, and its IE3R08 correlated by
+    RefToMessageId to the request, not left as an orphan."""
+    import asyncio
+
+    from gateway.journal.sqlite import SqliteJournal
+    from tests.test_pipeline_e2e import _file_behind_the_gateways_back
+    _, gw = push_world
+    lrn = new_lrn("ELSE")
+    asyncio.run(_file_behind_the_gateways_back(gw, ens(lrn)))   # registered at customs, unknown to our journal
+    copy = wait_until(lambda: [m for m in gw.inbox_metadata() if m["action"] == "IE3R01" and m["lrn"] == lrn],
+                      20, "the IE3R01 of the ENS filed elsewhere", gw.logs)[0]
+    mrn = copy["mrn"]
+    assert copy["filing"] is None and mrn
+    q05 = (f'<?xml version="1.0" encoding="UTF-8"?><IE3Q05 xmlns="urn:wco:datamodel:eu:ics2:2"><MRN>{mrn}</MRN>'
+           f'<declarant><identificationNumber>{PARTY}</identificationNumber></declarant></IE3Q05>').encode()
+    st, body = gw.submit(q05)
+    assert st == 202 and body["consultation"] is True and body["mrn"] == mrn and body["status_url"] is None, body
+    assert gw.submit(q05)[1]["created"] is False                     # idempotent, like every intake
+    r08 = wait_until(lambda: [m for m in gw.inbox_metadata() if m["action"] == "IE3R08"
+                              and m["ref_to_message_id"] == body["message_id"]], 20, "the IE3R08", gw.logs)[0]
+    assert r08["correlated_by"] == "RefToMessageId" and r08["filing"] is None
+    assert r08["consultation"] == {"request_message_id": body["message_id"], "action": "IE3Q05"}
+    orphans = gw.cli("journal", "orphans", "--json").stdout
+    assert r08["message_id"] not in orphans
+    j = SqliteJournal.open_reader(gw.var / "journal.sqlite3")
+    try:
+        sent = j.get_message(body["message_id"])
+        assert sent.state == "receipted" and sent.business_outcome == "answered" and sent.filing_id is None
+        got = j.get_message(r08["message_id"], direction="in")
+        assert got.state == "processed" and got.business_outcome == "answered"
+    finally:
+        j.close()

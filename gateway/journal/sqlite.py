@@ -742,6 +742,29 @@ class SqliteJournal:
         assert m is not None
         return m
 
+    def settle_inbound_without_filing(self, message_id: str, sender_party: str, *, now: datetime, outcome: str,
+                                      answers: str | None = None) -> Message:
+        """Processed, but by no filing: the answer (IE3R08, IE3N99) to a consultation IE3Q05 we sent for an ENS the
+        journal does not know. ``outcome`` is also recorded on ``answers``, our outbound message it answers."""
+        ts = iso(now)
+        with self.transaction():
+            row = self._conn.execute("SELECT * FROM messages WHERE direction = 'in' AND message_id = ? AND "
+                                     "sender_party = ?", (message_id, sender_party)).fetchone()
+            if row is None:
+                raise NotFound(f"inbound message {message_id} from {sender_party} does not exist")
+            if not can_transition_message(row["state"], MessageState.PROCESSED):
+                raise InvalidTransition(row["state"], "processed", filing=f"inbound message {message_id}")
+            self._conn.execute("UPDATE messages SET state = 'processed', business_outcome = ?, updated_at = ? "
+                               "WHERE id = ?", (outcome, ts, row["id"]))
+            if answers:
+                self._conn.execute("UPDATE messages SET business_outcome = ?, updated_at = ? WHERE direction = 'out' "
+                                   "AND message_id = ?", (outcome, ts, answers))
+            self._event("inbound-answered-request", ts, None, message_id,
+                        {"outcome": outcome, "answers": answers, "action": row["action"]})
+            m = self._get_msg(message_id, "in", sender_party, False)
+        assert m is not None
+        return m
+
     def record_orphan(self, message_id: str, sender_party: str, *, now: datetime, reason: str) -> Orphan:
         """An inbound message that matches no filing: kept (with its bytes) and listable for the operator."""
         ts = iso(now)

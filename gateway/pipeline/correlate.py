@@ -24,6 +24,9 @@ REQUESTS = {
 }
 # Inbound messages correlated only by eb:RefToMessageId: their functional reference is not unique (ICD 4.5.3)
 REF_ONLY = frozenset({"IE3R08"})
+# Requests we may send without a filing of ours: IE3Q05 consults any ENS by MRN or transport document (ICD 3.1.9);
+# their answers (IE3R08, or IE3N99) are correlated by RefToMessageId to the request, not to a filing.
+STANDALONE_REQUESTS = frozenset({"IE3Q05"})
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from gateway.journal.records import InboundMessage as JournalInbound
 from gateway.journal.states import FilingState as S
 from gateway.pipeline.alerts import Alerts
 from gateway.pipeline.correlate import (
-    REF_ONLY, inbound_effect, is_filing_action, state_before_follow_up, unmatched_alert,
+    REF_ONLY, STANDALONE_REQUESTS, inbound_effect, is_filing_action, state_before_follow_up, unmatched_alert,
 )
 from gateway.pipeline.delivery import safe_name, write_inbox, write_status
 from gateway.transport.server import DeliveryResult as Delivered
@@ -63,6 +63,9 @@ class InboundProcessor:
             msg = j.get_message(ref_to)
             if msg is not None and msg.filing_id is not None:
                 return j.get_filing(msg.filing_id), msg.action, "RefToMessageId"
+            if msg is not None and msg.action in STANDALONE_REQUESTS:
+                # the answer to a consultation sent for an ENS the journal does not know (ICD 3.1.9)
+                return None, msg.action, "RefToMessageId"
         if action in REF_ONLY or facts is None:
             return None, None, "none"
         spec = lookup(action)
@@ -149,6 +152,8 @@ class InboundProcessor:
             "lrn": facts.lrn if facts else None, "mrn": facts.mrn if facts else None,
             "functional_reference": facts.functional_reference if facts else None, "correlated_by": found_by,
             "pmode_tolerated": list(tolerated),
+            "consultation": ({"request_message_id": um.ref_to_message_id, "action": answered}
+                             if filing is None and answered in STANDALONE_REQUESTS else None),
         }
         files = [(_suffix(p.part_info.mime_type), {"href": p.part_info.href, "mime_type": p.part_info.mime_type,
                                                    "charset": p.part_info.charset}, data) for p, data in parts]
@@ -168,6 +173,12 @@ class InboundProcessor:
                 j.append_event("pmode-tolerated", now=now, message_id=um.message_id,
                                filing_id=filing.id if filing is not None else None,
                                detail={"action": um.action, "channel": channel, "deviations": list(tolerated)})
+            if filing is None and answered in STANDALONE_REQUESTS:
+                result = "rejected" if um.action in ("IE3N99", "IE3N01") else "answered"
+                j.settle_inbound_without_filing(um.message_id, sender, now=now, outcome=result,
+                                                answers=um.ref_to_message_id)
+                outcome["consultation"] = result
+                return res
             if filing is None:
                 j.record_orphan(um.message_id, sender, now=now,
                                 reason=problem or f"{um.action} matches no filing (reference {functional_ref!r})")
@@ -216,6 +227,9 @@ class InboundProcessor:
             self.alerts.raise_alert("pmode-tolerated", message_id=um.message_id, action=um.action, channel=channel,
                                     deviations="; ".join(tolerated))
         if not res.duplicate:
+            if outcome.get("consultation") == "rejected":
+                self.alerts.raise_alert("consultation-rejected", message_id=um.message_id, action=um.action,
+                                        request_message_id=um.ref_to_message_id)
             if outcome.get("orphan"):
                 ua = unmatched_alert(um.action)
                 self.alerts.raise_alert(ua.kind, message_id=um.message_id, action=um.action, category=ua.category,

@@ -425,3 +425,113 @@ def test_consultation_of_an_ens_the_journal_does_not_know(push_world: Any, pki: 
         assert got.state == "processed" and got.business_outcome == "answered"
     finally:
         j.close()
+
+
+# ----------------------------------------------------------------------------------------------- 4xx grace
+class MaintenanceProxy:
+    """A TLS reverse proxy in front of the simulator (the customs TLS server certificate; the trader's TLS client
+    certificate towards the simulator), which can be switched to answer every request with a 403 maintenance
+    page, as a reverse proxy in front of a TI does during maintenance."""
+
+    def __init__(self, pki: Path, upstream: str) -> None:
+        self.pki, self.upstream = pki, upstream
+        self.maintenance = False
+        self.port = free_port()
+        self.answered: list[int] = []
+
+    def start(self) -> MaintenanceProxy:
+        import asyncio
+        import ssl
+        import threading
+
+        from aiohttp import ClientSession, TCPConnector, web
+
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_ctx.load_cert_chain(self.pki / "customs-tls-server.pem", self.pki / "customs-tls-server.key")
+        client_ctx = ssl.create_default_context(cafile=str(self.pki / "customs-root.pem"))
+        client_ctx.load_cert_chain(self.pki / "trader-tls-client.pem", self.pki / "trader-tls-client.key")
+        client_ctx.load_verify_locations(self.pki / "trader-root.pem")
+        ready = threading.Event()
+
+        async def handle(request: web.Request) -> web.Response:
+            body = await request.read()
+            if self.maintenance:
+                self.answered.append(403)
+                return web.Response(status=403, text="<html><body>Scheduled maintenance</body></html>",
+                                    content_type="text/html")
+            async with ClientSession(connector=TCPConnector(ssl=client_ctx)) as s:
+                async with s.post(self.upstream, data=body,
+                                  headers={"Content-Type": request.headers.get("Content-Type", "")}) as r:
+                    data = await r.read()
+                    self.answered.append(r.status)
+                    return web.Response(status=r.status, body=data,
+                                        headers={"Content-Type": r.headers.get("Content-Type", "text/plain")})
+
+        async def main() -> None:
+            app = web.Application(client_max_size=64 * 1024 * 1024)
+            app.router.add_route("*", "/ics2/sti", handle)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", self.port, ssl_context=server_ctx).start()
+            self._stop = asyncio.Event()
+            ready.set()
+            await self._stop.wait()
+            await runner.cleanup()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(main())
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        assert ready.wait(10), "the proxy did not start"
+        return self
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}/ics2/sti"
+
+
+def test_4xx_from_an_endpoint_that_worked_is_retried_for_the_grace_period(tmp_path: Path, pki: Path) -> None:
+    inbound = free_port(dual=True)
+    sim = SimEnv.create(tmp_path / "sim", [{"party_id": PARTY, "push_url": push_url(inbound)}]).start()
+    proxy = MaintenanceProxy(pki, sim.sti_url).start()
+    gw = GatewayEnv.create(tmp_path / "gw", sim, inbound_port=inbound,
+                           retry={"http_4xx_grace_seconds": 600, "max_attempts": 0, "initial_seconds": 0.2,
+                                  "max_seconds": 0.5})
+    gw.conf.write_text(gw.conf.read_text().replace(sim.sti_url, proxy.url))
+    try:
+        gw.start()
+        healthy = new_lrn("GRACE")
+        assert gw.submit(ens(healthy))[0] == 202
+        gw.wait_state(healthy, ("registered", "assessment-complete", "info-requested", "screening-requested",
+                                "do-not-load"), timeout=20)
+        assert endpoints(gw)["sti"]["last_ok_at"]
+        proxy.maintenance = True
+        lrn = new_lrn("GRACE")
+        st, body = gw.submit(ens(lrn))
+        assert st == 202, body
+
+        def retried() -> dict[str, Any] | None:
+            life = gw.lifecycle(lrn)
+            out = [m for m in life["messages"] if m["direction"] == "out"] if life else []
+            return life if out and out[0]["attempts"] >= 3 else None
+
+        life = wait_until(retried, 30, "three attempts against the maintenance page", gw.logs)
+        assert life["filing"]["state"] in ("queued", "sending"), life["filing"]
+        assert "403" in life["filing"]["last_error"] and "grace period" in life["filing"]["last_error"]
+        assert not [a for a in gw.alerts() if a.get("alert") == "send-failed" and a.get("lrn") == lrn]
+        proxy.maintenance = False
+        gw.wait_state(lrn, ("registered", "assessment-complete", "info-requested", "screening-requested",
+                            "do-not-load"), timeout=20)
+        assert sim.report()[lrn]["message_ids"] == [body["message_id"]]
+        assert 403 in proxy.answered
+    finally:
+        if gw.proc and gw.proc.alive():
+            assert gw.stop() == 0, gw.logs()
+        proxy.stop()
+        sim.stop()

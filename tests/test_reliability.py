@@ -535,3 +535,50 @@ def test_4xx_from_an_endpoint_that_worked_is_retried_for_the_grace_period(tmp_pa
             assert gw.stop() == 0, gw.logs()
         proxy.stop()
         sim.stop()
+
+
+def test_consultation_answers_pulled_without_ref_to_message_id(tmp_path: Path, pki: Path) -> None:
+    """STI-like pull: no RefToMessageId on pulled messages (ICD 4.1.3.3). The IE3R08 still finds the IE3Q05 it
+    answers, by the MRN it concerns: for an ENS of ours (kept with the filing) and for one filed elsewhere."""
+    import asyncio
+
+    from gateway.journal.sqlite import SqliteJournal
+    from tests.test_pipeline_e2e import _file_behind_the_gateways_back
+    sim = SimEnv.create(tmp_path / "sim", [{"party_id": PULL_PARTY, "delivery": "pull"}], omit_ref=["*"]).start()
+    gw = GatewayEnv.create(tmp_path / "gw", sim, party_id=PULL_PARTY, pull=True, validation="off")
+    try:
+        gw.start()
+        ours, elsewhere = new_lrn("OK"), new_lrn("ELSE")
+        assert gw.submit(ens(ours))[0] == 202
+        mine = gw.wait_state(ours, ("registered", "assessment-complete"), timeout=30)["filing"]["mrn"]
+        asyncio.run(_file_behind_the_gateways_back(gw, ens(elsewhere)))
+        other = wait_until(lambda: [m for m in gw.inbox_metadata() if m["action"] == "IE3R01" and
+                                    m["lrn"] == elsewhere], 30, "the IE3R01 of the ENS filed elsewhere",
+                           gw.logs)[0]["mrn"]
+        sent = {}
+        for mrn in (mine, other):
+            q05 = (f'<?xml version="1.0" encoding="UTF-8"?><IE3Q05 xmlns="urn:wco:datamodel:eu:ics2:2">'
+                   f'<MRN>{mrn}</MRN><declarant><identificationNumber>{PARTY}</identificationNumber></declarant>'
+                   f'</IE3Q05>').encode()
+            st, body = gw.submit(q05)
+            assert st == 202, body
+            sent[mrn] = body["message_id"]
+        r08 = wait_until(lambda: {m["mrn"]: m for m in gw.inbox_metadata() if m["action"] == "IE3R08"}
+                         if len([m for m in gw.inbox_metadata() if m["action"] == "IE3R08"]) >= 2 else None,
+                         30, "both IE3R08", gw.logs)
+        for mrn in (mine, other):
+            assert r08[mrn]["ref_to_message_id"] is None and r08[mrn]["correlated_by"] == "request-reference"
+        assert r08[mine]["filing"]["lrn"] == ours
+        assert r08[other]["filing"] is None
+        assert r08[other]["consultation"] == {"request_message_id": sent[other], "action": "IE3Q05"}
+        orphans = gw.cli("journal", "orphans", "--json").stdout
+        assert r08[mine]["message_id"] not in orphans and r08[other]["message_id"] not in orphans
+        j = SqliteJournal.open_reader(gw.var / "journal.sqlite3")
+        try:
+            assert [j.get_message(sent[m]).business_outcome for m in (mine, other)] == ["answered", "answered"]
+        finally:
+            j.close()
+    finally:
+        if gw.proc and gw.proc.alive():
+            assert gw.stop() == 0, gw.logs()
+        sim.stop()

@@ -60,6 +60,7 @@ class OutboundMessage:
     ref_to_message_id: str | None = None
     priority: str = "B"
     endpoint: str | None = None
+    functional_reference: str | None = None   # the MRN / LRN it concerns: answers without RefToMessageId find it
 
 
 @dataclass(frozen=True)

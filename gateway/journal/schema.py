@@ -187,6 +187,9 @@ ALTER TABLE messages ADD COLUMN retry_since TEXT;
 ALTER TABLE messages ADD COLUMN ack_state TEXT CHECK (ack_state IS NULL OR ack_state IN
     ('pending', 'acknowledged', 'abandoned'));
 CREATE INDEX messages_ack_pending ON messages (id) WHERE ack_state = 'pending';
+-- an answer pulled without RefToMessageId (ICD 4.1.3.3) finds the request it answers by its reference
+CREATE INDEX messages_out_reference ON messages (action, functional_reference)
+    WHERE direction = 'out' AND functional_reference IS NOT NULL;
 
 CREATE TABLE endpoint_state (
     endpoint            TEXT NOT NULL,

@@ -428,10 +428,11 @@ class SqliteJournal:
             try:
                 self._conn.execute(
                     "INSERT INTO messages (message_id, ref_to_message_id, direction, kind, action, filing_id, priority,"
-                    " endpoint, state, next_attempt_at, content_type, sealed, created_at, updated_at) "
-                    "VALUES (?, ?, 'out', ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+                    " endpoint, state, next_attempt_at, content_type, sealed, functional_reference, created_at, "
+                    "updated_at) VALUES (?, ?, 'out', ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
                     (msg.message_id, msg.ref_to_message_id, msg.kind, msg.action, msg.filing_id, msg.priority,
-                     msg.endpoint, iso(not_before or now), msg.content_type, msg.sealed, ts, ts))
+                     msg.endpoint, iso(not_before or now), msg.content_type, msg.sealed, msg.functional_reference,
+                     ts, ts))
             except sqlite3.IntegrityError as exc:
                 if "UNIQUE" in str(exc):
                     raise JournalError(f"outbound MessageId {msg.message_id} is already journaled; every message "
@@ -589,6 +590,13 @@ class SqliteJournal:
             m = self._get_msg(message_id, "out", None, False)
         assert m is not None
         return m
+
+    def find_unanswered_request(self, action: str, reference: str) -> Message | None:
+        """Our oldest ``action`` message (e.g. IE3Q05) about ``reference`` (MRN / LRN) with no business answer yet:
+        what an answer without RefToMessageId (pulled from the STI, ICD 4.1.3.3) answers."""
+        return _message(self._one(f"SELECT {_MSG_SELECT} FROM messages m WHERE m.direction = 'out' AND m.action = ? "
+                                  "AND m.functional_reference = ? AND m.business_outcome IS NULL "
+                                  "AND m.state != 'cancelled' ORDER BY m.id LIMIT 1", (action, reference)))
 
     def get_message(self, message_id: str, *, direction: str = "out", sender_party: str | None = None,
                     with_bytes: bool = False) -> Message | None:

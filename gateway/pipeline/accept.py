@@ -175,7 +175,8 @@ class Acceptor:
         def txn(j: Any) -> Filing:
             j.enqueue_message(OutboundMessage(message_id=message_id, action=act, sealed=sealed.body,
                                               content_type=sealed.content_type, filing_id=filing.id,
-                                              priority=priority, endpoint=ep.name), now=now)
+                                              priority=priority, endpoint=ep.name, functional_reference=ref),
+                              now=now)
             j.append_event("follow-up-queued", now=now, filing_id=filing.id, message_id=message_id,
                            detail={"action": act})
             return j.get_filing(filing.id)
@@ -203,7 +204,8 @@ class Acceptor:
         def txn(j: Any) -> None:
             j.enqueue_message(OutboundMessage(message_id=message_id, action=act, sealed=sealed.body,
                                               content_type=sealed.content_type, filing_id=None,
-                                              priority=priority, endpoint=ep.name), now=now)
+                                              priority=priority, endpoint=ep.name, functional_reference=ref),
+                              now=now)
 
         await self.writer.submit(txn)
         return Accepted(None, message_id, True, follow_up=True, warnings=warnings, reference=ref)

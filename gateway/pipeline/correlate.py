@@ -27,6 +27,9 @@ REF_ONLY = frozenset({"IE3R08"})
 # Requests we may send without a filing of ours: IE3Q05 consults any ENS by MRN or transport document (ICD 3.1.9);
 # their answers (IE3R08, or IE3N99) are correlated by RefToMessageId to the request, not to a filing.
 STANDALONE_REQUESTS = frozenset({"IE3Q05"})
+# Which of our requests a REF_ONLY answer answers, when it arrives without RefToMessageId (pulled from the STI):
+# then the oldest unanswered request about the same MRN / LRN is taken (ICD 4.1.3.3: no RefToMessageId on pull).
+ANSWERS_REQUEST = {"IE3R08": "IE3Q05"}
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from gateway.journal.records import InboundMessage as JournalInbound
 from gateway.journal.states import FilingState as S
 from gateway.pipeline.alerts import Alerts
 from gateway.pipeline.correlate import (
-    REF_ONLY, STANDALONE_REQUESTS, inbound_effect, is_filing_action, state_before_follow_up, unmatched_alert,
+    ANSWERS_REQUEST, REF_ONLY, STANDALONE_REQUESTS, inbound_effect, is_filing_action, state_before_follow_up, unmatched_alert,
 )
 from gateway.pipeline.delivery import safe_name, write_inbox, write_status
 from gateway.transport.server import DeliveryResult as Delivered
@@ -56,18 +56,27 @@ class InboundProcessor:
 
     # ----------------------------------------------------------------------------------------- correlation
     def _find(self, action: str, ref_to: str | None, facts: PayloadFacts | None) -> tuple[Filing | None, str | None,
-                                                                                          str]:
-        """(filing, the action of our message this answers, how it was found)."""
+                                                                                          str, str | None]:
+        """(filing, the action of our message this answers, how it was found, that message's MessageId)."""
         j = self.journal
         if ref_to:
             msg = j.get_message(ref_to)
             if msg is not None and msg.filing_id is not None:
-                return j.get_filing(msg.filing_id), msg.action, "RefToMessageId"
+                return j.get_filing(msg.filing_id), msg.action, "RefToMessageId", ref_to
             if msg is not None and msg.action in STANDALONE_REQUESTS:
                 # the answer to a consultation sent for an ENS the journal does not know (ICD 3.1.9)
-                return None, msg.action, "RefToMessageId"
-        if action in REF_ONLY or facts is None:
-            return None, None, "none"
+                return None, msg.action, "RefToMessageId", ref_to
+        if action in REF_ONLY:
+            # no usable RefToMessageId (pulled from the STI): the oldest unanswered request about its reference
+            wanted = ANSWERS_REQUEST.get(action)
+            for ref in ((facts.mrn, facts.functional_reference, facts.lrn) if facts and wanted else ()):
+                req = j.find_unanswered_request(wanted, ref) if ref else None
+                if req is not None:
+                    return (j.get_filing(req.filing_id) if req.filing_id is not None else None, req.action,
+                            "request-reference", req.message_id)
+            return None, None, "none", None
+        if facts is None:
+            return None, None, "none", None
         spec = lookup(action)
         refs = [facts.functional_reference, facts.mrn, facts.lrn]
         if spec is not None and spec.reference == "LRN":
@@ -75,13 +84,13 @@ class InboundProcessor:
         for ref in (r for r in refs if r):
             filing = j.get_filing_by_mrn(ref)
             if filing is not None:
-                return filing, None, "MRN"
+                return filing, None, "MRN", None
             candidates = j.find_filings_by_lrn(ref)
             if facts.person_filing_eori:
                 candidates = [f for f in candidates if f.filer_eori == facts.person_filing_eori] or candidates
             if len(candidates) == 1:
-                return candidates[0], candidates[0].action if ref == candidates[0].lrn else None, "LRN"
-        return None, None, "none"
+                return candidates[0], candidates[0].action if ref == candidates[0].lrn else None, "LRN", None
+        return None, None, "none", None
 
     def _pending_follow_up(self, filing_id: int) -> tuple[str | None, str | None]:
         """(action, MessageId) of the newest outbound message of the filing still waiting for a business answer."""
@@ -131,8 +140,8 @@ class InboundProcessor:
         else:
             problem = "no payload"
         tolerated = self._tolerated(um, channel)
-        filing, answered, found_by = await asyncio.to_thread(self._find, um.action, um.ref_to_message_id, facts)
-        answered_id = um.ref_to_message_id if found_by == "RefToMessageId" else None
+        filing, answered, found_by, answered_id = await asyncio.to_thread(self._find, um.action,
+                                                                           um.ref_to_message_id, facts)
         if filing is not None and answered is None:
             answered, answered_id = await asyncio.to_thread(self._pending_follow_up, filing.id)
         now = self.clock()
@@ -152,7 +161,7 @@ class InboundProcessor:
             "lrn": facts.lrn if facts else None, "mrn": facts.mrn if facts else None,
             "functional_reference": facts.functional_reference if facts else None, "correlated_by": found_by,
             "pmode_tolerated": list(tolerated),
-            "consultation": ({"request_message_id": um.ref_to_message_id, "action": answered}
+            "consultation": ({"request_message_id": answered_id, "action": answered}
                              if filing is None and answered in STANDALONE_REQUESTS else None),
         }
         files = [(_suffix(p.part_info.mime_type), {"href": p.part_info.href, "mime_type": p.part_info.mime_type,
@@ -176,7 +185,7 @@ class InboundProcessor:
             if filing is None and answered in STANDALONE_REQUESTS:
                 result = "rejected" if um.action in ("IE3N99", "IE3N01") else "answered"
                 j.settle_inbound_without_filing(um.message_id, sender, now=now, outcome=result,
-                                                answers=um.ref_to_message_id)
+                                                answers=answered_id)
                 outcome["consultation"] = result
                 return res
             if filing is None:
@@ -204,6 +213,8 @@ class InboundProcessor:
             j.attach_inbound(um.message_id, sender, filing.id, now=now, outcome=effect.event)
             if um.ref_to_message_id and effect.message_outcome and j.get_message(um.ref_to_message_id):
                 j.set_business_outcome(um.ref_to_message_id, effect.message_outcome, now=now)
+            elif um.action in REF_ONLY and answered_id and j.get_message(answered_id):
+                j.set_business_outcome(answered_id, "answered", now=now)   # the consultation it answers
             mrn = effect.learn_mrn if effect.learn_mrn and not current.mrn else None
             if effect.via:
                 current = j.transition(filing.id, effect.via, now=now, event=effect.event, mrn=mrn,
@@ -229,7 +240,7 @@ class InboundProcessor:
         if not res.duplicate:
             if outcome.get("consultation") == "rejected":
                 self.alerts.raise_alert("consultation-rejected", message_id=um.message_id, action=um.action,
-                                        request_message_id=um.ref_to_message_id)
+                                        request_message_id=answered_id)
             if outcome.get("orphan"):
                 ua = unmatched_alert(um.action)
                 self.alerts.raise_alert(ua.kind, message_id=um.message_id, action=um.action, category=ua.category,

@@ -131,3 +131,25 @@ def test_migration_2_brings_a_version_1_journal_forward(tmp_path: Path) -> None:
     assert j.get_filing_by_key("NL1", "L1").state == "queued"
     assert j.paused_endpoints("NL1") == [] and j.pending_acks() == []
     j.close()
+
+
+def test_endpoint_command_pause_list_resume(tmp_path: Path, pki: Path) -> None:
+    """`ics2gw endpoint` against a journal (no daemon needed: the daemon reads the pause at every claim)."""
+    import json
+
+    from tests.pipeline_harness import GatewayEnv, SimEnv
+    gw = GatewayEnv.create(tmp_path / "gw", SimEnv.create(tmp_path / "sim", []))
+    j = SqliteJournal.open(gw.var / "journal.sqlite3", now=T0)
+    _queue(j, "L1", "sti")
+    j.close()
+    r = gw.cli("endpoint", "pause", "sti", "--reason", "certificate renewal")
+    assert r.returncode == 0 and json.loads(r.stdout)["paused"] is True, r.stderr
+    [row] = [json.loads(line) for line in gw.cli("endpoint", "list", "--json").stdout.splitlines()]
+    assert (row["endpoint"], row["paused"], row["pause_reason"], row["queued"]) == \
+        ("sti", True, "certificate renewal", 1)
+    assert "PAUSED" in gw.cli("endpoint", "list").stdout
+    r = gw.cli("endpoint", "pause", "nowhere")
+    assert r.returncode == 1 and "configured: sti" in r.stderr
+    r = gw.cli("endpoint", "resume", "sti", "--by", "alice")
+    assert r.returncode == 0 and json.loads(r.stdout)["resumed_by"] == "alice"
+    assert json.loads(gw.cli("endpoint", "list", "--json").stdout)["paused"] is False

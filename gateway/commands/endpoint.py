@@ -66,14 +66,17 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.verb == "list":
             states = {(s.endpoint, s.party_id): s for s in j.list_endpoint_states()}
-            rows = [states[k].to_dict() if k in states else {"endpoint": k[0], "party_id": k[1], "paused": False}
+            queued = j.queued_by_endpoint()
+            rows = [{**(states[k].to_dict() if k in states else {"endpoint": k[0], "party_id": k[1],
+                                                                 "paused": False}),
+                     "queued": queued.get(k[0], 0)}
                     for k in sorted({(n, party) for n in names} | set(states))]
             for row in rows:
                 if args.json:
                     print_json(row)
                 else:
                     flag = "PAUSED since " + str(row.get("paused_at")) if row["paused"] else "sending"
-                    print(f"{row['endpoint']:<16} {row['party_id']:<28} {flag}"
+                    print(f"{row['endpoint']:<16} {row['party_id']:<28} queued {row['queued']:<6} {flag}"
                           + (f"  reason: {row.get('pause_reason')}" if row["paused"] else "")
                           + (f"  failing since {row['failing_since']}" if row.get("failing_since") else ""))
             return exitcodes.OK

@@ -899,6 +899,11 @@ class SqliteJournal:
         return [EndpointState(**{k: r[k] for k in r.keys()})
                 for r in self._all("SELECT * FROM endpoint_state ORDER BY endpoint, party_id")]
 
+    def queued_by_endpoint(self) -> dict[str | None, int]:
+        """Outbound messages waiting (queued) per endpoint: what a paused endpoint holds back."""
+        return {r[0]: r[1] for r in self._all("SELECT endpoint, COUNT(*) FROM messages WHERE direction = 'out' AND "
+                                              "state = 'queued' GROUP BY endpoint")}
+
     def paused_endpoints(self, party_id: str) -> list[str]:
         """Endpoints on which ``party_id`` must not send (claims skip their messages)."""
         return [r[0] for r in self._all("SELECT endpoint FROM endpoint_state WHERE party_id = ? AND paused_at IS NOT "

@@ -32,7 +32,8 @@ from gateway.journal.records import InboundMessage as JournalInbound
 from gateway.journal.states import FilingState as S
 from gateway.pipeline.alerts import Alerts
 from gateway.pipeline.correlate import (
-    ANSWERS_REQUEST, REF_ONLY, STANDALONE_REQUESTS, inbound_effect, is_filing_action, state_before_follow_up, unmatched_alert,
+    ANSWERS_REQUEST, REF_ONLY, STANDALONE_REQUESTS, inbound_effect, is_filing_action, state_before_follow_up,
+    unmatched_alert,
 )
 from gateway.pipeline.delivery import safe_name, write_inbox, write_status
 from gateway.transport.server import DeliveryResult as Delivered

@@ -220,7 +220,7 @@ class Sender:
             if policy.outage_alert_due(parse_iso(st.failing_since), last, now):
                 j.mark_outage_alerted(endpoint, self.party_id, now=now)
                 alerts.append({"kind": "endpoint-outage", "endpoint": endpoint, "failing_since": st.failing_since,
-                               "reason": reason, "queued": len(j.list_messages(state="queued", limit=100000))})
+                               "reason": reason, "queued": j.queued_by_endpoint().get(endpoint, 0)})
 
         def apply(j: Any) -> Any:
             nonlocal alert, verdict, reason

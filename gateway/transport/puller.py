@@ -6,8 +6,8 @@ EmptyMessagePartitionChannel, a warning). While messages flow we pull again at o
 idle gateway costs the TI little and a busy one never lets the TI's retry window expire (EBMS:0301).
 
 Why a separate acknowledgement lane: a pulled message is acknowledged by a signed Receipt (or a signed
-Error such as EBMS:0101/0303 when it fails verification, EBMS:0010 when its @mpc is not the one pulled,
-EBMS:0202 when the sink could not commit it) POSTed to the URL it was pulled from (eDelivery 1.5.5.3; the
+Error such as EBMS:0101/0303 when it fails verification, EBMS:0010 when its @mpc is not the one pulled)
+POSTed to the URL it was pulled from (eDelivery 1.5.5.3; the
 ICD says "synchronous only", so this is to be confirmed in conformance testing: docs/transport.md). Those
 signals must reach the TI well inside its retry window, so they travel on their own queue and worker, ahead
 of and independent from the A/B/C business queue, and are retried until the TI acknowledges them.
@@ -189,9 +189,16 @@ class Puller:
         elif isinstance(outcome, PulledMessage):
             answer = await self.processor.process(outcome.content_type, outcome.body, channel="pull",
                                                   opened=outcome.inbound, expected_mpc=self.mpc)
-            self.ack_lane.submit(answer)
-            result = PullResult("message" if answer.kind == "receipt" else "rejected", answer.message_id,
-                                answer.error_code)
+            if answer.kind == "error" and answer.error_code == "EBMS:0202":
+                # our side failed to store it: an error would end the message at the TI (eDelivery 1.5.5.4) and a
+                # receipt would be a lie; answering nothing lets the TI offer it again once we can store it
+                log(logging.ERROR, "ack_withheld", self.environment, endpoint=self.endpoint.name,
+                    message_id=answer.message_id, reason="delivery failed; the TI will offer it again")
+                result = PullResult("failure", answer.message_id, "EBMS:0202 not stored: acknowledgement withheld")
+            else:
+                self.ack_lane.submit(answer)
+                result = PullResult("message" if answer.kind == "receipt" else "rejected", answer.message_id,
+                                    answer.error_code)
         elif isinstance(outcome, InvalidMessage):
             answer = await self.processor.process(outcome.content_type, outcome.body, channel="pull",
                                                   fault=outcome.fault)

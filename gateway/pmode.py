@@ -26,7 +26,23 @@ and its type, Action, AgreementRef and its type; the MPC of a pulled message). T
 
 A P-Mode marked ``bidirectional`` (the ping) matches with From/To in either orientation. Among several
 P-Modes that all match (c2t push and c2t pull have identical headers) a message carrying the MPC of a pull
-P-Mode selects that one; otherwise push wins. A message on an MPC no P-Mode names is a mismatch (``mpc``).
+P-Mode selects that one; otherwise push wins (pull wins for a message that arrived by pulling). A message on
+an MPC no P-Mode names is a mismatch (``mpc``).
+
+Tolerance on customs-to-trader messages (issue 11, "must not lose messages"). A c2t P-Mode (customs is the
+initiator) also accepts, and reports in ``PMode.tolerated``:
+
+- any ICS2 message id (``IE3`` + letter + two digits) it does not list: a newer catalogue than ours;
+- an AgreementRef without ``@type``: the ICD's own Annex 6 samples have none;
+- an AgreementRef listed in ``previous_agreements``: the TI runs two interface versions at once during a
+  transition (ICD 4.2.3.1 p.47, 5.7).
+
+The pipeline delivers such a message as usual, raises an alert and marks it in the inbox metadata and the
+journal. And a message that arrived by *pulling* is never refused for a P-Mode mismatch at all: an ebMS error
+puts a pulled message in its final state at the TI (eDelivery 1.5.5.4), so it would be lost, while a Receipt
+plus an alert keeps it (it came over our own authenticated pull channel and its seal was verified before
+matching). Such a message gets the closest pull P-Mode with every mismatch listed in ``tolerated``. Ping
+messages are never tolerated (they are not delivered anyway).
 """
 
 from __future__ import annotations
@@ -34,7 +50,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +74,7 @@ TOKENS = ("X509PKIPathv1", "X509v3")
 
 _TOP_KEYS = frozenset({"id", "derive_from", "mep", "mep_binding", "agreement", "agreement_type", "service",
                        "service_type", "actions", "mpc", "bidirectional", "initiator", "responder", "security",
-                       "payload", "reception_awareness"})
+                       "payload", "reception_awareness", "previous_agreements"})
 _PARTY_KEYS = frozenset({"role", "party_type", "party_id"})
 _SECURITY_KEYS = frozenset({"sign", "token", "hash", "algorithm", "encrypt", "send_receipt", "non_repudiation",
                             "reply_pattern"})
@@ -157,6 +173,13 @@ class PMode:
     reception_awareness: ReceptionAwareness
     bidirectional: bool = False
     derived_from: str | None = None
+    previous_agreements: tuple[str, ...] = ()   # older interface versions still accepted on receipt (ICD 5.7)
+    tolerated: tuple[str, ...] = ()             # set by ``PModeSet.match``: deviations accepted for this message
+
+    @property
+    def is_c2t(self) -> bool:
+        """True when customs is the initiator: a P-Mode for messages we receive (tolerance applies)."""
+        return not self.initiator.is_own and not self.is_ping
 
     @property
     def is_pull(self) -> bool:
@@ -180,6 +203,19 @@ class PMode:
 
 
 # ------------------------------------------------------------------------------------------------ matching
+def _intolerable(p: PMode, um: UserMessage, mm: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The mismatches among Action / AgreementRef / @type that the c2t tolerance does not cover."""
+    out = []
+    names = {n for n, _ in mm}
+    if "Action" in names and not ICS2_ACTION_RE.match(um.action or ""):
+        out.append(("Action", "not an ICS2 message id"))
+    if "AgreementRef" in names and um.agreement not in p.previous_agreements:
+        out.append(("AgreementRef", "neither the current nor a previous agreement"))
+    if "AgreementRef/@type" in names and um.agreement_type is not None:
+        out.append(("AgreementRef/@type", "present but wrong (only a missing @type is tolerated)"))
+    return out
+
+
 def _norm_mpc(mpc: str | None) -> str | None:
     return None if not mpc or mpc == DEFAULT_MPC else mpc
 
@@ -233,22 +269,40 @@ class PModeSet:
                 return p
         raise PModeError(f"no P-Mode with id {pmode_id!r}")
 
-    def match(self, um: UserMessage) -> PMode:
-        """The P-Mode of a received user message; ``EbmsFault`` EBMS:0001 / EBMS:0010 as the module says."""
+    def match(self, um: UserMessage, *, channel: str | None = None) -> PMode:
+        """The P-Mode of a received user message; ``EbmsFault`` EBMS:0001 / EBMS:0010 as the module says.
+
+        ``channel`` ("push" / "pull"): how it arrived; a pulled c2t message is never refused (module docstring).
+        A P-Mode returned with a non-empty ``tolerated`` accepted the message only thanks to the tolerance."""
         results: list[tuple[PMode, list[tuple[str, str]]]] = []
         known = frozenset(p.mpc for p in self.pmodes if p.mpc)
         for p in self.pmodes:
             results.append((p, _mismatches(p, um, False, known)))
             if p.bidirectional:
                 results.append((p, _mismatches(p, um, True, known)))
+        mpc = _norm_mpc(um.mpc)
+
+        def rank(p: PMode) -> int:
+            if mpc is not None:
+                return 0 if p.mpc == mpc else 1 if p.is_pull else 2
+            if channel == "pull":
+                return 0 if p.is_pull else 1
+            return 0 if p.mep_binding == BINDING_PUSH else 1
+
         full = [p for p, mm in results if not mm]
         if full:
-            mpc = _norm_mpc(um.mpc)
-            def rank(p: PMode) -> int:
-                if mpc is not None:
-                    return 0 if p.mpc == mpc else 1 if p.is_pull else 2
-                return 0 if p.mep_binding == BINDING_PUSH else 1
             return min(full, key=rank)  # min is stable: file order breaks ties
+        if not um.is_ping and um.service != TEST_SERVICE:   # a test-service message is never business: no tolerance
+            tolerable = [(p, [why for why in mm if why[0] not in ("Action", "AgreementRef", "AgreementRef/@type")]
+                          + _intolerable(p, um, mm), mm) for p, mm in results if p.is_c2t]
+            ok = [(p, mm) for p, rest, mm in tolerable if not rest]
+            if ok:
+                p, mm = min(ok, key=lambda r: (rank(r[0]), len(r[1])))
+                return replace(p, tolerated=tuple(f"{n}: {why}" for n, why in mm))
+            pulled = [(p, mm) for p, mm in results if p.is_c2t and p.is_pull]
+            if channel == "pull" and pulled:
+                p, mm = min(pulled, key=lambda r: len(r[1]))
+                return replace(p, tolerated=tuple(f"{n}: {why}" for n, why in mm))
 
         mid = um.message_id
         if not self.pmodes:
@@ -390,7 +444,17 @@ def _read_pmode(sec: Section, own: str, provider: ActionsProvider, derived_from:
         compression=compression,
         reception_awareness=ReceptionAwareness(retry=ra.bool("retry", True),
                                                duplicate_detection=ra.bool("duplicate_detection", True)),
-        bidirectional=sec.bool("bidirectional", False), derived_from=derived_from)
+        bidirectional=sec.bool("bidirectional", False), derived_from=derived_from,
+        previous_agreements=_previous_agreements(sec, agreement))
+
+
+def _previous_agreements(sec: Section, agreement: str) -> tuple[str, ...]:
+    values = sec.list_str("previous_agreements", []) if "previous_agreements" in sec.data else []
+    if any(not re.fullmatch(r"\S+", v) for v in values):
+        sec.fail("previous_agreements", "each entry must be an agreement such as EU-ICS2-TI-V1.0, without spaces")
+    if agreement in values:
+        sec.fail("previous_agreements", f"{agreement} is the current agreement of this P-Mode, not a previous one")
+    return tuple(values)
 
 
 def load_pmodes(directory: Path | str, *, party_id: str,

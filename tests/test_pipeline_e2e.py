@@ -223,6 +223,8 @@ def test_retries_with_backoff_keep_the_message_id(world: Any) -> None:
 
 
 def test_permanent_error_fails_fast_with_an_alert(world: Any, tmp_path: Path) -> None:
+    """A001 refuses the sender, not the message: no retry, an alert at once, and the endpoint paused with the
+    message kept in the queue (tests/test_reliability.py follows the pause through a restart and the resume)."""
     sim, _ = world
     gw = GatewayEnv.create(tmp_path / "gw-unregistered", sim, party_id=UNREGISTERED)
     gw.start()
@@ -231,13 +233,13 @@ def test_permanent_error_fails_fast_with_an_alert(world: Any, tmp_path: Path) ->
         t0 = time.monotonic()
         status, body = gw.submit(ens(lrn))
         assert status == 202, body
-        life = gw.wait_state(lrn, "failed", timeout=15)
+        [alert] = alerts_of(gw, "authorisation-refused", lrn=lrn)
         assert time.monotonic() - t0 < 10
+        assert "A001" in alert["reason"] and alert["paused"] is True
+        life = gw.wait_state(lrn, "queued", timeout=15)
         assert "EBMS:0004/A001" in life["filing"]["last_error"], life["filing"]
         [out] = [m for m in life["messages"] if m["direction"] == "out"]
-        assert out["attempts"] == 1 and out["state"] == "failed"
-        [alert] = alerts_of(gw, "authorisation-refused", lrn=lrn)
-        assert "A001" in alert["reason"]
+        assert out["attempts"] == 1 and out["state"] == "queued"
         assert "alert=authorisation-refused" in gw.proc.log.read_text()
         time.sleep(1.0)   # no retry follows
         assert gw.status(lrn)["messages"][0]["attempts"] == 1
@@ -320,7 +322,7 @@ def test_orphan_is_kept_and_listed(world: Any) -> None:
     assert orphan["resolved"] is None
     [meta] = [m for m in gw.inbox_metadata() if m["message_id"] == orphan["message"]["message_id"]]
     assert meta["filing"] is None and meta["lrn"] == lrn and meta["correlated_by"] == "none"
-    alerts_of(gw, "orphan", message_id=orphan["message"]["message_id"])
+    alerts_of(gw, "registration-copy", message_id=orphan["message"]["message_id"], category="A")
     # the push was receipted (delivered once), not retried forever
     wait_until(lambda: any(r["action"] == "IE3R01" and r["lrn"] == lrn and r["state"] == "delivered"
                            for r in sim.outbound()), 10, "the push delivered")

@@ -149,10 +149,11 @@ def test_classify_receipt() -> None:
 @pytest.mark.parametrize("signed", [True, False])
 def test_classify_uum_ds_sub_codes(signed: bool) -> None:
     verdict, text, sub = classify(_error(detail="A001", sub="A001", signed=signed))
-    assert (verdict, sub) == ("permanent", "A001") and "EBMS:0004/A001" in text
+    # A001 refuses the sender for every further message (ICD 5.1.1): pause the endpoint, do not fail the filing
+    assert (verdict, sub) == ("pause", "A001") and "EBMS:0004/A001" in text and "endpoint resume" in text
     assert ("(unsigned error)" in text) is not signed
     # sub-code only in the description (the client did not extract it): found by classify itself
-    assert classify(_error(description="A001: UUM&DS rejected", signed=signed))[::2] == ("permanent", "A001")
+    assert classify(_error(description="A001: UUM&DS rejected", signed=signed))[::2] == ("pause", "A001")
     assert classify(_error(detail="A002", sub="A002", signed=signed))[::2] == ("permanent", "A002")
     assert classify(_error(detail="A003", sub="A003", permanent=False, signed=signed))[::2] == ("retry", "A003")
     verdict, text, sub = classify(_error(description="contact the helpdesk", permanent=False, signed=signed))

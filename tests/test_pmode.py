@@ -211,11 +211,11 @@ def swap_party(um: UserMessage, side: str, **changes) -> UserMessage:
 
 
 @pytest.mark.parametrize("make, field", [
-    (lambda: c2t(agreement_type=None), "AgreementRef/@type"),
     (lambda: c2t(agreement_type="other"), "AgreementRef/@type"),
     (lambda: c2t(agreement=None), "AgreementRef"),
     (lambda: c2t(service_type=None), "Service/@type"),
-    (lambda: c2t(action="IE3F32"), "Action"),                            # a t2c action on the c2t service
+    (lambda: t2c(action="IE3R01"), "Action"),                            # a c2t action sent to customs
+    (lambda: t2c(agreement_type=None), "AgreementRef/@type"),            # no tolerance towards customs
     (lambda: swap_party(c2t(), "From", party_id="customs-xx"), "From/PartyId"),
     (lambda: swap_party(c2t(), "From", party_id="nti-BE"), "From/PartyId"),
     (lambda: swap_party(c2t(), "From", party_type=PARTY_TYPE_EORI), "From/PartyId/@type"),
@@ -246,13 +246,65 @@ def test_match_names_the_closest_pmode(pset) -> None:
 @pytest.mark.parametrize("make, field", [
     (lambda: c2t(agreement="EU-ICS2-TI-V9.9"), "AgreementRef"),
     (lambda: c2t(service="eu_ics2_xyz"), "Service"),
-    (lambda: c2t(action="IE3F99"), "Action"),
+    (lambda: c2t(action="NOT-ICS2"), "Action"),
+    (lambda: t2c(action="IE3F99"), "Action"),
     (lambda: ping(action="urn:x:unknown"), "Action"),
 ])
 def test_unknown_values_are_value_not_recognized(pset, make, field: str) -> None:
     with pytest.raises(EbmsFault) as ei:
         pset.match(make())
     assert ei.value.code == "EBMS:0001" and ei.value.detail == field and field in ei.value.message
+
+
+# ---------------------------------------------------------------------------------------------- c2t tolerance
+@pytest.mark.parametrize("make, field", [
+    (lambda: c2t(action="IE3X77"), "Action"),                            # a newer catalogue than ours
+    (lambda: c2t(action="IE3F32"), "Action"),                            # any IE3xxx: delivered and alerted
+    (lambda: c2t(agreement_type=None), "AgreementRef/@type"),            # ICD Annex 6 sample: no @type
+    (lambda: c2t(agreement="EU-ICS2-TI-V1.0"), "AgreementRef"),          # the previous version (ICD 5.7)
+    (lambda: c2t(agreement="EU-ICS2-TI-V1.0", agreement_type=None, action="IE3N55"), "Action"),
+])
+def test_c2t_tolerance_accepts_and_reports(pset, make, field: str) -> None:
+    um = make()
+    pm = pset.match(um)
+    assert pm.id == "ics2-c2t-push" and pm.tolerated, pm
+    assert any(t.startswith(field + ":") for t in pm.tolerated), pm.tolerated
+    assert pset.match(um, channel="pull").id == "ics2-c2t-pull"
+    assert pset.match(dataclasses.replace(um, mpc=MPC)).id == "ics2-c2t-pull"
+    # the exact match stays untolerated, and the P-Mode set itself is not changed by a tolerated match
+    assert pset.match(c2t()).tolerated == () and all(not p.tolerated for p in pset)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: c2t(agreement="EU-ICS2-TI-V9.9"),                            # not a known version
+    lambda: c2t(agreement_type="other"),                                 # a wrong @type is not a missing one
+    lambda: swap_party(c2t(), "To", party_id="NL0987654321"),            # not addressed to us
+    lambda: swap_party(c2t(action="IE3X77"), "From", role="Carrier"),    # tolerance covers only its three fields
+    lambda: c2t(service_type=None),
+])
+def test_c2t_tolerance_is_narrow_on_push_but_a_pulled_message_is_always_kept(pset, make) -> None:
+    um = make()
+    with pytest.raises(EbmsFault):
+        pset.match(um)
+    with pytest.raises(EbmsFault):
+        pset.match(um, channel="push")
+    # pulled: an error would put it in its final state at the TI (eDelivery 1.5.5.4): kept, with every deviation
+    pm = pset.match(um, channel="pull")
+    assert pm.is_pull and pm.tolerated
+
+
+def test_previous_agreements_config_is_checked(pdir: Path) -> None:
+    f = pdir / "ics2-c2t-push.toml"
+    f.write_text(f.read_text().replace('previous_agreements = ["EU-ICS2-TI-V1.0"]',
+                                       'previous_agreements = ["EU-ICS2-TI-V2.0"]'))
+    with pytest.raises(ConfigError, match="current agreement of this P-Mode") as ei:
+        load_pmodes(pdir, party_id=ME, actions_provider=provider)
+    assert ei.value.key.endswith("previous_agreements")
+
+
+def test_ping_is_never_tolerated(pset) -> None:
+    with pytest.raises(EbmsFault):
+        pset.match(ping(action="urn:x:unknown"), channel="pull")
 
 
 # ---------------------------------------------------------------------------------------------- sending side

@@ -313,7 +313,8 @@ async def test_inbound_wrong_action_and_unsigned(our_server: InboundServer, tcfg
     ccfg = customs_transport(tcfg, pki)
     async with As4Client(customs, ccfg) as client:
         ep = endpoint(ccfg, our_server.url(0))
-        out = await client.send(ep, c2t(customs, "NL123456789", action="IE3F32"))  # a t2c action on c2t
+        # not an ICS2 message id (any IE3xxx is delivered with an alert: tests/test_pmode.py c2t tolerance)
+        out = await client.send(ep, c2t(customs, "NL123456789", action="NOT-ICS2"))
         assert isinstance(out, EbmsErrorOutcome) and out.code in ("EBMS:0010", "EBMS:0001"), summarize(out)
         # a message sealed by the trader's own key is not from customs
         forged = trader.user_message(action="IE3R01", payload=R01, service=SERVICE_C2T,
@@ -447,8 +448,11 @@ async def test_pull_rejects_wrong_mpc_and_bad_seal_with_signed_errors(pull_ti, t
     assert any(c in codes for c in ("EBMS:0101", "EBMS:0103"))
 
 
-async def test_pull_sink_failure_acknowledged_with_0202(pull_ti, tcfg: TransportConfig, trader: Engine,  # type: ignore[no-untyped-def]
-                                                        customs: Engine, cfg: GatewayConfig, pmodes) -> None:
+async def test_pull_sink_failure_is_not_acknowledged_so_the_ti_offers_it_again(pull_ti, tcfg: TransportConfig,  # type: ignore[no-untyped-def]
+                                                                                trader: Engine, customs: Engine,
+                                                                                cfg: GatewayConfig, pmodes) -> None:
+    """eDelivery 1.5.5.4: an eb:Error puts a pulled message in its final state at the TI. When our side cannot
+    store it (EBMS:0202 on push), nothing is returned: the TI offers it again, and then it is receipted."""
     url, ti = pull_ti
     sink = MemorySink()
     sink.fail_with = OSError("journal commit failed")
@@ -456,10 +460,17 @@ async def test_pull_sink_failure_acknowledged_with_0202(pull_ti, tcfg: Transport
     ti.queue.append((msg.content_type, msg.body))
     async with As4Client(trader, tcfg) as client:
         puller = _puller(trader, client, endpoint(tcfg, url), sink, cfg, pmodes)
-        await puller.drain()
+        first = await puller.pull_once()
         await puller.ack_lane.join()
-    (err,) = ti.signals
-    assert err.kind == "error" and err.messaging.signals[0].errors[0].error_code == "EBMS:0202"
+        assert first.kind == "failure" and "EBMS:0202" in (first.detail or "") and first.message_id == msg.message_id
+        assert ti.signals == [] and not sink.messages
+        sink.fail_with = None
+        ti.queue.append((msg.content_type, msg.body))          # the TI's re-offer after its retry interval
+        again = await puller.pull_once()
+        await puller.ack_lane.join()
+    assert again.kind == "message" and list(sink.messages) == [msg.message_id]
+    (ack,) = ti.signals
+    assert ack.kind == "receipt" and ack.messaging.signals[0].ref_to_message_id == msg.message_id
 
 
 async def test_pull_loop_adapts_interval(pull_ti, tcfg: TransportConfig, trader: Engine, customs: Engine,  # type: ignore[no-untyped-def]

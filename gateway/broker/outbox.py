@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.broker import formats
-from gateway.pipeline.delivery import safe_name
+from gateway.pipeline.delivery import inbox_name
 
 log = logging.getLogger("ics2gw.outbox")
 
@@ -68,11 +68,11 @@ class EventOutbox:
     # ----------------------------------------------------------------------------------------------- building
     def _inbox_files(self, message_id: str) -> tuple[dict[str, Any], list[tuple[str, str, bytes]]] | None:
         """The inbox metadata and parts the inbound sink wrote (durably, before its commit) for ``message_id``."""
-        for meta_path in sorted(self.inbox_dir.glob(safe_name(message_id)[:150] + "*.json")):
+        for meta_path in [self.inbox_dir / f"{inbox_name(message_id)}.json"]:
             try:
                 meta = json.loads(meta_path.read_bytes())
             except (OSError, ValueError):
-                continue
+                return None
             if meta.get("message_id") != message_id:
                 continue
             parts = []

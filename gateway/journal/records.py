@@ -60,6 +60,7 @@ class OutboundMessage:
     ref_to_message_id: str | None = None
     priority: str = "B"
     endpoint: str | None = None
+    functional_reference: str | None = None   # the MRN / LRN it concerns: answers without RefToMessageId find it
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,8 @@ class Message:
     sealed: bytes | None = field(default=None, repr=False)   # outbound: the sealed message; inbound: raw bytes
     receipt: bytes | None = field(default=None, repr=False)  # the signal we got (out) or returned (in)
     receipt_content_type: str | None = None
+    retry_since: str | None = None      # outbound: when the current run of failed attempts began (time budget)
+    ack_state: str | None = None        # pulled inbound: pending / acknowledged / abandoned (our Receipt's fate)
 
     def to_dict(self, *, with_bytes: bool = False) -> dict[str, Any]:
         d = asdict(self)
@@ -147,6 +150,38 @@ class CustomsRequest:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    """One (TI endpoint, our PartyId): the durable pause after EBMS:0004/A001 and the health of the link."""
+    endpoint: str
+    party_id: str
+    paused_at: str | None
+    pause_reason: str | None
+    pause_message_id: str | None
+    resumed_at: str | None
+    resumed_by: str | None
+    last_ok_at: str | None
+    failing_since: str | None
+    outage_alerted_at: str | None
+    updated_at: str
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_at is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "paused": self.paused}
+
+
+@dataclass(frozen=True)
+class PendingAck:
+    """A Receipt journaled with a pulled message and not yet acknowledged by the TI (replayed after a restart)."""
+    sender_party: str
+    message_id: str
+    receipt: bytes = field(repr=False)
+    receipt_content_type: str | None = None
 
 
 @dataclass(frozen=True)

@@ -212,11 +212,47 @@ CREATE TABLE intake_refs (
 );
 """
 
+# Reception awareness through outages (issue 11):
+# - messages.retry_since: when the current run of failed attempts began; the retry *time budget* counts from it
+#   (a count of attempts says nothing about how long customs was away), reset by a receipt or an operator resend.
+# - messages.ack_state: for a pulled message, whether the Receipt we journaled with it has reached the TI
+#   (pending -> acknowledged | abandoned); a pending one is replayed after a restart. NULL for pushed messages,
+#   whose Receipt travels on the HTTP response itself.
+# - endpoint_state: per (endpoint, our PartyId): a durable pause after EBMS:0004/A001 (customs refuses this sender
+#   for every further message, ICD 5.1.1) that only an operator lifts, and the health the 4xx grace period and the
+#   outage alerts need (last success, failing since, last outage alert).
+V_OUTAGES = """
+ALTER TABLE messages ADD COLUMN retry_since TEXT;
+ALTER TABLE messages ADD COLUMN ack_state TEXT CHECK (ack_state IS NULL OR ack_state IN
+    ('pending', 'acknowledged', 'abandoned'));
+CREATE INDEX messages_ack_pending ON messages (id) WHERE ack_state = 'pending';
+-- an answer pulled without RefToMessageId (ICD 4.1.3.3) finds the request it answers by its reference
+CREATE INDEX messages_out_reference ON messages (action, functional_reference)
+    WHERE direction = 'out' AND functional_reference IS NOT NULL;
+
+CREATE TABLE endpoint_state (
+    endpoint            TEXT NOT NULL,
+    party_id            TEXT NOT NULL,
+    paused_at           TEXT,
+    pause_reason        TEXT,
+    pause_message_id    TEXT,
+    resumed_at          TEXT,
+    resumed_by          TEXT,
+    last_ok_at          TEXT,
+    failing_since       TEXT,
+    outage_alerted_at   TEXT,
+    updated_at          TEXT NOT NULL,
+    PRIMARY KEY (endpoint, party_id)
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "filings, messages, inbound duplicate elimination, orphans, customs requests, event log",
               _script(V1)),
     Migration(2, "route references (HMRC correlation ids)", _script(V_ROUTE_REFS)),
     Migration(3, "event outbox cursors, broker intake references and redelivery counts", _script(V_OUTBOX)),
+    Migration(4, "retry time budget, durable acknowledgements of pulled messages, endpoint pause and health",
+              _script(V_OUTAGES)),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -35,8 +35,8 @@ from gateway.journal.errors import (
     DuplicateFilingConflict, InvalidTransition, JournalError, JournalLocked, LeaseLost, NotFound, ReadOnlyJournal,
 )
 from gateway.journal.records import (
-    CustomsRequest, Event, EvidenceItem, Filing, InboundMessage, InboundResult, Message, NewFiling, Orphan,
-    OutboundMessage, PurgeReport,
+    CustomsRequest, EndpointState, Event, EvidenceItem, Filing, InboundMessage, InboundResult, Message, NewFiling,
+    Orphan, OutboundMessage, PendingAck, PurgeReport,
 )
 from gateway.journal.states import (
     DIRECTIONS, FINAL_MESSAGE_STATES, FINAL_STATES, MESSAGE_KINDS, PRIORITIES, REQUEST_KINDS, REQUEST_STATES,
@@ -49,7 +49,7 @@ _FILING_COLS = ("id", "filer_eori", "lrn", "sender_eori", "action", "payload_sha
 _MSG_COLS = ("id", "message_id", "ref_to_message_id", "direction", "kind", "action", "filing_id", "sender_party",
              "priority", "endpoint", "state", "attempts", "next_attempt_at", "claimed_by", "claim_expires_at",
              "receipt_outcome", "business_outcome", "functional_reference", "last_error", "content_type",
-             "created_at", "updated_at", "receipt_content_type")
+             "created_at", "updated_at", "receipt_content_type", "retry_since", "ack_state")
 _MSG_SELECT = ", ".join(f"m.{c}" for c in _MSG_COLS)
 _MSG_SELECT_BYTES = _MSG_SELECT + ", m.sealed, m.receipt"
 _FINAL_FILING_SQL = ", ".join(f"'{s}'" for s in sorted(FINAL_STATES))
@@ -428,10 +428,11 @@ class SqliteJournal:
             try:
                 self._conn.execute(
                     "INSERT INTO messages (message_id, ref_to_message_id, direction, kind, action, filing_id, priority,"
-                    " endpoint, state, next_attempt_at, content_type, sealed, created_at, updated_at) "
-                    "VALUES (?, ?, 'out', ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+                    " endpoint, state, next_attempt_at, content_type, sealed, functional_reference, created_at, "
+                    "updated_at) VALUES (?, ?, 'out', ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
                     (msg.message_id, msg.ref_to_message_id, msg.kind, msg.action, msg.filing_id, msg.priority,
-                     msg.endpoint, iso(not_before or now), msg.content_type, msg.sealed, ts, ts))
+                     msg.endpoint, iso(not_before or now), msg.content_type, msg.sealed, msg.functional_reference,
+                     ts, ts))
             except sqlite3.IntegrityError as exc:
                 if "UNIQUE" in str(exc):
                     raise JournalError(f"outbound MessageId {msg.message_id} is already journaled; every message "
@@ -445,7 +446,8 @@ class SqliteJournal:
         return m
 
     def claim_due_messages(self, *, now: datetime, worker: str, limit: int = 1, lease_seconds: float = 300.0,
-                           priorities: Sequence[str] | None = None) -> list[Message]:
+                           priorities: Sequence[str] | None = None, exclude_endpoints: Sequence[str] = (),
+                           default_endpoint: str | None = None) -> list[Message]:
         """Leases due messages under the write lock (BEGIN IMMEDIATE), so claims never overlap.
 
         Lane order: priority A before B before C, then the longest-waiting first. A message in ``sending`` whose
@@ -454,13 +456,18 @@ class SqliteJournal:
         """
         ts = iso(now)
         lanes = list(priorities) if priorities else list(PRIORITIES)
+        # messages of a paused endpoint stay queued, untouched, until the operator resumes it (A001)
+        skip = ""
+        if exclude_endpoints:
+            skip = f" AND COALESCE(endpoint, ?) NOT IN ({', '.join('?' * len(exclude_endpoints))})"
         with self.transaction():
             rows = self._conn.execute(
                 f"SELECT id, message_id, state, filing_id, claimed_by FROM messages WHERE direction = 'out' AND "
                 f"priority IN ({', '.join('?' * len(lanes))}) AND ((state = 'queued' AND next_attempt_at <= ?) OR "
-                f"(state = 'sending' AND claim_expires_at <= ?)) "
+                f"(state = 'sending' AND claim_expires_at <= ?)){skip} "
                 f"ORDER BY priority, COALESCE(next_attempt_at, created_at), id LIMIT ?",
-                (*lanes, ts, ts, int(limit))).fetchall()
+                (*lanes, ts, ts, *(((default_endpoint or ""), *exclude_endpoints) if skip else ()),
+                 int(limit))).fetchall()
             until = iso(plus(now, lease_seconds))
             for r in rows:
                 self._conn.execute(
@@ -493,7 +500,7 @@ class SqliteJournal:
             self._conn.execute(
                 "UPDATE messages SET state = 'receipted', receipt_outcome = ?, receipt = COALESCE(?, receipt), "
                 "receipt_content_type = COALESCE(?, receipt_content_type), claimed_by = NULL, "
-                "claim_expires_at = NULL, next_attempt_at = NULL, updated_at = ? WHERE id = ?",
+                "claim_expires_at = NULL, next_attempt_at = NULL, retry_since = NULL, updated_at = ? WHERE id = ?",
                 (outcome, receipt, content_type, ts, row["id"]))
             self._event("message-receipted", ts, row["filing_id"], message_id,
                         {"outcome": outcome, "from": row["state"], "receipt_bytes": len(receipt or b"")})
@@ -502,17 +509,23 @@ class SqliteJournal:
         return m
 
     def schedule_retry(self, message_id: str, *, worker: str | None, now: datetime, next_attempt_at: datetime,
-                       error: str, receipt: bytes | None = None, content_type: str | None = None) -> Message:
-        """A transient failure: back to ``queued`` until ``next_attempt_at``, same bytes, same MessageId."""
+                       error: str, receipt: bytes | None = None, content_type: str | None = None,
+                       event: str = "message-retry-scheduled", failed: bool = True) -> Message:
+        """A transient failure: back to ``queued`` until ``next_attempt_at``, same bytes, same MessageId.
+
+        ``retry_since`` (the start of the retry time budget) is set by the first failure of a run and kept by the
+        next ones; ``failed=False`` (a pause: the message was refused for the sender, not for itself) leaves it."""
         ts = iso(now)
         with self.transaction():
             row = self._out_for_update(message_id, worker, MessageState.QUEUED)
             self._conn.execute(
                 "UPDATE messages SET state = 'queued', next_attempt_at = ?, last_error = ?, claimed_by = NULL, "
                 "claim_expires_at = NULL, receipt = COALESCE(?, receipt), "
-                "receipt_content_type = COALESCE(?, receipt_content_type), updated_at = ? WHERE id = ?",
-                (iso(next_attempt_at), error, receipt, content_type, ts, row["id"]))
-            self._event("message-retry-scheduled", ts, row["filing_id"], message_id,
+                "receipt_content_type = COALESCE(?, receipt_content_type), "
+                "retry_since = CASE WHEN ? THEN COALESCE(retry_since, ?) ELSE retry_since END, "
+                "updated_at = ? WHERE id = ?",
+                (iso(next_attempt_at), error, receipt, content_type, 1 if failed else 0, ts, ts, row["id"]))
+            self._event(event, ts, row["filing_id"], message_id,
                         {"error": error, "next_attempt_at": iso(next_attempt_at), "attempts": row["attempts"]})
             m = self._get_msg(message_id, "out", None, False)
         assert m is not None
@@ -542,8 +555,9 @@ class SqliteJournal:
             row = self._out_for_update(message_id, None, MessageState.QUEUED)
             if row["state"] not in (MessageState.FAILED, MessageState.HELD):
                 raise InvalidTransition(row["state"], "queued", filing=f"message {message_id} (operator resend)")
-            self._conn.execute("UPDATE messages SET state = 'queued', next_attempt_at = ?, updated_at = ? "
-                               "WHERE id = ?", (ts, ts, row["id"]))
+            # an operator resend starts a new retry budget
+            self._conn.execute("UPDATE messages SET state = 'queued', next_attempt_at = ?, retry_since = NULL, "
+                               "updated_at = ? WHERE id = ?", (ts, ts, row["id"]))
             self._event("message-requeued", ts, row["filing_id"], message_id, {"reason": reason})
             m = self._get_msg(message_id, "out", None, False)
         assert m is not None
@@ -576,6 +590,13 @@ class SqliteJournal:
             m = self._get_msg(message_id, "out", None, False)
         assert m is not None
         return m
+
+    def find_unanswered_request(self, action: str, reference: str) -> Message | None:
+        """Our oldest ``action`` message (e.g. IE3Q05) about ``reference`` (MRN / LRN) with no business answer yet:
+        what an answer without RefToMessageId (pulled from the STI, ICD 4.1.3.3) answers."""
+        return _message(self._one(f"SELECT {_MSG_SELECT} FROM messages m WHERE m.direction = 'out' AND m.action = ? "
+                                  "AND m.functional_reference = ? AND m.business_outcome IS NULL "
+                                  "AND m.state != 'cancelled' ORDER BY m.id LIMIT 1", (action, reference)))
 
     def get_message(self, message_id: str, *, direction: str = "out", sender_party: str | None = None,
                     with_bytes: bool = False) -> Message | None:
@@ -631,8 +652,11 @@ class SqliteJournal:
     # inbound
     # ------------------------------------------------------------------------------------------------------------
     def record_inbound(self, msg: InboundMessage, *, now: datetime, receipt: bytes,
-                       receipt_content_type: str | None = None) -> InboundResult:
-        """Duplicate elimination and storage in one transaction: commit, then answer with the returned Receipt."""
+                       receipt_content_type: str | None = None, ack_pending: bool = False) -> InboundResult:
+        """Duplicate elimination and storage in one transaction: commit, then answer with the returned Receipt.
+
+        ``ack_pending`` (a pulled message): the Receipt still has to be POSTed to the TI; it stays ``pending`` until
+        ``set_ack_state`` records the TI's acknowledgement, and ``pending_acks`` replays it after a restart."""
         ts = iso(now)
         with self.transaction():
             dup = self._dedup(msg.sender_party, msg.message_id)
@@ -644,10 +668,11 @@ class SqliteJournal:
             cur = self._conn.execute(
                 "INSERT INTO messages (message_id, ref_to_message_id, direction, kind, action, sender_party, state, "
                 "content_type, sealed, receipt, receipt_content_type, receipt_outcome, functional_reference, "
-                "created_at, updated_at) VALUES (?, ?, 'in', ?, ?, ?, 'received', ?, ?, ?, ?, 'receipt-returned', ?,"
-                " ?, ?)",
+                "ack_state, created_at, updated_at) VALUES (?, ?, 'in', ?, ?, ?, 'received', ?, ?, ?, ?, "
+                "'receipt-returned', ?, ?, ?, ?)",
                 (msg.message_id, msg.ref_to_message_id, msg.kind, msg.action, msg.sender_party, msg.content_type,
-                 msg.raw, receipt, receipt_content_type, msg.functional_reference, ts, ts))
+                 msg.raw, receipt, receipt_content_type, msg.functional_reference,
+                 "pending" if ack_pending else None, ts, ts))
             self._conn.execute("INSERT INTO inbound_dedup (sender_party, message_id, message_row, receipt, "
                                "receipt_content_type, received_at) VALUES (?, ?, ?, ?, ?, ?)",
                                (msg.sender_party, msg.message_id, cur.lastrowid, receipt, receipt_content_type, ts))
@@ -690,6 +715,29 @@ class SqliteJournal:
                                      (route, ref)).fetchone()
         return (row[0], row[1]) if row is not None else None
 
+    def set_ack_state(self, sender_party: str | None, message_id: str, state: str, *, now: datetime,
+                      detail: Mapping[str, Any] | None = None) -> bool:
+        """Records what became of the Receipt of a pulled message (acknowledged / abandoned / pending again);
+        ``sender_party`` None: whoever sent it (pulled messages come from the one TI pulled). False when no pulled
+        message has that MessageId in another state (an error signal we sent, a purged message, no change)."""
+        if state not in ("pending", "acknowledged", "abandoned"):
+            raise ValueError(f"ack state must be pending, acknowledged or abandoned, not {state!r}")
+        ts = iso(now)
+        with self.transaction():
+            cur = self._conn.execute("UPDATE messages SET ack_state = ?, updated_at = ? WHERE direction = 'in' AND "
+                                     "message_id = ? AND (? IS NULL OR sender_party = ?) AND ack_state IS NOT NULL "
+                                     "AND ack_state != ?", (state, ts, message_id, sender_party, sender_party, state))
+            if cur.rowcount:
+                self._event(f"ack-{state}", ts, None, message_id, {"sender": sender_party, **(detail or {})})
+            return bool(cur.rowcount)
+
+    def pending_acks(self, *, limit: int = 10000) -> list[PendingAck]:
+        """Receipts of pulled messages the TI has not acknowledged yet, oldest first (replayed after a restart)."""
+        rows = self._all("SELECT sender_party, message_id, receipt, receipt_content_type FROM messages "
+                         "WHERE ack_state = 'pending' ORDER BY id LIMIT ?", (int(limit),))
+        return [PendingAck(r["sender_party"], r["message_id"], r["receipt"], r["receipt_content_type"])
+                for r in rows]
+
     def lookup_inbound(self, sender_party: str, message_id: str) -> InboundResult | None:
         with self._lock:
             return self._dedup(sender_party, message_id)
@@ -720,6 +768,29 @@ class SqliteJournal:
                                    "AND message_id = ?", (outcome, ts, row["ref_to_message_id"]))
             self._event("inbound-correlated", ts, filing_id, message_id,
                         {"outcome": outcome, "ref_to": row["ref_to_message_id"], "action": row["action"]})
+            m = self._get_msg(message_id, "in", sender_party, False)
+        assert m is not None
+        return m
+
+    def settle_inbound_without_filing(self, message_id: str, sender_party: str, *, now: datetime, outcome: str,
+                                      answers: str | None = None) -> Message:
+        """Processed, but by no filing: the answer (IE3R08, IE3N99) to a consultation IE3Q05 we sent for an ENS the
+        journal does not know. ``outcome`` is also recorded on ``answers``, our outbound message it answers."""
+        ts = iso(now)
+        with self.transaction():
+            row = self._conn.execute("SELECT * FROM messages WHERE direction = 'in' AND message_id = ? AND "
+                                     "sender_party = ?", (message_id, sender_party)).fetchone()
+            if row is None:
+                raise NotFound(f"inbound message {message_id} from {sender_party} does not exist")
+            if not can_transition_message(row["state"], MessageState.PROCESSED):
+                raise InvalidTransition(row["state"], "processed", filing=f"inbound message {message_id}")
+            self._conn.execute("UPDATE messages SET state = 'processed', business_outcome = ?, updated_at = ? "
+                               "WHERE id = ?", (outcome, ts, row["id"]))
+            if answers:
+                self._conn.execute("UPDATE messages SET business_outcome = ?, updated_at = ? WHERE direction = 'out' "
+                                   "AND message_id = ?", (outcome, ts, answers))
+            self._event("inbound-answered-request", ts, None, message_id,
+                        {"outcome": outcome, "answers": answers, "action": row["action"]})
             m = self._get_msg(message_id, "in", sender_party, False)
         assert m is not None
         return m
@@ -804,6 +875,21 @@ class SqliteJournal:
                         {"kind": req.kind, "request": req.request_message_id})
             return self._request(request_id)
 
+    def reopen_request(self, request_id: int, *, now: datetime, reason: str) -> CustomsRequest:
+        """Customs rejected our answer (IE3N99 / IE3N01 on the IE3R02 / IE3R03): the request is open again and its
+        timer restarts from now."""
+        ts = iso(now)
+        with self.transaction():
+            req = self._request(request_id)
+            if req.state == "open":
+                return req
+            self._conn.execute("UPDATE customs_requests SET state = 'open', answer_message_id = NULL, "
+                               "opened_at = ?, updated_at = ? WHERE id = ?", (ts, ts, request_id))
+            self._event("request-reopened", ts, req.filing_id, req.answer_message_id or req.request_message_id,
+                        {"kind": req.kind, "request": req.request_message_id, "rejected_answer": req.answer_message_id,
+                         "reason": reason})
+            return self._request(request_id)
+
     def _request(self, request_id: int) -> CustomsRequest:
         row = self._conn.execute("SELECT * FROM customs_requests WHERE id = ?", (request_id,)).fetchone()
         if row is None:
@@ -819,6 +905,105 @@ class SqliteJournal:
             where.append("state = 'open'")
         sql = "SELECT * FROM customs_requests" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
         return [CustomsRequest(**{k: r[k] for k in r.keys()}) for r in self._all(sql, params)]
+
+    # ------------------------------------------------------------------------------------------------------------
+    # endpoints: the durable pause (EBMS:0004/A001) and the health of each link
+    # ------------------------------------------------------------------------------------------------------------
+    def _endpoint_row(self, endpoint: str, party_id: str, ts: str) -> None:
+        self._conn.execute("INSERT OR IGNORE INTO endpoint_state (endpoint, party_id, updated_at) VALUES (?, ?, ?)",
+                           (endpoint, party_id, ts))
+
+    def endpoint_state(self, endpoint: str, party_id: str) -> EndpointState | None:
+        row = self._one("SELECT * FROM endpoint_state WHERE endpoint = ? AND party_id = ?", (endpoint, party_id))
+        return None if row is None else EndpointState(**{k: row[k] for k in row.keys()})
+
+    def list_endpoint_states(self) -> list[EndpointState]:
+        return [EndpointState(**{k: r[k] for k in r.keys()})
+                for r in self._all("SELECT * FROM endpoint_state ORDER BY endpoint, party_id")]
+
+    def queued_by_endpoint(self) -> dict[str | None, int]:
+        """Outbound messages waiting (queued) per endpoint: what a paused endpoint holds back."""
+        return {r[0]: r[1] for r in self._all("SELECT endpoint, COUNT(*) FROM messages WHERE direction = 'out' AND "
+                                              "state = 'queued' GROUP BY endpoint")}
+
+    def paused_endpoints(self, party_id: str) -> list[str]:
+        """Endpoints on which ``party_id`` must not send (claims skip their messages)."""
+        return [r[0] for r in self._all("SELECT endpoint FROM endpoint_state WHERE party_id = ? AND paused_at IS NOT "
+                                        "NULL ORDER BY endpoint", (party_id,))]
+
+    def pause_endpoint(self, endpoint: str, party_id: str, *, now: datetime, reason: str,
+                       message_id: str | None = None) -> tuple[EndpointState, bool]:
+        """Stops sending as ``party_id`` to ``endpoint`` until ``resume_endpoint``; (state, newly paused)."""
+        ts = iso(now)
+        with self.transaction():
+            self._endpoint_row(endpoint, party_id, ts)
+            cur = self._conn.execute("UPDATE endpoint_state SET paused_at = ?, pause_reason = ?, pause_message_id = ?,"
+                                     " resumed_at = NULL, resumed_by = NULL, updated_at = ? WHERE endpoint = ? AND "
+                                     "party_id = ? AND paused_at IS NULL",
+                                     (ts, reason, message_id, ts, endpoint, party_id))
+            new = bool(cur.rowcount)
+            if new:
+                self._event("endpoint-paused", ts, None, message_id,
+                            {"endpoint": endpoint, "party_id": party_id, "reason": reason})
+            state = self.endpoint_state(endpoint, party_id)
+        assert state is not None
+        return state, new
+
+    def resume_endpoint(self, endpoint: str, party_id: str | None = None, *, now: datetime,
+                        by: str = "operator") -> list[EndpointState]:
+        """Lifts the pause of ``endpoint`` (for one PartyId, or all) and makes its queued messages due now."""
+        ts = iso(now)
+        with self.transaction():
+            where, params = "endpoint = ? AND paused_at IS NOT NULL", [endpoint]
+            if party_id is not None:
+                where += " AND party_id = ?"
+                params.append(party_id)
+            rows = self._conn.execute(f"SELECT party_id FROM endpoint_state WHERE {where}", params).fetchall()
+            self._conn.execute(f"UPDATE endpoint_state SET paused_at = NULL, resumed_at = ?, resumed_by = ?, "
+                               f"failing_since = NULL, outage_alerted_at = NULL, updated_at = ? WHERE {where}",
+                               (ts, by, ts, *params))
+            for r in rows:
+                self._event("endpoint-resumed", ts, None, None,
+                            {"endpoint": endpoint, "party_id": r["party_id"], "by": by})
+            if rows:
+                # what waited behind the pause was left due: it goes out at the next claim, in its lanes. The time
+                # it waited is not held against its retry budget (a message without an endpoint went to the
+                # default one, which may be this one).
+                self._conn.execute("UPDATE messages SET retry_since = NULL WHERE direction = 'out' AND "
+                                   "state = 'queued' AND (endpoint = ? OR endpoint IS NULL)", (endpoint,))
+            return [s for s in (self.endpoint_state(endpoint, r["party_id"]) for r in rows) if s is not None]
+
+    def note_endpoint_ok(self, endpoint: str, party_id: str, *, now: datetime) -> EndpointState:
+        """An exchange with ``endpoint`` succeeded; returns the state *before* (to tell a recovery)."""
+        ts = iso(now)
+        with self.transaction():
+            self._endpoint_row(endpoint, party_id, ts)
+            before = self.endpoint_state(endpoint, party_id)
+            self._conn.execute("UPDATE endpoint_state SET last_ok_at = ?, failing_since = NULL, outage_alerted_at = "
+                               "NULL, updated_at = ? WHERE endpoint = ? AND party_id = ?",
+                               (ts, ts, endpoint, party_id))
+            if before is not None and before.failing_since is not None:
+                self._event("endpoint-recovered", ts, None, None,
+                            {"endpoint": endpoint, "party_id": party_id, "failing_since": before.failing_since})
+        assert before is not None
+        return before
+
+    def note_endpoint_failure(self, endpoint: str, party_id: str, *, now: datetime) -> EndpointState:
+        """A transient failure on ``endpoint``; returns the state after (``failing_since`` set by the first)."""
+        ts = iso(now)
+        with self.transaction():
+            self._endpoint_row(endpoint, party_id, ts)
+            self._conn.execute("UPDATE endpoint_state SET failing_since = COALESCE(failing_since, ?), updated_at = ? "
+                               "WHERE endpoint = ? AND party_id = ?", (ts, ts, endpoint, party_id))
+            state = self.endpoint_state(endpoint, party_id)
+        assert state is not None
+        return state
+
+    def mark_outage_alerted(self, endpoint: str, party_id: str, *, now: datetime) -> None:
+        ts = iso(now)
+        with self.transaction():
+            self._conn.execute("UPDATE endpoint_state SET outage_alerted_at = ?, updated_at = ? WHERE endpoint = ? "
+                               "AND party_id = ?", (ts, ts, endpoint, party_id))
 
     # ------------------------------------------------------------------------------------------------------------
     # events and retention

@@ -65,8 +65,10 @@ _TRANSITIONS: dict[str, frozenset[str]] = {
     # answered (IE3R02 receipted, or an amendment sent) -> back to the registered family
     S.INFO_REQUESTED: frozenset(_LIVE_EXITS + (S.REGISTERED, S.AMENDED)) - {S.INFO_REQUESTED},
     S.SCREENING_REQUESTED: frozenset(_LIVE_EXITS + (S.REGISTERED, S.AMENDED)) - {S.SCREENING_REQUESTED},
-    # IE3R07 -> invalidated; IE3N99/IE3N01 on the IE3Q04 -> back
-    S.INVALIDATION_REQUESTED: frozenset({S.INVALIDATED, S.REGISTERED, S.AMENDED}),
+    # IE3R07 -> invalidated; IE3N99/IE3N01 on the IE3Q04 -> back to the state before it (a rejected follow-up
+    # restores the filing's previous state, which may be an open request or a completed assessment)
+    S.INVALIDATION_REQUESTED: frozenset({S.INVALIDATED, S.REGISTERED, S.AMENDED, S.INFO_REQUESTED,
+                                         S.SCREENING_REQUESTED, S.ASSESSMENT_COMPLETE}),
     S.ASSESSMENT_COMPLETE: frozenset({S.ARRIVED, S.PENDING_AMENDMENT, S.INVALIDATION_REQUESTED}),
     # terminal
     S.REJECTED_LOCALLY: frozenset(),

@@ -34,6 +34,7 @@ from gateway.pipeline.attachments import (
     submission_digest,
 )
 from gateway.xmlsafe import XmlRejected
+from gateway.pipeline.correlate import STANDALONE_REQUESTS
 
 _ID_NAMESPACE = uuid.UUID("6f1c2c4e-8a51-4b7e-9d0e-1c2b3a4d5e6f")
 
@@ -50,14 +51,19 @@ class IntakeRefused(ValueError):
 
 @dataclass(frozen=True)
 class Accepted:
-    filing: Filing
+    filing: Filing | None               # None: a consultation (IE3Q05) of an ENS the journal does not know
     message_id: str | None
     created: bool                       # False: the same filing was already journaled (idempotent intake)
     follow_up: bool = False
     warnings: list[dict[str, Any]] = field(default_factory=list)
     attachments: list[dict[str, Any]] = field(default_factory=list)   # what was sealed with the payload
+    reference: str | None = None        # a consultation's MRN / transport document reference
 
     def to_dict(self) -> dict[str, Any]:
+        if self.filing is None:
+            return {"lrn": None, "filer_eori": None, "mrn": self.reference, "action": "IE3Q05", "state": "queued",
+                    "message_id": self.message_id, "created": self.created, "follow_up": self.follow_up,
+                    "consultation": True, "warnings": self.warnings}
         return {"lrn": self.filing.lrn, "filer_eori": self.filing.filer_eori, "mrn": self.filing.mrn,
                 "action": self.filing.action, "state": self.filing.state, "message_id": self.message_id,
                 "created": self.created, "follow_up": self.follow_up, "warnings": self.warnings,
@@ -214,6 +220,8 @@ class Acceptor:
         filing = self.journal.get_filing_by_mrn(ref) if ref else None
         if filing is None and facts.lrn:
             filing = self.journal.get_filing_by_key(filer, facts.lrn)
+        if filing is None and act in STANDALONE_REQUESTS:
+            return await self._consultation(data, facts, act, priority, filer, digest, ref, warnings)
         if filing is None:
             raise IntakeRefused("unknown-filing", f"{act} refers to {ref or facts.lrn!r}, which matches no filing "
                                                   "in the journal (a follow-up needs the registered ENS's MRN)",
@@ -229,13 +237,41 @@ class Acceptor:
         def txn(j: Any) -> Filing:
             j.enqueue_message(OutboundMessage(message_id=message_id, action=act, sealed=sealed.body,
                                               content_type=sealed.content_type, filing_id=filing.id,
-                                              priority=priority, endpoint=ep.name), now=now)
+                                              priority=priority, endpoint=ep.name, functional_reference=ref),
+                              now=now)
             j.append_event("follow-up-queued", now=now, filing_id=filing.id, message_id=message_id,
                            detail={"action": act, **({"attachments": described} if described else {})})
             return j.get_filing(filing.id)
 
         return Accepted(await self.writer.submit(txn), message_id, True, follow_up=True, warnings=warnings,
                         attachments=described)
+
+
+    async def _consultation(self, data: bytes, facts: PayloadFacts, act: str, priority: str, filer: str,
+                            digest: str, ref: str | None, warnings: list[dict[str, Any]]) -> Accepted:
+        """IE3Q05 for an ENS the journal does not know (filed by another party, or before this gateway; ICD
+        3.1.9: by MRN, master or house transport document): a journaled message of no filing. Its answer (IE3R08
+        or IE3N99) is correlated by RefToMessageId (``pipeline/inbound.py``)."""
+        try:
+            ep = self.router.route(office_of_first_entry=facts.office_of_first_entry,
+                                   member_state=facts.first_entry_country).endpoint
+        except LookupError as exc:
+            raise IntakeRefused("routing", str(exc)) from None
+        message_id = deterministic_message_id(self.engine.fqdn, "consultation", filer, digest)
+        if self.journal.get_message(message_id) is not None:
+            return Accepted(None, message_id, False, follow_up=True, reference=ref)
+        sealed = await asyncio.to_thread(self.engine.user_message, action=act, payload=data,
+                                         to_party=Engine.customs_party(ep.party_id), message_id=message_id)
+        now = self.clock()
+
+        def txn(j: Any) -> None:
+            j.enqueue_message(OutboundMessage(message_id=message_id, action=act, sealed=sealed.body,
+                                              content_type=sealed.content_type, filing_id=None,
+                                              priority=priority, endpoint=ep.name, functional_reference=ref),
+                              now=now)
+
+        await self.writer.submit(txn)
+        return Accepted(None, message_id, True, follow_up=True, warnings=warnings, reference=ref)
 
 
 def own_eori(party_id: str) -> str:

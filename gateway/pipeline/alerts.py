@@ -1,6 +1,8 @@
 """Operator alerts: always a structured log line; optionally a hook command and/or a webhook.
 
 Alerts are raised after the state change they report is committed, and a failing hook never blocks the pipeline.
+Hooks run one at a time, in the order the alerts were raised: two alerts of one event (a tolerated P-Mode and an
+unmatched message, say) must not interleave their JSON in a hook that appends to one file, nor arrive reversed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ class Alerts:
         self.cfg, self.environment = cfg, environment
         self.raised: list[dict[str, Any]] = []   # kept for `status` and tests; bounded below
         self._tasks: set[asyncio.Task[None]] = set()
+        self._order: asyncio.Lock | None = None   # created on the running loop; serialises hook deliveries
 
     def raise_alert(self, kind: str, **detail: Any) -> None:
         alert = {"alert": kind, "environment": self.environment, **detail}
@@ -35,6 +38,12 @@ class Alerts:
             task.add_done_callback(self._tasks.discard)
 
     async def _dispatch(self, alert: dict[str, Any]) -> None:
+        if self._order is None:
+            self._order = asyncio.Lock()
+        async with self._order:   # asyncio.Lock is FIFO: hooks see alerts in the order they were raised
+            await self._deliver(alert)
+
+    async def _deliver(self, alert: dict[str, Any]) -> None:
         body = json.dumps(alert).encode()
         if self.cfg.hook_command:
             try:

@@ -80,8 +80,9 @@ def make_app(acceptor: Acceptor, journal: Any, cfg: ApiConfig, on_queued: Any, e
                 await asyncio.to_thread(write_status, status_dir, exc.filing.to_dict())
             return _json({"error": exc.reason, "message": str(exc), "findings": exc.findings}, exc.status)
         on_queued()
-        f = accepted.filing
-        body = {**accepted.to_dict(), "status_url": f"/filings/{f.filer_eori}/{f.lrn}", "environment": environment}
+        f = accepted.filing  # None for a consultation (IE3Q05) of an ENS the journal does not know
+        body = {**accepted.to_dict(), "status_url": f"/filings/{f.filer_eori}/{f.lrn}" if f else None,
+                "environment": environment}
         return _json(body, 202)
 
     async def status(request: web.Request) -> web.Response:

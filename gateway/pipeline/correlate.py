@@ -24,6 +24,40 @@ REQUESTS = {
 }
 # Inbound messages correlated only by eb:RefToMessageId: their functional reference is not unique (ICD 4.5.3)
 REF_ONLY = frozenset({"IE3R08"})
+# Requests we may send without a filing of ours: IE3Q05 consults any ENS by MRN or transport document (ICD 3.1.9);
+# their answers (IE3R08, or IE3N99) are correlated by RefToMessageId to the request, not to a filing.
+STANDALONE_REQUESTS = frozenset({"IE3Q05"})
+# Which of our requests a REF_ONLY answer answers, when it arrives without RefToMessageId (pulled from the STI):
+# then the oldest unanswered request about the same MRN / LRN is taken (ICD 4.1.3.3: no RefToMessageId on pull).
+ANSWERS_REQUEST = {"IE3R08": "IE3Q05"}
+
+
+@dataclass(frozen=True)
+class UnmatchedAlert:
+    kind: str
+    category: str        # A = urgent (act before loading / answer customs), B = soon, C = information
+    why: str
+
+
+# A customs message that matches no filing of ours is still addressed to us: the carrier gets copies of what
+# concerns goods it carries (ICD 3.1.8: IE3Q01 "must be also communicated to the Carrier", IE3R01 copies, Annex 3),
+# and a person not yet filed is told to file (IE3N11). Each raises the alert its action calls for, not a generic
+# "orphan" one; the message is kept as an orphan all the same (listable, resolvable by the operator).
+UNMATCHED_ALERTS: dict[str, UnmatchedAlert] = {
+    "IE3Q01": UnmatchedAlert("do-not-load", "A", "customs asks not to load goods we may carry"),
+    "IE3Q02": UnmatchedAlert("information-requested", "A", "customs asks for information on an ENS we carry"),
+    "IE3Q03": UnmatchedAlert("screening-requested", "A", "customs asks for HRCM screening of goods we carry"),
+    "IE3R01": UnmatchedAlert("registration-copy", "A", "an ENS for goods we carry was registered by another "
+                                                       "filer: its MRN is needed for loading and arrival"),
+    "IE3N11": UnmatchedAlert("ens-pending", "A", "we are obliged to file an ENS that is not filed yet"),
+    "IE3N02": UnmatchedAlert("ens-not-complete", "B", "an ENS for goods we carry is not complete"),
+    "IE3N09": UnmatchedAlert("aeo-control", "B", "customs will control goods we carry"),
+}
+
+
+def unmatched_alert(action: str) -> UnmatchedAlert:
+    """The alert for a customs message ``action`` that matches no filing (``orphan`` when it means nothing more)."""
+    return UNMATCHED_ALERTS.get(action, UnmatchedAlert("orphan", "B", "matches no filing"))
 
 
 @dataclass(frozen=True)
@@ -61,11 +95,12 @@ def is_filing_action(action: str | None) -> bool:
 
 
 def inbound_effect(action: str, *, current_state: str, answered_action: str | None, mrn: str | None,
-                   registered_state: str = S.REGISTERED) -> InboundEffect:
+                   registered_state: str = S.REGISTERED, restore_state: str | None = None) -> InboundEffect:
     """The effect of inbound ``action`` on a filing in ``current_state``.
 
     ``answered_action`` is the action of our message this one answers (found by RefToMessageId or inferred from
-    the filing), ``registered_state`` what a rejected follow-up returns the filing to (registered or amended)."""
+    the filing), ``registered_state`` what a rejected follow-up returns the filing to (registered or amended) when
+    ``restore_state``, the state the filing had before that follow-up was receipted, is unknown or unreachable."""
     if action == "IE3R01":
         # The first filing message is answered by IE3R01, IE3N99 or IE3N01 (ICD Annex 3); IE3R01 registers it.
         if current_state not in _SENDING_FAMILY:  # late or repeated: never drags info-requested etc. back
@@ -78,8 +113,12 @@ def inbound_effect(action: str, *, current_state: str, answered_action: str | No
         if answered_action is None or is_filing_action(answered_action) or answered_action == "IE3N06":
             return InboundEffect(_to(current_state, S.REJECTED), "rejected", alert="filing-rejected",
                                  event="rejected")
-        # an amendment or invalidation refused: the registered ENS stands as it was
-        return InboundEffect(_to(current_state, registered_state), "rejected", alert="follow-up-rejected",
+        # an amendment, invalidation or answer refused: the registered ENS stands as it was before it (an
+        # information request answered by a rejected IE3R02 is open again: info-requested; amended stays amended)
+        target = registered_state
+        if restore_state and (restore_state == current_state or can_transition(current_state, restore_state)):
+            target = restore_state
+        return InboundEffect(_to(current_state, target), "rejected", alert="follow-up-rejected",
                              event="follow-up-rejected")
     if action == "IE3N10":
         return InboundEffect(_to(current_state, S.AMENDED), "amendment-accepted", learn_mrn=mrn, event="amended")
@@ -116,6 +155,17 @@ def follow_up_state(action: str, current_state: str) -> str | None:
         return _to(current_state, S.INVALIDATION_REQUESTED)
     if action in ("IE3R02", "IE3R03"):
         return _to(current_state, S.REGISTERED if current_state != S.AMENDED else S.AMENDED)
+    return None
+
+
+def state_before_follow_up(events: list[dict[str, object]], follow_up_message_id: str) -> str | None:
+    """The filing state before the receipt of follow-up ``follow_up_message_id`` moved it (from the journal's
+    ``follow-up-<action>`` transition event), or None when that receipt did not change the state."""
+    for e in reversed(events):
+        d = e.get("detail")
+        if isinstance(d, dict) and str(e.get("event", "")).startswith("follow-up-") \
+                and d.get("message_id") == follow_up_message_id and "from" in d:
+            return str(d["from"])
     return None
 
 

@@ -83,7 +83,7 @@ class Gateway:
                         status_dir=dcfg.intake.status_dir, default_endpoint=tcfg.routing.default,
                         routes=hmrc.routes if hmrc else None)
         sink = InboundProcessor(reader, writer, inbox_dir=dcfg.intake.inbox_dir, status_dir=dcfg.intake.status_dir,
-                                limits=engine.limits, alerts=alerts)
+                                limits=engine.limits, alerts=alerts, pmodes=pmodes)
         intake = SpoolIntake(dcfg.intake, acceptor, on_queued=sender.wake, alert=alerts.raise_alert)
         from gateway.broker.wiring import build_amqp   # ERP queues: AMQP intake and events, when [amqp] enables it
         amqp = build_amqp(cfg, acceptor=acceptor, writer=writer, journal=reader, inbox_dir=dcfg.intake.inbox_dir,

@@ -5,6 +5,13 @@ by eb:MessageId), then one journal transaction holding the message, the Receipt 
 the state change; only after that commit does the transport answer with the Receipt. A repeated
 (sender, eb:MessageId) gets the Receipt returned the first time and is not delivered again. A message that
 matches no filing is kept as an orphan and reported, never dropped.
+
+Pulled messages: the Receipt does not travel on the HTTP response but is POSTed afterwards by the puller's
+acknowledgement lane, so it is journaled as *pending* with the message (same transaction) and marked
+acknowledged when the TI took it (``ack_settled``); after a crash the puller replays every pending Receipt
+(``pending_acks``). A crash between pulling and acknowledging therefore neither loses the message (it is
+journaled, and the TI re-offers what it never saw acknowledged) nor delivers it twice (the re-offered copy is a
+duplicate answered with the stored Receipt).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Any
 
 from gateway.config import Limits
 from gateway.ebms.engine import InboundMessage as EngineInbound
+from gateway.ebms.errors import EbmsFault
 from gateway.ebms.engine import OutboundMessage as EngineOutbound
 from gateway.ics2.catalogue import lookup
 from gateway.ics2.inspect import PayloadError, PayloadFacts, inspect_payload
@@ -25,8 +33,11 @@ from gateway.journal.states import FilingState as S
 from gateway.pipeline.alerts import Alerts
 from gateway.pipeline.attachments import declarations as facts_declarations
 from gateway.pipeline.attachments import inbox_info
-from gateway.pipeline.correlate import REF_ONLY, inbound_effect
-from gateway.pipeline.delivery import StagedPart, inbox_name, stage_payload, write_inbox, write_status
+from gateway.pipeline.correlate import (
+    ANSWERS_REQUEST, REF_ONLY, STANDALONE_REQUESTS, inbound_effect, is_filing_action, state_before_follow_up,
+    unmatched_alert,
+)
+from gateway.pipeline.delivery import StagedPart, inbox_name, safe_name, stage_payload, write_inbox, write_status
 from gateway.transport.server import DeliveryResult as Delivered
 
 log = logging.getLogger("ics2gw.inbound")
@@ -39,23 +50,36 @@ def _suffix(mime_type: str | None) -> str:
 
 class InboundProcessor:
     def __init__(self, journal: Any, writer: Any, *, inbox_dir: Any, status_dir: Any, limits: Limits,
-                 alerts: Alerts, clock: Any = None) -> None:
+                 alerts: Alerts, clock: Any = None, pmodes: Any = None) -> None:
         self.journal, self.writer = journal, writer
+        self.pmodes = pmodes   # to tell which P-Mode deviations the transport tolerated (gateway.pmode)
         self.inbox_dir, self.status_dir = inbox_dir, status_dir
         self.limits, self.alerts = limits, alerts
         self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
 
     # ----------------------------------------------------------------------------------------- correlation
     def _find(self, action: str, ref_to: str | None, facts: PayloadFacts | None) -> tuple[Filing | None, str | None,
-                                                                                          str]:
-        """(filing, the action of our message this answers, how it was found)."""
+                                                                                          str, str | None]:
+        """(filing, the action of our message this answers, how it was found, that message's MessageId)."""
         j = self.journal
         if ref_to:
             msg = j.get_message(ref_to)
             if msg is not None and msg.filing_id is not None:
-                return j.get_filing(msg.filing_id), msg.action, "RefToMessageId"
-        if action in REF_ONLY or facts is None:
-            return None, None, "none"
+                return j.get_filing(msg.filing_id), msg.action, "RefToMessageId", ref_to
+            if msg is not None and msg.action in STANDALONE_REQUESTS:
+                # the answer to a consultation sent for an ENS the journal does not know (ICD 3.1.9)
+                return None, msg.action, "RefToMessageId", ref_to
+        if action in REF_ONLY:
+            # no usable RefToMessageId (pulled from the STI): the oldest unanswered request about its reference
+            wanted = ANSWERS_REQUEST.get(action)
+            for ref in ((facts.mrn, facts.functional_reference, facts.lrn) if facts and wanted else ()):
+                req = j.find_unanswered_request(wanted, ref) if ref else None
+                if req is not None:
+                    return (j.get_filing(req.filing_id) if req.filing_id is not None else None, req.action,
+                            "request-reference", req.message_id)
+            return None, None, "none", None
+        if facts is None:
+            return None, None, "none", None
         spec = lookup(action)
         refs = [facts.functional_reference, facts.mrn, facts.lrn]
         if spec is not None and spec.reference == "LRN":
@@ -63,20 +87,41 @@ class InboundProcessor:
         for ref in (r for r in refs if r):
             filing = j.get_filing_by_mrn(ref)
             if filing is not None:
-                return filing, None, "MRN"
+                return filing, None, "MRN", None
             candidates = j.find_filings_by_lrn(ref)
             if facts.person_filing_eori:
                 candidates = [f for f in candidates if f.filer_eori == facts.person_filing_eori] or candidates
             if len(candidates) == 1:
-                return candidates[0], candidates[0].action if ref == candidates[0].lrn else None, "LRN"
-        return None, None, "none"
+                return candidates[0], candidates[0].action if ref == candidates[0].lrn else None, "LRN", None
+        return None, None, "none", None
 
-    def _pending_follow_up(self, filing_id: int) -> str | None:
-        """The action of the newest outbound message of the filing still waiting for a business answer."""
+    def _pending_follow_up(self, filing_id: int) -> tuple[str | None, str | None]:
+        """(action, MessageId) of the newest outbound message of the filing still waiting for a business answer."""
         messages = self.journal.lifecycle(filing_id).get("messages", [])
         pending = [m for m in messages if m.get("direction") == "out" and m.get("kind") == "user-message"
                    and not m.get("business_outcome")]
-        return pending[-1].get("action") if pending else None
+        return (pending[-1].get("action"), pending[-1].get("message_id")) if pending else (None, None)
+
+    def _tolerated(self, um: Any, channel: str) -> tuple[str, ...]:
+        """The P-Mode deviations the transport accepted for this message (delivered, alerted, kept visible)."""
+        if self.pmodes is None:
+            return ()
+        try:
+            return tuple(self.pmodes.match(um, channel=channel).tolerated)
+        except EbmsFault as exc:  # the transport matched it without P-Modes or differently: say so, keep it
+            return (f"{exc.code}: {exc.message}",)
+
+    # ----------------------------------------------------------------------------------------- pulled receipts
+    async def pending_acks(self) -> list[Any]:
+        """Receipts of pulled messages journaled but not yet acknowledged by the TI (the puller replays them)."""
+        return await asyncio.to_thread(self.journal.pending_acks)
+
+    async def ack_settled(self, message_id: str, state: str, detail: dict[str, Any] | None = None) -> None:
+        """The acknowledgement lane's report: the Receipt of pulled ``message_id`` was acknowledged / abandoned."""
+        now = self.clock()
+        await self.writer.submit(lambda j: j.set_ack_state(None, message_id, state, now=now, detail=detail))
+        if state == "abandoned":
+            self.alerts.raise_alert("receipt-not-acknowledged", message_id=message_id, **(detail or {}))
 
     # ----------------------------------------------------------------------------------------- the sink
     async def deliver(self, message: EngineInbound, content_type: str, body: bytes, receipt: EngineOutbound,
@@ -117,9 +162,11 @@ class InboundProcessor:
                 problem = f"payload cannot be read: {exc}"
         else:
             problem = "no payload"
-        filing, answered, found_by = await asyncio.to_thread(self._find, um.action, um.ref_to_message_id, facts)
+        tolerated = self._tolerated(um, channel)
+        filing, answered, found_by, answered_id = await asyncio.to_thread(self._find, um.action,
+                                                                           um.ref_to_message_id, facts)
         if filing is not None and answered is None:
-            answered = await asyncio.to_thread(self._pending_follow_up, filing.id)
+            answered, answered_id = await asyncio.to_thread(self._pending_follow_up, filing.id)
         now = self.clock()
         preview = None
         if filing is not None:  # what this message does to the filing: the inbox metadata says where it leads
@@ -136,6 +183,9 @@ class InboundProcessor:
                         "state": (preview.new_state if preview else None) or filing.state} if filing else None),
             "lrn": facts.lrn if facts else None, "mrn": facts.mrn if facts else None,
             "functional_reference": facts.functional_reference if facts else None, "correlated_by": found_by,
+            "pmode_tolerated": list(tolerated),
+            "consultation": ({"request_message_id": answered_id, "action": answered}
+                             if filing is None and answered in STANDALONE_REQUESTS else None),
         }
         # only a message with more than one part can carry attachments: the others are not parsed twice
         declarations = facts_declarations(parts[0][1]) if len(parts) > 1 and facts is not None else []
@@ -150,8 +200,19 @@ class InboundProcessor:
         outcome: dict[str, Any] = {}
 
         def txn(j: Any) -> Any:
-            res = j.record_inbound(record, now=now, receipt=receipt.body, receipt_content_type=receipt.content_type)
+            res = j.record_inbound(record, now=now, receipt=receipt.body, receipt_content_type=receipt.content_type,
+                                   ack_pending=channel == "pull")
             if res.duplicate:
+                return res
+            if tolerated:
+                j.append_event("pmode-tolerated", now=now, message_id=um.message_id,
+                               filing_id=filing.id if filing is not None else None,
+                               detail={"action": um.action, "channel": channel, "deviations": list(tolerated)})
+            if filing is None and answered in STANDALONE_REQUESTS:
+                result = "rejected" if um.action in ("IE3N99", "IE3N01") else "answered"
+                j.settle_inbound_without_filing(um.message_id, sender, now=now, outcome=result,
+                                                answers=answered_id)
+                outcome["consultation"] = result
                 return res
             if filing is None:
                 j.record_orphan(um.message_id, sender, now=now,
@@ -160,11 +221,26 @@ class InboundProcessor:
                 return res
             current = j.get_filing(filing.id)
             registered = S.AMENDED if current.state == S.AMENDED else S.REGISTERED
+            restore = None
+            rejected_follow_up = um.action in ("IE3N99", "IE3N01") and answered_id and answered \
+                and not is_filing_action(answered) and answered != "IE3N06"
+            if rejected_follow_up:
+                # undo what the follow-up's receipt did (nothing, if it did nothing yet), and reopen the request
+                # it answered: customs did not accept the answer, so the question stands and its timer restarts
+                events = [e.to_dict() for e in j.events(filing_id=filing.id, limit=1_000_000)]
+                restore = state_before_follow_up(events, answered_id) or current.state
+                for req in j.list_requests(filing_id=filing.id, open_only=False):
+                    if req.answer_message_id == answered_id and req.state != "open":
+                        j.reopen_request(req.id, now=now, reason=f"{um.action} {um.message_id} rejected the answer")
+                        outcome["reopened"] = req.kind
             effect = inbound_effect(um.action, current_state=current.state, answered_action=answered,
-                                    mrn=facts.mrn if facts else None, registered_state=registered)
+                                    mrn=facts.mrn if facts else None, registered_state=registered,
+                                    restore_state=restore)
             j.attach_inbound(um.message_id, sender, filing.id, now=now, outcome=effect.event)
             if um.ref_to_message_id and effect.message_outcome and j.get_message(um.ref_to_message_id):
                 j.set_business_outcome(um.ref_to_message_id, effect.message_outcome, now=now)
+            elif um.action in REF_ONLY and answered_id and j.get_message(answered_id):
+                j.set_business_outcome(answered_id, "answered", now=now)   # the consultation it answers
             mrn = effect.learn_mrn if effect.learn_mrn and not current.mrn else None
             if effect.via:
                 current = j.transition(filing.id, effect.via, now=now, event=effect.event, mrn=mrn,
@@ -184,16 +260,25 @@ class InboundProcessor:
             return res
 
         res = await self.writer.submit(txn)
+        if not res.duplicate and tolerated:
+            self.alerts.raise_alert("pmode-tolerated", message_id=um.message_id, action=um.action, channel=channel,
+                                    deviations="; ".join(tolerated))
         if not res.duplicate:
+            if outcome.get("consultation") == "rejected":
+                self.alerts.raise_alert("consultation-rejected", message_id=um.message_id, action=um.action,
+                                        request_message_id=answered_id)
             if outcome.get("orphan"):
-                self.alerts.raise_alert("orphan", message_id=um.message_id, action=um.action,
-                                        reference=functional_ref)
+                ua = unmatched_alert(um.action)
+                self.alerts.raise_alert(ua.kind, message_id=um.message_id, action=um.action, category=ua.category,
+                                        unmatched=True, why=ua.why, reference=functional_ref,
+                                        mrn=facts.mrn if facts else None, lrn=facts.lrn if facts else None)
             if outcome.get("filing"):
                 await asyncio.to_thread(write_status, self.status_dir, outcome["filing"])
                 if outcome.get("alert"):
                     f = outcome["filing"]
+                    extra = {"reopened_request": outcome["reopened"]} if outcome.get("reopened") else {}
                     self.alerts.raise_alert(outcome["alert"], lrn=f["lrn"], mrn=f.get("mrn"), action=um.action,
-                                            message_id=um.message_id)
+                                            message_id=um.message_id, **extra)
             log.info("inbound message_id=%s action=%s channel=%s correlated_by=%s file=%s", um.message_id, um.action,
                      channel, found_by, inbox_name(um.message_id))
         return Delivered(res.receipt_content_type or receipt.content_type, res.receipt, res.duplicate)

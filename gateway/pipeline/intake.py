@@ -247,9 +247,10 @@ class SpoolIntake:
             return
         self._recovered(claimed.name)
         self.accepted += 1
-        await asyncio.to_thread(write_status, self.cfg.status_dir, accepted.filing.to_dict())
-        log.info("intake file=%s lrn=%s state=%s created=%s", original, accepted.filing.lrn, accepted.filing.state,
-                 accepted.created)
+        if accepted.filing is not None:  # None: a consultation (IE3Q05) of an ENS the journal does not know
+            await asyncio.to_thread(write_status, self.cfg.status_dir, accepted.filing.to_dict())
+        log.info("intake file=%s lrn=%s state=%s created=%s", original, accepted.to_dict()["lrn"],
+                 accepted.to_dict()["state"], accepted.created)
         self.on_queued()
 
     def _reject(self, claimed: Path, original: str, reason: dict[str, Any]) -> bool:

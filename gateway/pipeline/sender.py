@@ -4,10 +4,18 @@
 - Every attempt sends the journaled sealed bytes unchanged, under the same eb:MessageId (a new MessageId for a
   retry is the classic bug: customs' duplicate detection would see two filings).
 - Transient outcomes (transport failure, 5xx, timeout, EBMS:0004/A003, missing or invalid receipt, an unsigned
-  error that is not known to be permanent) are retried with exponential backoff and jitter up to the limit;
-  permanent errors (EBMS:0004/A001, EBMS:0101/0103/0010 ...) stop at once and raise an alert, signed or not;
+  error that is not known to be permanent) are retried with exponential backoff and jitter within the retry
+  *time budget* (``retry.py``: 12 h by default, counted from the first failure), with ``endpoint-outage`` alerts
+  while the endpoint keeps failing and ``endpoint-recovered`` once it answers again;
+  permanent errors (EBMS:0101/0103/0010 ...) stop at once and raise an alert, signed or not;
   a bare EBMS:0004 holds the filing for the helpdesk; A002 raises a configuration alert; a transport failure the
-  client flags as not retryable (HTTP 3xx/4xx other than 408/425/429, TLS refusal, wrong environment) fails at once.
+  client flags as not retryable (HTTP 3xx/4xx other than 408/425/429, TLS refusal, wrong environment) fails at
+  once, except HTTP 4xx from an endpoint that worked before (a proxy's maintenance page), which is retried for
+  ``http_4xx_grace_seconds``.
+- EBMS:0004/A001 means customs refuses this *sender* for every further message (ICD 5.1.1 p.62): sending as this
+  PartyId to that endpoint is paused, durably (``endpoint_state`` in the journal), the refused message goes back
+  to the queue unchanged with everything behind it, an ``authorisation-refused`` alert is raised, and only
+  ``ics2gw endpoint resume NAME`` (after the registration is fixed) lets the queue flow again.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from gateway.ebms.engine import OutboundMessage as EngineOutbound
 from gateway.ebms.errors import find_sub_code, is_permanent
 from gateway.journal.states import FilingState as S
 from gateway.journal.states import can_transition
+from gateway.journal.timeutil import parse_iso
 from gateway.pipeline.alerts import Alerts
 from gateway.pipeline.config import PipelineConfig
 from gateway.pipeline.correlate import answers_request, follow_up_state
@@ -51,6 +60,8 @@ def classify(outcome: Any) -> tuple[str, str, str | None]:
             text += " (unsigned error)"
         if code == "EBMS:0004" and sub is None:
             return "hold", text + " - contact the customs helpdesk", None
+        if code == "EBMS:0004" and sub == "A001":  # the sender is refused, not this message: pause the endpoint
+            return "pause", text + " - sending paused: fix the registration, then `ics2gw endpoint resume`", sub
         permanent = getattr(outcome, "permanent", None)
         if permanent is None:
             permanent = is_permanent(code, sub)
@@ -83,6 +94,8 @@ class Sender:
         self._stopping = False
         self._inflight: set[asyncio.Task[None]] = set()
         self.sent = 0
+        # the identity an A001 pause belongs to (one gateway identity per configuration)
+        self.party_id: str = getattr(getattr(client, "engine", None), "party_id", "") or ""
 
     def wake(self) -> None:
         self._wake.set()
@@ -117,12 +130,15 @@ class Sender:
                 task.add_done_callback(self._inflight.discard)
 
     def _claim_in(self, j: Any, now: dt.datetime, order: list[str], empty: set[str]) -> Any:
-        """Claims one due message inside the caller's transaction (lane ``order[0]`` first); None if none is due."""
+        """Claims one due message inside the caller's transaction (lane ``order[0]`` first); None if none is due.
+        Messages for an endpoint paused for our PartyId (A001) are left in the queue."""
+        paused = j.paused_endpoints(self.party_id)
         for cat in order:
             if cat in empty:
                 continue
             got = j.claim_due_messages(now=now, worker=self.worker, limit=1, lease_seconds=self.cfg.lease_seconds,
-                                       priorities=[cat])
+                                       priorities=[cat], exclude_endpoints=paused,
+                                       default_endpoint=self.default_endpoint)
             if not got:
                 empty.add(cat)
                 continue
@@ -189,6 +205,12 @@ class Sender:
         raw = getattr(outcome, "raw", None) or getattr(outcome, "body", None)
         raw_ct = getattr(outcome, "content_type", None)
         attempts = msg.attempts  # the claim counted this attempt
+        endpoint = msg.endpoint or self.default_endpoint
+        since = parse_iso(msg.retry_since) if getattr(msg, "retry_since", None) else None
+        policy = self.cfg.retry
+        # an AS4 answer of any kind (receipt or ebMS error) proves the endpoint is up
+        answered = type(outcome).__name__ in ("ReceiptOk", "EbmsErrorOutcome")
+        alerts: list[dict[str, Any]] = []
         alert: dict[str, Any] | None = None
 
         route = self.routes.get(msg.endpoint or "")
@@ -200,18 +222,35 @@ class Sender:
             nxt = self._claim_in(j, now, order, set()) if claim_next else None
             return filing, nxt
 
+        def health(j: Any, failed: bool) -> None:
+            """Endpoint health: outage alerts while it fails, a recovery alert when it answers again."""
+            if not failed:
+                before = j.note_endpoint_ok(endpoint, self.party_id, now=now)
+                if before.outage_alerted_at is not None:
+                    alerts.append({"kind": "endpoint-recovered", "endpoint": endpoint,
+                                   "failing_since": before.failing_since})
+                return
+            st = j.note_endpoint_failure(endpoint, self.party_id, now=now)
+            last = parse_iso(st.outage_alerted_at) if st.outage_alerted_at else None
+            if policy.outage_alert_due(parse_iso(st.failing_since), last, now):
+                j.mark_outage_alerted(endpoint, self.party_id, now=now)
+                alerts.append({"kind": "endpoint-outage", "endpoint": endpoint, "failing_since": st.failing_since,
+                               "reason": reason, "queued": j.queued_by_endpoint().get(endpoint, 0)})
+
         def apply(j: Any) -> Any:
-            nonlocal alert
+            nonlocal alert, verdict, reason
             filing = j.get_filing(msg.filing_id) if msg.filing_id is not None else None
             first = filing is not None and msg.action == filing.action
             if verdict == "receipted":
+                health(j, failed=False)
                 j.record_receipt(msg.message_id, worker=self.worker, now=now, outcome="receipt-ok",
                                  receipt=raw, content_type=raw_ct)
                 if filing is not None:
                     if first and filing.state == S.SENDING:
                         filing = j.transition(filing.id, S.SENT, now=now, event="receipted",
                                               detail={"message_id": msg.message_id})
-                    elif not first:
+                    elif not first and (j.get_message(msg.message_id).business_outcome or "") != "rejected":
+                        # (a follow-up customs already rejected, the IE3N99 outrunning this receipt: no effect)
                         nxt = follow_up_state(msg.action or "", filing.state)
                         for req in j.list_requests(filing_id=filing.id, open_only=True):
                             if answers_request(msg.action or "", req.kind):
@@ -220,7 +259,31 @@ class Sender:
                             filing = j.transition(filing.id, nxt, now=now, event=f"follow-up-{msg.action}",
                                                   detail={"message_id": msg.message_id})
                 return filing
-            next_at = self.cfg.retry.next_attempt(attempts, now) if verdict == "retry" else None
+            if verdict == "pause":
+                health(j, failed=False)
+                _, newly = j.pause_endpoint(endpoint, self.party_id, now=now, reason=reason,
+                                            message_id=msg.message_id)
+                # the message was refused for its sender, not for itself: back in the queue, due, unchanged
+                j.schedule_retry(msg.message_id, worker=self.worker, now=now, next_attempt_at=now, error=reason,
+                                 receipt=raw, content_type=raw_ct, event="message-paused", failed=False)
+                if first and filing.state == S.SENDING:
+                    filing = j.transition(filing.id, S.QUEUED, now=now, event="endpoint-paused", error=reason,
+                                          detail={"message_id": msg.message_id, "endpoint": endpoint})
+                alert = {"kind": "authorisation-refused", "message_id": msg.message_id, "reason": reason,
+                         "endpoint": endpoint, "party_id": self.party_id, "paused": True, "newly_paused": newly}
+                return filing
+            status = getattr(outcome, "http_status", None)
+            if verdict == "permanent" and not answered and status is not None:
+                st = j.endpoint_state(endpoint, self.party_id)
+                if policy.grace_for_4xx(status, healthy_before=bool(st and st.last_ok_at), now=now, since=since):
+                    verdict = "retry"
+                    reason = (f"{reason.split(' - not retried')[0]} - retried: the endpoint worked before (a proxy "
+                              f"maintenance page?), grace period {policy.http_4xx_grace_seconds:.0f} s")
+            if verdict in ("retry", "permanent", "hold") and answered:
+                health(j, failed=False)
+            elif verdict == "retry":
+                health(j, failed=True)
+            next_at = policy.next_attempt(attempts, now, since=since) if verdict == "retry" else None
             if verdict == "retry" and next_at is not None:
                 j.schedule_retry(msg.message_id, worker=self.worker, now=now, next_attempt_at=next_at, error=reason,
                                  receipt=raw, content_type=raw_ct)
@@ -230,7 +293,7 @@ class Sender:
                 return filing
             hold = verdict == "hold"
             if verdict == "retry":
-                reason_final = f"retry limit of {self.cfg.retry.max_attempts} attempts reached: {reason}"
+                reason_final = f"{policy.exhausted_reason(attempts, now, since)}: {reason}"
             else:
                 reason_final = reason
             j.fail_message(msg.message_id, worker=self.worker, now=now, error=reason_final, hold=hold, receipt=raw,
@@ -239,18 +302,24 @@ class Sender:
             if first and can_transition(filing.state, target):
                 filing = j.transition(filing.id, target, now=now, event="held" if hold else "failed",
                                       error=reason_final, detail={"message_id": msg.message_id})
-            alert = {"kind": "helpdesk" if hold else ("authorisation-refused" if sub == "A001" else
-                                                      "configuration" if sub == "A002" else "send-failed"),
+            alert = {"kind": "helpdesk" if hold else ("configuration" if sub == "A002" else "send-failed"),
                      "message_id": msg.message_id, "reason": reason_final}
             return filing
 
         filing, nxt = await self.writer.submit(txn)
         self.sent += 1
-        log.info("sent message_id=%s verdict=%s attempt=%d reason=%s", msg.message_id, verdict, attempts, reason)
+        log.info("sent message_id=%s verdict=%s attempt=%d endpoint=%s reason=%s", msg.message_id, verdict, attempts,
+                 endpoint, reason)
+        for a in alerts:
+            self.alerts.raise_alert(a.pop("kind"), **a)
         if filing is not None:
             await asyncio.to_thread(write_status, self.status_dir, filing.to_dict())
-            if alert:
-                self.alerts.raise_alert(alert.pop("kind"), lrn=filing.lrn, **alert)
+        if alert:
+            kind = alert.pop("kind")
+            if filing is not None:
+                self.alerts.raise_alert(kind, lrn=filing.lrn, **alert)
+            else:
+                self.alerts.raise_alert(kind, **alert)
         return nxt
 
     async def stop(self, drain_seconds: float) -> None:

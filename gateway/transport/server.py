@@ -160,7 +160,7 @@ class InboundProcessor:
             raise EbmsFault("EBMS:0010", f"pulled message {um.message_id} is on MPC {um.mpc!r}, not on the MPC "
                                          f"pulled ({expected_mpc})", detail="mpc", ref_to_message_id=um.message_id)
         if self.pmodes is not None:
-            pm = self.pmodes.match(um)
+            pm = self.pmodes.match(um, channel=channel)  # a pulled c2t message is kept, never refused
             if not um.is_ping and pm.is_pull != (channel == "pull"):
                 raise EbmsFault("EBMS:0010", f"message {um.message_id} matches P-Mode {pm.id} "
                                              f"({'pull' if pm.is_pull else 'push'}) but arrived by {channel}",

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 SHARED ?= ../shared
 INTEROP := $(SHARED)/interop/santuario
 
-.PHONY: install test pki interop-deps demo bench clean
+.PHONY: install test pki state interop-deps demo bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,7 +21,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 pki: $(VENV)/.installed
 	$(BIN)/python certs/make_pki.py
 
-install: $(VENV)/.installed pki
+# the sample configuration's state folders and empty journal (`ics2gw run` refuses a journal that does not exist)
+state: pki
+	$(BIN)/ics2gw journal init --conf conf/gateway.toml >/dev/null
+
+install: $(VENV)/.installed pki state
 
 # Java + Apache Santuario for the interop tests (Debian packages; CI runs as root).
 interop-deps:

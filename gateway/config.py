@@ -18,12 +18,15 @@ from typing import Any, NoReturn
 _MISSING: Any = object()
 
 # Top-level keys a gateway configuration may hold. Sections owned by later modules are listed so that a
-# typo in a section name is reported instead of silently ignored.
+# typo in a section name is reported instead of silently ignored; each listed section has a reader that
+# refuses its own unknown keys, and gateway.settings.load_settings calls every reader.
 GATEWAY_TOP_LEVEL = {
     "environment", "allow_production", "identity", "seal", "trust", "limits", "pmodes", "tls", "endpoints",
-    "routing", "inbound", "pull", "journal", "intake", "api", "pipeline", "alerts", "validation", "logging",
-    "health",
+    "routing", "inbound", "pull", "journal", "intake", "api", "pipeline", "alerts", "logging", "health",
 }
+# Where a key that looks plausible actually lives.
+GATEWAY_HINTS = {"validation": "local validation is set in [intake] validation and validation_profile",
+                 "log_level": "the log level is [logging] level", "log_format": "the log format is [logging] format"}
 ENVIRONMENTS = ("conformance", "production")
 PARTY_ID_RE = re.compile(r"^(?:(?P<system>[A-Za-z0-9]{1,12})@)?(?P<eori>[A-Z]{2}[A-Za-z0-9]{1,15})(?:@(?P<ms>[A-Z]{2}))?$")
 EORI_RE = re.compile(r"^[A-Z]{2}[A-Za-z0-9]{1,15}$")
@@ -172,11 +175,12 @@ class Section:
         return [Section(v, file=self.file, prefix=f"{self.key_path(key)}[{i}]", base_dir=self.base_dir)
                 for i, v in enumerate(value)]
 
-    def check_keys(self, known: set[str] | frozenset[str]) -> None:
+    def check_keys(self, known: set[str] | frozenset[str], hints: dict[str, str] | None = None) -> None:
         """Rejects keys this section does not know (a typo must not be silently ignored)."""
         for key in self.data:
             if key not in known:
-                self.fail(key, f"unknown key (known: {', '.join(sorted(known))})")
+                hint = (hints or {}).get(key)
+                self.fail(key, f"unknown key ({hint})" if hint else f"unknown key (known: {', '.join(sorted(known))})")
 
 
 def load_toml(path: Path | str) -> Section:
@@ -311,7 +315,7 @@ def read_limits(sec: Section) -> Limits:
 
 def load_gateway_config(path: Path | str) -> GatewayConfig:
     root = load_toml(path)
-    root.check_keys(GATEWAY_TOP_LEVEL)
+    root.check_keys(GATEWAY_TOP_LEVEL, GATEWAY_HINTS)
     environment = root.str("environment", choices=ENVIRONMENTS)
     pm = root.section("pmodes")
     pm.check_keys({"dir"})

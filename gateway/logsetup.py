@@ -46,7 +46,8 @@ class LoggingConfig:
 def read_logging(sec: Any) -> LoggingConfig:
     """Reads ``[logging]`` (a ``gateway.config.Section``)."""
     sec.check_keys(LOGGING_KEYS)
-    return LoggingConfig(level=sec.str("level", "info", choices=LEVELS), format=sec.str("format", "kv", choices=FORMATS))
+    return LoggingConfig(level=sec.str("level", "info", choices=LEVELS),
+                         format=sec.str("format", "kv", choices=FORMATS))
 
 
 def quote(value: Any) -> str:

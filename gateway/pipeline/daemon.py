@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,9 @@ from gateway.journal.sqlite import SqliteJournal
 from gateway.pipeline.accept import Acceptor
 from gateway.pipeline.alerts import Alerts
 from gateway.pipeline.api import make_app
+from gateway.listen import listening
 from gateway.pipeline.config import read_daemon_config
+from gateway.pipeline.signals import OpsSignals
 from gateway.pipeline.inbound import InboundProcessor
 from gateway.pipeline.intake import SpoolIntake
 from gateway.pipeline.sender import Sender
@@ -43,6 +44,7 @@ class Gateway:
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     components: dict[str, Any] = field(default_factory=dict)
     api_port: int | None = None
+    started: asyncio.Event = field(default_factory=asyncio.Event)  # set once every listener is bound
 
     def request_stop(self) -> None:
         self.stop_event.set()
@@ -82,13 +84,15 @@ class Gateway:
                                     access_log=None, handle_signals=False)
                 await api.setup()
                 site = web.TCPSite(api, dcfg.api.host, dcfg.api.port)
-                await site.start()
+                with listening("api.listen", f"{dcfg.api.host}:{dcfg.api.port}"):
+                    await site.start()
                 self.api_port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
                 runners.append(api)
             if tcfg.inbound.enabled:
                 from gateway.transport.server import InboundServer
                 server = InboundServer(engine, sink, tcfg, pmodes=pmodes)
-                await server.start()
+                with listening("inbound.listen", ", ".join(map(str, tcfg.inbound.listen))):
+                    await server.start()
                 runners.append(server)
             if tcfg.pull.enabled:
                 from gateway.transport.puller import Puller
@@ -107,7 +111,8 @@ class Gateway:
                         doc["pull"] = self.components["puller"][0].status()
                     return doc
                 health = HealthServer(tcfg.health.listen, cfg.environment, status=health_status)
-                await health.start()
+                with listening("health.listen", str(tcfg.health.listen)):
+                    await health.start()
                 runners.append(health)
             tasks += [asyncio.create_task(sender.run(), name="sender"),
                       asyncio.create_task(intake.run(), name="intake"),
@@ -115,6 +120,7 @@ class Gateway:
             log.info("gateway started environment=%s party_id=%s api_port=%s inbound=%s pull=%s journal=%s",
                      cfg.environment, cfg.identity.party_id, self.api_port, tcfg.inbound.enabled, tcfg.pull.enabled,
                      jcfg.path)
+            self.started.set()
             stopper = asyncio.create_task(self.stop_event.wait())
             done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for t in done:
@@ -160,8 +166,7 @@ def run_gateway(conf: Path) -> int:
         # the default pool of cores + 4 threads would cap how many filings are in flight per journal commit
         from concurrent.futures import ThreadPoolExecutor
         loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="ics2gw"))
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, gw.request_stop)
+        OpsSignals(gw, Path(conf)).install(loop)   # SIGTERM/SIGINT drain, SIGHUP reload, SIGUSR1 dump, sd_notify
         await gw.run()
 
     asyncio.run(main())

@@ -23,7 +23,8 @@ def _json(obj: Any, status: int = 200) -> web.Response:
 
 def make_app(acceptor: Acceptor, journal: Any, cfg: ApiConfig, on_queued: Any, environment: str,
              status_dir: Any = None) -> web.Application:
-    app = web.Application(client_max_size=cfg.max_request_bytes)
+    app = web.Application(client_max_size=cfg.max_request_bytes,
+                          middlewares=[cfg.auth.middleware()] if cfg.auth.token else [])  # gateway.listen
 
     async def submit(request: web.Request) -> web.Response:
         data = await request.read()

@@ -83,7 +83,7 @@ class Gateway:
                                              status_dir=dcfg.intake.status_dir),
                                     access_log=None, handle_signals=False)
                 await api.setup()
-                site = web.TCPSite(api, dcfg.api.host, dcfg.api.port)
+                site = web.TCPSite(api, dcfg.api.host, dcfg.api.port, ssl_context=dcfg.api.auth.ssl_context())
                 with listening("api.listen", f"{dcfg.api.host}:{dcfg.api.port}"):
                     await site.start()
                 self.api_port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
@@ -110,7 +110,8 @@ class Gateway:
                     if "puller" in self.components:
                         doc["pull"] = self.components["puller"][0].status()
                     return doc
-                health = HealthServer(tcfg.health.listen, cfg.environment, status=health_status)
+                health = HealthServer(tcfg.health.listen, cfg.environment, status=health_status,
+                                      auth=tcfg.health.auth)
                 with listening("health.listen", str(tcfg.health.listen)):
                     await health.start()
                 runners.append(health)

@@ -11,11 +11,15 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 _MISSING: Any = object()
+# Set by gateway.settings.load_settings(secrets=False): commands that only read the journal must not need the
+# seal password in their environment, yet must refuse the same typos as `run`. Secrets are then not read.
+LENIENT_SECRETS: ContextVar[bool] = ContextVar("ics2gw_lenient_secrets", default=False)
 
 # Top-level keys a gateway configuration may hold. Sections owned by later modules are listed so that a
 # typo in a section name is reported instead of silently ignored; each listed section has a reader that
@@ -145,16 +149,22 @@ class Section:
         """Reads ``KEY_env`` (name of an environment variable) or ``KEY_file`` (a file); never a literal."""
         if key in self.data:
             self.fail(key, f"secrets are never written in the configuration: use {key}_env or {key}_file")
+        lenient = LENIENT_SECRETS.get()
         env_name = self.str(f"{key}_env", None)
-        file_path = self.path(f"{key}_file", None)
+        file_path = self.path(f"{key}_file", None, must_exist=not lenient)
         if env_name and file_path:
             self.fail(f"{key}_env", f"give either {key}_env or {key}_file, not both")
+        if lenient:
+            return None
         if env_name:
             if env_name not in os.environ:
                 self.fail(f"{key}_env", f"environment variable {env_name} is not set")
             return os.environ[env_name]
         if file_path:
-            return file_path.read_text(encoding="utf-8").rstrip("\r\n")
+            try:
+                return file_path.read_text(encoding="utf-8").rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                self.fail(f"{key}_file", f"cannot read {file_path}: {getattr(exc, 'strerror', None) or exc}")
         return None
 
     # -- tables ------------------------------------------------------------------------------------------

@@ -127,7 +127,8 @@ def read_listener_auth(sec: Any, listen_key: str, host: str) -> ListenerAuth:
         sec.fail("client_ca", "TLS on this listener requires client certificates: give client_ca (the CAs that "
                               "issue them)")
     auth = ListenerAuth(token=token, tls_cert=cert, tls_key=key, client_ca=cas)
-    if not is_loopback(host) and not auth.enabled:
+    token_configured = token is not None or "token_env" in sec or "token_file" in sec   # (not read: secrets=False)
+    if not is_loopback(host) and not (token_configured or auth.tls):
         sec.fail(listen_key, f"{host!r} is not a loopback address: a listener reachable from the network needs "
                              "authentication (token_env or token_file for a bearer token, or tls_cert + tls_key + "
                              "client_ca for TLS client certificates)")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.config import ConfigError, GatewayConfig, load_gateway_config
+from gateway.config import LENIENT_SECRETS, ConfigError, GatewayConfig, load_gateway_config
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,20 @@ class Settings:
         return self.core.environment
 
 
-def load_settings(path: Path | str) -> Settings:
-    """Reads every section of the gateway configuration at ``path``; raises ``ConfigError`` naming file and key."""
+def load_settings(path: Path | str, *, secrets: bool = True) -> Settings:
+    """Reads every section of the gateway configuration at ``path``; raises ``ConfigError`` naming file and key.
+
+    ``secrets=False`` (commands that only read the journal or the API address) checks every key the same way
+    but reads no secret, so such a command needs no password in its environment; the secret fields are None.
+    """
+    token = LENIENT_SECRETS.set(not secrets)
+    try:
+        return _load(path)
+    finally:
+        LENIENT_SECRETS.reset(token)
+
+
+def _load(path: Path | str) -> Settings:
     from gateway.journal.config import read_journal_config
     from gateway.logsetup import read_logging
     from gateway.pipeline.config import read_daemon_config

@@ -171,3 +171,22 @@ def test_internal_error_is_one_line_and_debug_adds_the_traceback(workdir: Gatewa
     assert err.startswith("ics2gw journal: ")
     code, out, err = _cli(["journal", "list", "--conf", str(workdir.conf), "--debug"], capsys)
     assert code == exitcodes.RUNTIME and "Traceback" in err and re.search(r"^ics2gw journal: ", err, re.M)
+
+
+def test_reading_commands_use_the_same_loader(workdir: GatewayEnv, pki: Path, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`journal list` refuses what `run` refuses, yet needs no secret: the seal password is not in its environment."""
+    text = workdir.conf.read_text()
+    text = re.sub(r'^(key|chain) = "[^"]*trader-(seal\.key|chain\.pem)".*\n', "", text, flags=re.M)
+    text = _set(text, "seal", "pkcs12", f'"{pki / "trader-seal.p12"}"')
+    text = _set(text, "seal", "password_env", '"ICS2GW_TEST_UNSET_PASSWORD"')
+    monkeypatch.delenv("ICS2GW_TEST_UNSET_PASSWORD", raising=False)
+    workdir.conf.write_text(text)
+    code, out, err = _cli(["journal", "list", "--conf", str(workdir.conf)], capsys)
+    assert code == 0, err
+    code, _, err = _cli(["run", "--conf", str(workdir.conf)], capsys)     # run needs it, and says so
+    assert code == exitcodes.CONFIG and "[seal.password_env]" in err and "is not set" in err
+    workdir.conf.write_text(_append("pipeline", "worker = 4")(text))  # type: ignore[operator]
+    for argv in (["journal", "list"], ["journal", "purge"], ["status", "NOSUCHLRN"], ["submit", "x.xml"]):
+        code, _, err = _cli([*argv, "--conf", str(workdir.conf)], capsys)
+        assert code == exitcodes.CONFIG and "[pipeline.worker]" in err, (argv, err)

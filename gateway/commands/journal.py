@@ -114,9 +114,8 @@ def run_requests(args: argparse.Namespace) -> int:
 
 def run_purge(args: argparse.Namespace) -> int:
     from gateway.commands._journal import journal_path, open_writer
-    from gateway.config import load_gateway_config
-    from gateway.journal.config import read_journal_config
-    days = args.days or read_journal_config(load_gateway_config(args.conf).root.section("journal")).retention_days
+    from gateway.settings import load_settings
+    days = args.days or load_settings(args.conf, secrets=False).journal.retention_days
     if not journal_path(args.conf).exists():
         print("ics2gw journal purge: no journal yet", file=sys.stderr)
         return exitcodes.UNREADABLE

@@ -80,7 +80,6 @@ def _identifications(path: Path, size: int) -> tuple[str, list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.config import load_gateway_config
     from gateway.ebms.engine import Engine
     from gateway.ebms.stream import FileAttachment, pack_file
     from gateway.xmlsafe import XmlRejected
@@ -119,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"ics2gw pack: the payload refers to binary attachment(s) {', '.join(missing)}: "
               "give each with --attach ID=FILE", file=sys.stderr)
         return exitcodes.INVALID
-    cfg = load_gateway_config(args.conf)
+    from gateway.settings import load_settings
+    cfg = load_settings(args.conf).core   # the one loader: refuses what `run` refuses
     engine = Engine.from_config(cfg)
     try:
         packed = pack_file(engine, args.payload, args.out, action=action, to_party=Engine.customs_party(args.to),

@@ -35,9 +35,10 @@ def _progress(done: int, total: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.config import load_gateway_config
     from gateway.pipeline.config import read_api
-    api = read_api(load_gateway_config(args.conf).root.section("api"))
+    from gateway.settings import load_settings
+    settings = load_settings(args.conf, secrets=False)      # every section checked, no secret needed ...
+    api = read_api(settings.core.root.section("api"))     # ... except the API's own token, read here
     host = api.host if api.host not in ("0.0.0.0", "::") else "127.0.0.1"   # a wildcard bind: the local side
     host = f"[{host}]" if ":" in host else host
     headers = {"Content-Type": "application/xml"}

@@ -129,3 +129,35 @@ def _find(log: Path, msg: str, **fields: str) -> dict[str, object] | None:
         if doc.get("msg") == msg and all(doc.get(k) == v for k, v in fields.items()):
             return doc
     return None
+
+
+async def test_reload_swaps_trust_anchors_and_keeps_them_on_a_broken_file(tmp_path: Path, pki: Path) -> None:
+    """SIGHUP's [trust] reload has a real effect on verification, and a failed reload changes nothing."""
+    from gateway.ebms.engine import Engine
+    from gateway.pipeline.signals import OpsSignals
+    from gateway.security.trust import ChainError
+    from gateway.settings import load_settings
+
+    env = GatewayEnv.create(tmp_path / "gw", FAKE_SIM)  # type: ignore[arg-type]
+    text = env.conf.read_text()
+    settings = load_settings(env.conf)
+    engine = Engine.from_config(settings.core)
+    gw = types.SimpleNamespace(cfg=settings.core, components={"engine": engine}, api_port=None)
+    ops = OpsSignals(gw, env.conf)
+    engine.trust.validate(engine.identity.chain)          # our seal chain is anchored at trader-root
+
+    env.conf.write_text(_set(text, "trust", "anchors", json.dumps([str(pki / "customs-root.pem")])))
+    await ops.reload()
+    with pytest.raises(ChainError):
+        engine.trust.validate(engine.identity.chain)      # trader-root is no longer trusted
+
+    kept = engine.trust
+    broken = tmp_path / "broken-root.pem"
+    broken.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+    env.conf.write_text(_set(text, "trust", "anchors", json.dumps([str(broken)])))
+    await ops.reload()
+    assert engine.trust is kept                           # the previous store stays
+
+    env.conf.write_text(text)                             # and back: the chain validates again
+    await ops.reload()
+    engine.trust.validate(engine.identity.chain)

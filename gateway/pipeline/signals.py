@@ -3,7 +3,8 @@
 Why a reload that picks: most settings are bound into running components (listeners, TLS contexts, worker
 pools, the journal); changing them under load is where gateways lose messages. What can be swapped as one
 object reference between two messages is reloaded: ``[trust]`` (anchors, intermediates, customs
-certificates, CRLs: a new ``TrustStore`` replaces the engine's), ``[logging] level`` and ``[alerts]``. Every
+certificates, CRLs: a new ``TrustStore`` replaces the engine's, at every SIGHUP since the files behind it are
+replaced in place), ``[logging] level`` and ``[alerts]``. Every
 other change is logged as refused (it needs a restart) and nothing of it is applied. A configuration that no
 longer loads is refused as a whole and logged; the daemon keeps running on what it had. SIGHUP never stops
 the daemon.
@@ -57,6 +58,8 @@ def _reload_alerts(gw: Any, settings: Any) -> str:
 
 
 RELOADERS: dict[str, Reloader] = {"trust": _reload_trust, "logging": _reload_logging, "alerts": _reload_alerts}
+# reloaded at every SIGHUP even when the configuration text is unchanged: their files are replaced in place
+ALWAYS_RELOADED = ("trust",)
 
 
 class OpsSignals:
@@ -113,9 +116,8 @@ class OpsSignals:
                 return
             new = settings.core.root.data
             changed = sorted(k for k in set(self._last) | set(new) if self._last.get(k) != new.get(k))
-            if not changed:
-                log.info("reload: configuration unchanged file=%s", self.conf)
-                return
+            # the files behind [trust] change without the configuration changing (a new CRL, a renewed anchor)
+            changed = sorted(set(changed) | set(ALWAYS_RELOADED))
             applied: dict[str, Any] = dict(self._last)
             for section in changed:
                 fn = RELOADERS.get(section)

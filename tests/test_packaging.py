@@ -1,6 +1,6 @@
 """The package works outside the repository, and the systemd unit is valid.
 
-- A wheel is built from a copy of the source tree (what an sdist holds), installed into a fresh virtual
+- An sdist is built from a copy of the source tree, a wheel from the unpacked sdist, installed into a fresh virtual
   environment, and ``ics2gw init DIR --test-pki && cd DIR && ics2gw demo`` runs from an empty folder: real
   processes, real TLS, real journal. The fresh venv gets the gateway only from the wheel; its third-party
   dependencies (lxml, xmlsec, cryptography, aiohttp) are shared read-only from the test venv through a path
@@ -37,8 +37,16 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """bin/ of a fresh venv with ics2gw installed from a freshly built wheel."""
     base = tmp_path_factory.mktemp("wheel")
     _source_copy(base / "src")
+    # the sdist first (MANIFEST.in must carry everything), then the wheel from the unpacked sdist
+    sdist = subprocess.run([sys.executable, "-c", "import sys; from setuptools import build_meta as b; "
+                            "print(b.build_sdist(sys.argv[1]))", str(base / "sdist")], cwd=base / "src",
+                           capture_output=True, text=True)
+    assert sdist.returncode == 0, sdist.stdout + sdist.stderr
+    archive = base / "sdist" / sdist.stdout.strip().splitlines()[-1]
+    shutil.unpack_archive(archive, base / "unpacked")
+    (root,) = (base / "unpacked").iterdir()
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                            "-w", str(base / "dist"), str(base / "src")], capture_output=True, text=True)
+                            "-w", str(base / "dist"), str(root)], capture_output=True, text=True)
     assert build.returncode == 0, build.stdout + build.stderr
     (wheel,) = (base / "dist").glob("ics2gw-*.whl")
     venv = base / "venv"

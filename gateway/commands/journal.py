@@ -12,7 +12,7 @@ from gateway.commands._common import add_conf_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("journal", help="list filings, orphans; purge old final filings",
+    p = sub.add_parser("journal", help="list filings, orphans; purge old final filings; init a new journal",
                        description="Read the journal (safe while the daemon runs) or purge old final filings.")
     jsub = p.add_subparsers(dest="journal_command", metavar="SUBCOMMAND")
     ls = jsub.add_parser("list", help="list filings, newest first")

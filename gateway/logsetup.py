@@ -23,6 +23,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 LEVELS = ("debug", "info", "warning", "error")
@@ -31,6 +32,7 @@ LOGGING_KEYS = frozenset({"level", "format"})
 
 _KEY = r"[A-Za-z_][A-Za-z0-9_.\-]*"
 _SPEC = re.compile(r"%(?:\((?P<name>[^)]*)\))?[-#0 +]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[hlL]?(?P<conv>[diouxXeEfFgGcrsa%])")
+_BARE = re.compile(r'[^\s"=\\]+')   # a value that needs no quotes: no space, quote, '=' or backslash
 _TOKEN = re.compile(rf'(?P<key>{_KEY})=(?:"(?P<q>(?:[^"\\]|\\.)*)"|(?P<v>\S*))|(?P<word>\S+)')
 # reserved: a message field with one of these names is renamed so it cannot overwrite the line's own
 _RESERVED = frozenset({"ts", "level", "logger", "msg", "exc"})
@@ -53,9 +55,9 @@ def read_logging(sec: Any) -> LoggingConfig:
 def quote(value: Any) -> str:
     """A logfmt value: bare when it is safe, else double-quoted with backslash escapes."""
     text = "" if value is None else str(value)
-    if text == "" or any(c in text for c in ' "=\\\n\r\t') or not text.isprintable():
-        return json.dumps(text, ensure_ascii=False)
-    return text
+    if _BARE.fullmatch(text) and text.isprintable():
+        return text
+    return json.dumps(text, ensure_ascii=False)
 
 
 def _unescape(q: str) -> str:
@@ -85,37 +87,64 @@ def parse_message(text: str) -> tuple[str, dict[str, Any]]:
     return " ".join(words), fields
 
 
-def _from_template(msg: str, args: tuple[Any, ...]) -> tuple[str, dict[str, Any]] | None:
-    """(free text, fields) of a ``%``-format string and its arguments; None when they do not match."""
-    fields: dict[str, Any] = {}
-    out: list[str] = []
+@lru_cache(maxsize=4096)
+def _compile(msg: str) -> tuple[tuple[tuple[str, str | None, str], ...], str] | None:
+    """The parts of a ``%``-format string: (literal before, field key or None, conversion spec) per
+    placeholder, and the literal tail; None for forms not handled here (named or ``*`` specs). Cached: a
+    module logs with a few hundred constant format strings."""
+    parts: list[tuple[str, str | None, str]] = []
     pos = 0
-    i = 0
+    pending = ""
     for m in _SPEC.finditer(msg):
         if m.group("name") is not None or "*" in m.group(0):
             return None
-        before = msg[pos:m.start()]
+        before = pending + msg[pos:m.start()]
         pos = m.end()
         if m.group("conv") == "%":
-            out.append(before + "%")
+            pending = before + "%"
             continue
-        if i >= len(args):
-            return None
-        value = args[i]
-        i += 1
+        pending = ""
         km = re.search(rf"(?:^|\s)({_KEY})=$", before)
         if km:
-            out.append(before[:km.start(1)])
-            fields[km.group(1)] = value if isinstance(value, (int, float, bool)) or value is None else str(value)
+            parts.append((before[:km.start(1)], km.group(1), m.group(0)))
         else:
+            parts.append((before, None, m.group(0)))
+    return tuple(parts), pending + msg[pos:]
+
+
+@lru_cache(maxsize=4096)
+def _parse_static(text: str) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    words, fields = parse_message(text)
+    return words, tuple(fields.items())
+
+
+def _from_template(msg: str, args: tuple[Any, ...]) -> tuple[str, dict[str, Any]] | None:
+    """(free text, fields) of a ``%``-format string and its arguments; None when they do not match."""
+    compiled = _compile(msg)
+    if compiled is None:
+        return None
+    parts, tail = compiled
+    if len(parts) != len(args):
+        return None
+    fields: dict[str, Any] = {}
+    out: list[str] = []
+    dynamic_text = False
+    for (before, key, spec), value in zip(parts, args):
+        out.append(before)
+        if key is not None:
+            fields[key] = value if isinstance(value, (int, float, bool)) or value is None else str(value)
+        else:
+            dynamic_text = True
             try:
-                out.append(before + (m.group(0) % (value,)))
+                out.append(spec % (value,))
             except (TypeError, ValueError):
                 return None
-    if i != len(args):
-        return None
-    out.append(msg[pos:])
-    text, more = parse_message("".join(out))
+    out.append(tail)
+    if dynamic_text:
+        text, more = parse_message("".join(out))
+    else:
+        text, static = _parse_static("".join(out))   # only literals: the same for every line of this template
+        more = dict(static)
     more.update(fields)
     return text, more
 

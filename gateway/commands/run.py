@@ -28,6 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import signal
+    # until the daemon's handlers are installed (gateway/pipeline/signals.py), a reload or dump request must not
+    # kill it (the default action of SIGHUP and SIGUSR1 is to terminate)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     from gateway.logsetup import setup_logging
     from gateway.pipeline.daemon import run_gateway
     from gateway.settings import check_filesystem, create_journal, load_settings

@@ -94,7 +94,7 @@ def run(workdir: Path, *, n: int = 300, timeout: float = 300.0) -> dict[str, Any
                                stdout=open(tmp / "sim.log", "wb"), stderr=subprocess.STDOUT)
         procs.append(sim)
         _wait_http(f"http://127.0.0.1:{ports['admin']}/admin/health", sim, "the simulator", tmp / "sim.log")
-        gw = subprocess.Popen([*CLI, "run", "--conf", str(gcf)], cwd=REPO, env=env,
+        gw = subprocess.Popen([*CLI, "run", "--init-journal", "--conf", str(gcf)], cwd=REPO, env=env,
                               stdout=open(tmp / "gw.log", "wb"), stderr=subprocess.STDOUT)
         procs.append(gw)
         _wait_http(f"http://127.0.0.1:{ports['health']}/health", gw, "the gateway", tmp / "gw.log")

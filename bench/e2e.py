@@ -171,7 +171,8 @@ def run_mode(mode: str, n: int, size: int, tmp: Path, timeout: float) -> dict[st
                                stdout=open(slog, "wb"), stderr=subprocess.STDOUT)
         procs.append(sim)
         _wait_http(f"http://127.0.0.1:{ports['admin']}/admin/health", sim, "the simulator", slog)
-        gw = subprocess.Popen([*CLI, "run", "--conf", str(gcf), "--log-level", "info"], cwd=REPO, env=env,
+        gw = subprocess.Popen([*CLI, "run", "--init-journal", "--conf", str(gcf),
+                               "--log-level", "info"], cwd=REPO, env=env,
                               stdout=open(glog, "wb"), stderr=subprocess.STDOUT)
         procs.append(gw)
         _wait_http(f"http://127.0.0.1:{ports['health']}/health", gw, "the gateway", glog)

@@ -11,19 +11,27 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 _MISSING: Any = object()
+# Set by gateway.settings.load_settings(secrets=False): commands that only read the journal must not need the
+# seal password in their environment, yet must refuse the same typos as `run`. Secrets are then not read.
+LENIENT_SECRETS: ContextVar[bool] = ContextVar("ics2gw_lenient_secrets", default=False)
 
 # Top-level keys a gateway configuration may hold. Sections owned by later modules are listed so that a
-# typo in a section name is reported instead of silently ignored.
+# typo in a section name is reported instead of silently ignored; each listed section has a reader that
+# refuses its own unknown keys, and gateway.settings.load_settings calls every reader.
 GATEWAY_TOP_LEVEL = {
     "environment", "allow_production", "identity", "seal", "trust", "limits", "pmodes", "tls", "endpoints",
-    "routing", "inbound", "pull", "journal", "intake", "api", "pipeline", "alerts", "validation", "logging",
-    "health", "amqp", "hmrc",
+    "routing", "inbound", "pull", "journal", "intake", "api", "pipeline", "alerts", "logging", "health",
+    "amqp", "hmrc",
 }
+# Where a key that looks plausible actually lives.
+GATEWAY_HINTS = {"validation": "local validation is set in [intake] validation and validation_profile",
+                 "log_level": "the log level is [logging] level", "log_format": "the log format is [logging] format"}
 ENVIRONMENTS = ("conformance", "production")
 PARTY_ID_RE = re.compile(r"^(?:(?P<system>[A-Za-z0-9]{1,12})@)?(?P<eori>[A-Z]{2}[A-Za-z0-9]{1,15})(?:@(?P<ms>[A-Z]{2}))?$")
 EORI_RE = re.compile(r"^[A-Z]{2}[A-Za-z0-9]{1,15}$")
@@ -142,16 +150,22 @@ class Section:
         """Reads ``KEY_env`` (name of an environment variable) or ``KEY_file`` (a file); never a literal."""
         if key in self.data:
             self.fail(key, f"secrets are never written in the configuration: use {key}_env or {key}_file")
+        lenient = LENIENT_SECRETS.get()
         env_name = self.str(f"{key}_env", None)
-        file_path = self.path(f"{key}_file", None)
+        file_path = self.path(f"{key}_file", None, must_exist=not lenient)
         if env_name and file_path:
             self.fail(f"{key}_env", f"give either {key}_env or {key}_file, not both")
+        if lenient:
+            return None
         if env_name:
             if env_name not in os.environ:
                 self.fail(f"{key}_env", f"environment variable {env_name} is not set")
             return os.environ[env_name]
         if file_path:
-            return file_path.read_text(encoding="utf-8").rstrip("\r\n")
+            try:
+                return file_path.read_text(encoding="utf-8").rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                self.fail(f"{key}_file", f"cannot read {file_path}: {getattr(exc, 'strerror', None) or exc}")
         return None
 
     # -- tables ------------------------------------------------------------------------------------------
@@ -172,11 +186,12 @@ class Section:
         return [Section(v, file=self.file, prefix=f"{self.key_path(key)}[{i}]", base_dir=self.base_dir)
                 for i, v in enumerate(value)]
 
-    def check_keys(self, known: set[str] | frozenset[str]) -> None:
+    def check_keys(self, known: set[str] | frozenset[str], hints: dict[str, str] | None = None) -> None:
         """Rejects keys this section does not know (a typo must not be silently ignored)."""
         for key in self.data:
             if key not in known:
-                self.fail(key, f"unknown key (known: {', '.join(sorted(known))})")
+                hint = (hints or {}).get(key)
+                self.fail(key, f"unknown key ({hint})" if hint else f"unknown key (known: {', '.join(sorted(known))})")
 
 
 def load_toml(path: Path | str) -> Section:
@@ -315,7 +330,7 @@ def read_limits(sec: Section) -> Limits:
 
 def load_gateway_config(path: Path | str) -> GatewayConfig:
     root = load_toml(path)
-    root.check_keys(GATEWAY_TOP_LEVEL)
+    root.check_keys(GATEWAY_TOP_LEVEL, GATEWAY_HINTS)
     environment = root.str("environment", choices=ENVIRONMENTS)
     pm = root.section("pmodes")
     pm.check_keys({"dir"})

@@ -24,3 +24,28 @@ def pki() -> Path:
 @pytest.fixture(scope="session")
 def gateway_conf(pki: Path) -> Path:
     return REPO / "conf" / "gateway.toml"
+
+
+# ------------------------------------------------------------------------------------------------ skip summary
+# Why: a skipped test proves nothing, and a suite that is green because 24 interop tests skipped quietly (no Java,
+# or a clone outside the usual ../shared layout) must say so at the end, every test and its reason.
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if getattr(r, "when", "") != "teardown"]
+    if not skipped:
+        return
+    terminalreporter.section(f"{len(skipped)} SKIPPED: these tests did not run, and why", sep="!", yellow=True,
+                             bold=True)
+    by_reason: dict[str, list[str]] = {}
+    for r in skipped:
+        by_reason.setdefault(_skip_reason(r), []).append(r.nodeid)
+    for reason, ids in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
+        terminalreporter.write_line(f"{len(ids)} skipped: {reason}", yellow=True, bold=True)
+        for nodeid in ids:
+            terminalreporter.write_line(f"    {nodeid}")

@@ -322,7 +322,8 @@ class GatewayEnv:
 
     def start(self) -> GatewayEnv:
         self.starts += 1
-        self.proc = spawn("gateway", ["run", "--conf", str(self.conf)], self.dir / "gateway.log", self.dir)
+        self.proc = spawn("gateway", ["run", "--init-journal", "--conf", str(self.conf)], self.dir / "gateway.log",
+                          self.dir)
         wait_until(lambda: not self.proc.alive() or self._ready(), 30, "the gateway to be ready", self.proc.tail)
         assert self.proc.alive(), self.proc.tail()
         return self

@@ -118,7 +118,7 @@ def test_sigkill_restarts_lose_nothing_and_duplicate_nothing(tmp_path: Path, pki
         r01 = Counter(m["filing"]["lrn"] for m in meta if m["action"] == "IE3R01" and m["filing"])
         assert all(r01[lrn] == 1 for lrn in lrns), {lrn: r01[lrn] for lrn in lrns if r01[lrn] != 1}
         log = gw.proc.log.read_text() if gw.proc else ""
-        processed = Counter(re.findall(r"logger=ics2gw\.inbound inbound message_id=(\S+)", log))
+        processed = Counter(re.findall(r"logger=ics2gw\.inbound environment=\S+ msg=inbound message_id=(\S+)", log))
         assert processed and max(processed.values()) == 1, processed.most_common(3)
         from gateway.journal.sqlite import SqliteJournal
         j = SqliteJournal.open_reader(gw.var / "journal.sqlite3")

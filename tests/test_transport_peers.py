@@ -158,9 +158,16 @@ async def test_santuario_sealed_c2t_message_pushed_by_curl(server: InboundServer
 # ------------------------------------------------------------------------------------------------ commands
 def _conf_for(tmp: Path, url: str) -> Path:
     text = (REPO / "conf" / "gateway.toml").read_text()
-    text = text.replace('"../', f'"{REPO}/').replace("https://127.0.0.1:8443/ics2/sti", url)
+    text = text.replace('"../var/', f'"{tmp}/var/').replace('"../', f'"{REPO}/')
+    text = text.replace("https://127.0.0.1:8443/ics2/sti", url)
+    text = text.replace("[intake]\n", "[intake]\n" + "".join(f'{k}_dir = "{tmp}/var/{k}"\n'
+                                                            for k in ("work", "archive", "rejected")))
     path = tmp / "gateway.toml"
     path.write_text(text)
+    from gateway.settings import check_filesystem, create_journal, load_settings
+    settings = load_settings(path)   # its state folders and journal, as `ics2gw init` makes them
+    assert not check_filesystem(settings, init_journal=True)
+    create_journal(settings)
     return path
 
 

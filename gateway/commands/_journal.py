@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gateway.config import load_gateway_config
 
 
 def journal_path(conf: Path) -> Path:
-    from gateway.journal.config import read_journal_config
-    cfg = load_gateway_config(conf)
-    return read_journal_config(cfg.root.section("journal")).path
+    """The journal of ``conf``, read through the one loader (a typo anywhere is refused as `run` refuses it)."""
+    from gateway.settings import load_settings
+    return load_settings(conf, secrets=False).journal.path
 
 
 def open_reader(conf: Path) -> Any:

@@ -9,8 +9,29 @@ from pathlib import Path
 from gateway import exitcodes
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def _defaults() -> tuple[Path, Path, Path]:
+    """conf/, samples/ and var/demo of the current folder when it is a working directory (`ics2gw init`),
+    else the repository's / the installed package's."""
+    from gateway import resources
     from gateway.conformance.demo import DEFAULT_CONF_DIR, DEFAULT_SAMPLES, DEFAULT_WORKDIR
+    cwd = Path.cwd()
+    if (cwd / "conf" / "gateway.toml").exists():
+        samples = cwd / "samples" if (cwd / "samples").is_dir() else _or(DEFAULT_SAMPLES, resources, "samples")
+        return cwd / "conf", samples, cwd / "var" / "demo"
+    return (_or(DEFAULT_CONF_DIR, resources, "conf"), _or(DEFAULT_SAMPLES, resources, "samples"), DEFAULT_WORKDIR)
+
+
+def _or(default: Path, resources: object, name: str) -> Path:
+    if default.exists():
+        return default
+    try:
+        return resources.path(name)  # type: ignore[attr-defined, no-any-return]
+    except FileNotFoundError:
+        return default
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    DEFAULT_CONF_DIR, DEFAULT_SAMPLES, DEFAULT_WORKDIR = _defaults()
     p = sub.add_parser("demo", help="run the gateway against the bundled customs simulator with the sample ENS set",
                        description="Start the customs simulator and the gateway as processes (own configurations "
                                    "derived from conf/*.toml, own working directory, free loopback ports), file the "

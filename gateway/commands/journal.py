@@ -1,4 +1,4 @@
-"""`ics2gw journal list|orphans|purge`: read or maintain the journal."""
+"""`ics2gw journal list|orphans|requests|purge|init`: read, maintain or create the journal."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from gateway.commands._common import add_conf_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("journal", help="list filings, orphans; purge old final filings",
+    p = sub.add_parser("journal", help="list filings, orphans; purge old final filings; init a new journal",
                        description="Read the journal (safe while the daemon runs) or purge old final filings.")
     jsub = p.add_subparsers(dest="journal_command", metavar="SUBCOMMAND")
     ls = jsub.add_parser("list", help="list filings, newest first")
@@ -37,7 +37,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     pg.add_argument("--days", type=int)
     add_conf_option(pg)
     pg.set_defaults(func=run_purge)
+    ini = jsub.add_parser("init", help="create the journal and missing state folders of a configuration",
+                          description="Creates an empty journal at [journal] path and every missing [intake] "
+                                      "folder. An existing journal is left as it is. `ics2gw run` refuses a journal "
+                                      "that does not exist, so that a mistyped path is an error.")
+    add_conf_option(ini)
+    ini.set_defaults(func=run_init)
     p.set_defaults(func=lambda a: (p.print_help(), exitcodes.UNREADABLE)[1])
+
+
+def run_init(args: argparse.Namespace) -> int:
+    from gateway.settings import check_filesystem, create_journal, load_settings
+    settings = load_settings(args.conf)
+    problems = check_filesystem(settings, init_journal=True)
+    for problem in problems:
+        print(f"ics2gw journal init: configuration error: {problem}", file=sys.stderr)
+    if problems:
+        return exitcodes.CONFIG
+    existed = settings.journal.path.exists()
+    create_journal(settings)
+    print(f"journal {settings.journal.path} {'already existed' if existed else 'created'}")
+    return exitcodes.OK
 
 
 def _parse_since(text: str | None) -> dt.datetime | None:
@@ -94,9 +114,8 @@ def run_requests(args: argparse.Namespace) -> int:
 
 def run_purge(args: argparse.Namespace) -> int:
     from gateway.commands._journal import journal_path, open_writer
-    from gateway.config import load_gateway_config
-    from gateway.journal.config import read_journal_config
-    days = args.days or read_journal_config(load_gateway_config(args.conf).root.section("journal")).retention_days
+    from gateway.settings import load_settings
+    days = args.days or load_settings(args.conf, secrets=False).journal.retention_days
     if not journal_path(args.conf).exists():
         print("ics2gw journal purge: no journal yet", file=sys.stderr)
         return exitcodes.UNREADABLE

@@ -93,7 +93,6 @@ def _checked(payload: Path, action: str, attachments: list) -> tuple[list, list[
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.config import load_gateway_config
     from gateway.ebms.engine import Engine
     from gateway.ebms.stream import FileAttachment, pack_file
     from gateway.xmlsafe import XmlRejected
@@ -138,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
             for text in problems:
                 print(f"ics2gw pack: {text}", file=sys.stderr)
             return exitcodes.INVALID
-    cfg = load_gateway_config(args.conf)
+    from gateway.settings import load_settings
+    cfg = load_settings(args.conf).core   # the one loader: refuses what `run` refuses
     engine = Engine.from_config(cfg)
     try:
         packed = pack_file(engine, args.payload, args.out, action=action, to_party=Engine.customs_party(args.to),

@@ -22,14 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.config import load_gateway_config
     from gateway.ebms.engine import Engine
     from gateway.transport.client import EbmsErrorOutcome, InvalidReceipt, ReceiptOk, summarize
-    from gateway.transport.config import load_transport_config
+    from gateway.settings import load_settings
     from gateway.transport.doctor import ping_endpoint
 
-    cfg = load_gateway_config(args.conf)
-    tcfg = load_transport_config(cfg)
+    settings = load_settings(args.conf)   # the one loader: refuses what `run` refuses
+    cfg, tcfg = settings.core, settings.transport
     try:
         endpoint = tcfg.endpoint(args.endpoint)
     except KeyError as exc:

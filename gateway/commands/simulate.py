@@ -17,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Run the customs TI stand-in (HTTPS with 2-way TLS, strict verification, "
                                    "business replies by push or pull) until SIGTERM or Ctrl-C.")
     add_conf_option(p, DEFAULT_SIM_CONF)
+    p.add_argument("--log-format", default="kv", choices=("kv", "json"), help="key=value lines or JSON lines")
     p.set_defaults(func=run)
     sp = p.add_subparsers(dest="simulate_command", metavar="SUBCOMMAND")
     r = sp.add_parser("report", help="print what the simulator registered, one filing per line",
@@ -30,13 +31,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
     from gateway.simulator.app import run_simulator
     from gateway.simulator.config import load_simulator_config
 
     cfg = load_simulator_config(args.conf)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    from gateway.logsetup import setup_logging
+    setup_logging("info", args.log_format, environment="simulator")  # the gateway's line format (logsetup)
     asyncio.run(run_simulator(cfg))
     return exitcodes.OK
 

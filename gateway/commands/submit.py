@@ -41,10 +41,19 @@ def _progress(done: int, total: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.config import load_gateway_config
     from gateway.pipeline.config import read_api
-    api = read_api(load_gateway_config(args.conf).root.section("api"))
-    host = f"[{api.host}]" if ":" in api.host else api.host
+    from gateway.settings import load_settings
+    settings = load_settings(args.conf, secrets=False)      # every section checked, no secret needed ...
+    api = read_api(settings.core.root.section("api"))     # ... except the API's own token, read here
+    host = api.host if api.host not in ("0.0.0.0", "::") else "127.0.0.1"   # a wildcard bind: the local side
+    host = f"[{host}]" if ":" in host else host
+    headers = {"Content-Type": "application/xml"}
+    if api.auth.token:
+        headers["Authorization"] = f"Bearer {api.auth.token}"
+    if api.auth.tls:
+        print("ics2gw submit: [api] uses TLS client certificates; submit with your ERP's client "
+              "certificate (e.g. curl --cert), or give the API a token_env for this command", file=sys.stderr)
+        return exitcodes.CONFIG
     url = f"http://{host}:{api.port}/filings" + (f"?action={args.action}" if args.action else "")
     worst = exitcodes.OK
     show = len(args.files) > 1 and not args.quiet and sys.stderr.isatty()
@@ -75,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         if files:
             from gateway.pipeline.submission import to_multipart
             ctype, data = to_multipart(data, files)
-        req = urllib.request.Request(url, data=data, headers={"Content-Type": ctype}, method="POST")
+        req = urllib.request.Request(url, data=data, headers={**headers, "Content-Type": ctype}, method="POST")
         try:
             with urllib.request.urlopen(req, timeout=120) as resp:
                 print(json.dumps({"file": str(path), **json.loads(resp.read())}))

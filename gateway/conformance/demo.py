@@ -289,7 +289,8 @@ def run_demo(*, conf_dir: Path = DEFAULT_CONF_DIR, samples_dir: Path = DEFAULT_S
                 raise DemoError(f"--amqp: {exc}") from None
             out.write(f"demo: RabbitMQ on {queue.node.url}; filings queue {demo_amqp.QUEUE}, events exchange "
                       f"{demo_amqp.EXCHANGE}\n")
-        procs["gateway"] = gw = _spawn("gateway", ["run", "--conf", str(gw_conf)], workdir / "gateway.log", workdir)
+        procs["gateway"] = gw = _spawn("gateway", ["run", "--init-journal", "--conf", str(gw_conf)],
+                                       workdir / "gateway.log", workdir)
         _wait(lambda: confgen.port_open(inbound_port) and
               _http_json(f"http://127.0.0.1:{api_port}/health")[0] == 200, 30, gw, "the gateway to be ready")
         out.write(f"demo: simulator and gateway up in {time.monotonic() - start:.1f} s; filing {len(samples)} "

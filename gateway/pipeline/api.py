@@ -65,8 +65,10 @@ def _storage_guard(alert: Any, journal_path: Any) -> Any:
 
 def make_app(acceptor: Acceptor, journal: Any, cfg: ApiConfig, on_queued: Any, environment: str,
              status_dir: Any = None, alert: Any = None, journal_path: Any = None) -> web.Application:
-    app = web.Application(client_max_size=cfg.max_request_bytes, middlewares=[
-        _storage_guard(alert or (lambda kind, **detail: None), journal_path or getattr(journal, "path", "?"))])
+    middlewares = [cfg.auth.middleware()] if cfg.auth.token else []      # gateway.listen: bearer token
+    middlewares.append(_storage_guard(alert or (lambda kind, **detail: None),
+                                      journal_path or getattr(journal, "path", "?")))
+    app = web.Application(client_max_size=cfg.max_request_bytes, middlewares=middlewares)
 
     async def submit(request: web.Request) -> web.Response:
         data = await request.read()

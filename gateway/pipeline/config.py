@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.config import GatewayConfig, Section
+from gateway.listen import AUTH_KEYS, ListenerAuth, read_listener_auth
 from gateway.pipeline.retry import RetryPolicy, read_retry_policy
 
 
@@ -33,6 +34,7 @@ class ApiConfig:
     host: str
     port: int
     max_request_bytes: int
+    auth: ListenerAuth = ListenerAuth()   # required for a non-loopback host (gateway.listen)
 
 
 @dataclass(frozen=True)
@@ -77,14 +79,15 @@ def read_intake(sec: Section) -> IntakeConfig:
 
 
 def read_api(sec: Section) -> ApiConfig:
-    sec.check_keys({"enabled", "listen", "max_request_bytes"})
+    sec.check_keys({"enabled", "listen", "max_request_bytes"} | AUTH_KEYS)
     listen = sec.str("listen", "127.0.0.1:8481")
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit():
         sec.fail("listen", f"{listen!r} is not HOST:PORT")
     return ApiConfig(enabled=sec.bool("enabled", True), host=host, port=int(port),
-                     max_request_bytes=sec.int("max_request_bytes", 110 * 1024 * 1024, min=1024))
+                     max_request_bytes=sec.int("max_request_bytes", 110 * 1024 * 1024, min=1024),
+                     auth=read_listener_auth(sec, "listen", host))
 
 
 def read_pipeline(sec: Section) -> PipelineConfig:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,9 @@ from gateway.journal.sqlite import SqliteJournal
 from gateway.pipeline.accept import Acceptor
 from gateway.pipeline.alerts import Alerts
 from gateway.pipeline.api import make_app
+from gateway.listen import listening
 from gateway.pipeline.config import read_daemon_config
+from gateway.pipeline.signals import OpsSignals
 from gateway.pipeline.inbound import InboundProcessor
 from gateway.pipeline.intake import SpoolIntake
 from gateway.pipeline.sender import Sender
@@ -53,6 +54,7 @@ class Gateway:
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     components: dict[str, Any] = field(default_factory=dict)
     api_port: int | None = None
+    started: asyncio.Event = field(default_factory=asyncio.Event)  # set once every listener is bound
 
     def request_stop(self, reason: str = "requested") -> None:
         """The only way the daemon ends: a deliberate, logged shutdown."""
@@ -101,8 +103,9 @@ class Gateway:
                                              journal_path=jcfg.path),
                                     access_log=None, handle_signals=False)
                 await api.setup()
-                site = web.TCPSite(api, dcfg.api.host, dcfg.api.port)
-                await site.start()
+                site = web.TCPSite(api, dcfg.api.host, dcfg.api.port, ssl_context=dcfg.api.auth.ssl_context())
+                with listening("api.listen", f"{dcfg.api.host}:{dcfg.api.port}"):
+                    await site.start()
                 self.api_port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001
                 runners.append(api)
             if tcfg.inbound.enabled:
@@ -114,7 +117,8 @@ class Gateway:
                 server = InboundServer(engine, sink, tcfg, pmodes=pmodes)
                 server.processor.sink_watch = StorageWatch(alerts.raise_alert, "inbox or journal",
                                                            dcfg.intake.inbox_dir, "inbound push")
-                await server.start()
+                with listening("inbound.listen", ", ".join(map(str, tcfg.inbound.listen))):
+                    await server.start()
                 runners.append(server)
                 self.components["inbound"] = server
             if tcfg.pull.enabled:
@@ -142,8 +146,10 @@ class Gateway:
                     if amqp is not None:
                         doc["amqp"] = amqp.status()
                     return doc
-                health = HealthServer(tcfg.health.listen, cfg.environment, status=health_status)
-                await health.start()
+                health = HealthServer(tcfg.health.listen, cfg.environment, status=health_status,
+                                      auth=tcfg.health.auth)
+                with listening("health.listen", str(tcfg.health.listen)):
+                    await health.start()
                 runners.append(health)
             supervisor.supervise("sender", sender.run)
             supervisor.supervise("intake", intake.run)
@@ -157,6 +163,7 @@ class Gateway:
             log.info("gateway started environment=%s party_id=%s api_port=%s inbound=%s pull=%s journal=%s",
                      cfg.environment, cfg.identity.party_id, self.api_port, tcfg.inbound.enabled, tcfg.pull.enabled,
                      jcfg.path)
+            self.started.set()
             await self.stop_event.wait()  # supervised tasks never end the daemon: only request_stop does
         finally:
             log.info("gateway stopping: draining in-flight work environment=%s", cfg.environment)
@@ -223,8 +230,7 @@ def run_gateway(conf: Path) -> int:
         # the default pool of cores + 4 threads would cap how many filings are in flight per journal commit
         from concurrent.futures import ThreadPoolExecutor
         loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="ics2gw"))
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, gw.request_stop, sig.name)
+        OpsSignals(gw, Path(conf)).install(loop)   # SIGTERM/SIGINT drain, SIGHUP reload, SIGUSR1 dump, sd_notify
         await gw.run()
 
     try:

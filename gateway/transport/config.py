@@ -38,6 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.config import ENVIRONMENTS, GatewayConfig, Section
+from gateway.listen import AUTH_KEYS, ListenerAuth, is_loopback, read_listener_auth
 
 # ENISA "Algorithms, key size and protocols report" (2014), which eDelivery AS4 1.15 section 1.4.2.6 cites:
 # forward secrecy (ECDHE) with AEAD (AES-GCM) for TLS 1.2. TLS 1.3 suites are all AEAD with forward secrecy.
@@ -146,6 +147,10 @@ class PullConfig:
 @dataclass(frozen=True)
 class HealthConfig:
     listen: ListenAddress | None
+    auth: ListenerAuth = ListenerAuth()   # required for a non-loopback address (gateway.listen)
+
+
+HEALTH_KEYS = frozenset({"listen"}) | AUTH_KEYS
 
 
 @dataclass(frozen=True)
@@ -259,15 +264,6 @@ def read_endpoint(sec: Section, environment: str) -> Endpoint:
                     negative_tests_enabled=sec.bool("negative_tests_enabled", False))
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def load_transport_config(cfg: GatewayConfig | Section, environment: str | None = None) -> TransportConfig:
     """Reads the transport sections of ``cfg`` (a loaded GatewayConfig, or the root Section of a file)."""
     root: Section = cfg.root if isinstance(cfg, GatewayConfig) else cfg
@@ -344,15 +340,14 @@ def load_transport_config(cfg: GatewayConfig | Section, environment: str | None 
                       receipt_max_attempts=ps.int("receipt_max_attempts", 20, min=1, max=10000))
 
     hs = root.section("health")
-    hs.check_keys({"listen"})
+    hs.check_keys(HEALTH_KEYS)
     hv = hs.str("listen", "127.0.0.1:8480")
     health_addr = parse_listen(hs, "listen", hv) if hv else None
-    if health_addr is not None and not _is_loopback(health_addr.host):
-        hs.fail("listen", f"{hv!r}: the health endpoint is plain HTTP and listens on a loopback address only")
+    health_auth = read_listener_auth(hs, "listen", health_addr.host if health_addr else "127.0.0.1")
 
     return TransportConfig(environment=env, tls=tls, endpoints=endpoints,
                            routing=RoutingConfig(default=default, countries=countries),
-                           inbound=inbound, pull=pull, health=HealthConfig(listen=health_addr))
+                           inbound=inbound, pull=pull, health=HealthConfig(listen=health_addr, auth=health_auth))
 
 
 def describe(tc: TransportConfig) -> dict[str, Any]:

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from gateway.config import PARTY_ID_RE, ConfigError, GatewayConfig, load_gateway_config
+from gateway.config import PARTY_ID_RE, ConfigError, GatewayConfig
 from gateway.ebms.constants import MPC_PREFIX
 from gateway.ebms.engine import Engine
 from gateway.transport.client import As4Client, ReceiptOk, SendOutcome
-from gateway.transport.config import Endpoint, TransportConfig, load_transport_config
+from gateway.transport.config import Endpoint, TransportConfig
 from gateway.transport.tls import client_context, describe_tls_error, server_context
 
 
@@ -77,13 +77,23 @@ def run_checks(conf: Path, *, network: bool = True, endpoint: str | None = None,
                do_ping: bool = True) -> tuple[list[Check], str]:
     """All doctor checks, in order; returns (checks, environment)."""
     checks: list[Check] = []
+    # the loader `run` uses (gateway.settings): whatever run refuses fails here, naming the file and the key
+    from gateway.settings import check_filesystem, load_settings
     try:
-        cfg: GatewayConfig = load_gateway_config(conf)
-        tcfg = load_transport_config(cfg)
+        settings = load_settings(conf)
     except ConfigError as exc:
         return [Check("configuration loads", False, str(exc), "correct the key named in the message")], "unknown"
+    cfg: GatewayConfig = settings.core
+    tcfg = settings.transport
     env = cfg.environment
-    checks.append(Check("configuration loads", True, f"{cfg.file} (environment={env})"))
+    checks.append(Check("configuration loads", True, f"{cfg.file} (environment={env}, every section)"))
+    problems = check_filesystem(settings)
+    for problem in problems:
+        checks.append(Check(f"files and folders ([{problem.key}])", False, str(problem),
+                            "create or fix what the message names (`ics2gw run --init-journal` creates a new journal "
+                            "and missing state folders)"))
+    if not problems:
+        checks.append(Check("files and folders", True, "state folders writable, journal present, key files private"))
     if env == "production" and not cfg.allow_production:
         checks.append(Check("production allowed", False, "environment is production but allow_production is false",
                             "set allow_production = true once conformance testing has passed"))

@@ -10,14 +10,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from gateway.logsetup import quote
+
 logger = logging.getLogger("ics2gw.transport")
 
 
 def _fmt(value: Any) -> str:
-    text = str(value)
-    if text == "" or any(c in text for c in ' "=\n\r\t'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r") + '"'
-    return text
+    return quote(value)
 
 
 def line(event: str, environment: str, **fields: Any) -> str:
@@ -28,4 +27,6 @@ def line(event: str, environment: str, **fields: Any) -> str:
 
 def log(level: int, event: str, environment: str, **fields: Any) -> None:
     if logger.isEnabledFor(level):
-        logger.log(level, line(event, environment, **fields))
+        # the fields travel as data too, so the JSON formatter gives each its own key (gateway.logsetup)
+        data = {"event": event, "environment": environment, **{k: v for k, v in fields.items() if v is not None}}
+        logger.log(level, line(event, environment, **fields), extra={"fields": data})

@@ -544,8 +544,9 @@ class HealthServer:
     """Plain-HTTP ``GET /health`` on a loopback port: environment, listening addresses, pull state."""
 
     def __init__(self, address: ListenAddress, environment: str,
-                 status: Callable[[], dict[str, Any]] | None = None) -> None:
+                 status: Callable[[], dict[str, Any]] | None = None, auth: Any = None) -> None:
         self.address, self.environment, self.status = address, environment, status
+        self.auth = auth   # gateway.listen.ListenerAuth: token and/or TLS client certificates
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -560,11 +561,12 @@ class HealthServer:
                             content_type="application/json")
 
     async def start(self) -> int:
-        app = web.Application()
+        app = web.Application(middlewares=[self.auth.middleware()] if self.auth and self.auth.token else [])
         app.router.add_get("/health", self._health)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.address.host, self.address.port)
+        site = web.TCPSite(self._runner, self.address.host, self.address.port,
+                           ssl_context=self.auth.ssl_context() if self.auth else None)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
         return self.port

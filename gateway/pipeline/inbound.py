@@ -155,9 +155,11 @@ class InboundProcessor:
                        channel: str, um: Any, sender: str, parts: list[tuple[Any, StagedPart]]) -> Delivered:
         facts: PayloadFacts | None = None
         problem = None
+        first: bytes | None = None          # the business payload, read once (bounded) for correlation and names
         if parts:
             try:
-                facts = inspect_payload(await asyncio.to_thread(parts[0][1].read_for_inspection))
+                first = await asyncio.to_thread(parts[0][1].read_for_inspection)
+                facts = inspect_payload(first)
             except (PayloadError, ValueError) as exc:
                 problem = f"payload cannot be read: {exc}"
         else:
@@ -188,7 +190,7 @@ class InboundProcessor:
                              if filing is None and answered in STANDALONE_REQUESTS else None),
         }
         # only a message with more than one part can carry attachments: the others are not parsed twice
-        declarations = facts_declarations(parts[0][1]) if len(parts) > 1 and facts is not None else []
+        declarations = facts_declarations(first) if len(parts) > 1 and facts is not None and first else []
         files = [(_suffix(p.part_info.mime_type), inbox_info(p.part_info.href, p.part_info.mime_type,
                                                              p.part_info.charset, declarations), data)
                  for p, data in parts]

@@ -149,8 +149,10 @@ async def multiple_filing(ctx: Context) -> dict[str, Any]:
 
 async def ens_pending(ctx: Context) -> dict[str, Any]:
     """A house level filed before the master level (ICD 3.1.4, Annex 1): the filer gets IE3N02 (not complete)
-    and the carrier named in it, who has not filed, gets IE3N11 (ENS pending) on its own MPC. The carrier's pull
-    goes through the runner's journal too (one journal here, so it lands on the house filing by its MRN)."""
+    and the carrier named in it, who has not filed, gets IE3N11 (ENS pending) on its own MPC. The IE3N11 is checked
+    on the TI's queue for the carrier: pulling it needs the carrier's own seal (the TI binds the PullRequest's MPC
+    to the EORI in the certificate, and refuses another EORI with EBMS:0004/A001), which the test PKI does not
+    issue; a run with the carrier's identity pulls it as any other message."""
     _needs_simulator(ctx, "address a carrier that has not filed")
     from gateway.config import PARTY_ID_RE
     m = PARTY_ID_RE.match(ctx.carrier_party)
@@ -164,10 +166,19 @@ async def ens_pending(ctx: Context) -> dict[str, Any]:
     life, ev = await _file(ctx, data, lrn, REGISTERED_OR_LATER)
     life = await wait_answer(ctx, life["filing"]["filer_eori"], lrn, "IE3N02")
     mrn = life["filing"]["mrn"]
-    n11, seen = await ctx.pull_until(lambda msg: _action(msg) == "IE3N11" and _mrn(ctx, msg) == mrn,
-                                     ctx.carrier_party)
+    deadline = time.monotonic() + ctx.timeout
+    n11 = None
+    while n11 is None and time.monotonic() < deadline:
+        rows = await ctx.sim("GET", "/outbound")
+        n11 = next((r for r in rows if r.get("action") == "IE3N11" and r.get("party_id") == ctx.carrier_party
+                    and r.get("mrn") == mrn and r.get("mode") == "pull"), None)
+        if n11 is None:
+            await asyncio.sleep(0.2)
+    if n11 is None:
+        raise ScenarioFailed(f"no IE3N11 queued for the carrier {ctx.carrier_party} on its MPC for {mrn}",
+                             {"lrn": lrn, "mrn": mrn})
     return {"lrn": lrn, "mrn": mrn, "master_doc": master_doc, "carrier_party": ctx.carrier_party,
-            "ie3n11": n11.message_id, "journaled": ctx.journaled_inbound(n11.message_id) is not None,
+            "ie3n11": n11["message_id"], "carrier_mpc": n11.get("mpc"),
             "answers": [m["action"] for m in in_messages(life)], "ms": _ms(time.monotonic() - t0)}
 
 

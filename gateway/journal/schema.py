@@ -173,9 +173,20 @@ BEGIN
 END;
 """
 
+# Read paths of /health, /metrics and the status page (gateway/journal/queries.py): every query they run is an
+# index range scan, so a scrape or a page view stays fast with a million filings in the journal.
+V2_OPS_INDEXES = """
+CREATE INDEX filings_created ON filings (created_at);
+CREATE INDEX messages_out_age ON messages (state, priority, created_at) WHERE direction = 'out';
+CREATE INDEX customs_requests_open ON customs_requests (state, kind, opened_at);
+CREATE INDEX orphans_unresolved ON orphans (created_at) WHERE resolved_at IS NULL;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "filings, messages, inbound duplicate elimination, orphans, customs requests, event log",
               _script(V1)),
+    Migration(2, "indexes for the operations read paths (queue age per lane, filings over time, open requests, "
+                 "unresolved orphans)", _script(V2_OPS_INDEXES)),
 )
 LATEST = MIGRATIONS[-1].version
 

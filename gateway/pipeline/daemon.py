@@ -98,17 +98,15 @@ class Gateway:
                                 pmodes=pmodes)
                 tasks.append(asyncio.create_task(puller.run(pull_stop), name="puller"))
                 self.components["puller"] = (puller, pull_stop)
-            if tcfg.health.listen is not None:
-                from gateway.transport.server import HealthServer
-                def health_status() -> dict[str, Any]:
-                    doc: dict[str, Any] = {"filings": reader.count_by_state(), "journal_commits": writer.stats.commits,
-                                           "journal_changes": writer.stats.changes}
-                    if "puller" in self.components:
-                        doc["pull"] = self.components["puller"][0].status()
-                    return doc
-                health = HealthServer(tcfg.health.listen, cfg.environment, status=health_status)
-                await health.start()
-                runners.append(health)
+            if tcfg.health.listen is not None:  # /health, /metrics and the status page (gateway/ops)
+                from gateway.ops.service import OpsService
+                ops = OpsService(cfg, tcfg, journal_path=jcfg.path, writer=writer, client=client, engine=engine,
+                                 alerts=alerts, paused=getattr(sender, "paused_endpoints", None),
+                                 extra=lambda: ({"pull": self.components["puller"][0].status()["pull"]}
+                                                if "puller" in self.components else {}))
+                await ops.start()
+                self.components["ops"] = ops
+                runners.append(ops)
             tasks += [asyncio.create_task(sender.run(), name="sender"),
                       asyncio.create_task(intake.run(), name="intake"),
                       asyncio.create_task(timers.run(), name="timers")]

@@ -22,6 +22,7 @@ from gateway.ics2.inspect import PayloadError, PayloadFacts, inspect_payload
 from gateway.journal.records import Filing
 from gateway.journal.records import InboundMessage as JournalInbound
 from gateway.journal.states import FilingState as S
+from gateway.ops import metrics as ops_metrics
 from gateway.pipeline.alerts import Alerts
 from gateway.pipeline.correlate import REF_ONLY, inbound_effect
 from gateway.pipeline.delivery import safe_name, write_inbox, write_status
@@ -165,6 +166,7 @@ class InboundProcessor:
                                         reference=functional_ref)
             if outcome.get("filing"):
                 await asyncio.to_thread(write_status, self.status_dir, outcome["filing"])
+                ops_metrics.business_answer(um.action, filing.created_at if filing else None)
                 if outcome.get("alert"):
                     f = outcome["filing"]
                     self.alerts.raise_alert(outcome["alert"], lrn=f["lrn"], mrn=f.get("mrn"), action=um.action,

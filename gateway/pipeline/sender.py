@@ -22,6 +22,7 @@ from typing import Any
 from gateway.ebms.engine import OutboundMessage as EngineOutbound
 from gateway.ebms.errors import find_sub_code, is_permanent
 from gateway.journal.states import FilingState as S
+from gateway.ops import metrics as ops_metrics
 from gateway.journal.states import can_transition
 from gateway.pipeline.alerts import Alerts
 from gateway.pipeline.config import PipelineConfig
@@ -232,6 +233,7 @@ class Sender:
         filing, nxt = await self.writer.submit(txn)
         self.sent += 1
         log.info("sent message_id=%s verdict=%s attempt=%d reason=%s", msg.message_id, verdict, attempts, reason)
+        ops_metrics.message_sent(msg.endpoint or self.default_endpoint, msg.action, outcome, verdict)
         if filing is not None:
             await asyncio.to_thread(write_status, self.status_dir, filing.to_dict())
             if alert:

@@ -322,7 +322,8 @@ def load_transport_config(cfg: GatewayConfig | Section, environment: str | None 
                       receipt_max_attempts=ps.int("receipt_max_attempts", 20, min=1, max=10000))
 
     hs = root.section("health")
-    hs.check_keys({"listen"})
+    from gateway.ops.config import KEYS as OPS_HEALTH_KEYS  # /health rules, expiry thresholds (gateway/ops)
+    hs.check_keys({"listen", *OPS_HEALTH_KEYS})
     hv = hs.str("listen", "127.0.0.1:8480")
     health_addr = parse_listen(hs, "listen", hv) if hv else None
     if health_addr is not None and not _is_loopback(health_addr.host):

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 SHARED ?= ../shared
 INTEROP := $(SHARED)/interop/santuario
 
-.PHONY: install test pki interop-deps demo bench clean
+.PHONY: install test pki interop-deps browser-deps demo bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,7 +32,16 @@ interop-deps:
 	  else echo "interop-deps: not root or no apt-get; interop tests will be skipped"; fi; \
 	fi
 
-test: install interop-deps
+# Debian chromium + chromium-driver for the status page browser tests (tests/test_statuspage_browser.py).
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+	      >/dev/null) || echo "browser-deps: apt-get failed; browser tests will be skipped"; \
+	  else echo "browser-deps: not root or no apt-get; browser tests will be skipped"; fi; \
+	fi
+
+test: install interop-deps browser-deps
 	$(BIN)/python -m pytest -q
 
 demo: install

@@ -213,6 +213,8 @@ class ExpiryWatch:
         kind = "crl-expiring" if it.kind == "crl" else "certificate-expiring"
         if level == "expired":
             kind = "crl-stale" if it.kind == "crl" else "certificate-expired"
+        if it.error:
+            kind = f"{'crl' if it.kind == 'crl' else 'certificate'}-unreadable"
         self.raise_alert(kind, level=level, role=it.role, subject=it.subject, file=it.source,
                          not_after=it.not_after, days_left=it.days_left, **({"error": it.error} if it.error else {}))
 

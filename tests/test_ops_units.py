@@ -134,7 +134,10 @@ def test_the_status_reader_cannot_write(jpath: Path) -> None:
     "SELECT COUNT(*), MIN(created_at) FROM messages WHERE direction = 'out' AND state = 'queued' AND priority = 'A'",
     "SELECT substr(created_at, 1, 13) AS hour, state, COUNT(*) FROM filings WHERE created_at >= '2026' "
     "GROUP BY hour, state",
-    "SELECT id FROM customs_requests WHERE state = 'open'",
+    "SELECT id FROM customs_requests WHERE state = 'open' AND kind = 'IE3Q01' ORDER BY opened_at LIMIT 200",
+    "SELECT kind, COUNT(*) FROM customs_requests WHERE state = 'open' GROUP BY kind",
+    "SELECT f.id FROM messages m JOIN filings f ON f.id = m.filing_id WHERE m.message_id = 'x' "
+    "AND m.direction = 'in' LIMIT 50",
     "SELECT id FROM orphans WHERE resolved_at IS NULL ORDER BY created_at DESC LIMIT 20",
 ])
 def test_every_status_query_is_an_index_search(jpath: Path, sql: str) -> None:
@@ -144,6 +147,44 @@ def test_every_status_query_is_an_index_search(jpath: Path, sql: str) -> None:
     conn.close()
     assert "USING" in plan and not any(p.strip().startswith("SCAN") and "USING" not in p
                                        for p in plan.split("|")), plan
+
+
+def test_state_counts_kept_by_triggers_stay_exact(tmp_path: Path) -> None:
+    """Migration 2 backfills the counts of an existing journal; inserts, transitions and purges keep them exact."""
+    from gateway.journal import schema
+    path = tmp_path / "old.sqlite3"   # a journal written by a version-1 gateway, with filings in it
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    schema.MIGRATIONS[0].apply(conn)
+    conn.execute("PRAGMA user_version = 1")
+    conn.executemany("INSERT INTO filings (filer_eori, lrn, sender_eori, action, payload_sha256, state, priority, "
+                     "created_at, updated_at) VALUES ('NL1', ?, 'NL1', 'IE3F32', 'x', ?, 'B', ?, ?)",
+                     [(f"OLD{i}", "registered" if i % 2 else "rejected", "2026-01-01T00:00:00.000Z",
+                       "2026-01-01T00:00:00.000Z") for i in range(10)])
+    conn.execute("COMMIT")
+    conn.close()
+
+    def exact(j: SqliteJournal) -> None:
+        q = JournalQueries(path, counts_ttl_seconds=0)
+        truth = {s: 0 for s in q.counts_by_state()}
+        truth.update(j.count_by_state())
+        assert q.counts_by_state() == truth
+        q.close()
+
+    with SqliteJournal.open(path, now=T0) as j:
+        exact(j)
+        for i in range(6):
+            f, _ = j.insert_filing(new_filing(f"NEW{i}"), now=T0)
+            j.transition(f.id, "queued", now=T0)
+            if i % 2:
+                j.transition(f.id, "abandoned", now=T0)
+        exact(j)
+        with pytest.raises(Exception):   # a refused transition must not count
+            j.transition(11, "queued", now=T0)
+        exact(j)
+        report = j.purge(T0 + dt.timedelta(days=3650), now=T0 + dt.timedelta(days=3650))
+        assert report.filings >= 8
+        exact(j)
 
 
 # ------------------------------------------------------------------------------------------------ /health rules

@@ -115,7 +115,7 @@ class JournalQueries:
         if not fresh and self._counts is not None and now - self._counts[0] < self._counts_ttl:
             return dict(self._counts[1])
         counts = {s: 0 for s in FILING_STATES}
-        for r in self._all("SELECT state, COUNT(*) FROM filings GROUP BY state"):
+        for r in self._all("SELECT state, n FROM filing_state_counts"):  # kept by triggers (schema migration 2)
             counts[r[0]] = r[1]
         self._counts = (now, counts)
         return dict(counts)
@@ -133,13 +133,24 @@ class JournalQueries:
         return out
 
     def open_requests(self, *, limit: int = 200) -> list[dict[str, Any]]:
-        """Open IE3Q01/IE3Q02/IE3Q03 with their filing, the most urgent first (do-not-load, screening, info)."""
-        rows = self._all(
-            "SELECT r.id, r.kind, r.request_message_id, r.opened_at, f.id AS filing_id, f.lrn, f.mrn, f.filer_eori, "
-            "f.priority, f.state FROM customs_requests r JOIN filings f ON f.id = r.filing_id "
-            "WHERE r.state = 'open' ORDER BY CASE r.kind WHEN 'IE3Q01' THEN 0 WHEN 'IE3Q03' THEN 1 ELSE 2 END, "
-            "r.opened_at LIMIT ?", (int(limit),))
-        return [dict(r) for r in rows]
+        """Open IE3Q01/IE3Q02/IE3Q03 with their filing, the most urgent first (do-not-load, screening, info),
+        oldest first within a kind: one index range per kind, no sort of all open requests."""
+        out: list[dict[str, Any]] = []
+        for kind in ("IE3Q01", "IE3Q03", "IE3Q02"):
+            if len(out) >= limit:
+                break
+            rows = self._all(
+                "SELECT r.id, r.kind, r.request_message_id, r.opened_at, f.id AS filing_id, f.lrn, f.mrn, "
+                "f.filer_eori, f.priority, f.state FROM customs_requests r JOIN filings f ON f.id = r.filing_id "
+                "WHERE r.state = 'open' AND r.kind = ? ORDER BY r.opened_at LIMIT ?", (kind, int(limit) - len(out)))
+            out += [dict(r) for r in rows]
+        return out
+
+    def open_request_counts(self) -> dict[str, int]:
+        counts = {"IE3Q01": 0, "IE3Q02": 0, "IE3Q03": 0}
+        for r in self._all("SELECT kind, COUNT(*) FROM customs_requests WHERE state = 'open' GROUP BY kind"):
+            counts[r[0]] = r[1]
+        return counts
 
     def do_not_load(self, *, limit: int = 50) -> list[dict[str, Any]]:
         """Filings customs told us not to load (IE3Q01), newest first."""
@@ -195,9 +206,16 @@ class JournalQueries:
         and_state = " AND f.state = ?" if state else ""
         extra: tuple[Any, ...] = (state,) if state else ()
         # a MessageId names exactly one message: ours (unique) or inbound ones (per sender)
-        rows = self._all(f"SELECT DISTINCT {_cols('f')} FROM messages m JOIN filings f ON f.id = m.filing_id "
-                         f"WHERE m.message_id = ?{and_state} ORDER BY f.updated_at DESC LIMIT ?",
-                         (text, *extra, limit))
+        # (one query per direction: the MessageId indexes are partial, WHERE direction = 'out' / 'in')
+        rows = []
+        seen: set[int] = set()
+        for direction in ("out", "in"):
+            for r in self._all(f"SELECT {_cols('f')} FROM messages m JOIN filings f ON f.id = m.filing_id "
+                               f"WHERE m.message_id = ? AND m.direction = '{direction}'{and_state} LIMIT ?",
+                               (text, *extra, limit)):
+                if r["id"] not in seen:
+                    seen.add(r["id"])
+                    rows.append(r)
         if rows:
             return FilingsPage([dict(r) for r in rows], None, "message-id")
         for column, how in (("mrn", "mrn"), ("lrn", "lrn")):

@@ -225,10 +225,7 @@ class JournalCollector:
         yield age
         requests = GaugeMetricFamily("ics2gw_customs_requests_open", "Open customs requests by kind",
                                      labels=["kind"])
-        counts = {"IE3Q01": 0, "IE3Q02": 0, "IE3Q03": 0}
-        for r in self.queries.open_requests(limit=100_000):
-            counts[r["kind"]] = counts.get(r["kind"], 0) + 1
-        for kind, n in sorted(counts.items()):
+        for kind, n in sorted(self.queries.open_request_counts().items()):
             requests.add_metric([kind], n)
         yield requests
         yield GaugeMetricFamily("ics2gw_orphans_open", "Inbound messages that matched no filing, unresolved",

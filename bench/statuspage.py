@@ -26,7 +26,7 @@ from typing import Any
 from gateway.journal.queries import JournalQueries, encode_cursor
 from gateway.journal.sqlite import SqliteJournal
 
-T_END = dt.datetime(2026, 11, 30, tzinfo=dt.timezone.utc)
+T_END = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
 STATES = [("registered", 50), ("assessment-complete", 25), ("arrived", 12), ("rejected", 4), ("queued", 2),
           ("sent", 2), ("failed", 1), ("held", 1), ("info-requested", 1), ("screening-requested", 1),
           ("rejected-locally", 1)]
@@ -42,7 +42,11 @@ def build(path: Path, n: int, seed: int = 7) -> dict[str, Any]:
     weights = [w for _, w in STATES]
     names = [s for s, _ in STATES]
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA synchronous = OFF")          # bench data only; the daemon runs synchronous=FULL
+    # bench data only (the daemon runs WAL + synchronous=FULL): a bulk load through a rollback journal and a big
+    # page cache, then back to WAL so the reads below see the file the daemon would have
+    conn.execute("PRAGMA journal_mode = DELETE")
+    conn.execute("PRAGMA synchronous = OFF")
+    conn.execute("PRAGMA cache_size = -1000000")
     span = 30 * 86400
     sample: dict[str, Any] = {}
     conn.execute("BEGIN")
@@ -90,7 +94,7 @@ def build(path: Path, n: int, seed: int = 7) -> dict[str, Any]:
                      [(c, fid, f"out-{fid}@ap.trader.test", ev, "{}") for fid, c in newest
                       for ev in ("filing-received", "queued", "receipted", "registered")])
     conn.execute("COMMIT")
-    conn.execute("ANALYZE")
+    conn.execute("PRAGMA journal_mode = WAL")   # no ANALYZE: the daemon's journal has no planner statistics either
     row = conn.execute("SELECT id, lrn, mrn FROM filings WHERE mrn IS NOT NULL ORDER BY id DESC LIMIT 1").fetchone()
     sample.update(filing_id=row[0], lrn=row[1], mrn=row[2], message_id=f"out-{row[0]}@ap.trader.test")
     mid = conn.execute("SELECT updated_at, id FROM filings ORDER BY updated_at DESC, id DESC LIMIT 1 OFFSET ?",
@@ -122,14 +126,14 @@ def run(n: int = 1_000_000, keep: Path | None = None) -> dict[str, Any]:
         sample = json.loads((path.parent / (path.name + ".sample.json")).read_text())
     built = time.perf_counter() - t0
     q = JournalQueries(path, counts_ttl_seconds=0)
-    from gateway.ops import metrics
-    from gateway.ops.health import HealthSources, build_report
-    from gateway.ops.config import read_ops_config
     from gateway.config import Section
+    from gateway.ops import metrics
+    from gateway.ops.config import read_ops_config
+    from gateway.ops.health import HealthSources, build_report
     from gateway.ops.statuspage import StatusContext, _filings, _overview, _timeline
     cfg = read_ops_config(Section({}, file=Path("bench.toml"), prefix="health"))
     src = HealthSources(environment="conformance", endpoints={}, queries=q, journal_path=path)
-    ctx = StatusContext("conformance", q, lambda: build_report(src, cfg), lambda: [])
+    ctx = StatusContext("conformance", q, lambda: build_report(src, cfg), list)
     collector = metrics.JournalCollector(q, environment="conformance")
     since = T_END - dt.timedelta(hours=24)
     ms = {

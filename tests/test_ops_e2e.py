@@ -20,7 +20,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.pipeline_harness import (
-    PARTY, GatewayEnv, SimEnv, _set, ens, free_port, http, push_url, run_cli, wait_until,
+    PARTY,
+    GatewayEnv,
+    SimEnv,
+    _set,
+    ens,
+    free_port,
+    push_url,
+    run_cli,
+    wait_until,
 )
 
 pytestmark = pytest.mark.slow
@@ -60,7 +68,7 @@ def base_url(gw: GatewayEnv) -> str:
 
 def get(url: str) -> tuple[int, dict[str, str], bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=30) as r:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=30) as r:
             return r.status, dict(r.headers), r.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
@@ -222,8 +230,11 @@ def test_health_degraded_when_ti_down_and_back_when_it_returns(world: Any) -> No
 
     wait_until(lambda: health()[1]["status"] == "ok", 10, "health ok", gw.logs)
     assert sim.stop() == 0
-    status, doc = wait_until(lambda: (lambda h: h if h[1]["status"] == "degraded" else None)(health()), 20,
-                             "health degraded with the TI down", gw.logs)
+    def health_is(want: str) -> tuple[int, dict[str, Any]] | None:
+        h = health()
+        return h if h[1]["status"] == want else None
+
+    status, doc = wait_until(lambda: health_is("degraded"), 20, "health degraded with the TI down", gw.logs)
     assert status == 429
     ep = doc["endpoints"]["sti"]
     assert ep["state"] == "down" and ep["consecutive_failures"] >= 2 and ep["last_ping_ok"] is False
@@ -232,8 +243,7 @@ def test_health_degraded_when_ti_down_and_back_when_it_returns(world: Any) -> No
     assert total(samples, "ics2gw_endpoint_up", endpoint="sti") == 0
     assert total(samples, "ics2gw_health_status", status="degraded") == 1
     sim.start()
-    status, doc = wait_until(lambda: (lambda h: h if h[1]["status"] == "ok" else None)(health()), 20,
-                             "health ok again once the TI is back", gw.logs)
+    status, doc = wait_until(lambda: health_is("ok"), 20, "health ok again once the TI is back", gw.logs)
     assert status == 200 and doc["endpoints"]["sti"]["consecutive_failures"] == 0
     # and filings flow again
     registered(gw, new_lrn("BACK"))

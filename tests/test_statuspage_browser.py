@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.test_ops_e2e import base_url, new_lrn, registered, world  # noqa: F401 - the shared module fixture
 from tests.pipeline_harness import ens
+from tests.test_ops_e2e import base_url, new_lrn, registered, world  # noqa: F401 - the shared module fixture
 
 pytestmark = pytest.mark.slow
 

@@ -76,11 +76,13 @@ class JournalQueries:
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         conn.execute("PRAGMA query_only = ON")
-        version = schema.current_version(conn)
-        if version < 2:
+        # by name, not by version number: migrations of parallel branches are renumbered when they merge
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'filing_state_counts'"
+                        ).fetchone() is None:
+            version = schema.current_version(conn)
             conn.close()
-            raise JournalError(f"{self.path}: schema version {version} lacks the operations indexes (migration 2); "
-                               "start the daemon of this version once to migrate it")
+            raise JournalError(f"{self.path}: schema version {version} lacks the operations read paths (the "
+                               "filing_state_counts migration); start the daemon of this version once to migrate it")
         self._conn = conn
         self._lock = threading.Lock()
         self._reader = SqliteJournal.open_reader(self.path, busy_timeout_ms=busy_timeout_ms)

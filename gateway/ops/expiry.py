@@ -76,7 +76,7 @@ def _cn(name: x509.Name) -> str:
 
 
 def _iso(t: dt.datetime) -> str:
-    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _read_pem_certs(path: Path) -> list[x509.Certificate]:
@@ -123,7 +123,7 @@ def sources_from_config(cfg: Any, tcfg: Any) -> list[Source]:
 
 def scan(sources: Iterable[Source], crl_paths: Iterable[Path], *, now: dt.datetime | None = None) -> list[ExpiryItem]:
     """Reads every source and CRL; a file that cannot be read is an item with ``error`` (critical), never a crash."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     items: list[ExpiryItem] = []
     seen: set[tuple[str, bytes]] = set()
     for src in sources:
@@ -171,7 +171,7 @@ class ExpiryWatch:
                  raise_alert: Callable[..., None], *, clock: Callable[[], dt.datetime] | None = None) -> None:
         self.sources, self.crl_paths, self.thresholds = sources, crl_paths, thresholds
         self.raise_alert = raise_alert
-        self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
+        self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self.items: list[ExpiryItem] = []
         self._alerted: dict[tuple[str, str, str], tuple[str, dt.datetime]] = {}
 

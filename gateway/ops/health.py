@@ -145,7 +145,7 @@ def build_report(src: HealthSources, cfg: Any, *, now: float | None = None) -> d
     if src.queries is not None:
         lanes = probe("queue", src.queries.lanes)
         if lanes is not None:
-            now_dt = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+            now_dt = dt.datetime.fromtimestamp(now, dt.UTC)
             queue = {}
             for lane, st in sorted(lanes.items()):
                 age = round(st.oldest_age_seconds(now_dt), 1)
@@ -232,7 +232,7 @@ class Prober:
                     tracker.record(ep.name, "ping", False, f"ping could not be sent: {type(exc).__name__}: {exc}")
             try:
                 await asyncio.wait_for(stop.wait(), timeout=self.interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
 
@@ -250,5 +250,5 @@ class ExpiryLoop:
                 log.error("expiry check failed error=%s", exc)
             try:
                 await asyncio.wait_for(stop.wait(), timeout=self.interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass

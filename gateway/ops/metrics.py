@@ -19,6 +19,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from datetime import UTC
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -107,7 +108,7 @@ def _safe(fn: Callable[..., None]) -> Callable[..., None]:
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             fn(*args, **kwargs)
-        except Exception:  # noqa: BLE001 - instrumentation must never break what it measures
+        except Exception:
             log.debug("metrics update failed", exc_info=True)
     wrapper.__doc__ = fn.__doc__
     return wrapper
@@ -214,8 +215,8 @@ class JournalCollector:
                                      labels=["lane"])
         age = GaugeMetricFamily("ics2gw_queue_oldest_age_seconds",
                                 "Age of the oldest queued outbound message per lane (0 when empty)", labels=["lane"])
-        from datetime import datetime, timezone
-        now_dt = datetime.fromtimestamp(now, timezone.utc)
+        from datetime import datetime
+        now_dt = datetime.fromtimestamp(now, UTC)
         for lane, st in sorted(self.queries.lanes().items()):
             depth.add_metric([lane], st.queued)
             inflight.add_metric([lane], st.sending)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -92,7 +91,7 @@ class OpsService:
         addr = self.tcfg.health.listen
         site = web.TCPSite(self._runner, addr.host, addr.port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._tasks.append(asyncio.create_task(
             ExpiryLoop(self.expiry, self.ops.expiry_check_seconds).run(self._stop), name="ops-expiry"))
         if self.client is not None and self.engine is not None and self.ops.ping_interval_seconds > 0:

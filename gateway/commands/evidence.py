@@ -4,10 +4,8 @@ receipts, inbound responses and the receipts we returned), with a manifest."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
-import zipfile
 from pathlib import Path
 
 from gateway import exitcodes
@@ -30,14 +28,8 @@ def run(args: argparse.Namespace) -> int:
     except CommandFailed as exc:
         print(f"ics2gw evidence: {exc}", file=sys.stderr)
         return exc.code
+    from gateway.ops.evidence import build_zip  # messages + .ctype sidecars: `ics2gw inspect` reads them as they are
     items = j.evidence(filing.id)
-    manifest = {"filing": filing.to_dict(), "files": []}
-    with zipfile.ZipFile(args.out, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        for it in items:
-            z.writestr(it.name, it.data)
-            manifest["files"].append({"name": it.name, "kind": it.kind, "message_id": it.message_id,
-                                      "content_type": it.content_type, "sha256": hashlib.sha256(it.data).hexdigest()})
-        z.writestr("lifecycle.json", json.dumps(j.lifecycle(filing.id), default=str, indent=1))
-        z.writestr("manifest.json", json.dumps(manifest, default=str, indent=1))
+    args.out.write_bytes(build_zip(filing.to_dict(), items, j.lifecycle(filing.id)))
     print(json.dumps({"out": str(args.out), "files": len(items), "lrn": filing.lrn}))
     return exitcodes.OK

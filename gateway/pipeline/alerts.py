@@ -12,6 +12,7 @@ import json
 import logging
 from typing import Any
 
+from gateway.ops import metrics as ops_metrics
 from gateway.pipeline.config import AlertsConfig
 
 log = logging.getLogger("ics2gw.alerts")
@@ -28,6 +29,7 @@ class Alerts:
         alert = {"alert": kind, "environment": self.environment, **detail}
         self.raised.append(alert)
         del self.raised[:-1000]
+        ops_metrics.alert_raised(alert)
         log.warning("alert %s", " ".join(f"{k}={v}" for k, v in alert.items()))
         if self.cfg.hook_command or self.cfg.webhook_url:
             try:

@@ -131,26 +131,16 @@ class Gateway:
                                                            dcfg.intake.inbox_dir, "pull")
                 supervisor.supervise("puller", lambda: puller.run(pull_stop))
                 self.components["puller"] = (puller, pull_stop)
-            if tcfg.health.listen is not None:
-                from gateway.transport.server import HealthServer
-                def health_status() -> dict[str, Any]:
-                    doc: dict[str, Any] = {"filings": reader.count_by_state(), "journal_commits": writer.stats.commits,
-                                           "journal_changes": writer.stats.changes,
-                                           "tasks": supervisor.status()}
-                    if "inbound" in self.components:
-                        doc["inbound"] = self.components["inbound"].stats()
-                    if "puller" in self.components:
-                        doc["pull"] = self.components["puller"][0].status()
-                    if hmrc is not None:
-                        doc["hmrc"] = hmrc.status()
-                    if amqp is not None:
-                        doc["amqp"] = amqp.status()
-                    return doc
-                health = HealthServer(tcfg.health.listen, cfg.environment, status=health_status,
-                                      auth=tcfg.health.auth)
+            if tcfg.health.listen is not None:  # /health, /metrics and the status page (gateway/ops)
+                from gateway.ops.service import OpsService
+                ops = OpsService(cfg, tcfg, journal_path=jcfg.path, writer=writer, client=client, engine=engine,
+                                 alerts=alerts, paused=lambda: reader.paused_endpoints(cfg.identity.party_id),
+                                 extra=lambda: ({"pull": self.components["puller"][0].status()["pull"]}
+                                                if "puller" in self.components else {}))
                 with listening("health.listen", str(tcfg.health.listen)):
-                    await health.start()
-                runners.append(health)
+                    await ops.start()
+                self.components["ops"] = ops
+                runners.append(ops)
             supervisor.supervise("sender", sender.run)
             supervisor.supervise("intake", intake.run)
             supervisor.supervise("timers", timers.run)

@@ -30,6 +30,7 @@ from gateway.ics2.inspect import PayloadError, PayloadFacts, inspect_payload
 from gateway.journal.records import Filing
 from gateway.journal.records import InboundMessage as JournalInbound
 from gateway.journal.states import FilingState as S
+from gateway.ops import metrics as ops_metrics
 from gateway.pipeline.alerts import Alerts
 from gateway.pipeline.attachments import declarations as facts_declarations
 from gateway.pipeline.attachments import inbox_info
@@ -276,6 +277,7 @@ class InboundProcessor:
                                         mrn=facts.mrn if facts else None, lrn=facts.lrn if facts else None)
             if outcome.get("filing"):
                 await asyncio.to_thread(write_status, self.status_dir, outcome["filing"])
+                ops_metrics.business_answer(um.action, filing.created_at if filing else None)
                 if outcome.get("alert"):
                     f = outcome["filing"]
                     extra = {"reopened_request": outcome["reopened"]} if outcome.get("reopened") else {}

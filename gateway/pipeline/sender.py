@@ -30,6 +30,7 @@ from typing import Any
 from gateway.ebms.engine import OutboundMessage as EngineOutbound
 from gateway.ebms.errors import find_sub_code, is_permanent
 from gateway.journal.states import FilingState as S
+from gateway.ops import metrics as ops_metrics
 from gateway.journal.states import can_transition
 from gateway.journal.timeutil import parse_iso
 from gateway.pipeline.alerts import Alerts
@@ -312,6 +313,7 @@ class Sender:
                  endpoint, reason)
         for a in alerts:
             self.alerts.raise_alert(a.pop("kind"), **a)
+        ops_metrics.message_sent(msg.endpoint or self.default_endpoint, msg.action, outcome, verdict)
         if filing is not None:
             await asyncio.to_thread(write_status, self.status_dir, filing.to_dict())
         if alert:

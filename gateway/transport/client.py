@@ -37,6 +37,7 @@ from gateway.ebms.constants import DEFAULT_MPC, NS_SOAP12
 from gateway.ebms.engine import Engine, InboundMessage, OutboundMessage
 from gateway.ebms.errors import EbmsFault, find_sub_code, is_permanent_error
 from gateway.ebms.model import EbmsError, ErrorSignal, Receipt
+from gateway.ops import metrics as ops_metrics
 from gateway.transport.config import Endpoint, TransportConfig
 from gateway.transport.logfmt import log
 from gateway.transport.tls import client_context, describe_tls_error
@@ -358,6 +359,7 @@ class As4Client:
         fields.update(extra)
         ok = isinstance(outcome, (ReceiptOk, PulledMessage, EmptyChannel, SignalAccepted))
         log(logging.INFO if ok else logging.WARNING, event, self.environment, **fields)
+        ops_metrics.exchange(endpoint.name, "ping" if extra.get("kind") == "ping" else event, outcome)
 
     # -------------------------------------------------------------------------------------------- push
     async def send(self, endpoint: Endpoint, message: OutboundMessage) -> SendOutcome:

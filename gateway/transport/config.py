@@ -340,7 +340,8 @@ def load_transport_config(cfg: GatewayConfig | Section, environment: str | None 
                       receipt_max_attempts=ps.int("receipt_max_attempts", 20, min=1, max=10000))
 
     hs = root.section("health")
-    hs.check_keys(HEALTH_KEYS)
+    from gateway.ops.config import KEYS as OPS_HEALTH_KEYS  # /health rules, expiry thresholds (gateway/ops)
+    hs.check_keys({*HEALTH_KEYS, *OPS_HEALTH_KEYS})
     hv = hs.str("listen", "127.0.0.1:8480")
     health_addr = parse_listen(hs, "listen", hv) if hv else None
     health_auth = read_listener_auth(hs, "listen", health_addr.host if health_addr else "127.0.0.1")

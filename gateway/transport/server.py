@@ -46,6 +46,7 @@ from aiohttp import web
 from gateway.ebms.constants import DEFAULT_MPC
 from gateway.ebms.engine import Engine, InboundMessage, OutboundMessage
 from gateway.ebms.errors import EbmsFault
+from gateway.ops import metrics as ops_metrics
 from gateway.transport.config import InboundConfig, ListenAddress, TransportConfig
 from gateway.transport.logfmt import log
 from gateway.transport.tls import peer_summary, server_context
@@ -224,6 +225,8 @@ class InboundProcessor:
         log(level, "receive", self.environment, channel=channel, message_id=answer.message_id, answer=answer.kind,
             ping=answer.ping or None, duplicate=answer.duplicate or None, code=answer.error_code,
             reason=answer.reason, peer=peer, **extra)
+        ops_metrics.message_received(channel, extra.get("action"), answer.kind, duplicate=answer.duplicate,
+                                     ping=answer.ping, error_code=answer.error_code)
 
 
 # ------------------------------------------------------------------------------------------------ server

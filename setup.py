@@ -38,6 +38,10 @@ class BuildWithData(build_py):
                 (target / name).mkdir()
                 for f in sorted(src.glob("ens-*.xml")):
                     shutil.copy2(f, target / name / f.name)
+                # the files the samples declare as binaryFile attachments travel next to them
+                for f in sorted((src.parent / "attachments").glob("*")):
+                    if f.is_file():
+                        shutil.copy2(f, target / name / f.name)
             else:
                 shutil.copytree(src, target / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "out"))
 

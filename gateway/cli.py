@@ -67,6 +67,8 @@ def classify(exc: BaseException) -> tuple[int, str]:
         return exitcodes.RUNTIME, f"journal: {exc}"
     if isinstance(exc, JournalError):
         return exitcodes.RUNTIME, f"journal: {exc}"
+    if type(exc).__name__ == "CommandFailedStorage":       # gateway.pipeline.daemon: storage unusable at start
+        return exitcodes.RUNTIME, f"storage: {exc}"
     if isinstance(exc, ListenError):
         return exitcodes.RUNTIME, str(exc)
     if isinstance(exc, FileNotFoundError):

@@ -90,6 +90,13 @@ def _writable_dir(file: Path, key: str, d: Path, what: str, *, create: bool) -> 
                                       f"--init-journal` create missing state folders)")
     if not d.is_dir():
         return ConfigError(file, key, f"{what} {d} is not a folder")
+    try:
+        read_only = bool(os.statvfs(d).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only:
+        return ConfigError(file, key, f"{what} {d} is on a read-only file system (remounted read-only after a disk "
+                                      "error?); make it writable, then start again")
     if not os.access(d, os.W_OK | os.X_OK):
         return ConfigError(file, key, f"{what} {d} is not writable by this user (uid {os.getuid()})")
     return None
@@ -126,14 +133,15 @@ def check_filesystem(settings: Settings, *, init_journal: bool = False) -> list[
             problems.append(err)
     jpath: Path = settings.journal.path
     if jpath.exists():
-        if not jpath.is_file():
+        # the folder first: a read-only file system is one cause, reported once (not also as an unwritable file)
+        err = _writable_dir(f, "journal.path", jpath.parent, "journal folder", create=False)
+        if err:
+            problems.append(err)
+        elif not jpath.is_file():
             problems.append(ConfigError(f, "journal.path", f"{jpath} is not a file"))
         elif not os.access(jpath, os.R_OK | os.W_OK):
             problems.append(ConfigError(f, "journal.path", f"journal {jpath} is not writable by this user "
                                                            f"(uid {os.getuid()})"))
-        err = _writable_dir(f, "journal.path", jpath.parent, "journal folder", create=False)
-        if err:
-            problems.append(err)
     elif not init_journal:
         problems.append(ConfigError(f, "journal.path", f"journal {jpath} does not exist (a typo? to start a new "
                                                        f"journal: `ics2gw run --init-journal` or `ics2gw init`)"))

@@ -211,9 +211,7 @@ async def test_everything_pulled_is_journaled_never_dropped(tmp_path: Path, pki:
     assert r01 in journaled and r01 in orphans        # kept, and visible as a message that matches no filing
 
 
-@pytest.mark.xfail(strict=True, reason="gateway/pipeline/inbound.py _find: IE3R08 is correlated by RefToMessageId "
-                   "only (correlate.REF_ONLY), and the STI sends pulled messages without one (ICD 4.1.3.3): the "
-                   "consultation answer of a pull-mode trader becomes an orphan. Remove this mark once fixed.")
+# fixed in gateway/pipeline/inbound.py: a pulled IE3R08 without RefToMessageId finds its consultation by MRN
 async def test_consultation_answer_pulled_without_ref_reaches_its_filing(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from gateway.conformance import campaign, scenarios

@@ -26,7 +26,7 @@ from tests.pipeline_harness import (
 
 pytestmark = pytest.mark.slow
 
-UNREGISTERED = "NL999999999"
+UNREGISTERED = "unreg9@NL123456789"    # the seal's EORI (the EORI binding holds); a system the TI does not know
 _seq = itertools.count(1)
 
 

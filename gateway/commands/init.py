@@ -63,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
     _copy(resources.path("conf"), d / "conf", "*.toml")
     _copy(resources.path("pmodes"), d / "pmodes", "*.toml")
     samples = _copy(resources.path("samples"), d / "samples", resources.SAMPLE_GLOB)
+    for folder in (resources.path("samples"), resources.path("samples").parent / "attachments"):
+        for pattern in ("*.pdf", "*.jpg"):          # the attachments the samples declare, next to them
+            if folder.is_dir():
+                _copy(folder, d / "samples", pattern)
     (d / "certs").mkdir(exist_ok=True)
     shutil.copy2(resources.path("make_pki.py"), d / "certs" / "make_pki.py")
     try:

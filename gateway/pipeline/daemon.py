@@ -228,8 +228,12 @@ def run_gateway(conf: Path) -> int:
     except StorageUnavailable as exc:
         # one clear line, no traceback: the operator has a disk to fix, not a bug to report
         log.critical("gateway cannot start: %s", exc)
-        return exitcodes.RUNTIME
+        raise CommandFailedStorage(str(exc)) from None
     except JournalError as exc:
         log.critical("gateway cannot start: journal %s", exc)
-        return exitcodes.RUNTIME
+        raise            # the CLI prints one line naming the journal (and the process holding it) and exits 4
     return 0
+
+
+class CommandFailedStorage(RuntimeError):
+    """The journal's or the spool's storage is unusable at start (read-only, full, I/O error): exit 4."""

@@ -284,7 +284,7 @@ class Engine:
                              what="SOAP envelope", max_ns_declarations=MAX_NS_DECLARATIONS)
         except XmlRejected as exc:
             raise EbmsFault("EBMS:0009", str(exc)) from None
-        parsed = parse_envelope(root)
+        parsed = parse_envelope(root, max_part_infos=len(unpacked.attachments))
         messaging = parsed.messaging
         ref = messaging.user_message.message_id if messaging.user_message else messaging.signals[0].message_id
         unnamed = [i + 1 for i, p in enumerate(unpacked.attachments) if not p.content_id]

@@ -145,7 +145,7 @@ def _part_info(el: etree._Element, ref: str) -> PartInfo:
                     compression=values.get("CompressionType"), properties=tuple(props))
 
 
-def _user_message(el: etree._Element) -> UserMessage:
+def _user_message(el: etree._Element, max_part_infos: int | None) -> UserMessage:
     message_id, timestamp, ref_to = _message_info(el, "eb:UserMessage")
     pi = _one(el, "PartyInfo", "eb:UserMessage", message_id)
     ci = _one(el, "CollaborationInfo", "eb:UserMessage", message_id)
@@ -157,7 +157,12 @@ def _user_message(el: etree._Element) -> UserMessage:
     payload_info = el.findall(_EB + "PayloadInfo")
     if len(payload_info) > 1:
         raise EbmsFault("EBMS:0009", "more than one eb:PayloadInfo", ref_to_message_id=message_id)
-    parts = tuple(_part_info(p, message_id) for p in payload_info[0].iterfind(_EB + "PartInfo")) if payload_info else ()
+    infos = list(payload_info[0].iterfind(_EB + "PartInfo")) if payload_info else []
+    if max_part_infos is not None and len(infos) > max_part_infos:
+        # each PartInfo must name its own MIME part: more of them than parts is wrong before reading one
+        raise EbmsFault("EBMS:0011", f"eb:PayloadInfo lists {len(infos)} parts, but the message has only "
+                                     f"{max_part_infos} MIME attachment(s)", ref_to_message_id=message_id)
+    parts = tuple(_part_info(p, message_id) for p in infos)
     hrefs = [p.content_id for p in parts]
     if len(set(hrefs)) != len(hrefs):
         raise EbmsFault("EBMS:0009", "two eb:PartInfo name the same MIME part", ref_to_message_id=message_id)
@@ -218,29 +223,29 @@ def _signals(el: etree._Element) -> list[Signal]:
     return out
 
 
-_HIDDEN_NODES = etree.XPath("//comment() | //processing-instruction()")
-
-
 def _refuse_hidden_nodes(env: etree._Element, header: etree._Element, body: etree._Element) -> None:
     """No processing instruction in the envelope (SOAP 1.2 part 1, 5), no comment where anything is read or
-    signed: inside eb:Messaging, the SOAP Body or a wsse:Security header (see the module docstring)."""
-    for node in _HIDDEN_NODES(env):
-        if isinstance(node, etree._ProcessingInstruction):
-            raise EbmsFault("EBMS:0009", f"the SOAP envelope contains a processing instruction <?{node.target}?>, "
-                                         "which SOAP 1.2 forbids")
-        for anc in node.iterancestors():
-            if anc is body or anc.tag in _READ_HEADERS:
-                where = "the SOAP Body" if anc is body else etree.QName(anc).localname
-                raise EbmsFault("EBMS:0009", f"a comment inside {where} is not allowed: canonicalization drops it, "
-                                             "so what is read could differ from what was signed")
-            if anc is header:
-                break
+    signed: inside eb:Messaging, the SOAP Body or a wsse:Security header (see the module docstring).
+
+    Every walk here is libxml2's (``iter`` with a node-type filter), never a Python walk per node: a
+    comment-stuffed envelope costs its own size, not its size times its depth."""
+    for pi in (*env.itersiblings(etree.ProcessingInstruction, preceding=True),
+               *env.iter(etree.ProcessingInstruction), *env.itersiblings(etree.ProcessingInstruction)):
+        raise EbmsFault("EBMS:0009", f"the SOAP envelope contains a processing instruction <?{pi.target}?>, "
+                                     "which SOAP 1.2 forbids")
+    for block in (*(h for h in header if h.tag in _READ_HEADERS), body):
+        for _ in block.iter(etree.Comment):
+            where = "the SOAP Body" if block is body else etree.QName(block).localname
+            raise EbmsFault("EBMS:0009", f"a comment inside {where} is not allowed: canonicalization drops it, "
+                                         "so what is read could differ from what was signed")
 
 
 _READ_HEADERS = frozenset({_EB + "Messaging", "{%s}Security" % NS_WSSE})
 
 
-def parse_envelope(env: etree._Element) -> ParsedEnvelope:
+def parse_envelope(env: etree._Element, *, max_part_infos: int | None = None) -> ParsedEnvelope:
+    """The ebMS model of a SOAP envelope; ``max_part_infos`` (the number of MIME attachments, when known)
+    refuses a longer eb:PayloadInfo before any PartInfo is read."""
     if env.tag == "{%s}Envelope" % _SOAP11:
         raise EbmsFault("EBMS:0009", "SOAP 1.1 is not supported: AS4 uses SOAP 1.2")
     if env.tag != _S + "Envelope":
@@ -262,7 +267,7 @@ def parse_envelope(env: etree._Element) -> ParsedEnvelope:
     if len(list(env.iter(_EB + "UserMessage"))) != len(user_messages) or len(user_messages) > 1:
         raise EbmsFault("EBMS:0009", f"AS4 allows one eb:UserMessage per message, found "
                                      f"{len(list(env.iter(_EB + 'UserMessage')))}")
-    um = _user_message(user_messages[0]) if user_messages else None
+    um = _user_message(user_messages[0], max_part_infos) if user_messages else None
     signals: list[Signal] = []
     for sm in messaging_el.findall(_EB + "SignalMessage"):
         signals.extend(_signals(sm))

@@ -13,6 +13,7 @@ with ../shared/interop/tamper.py, an independent tool, from a good vector.
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import shutil
@@ -171,6 +172,17 @@ def custom_vectors(keys: dict) -> list[tuple[str, tuple[str, bytes], dict]]:  # 
         env = build.receipt_envelope(new_message_id("unsafe.test"), utc_timestamp(), "acked@unsafe.test", refs)
         return signal(env, edits)
 
+    def set_token(value: str):  # type: ignore[no-untyped-def]
+        def edit(env: etree._Element) -> None:
+            next(env.iter("{%s}BinarySecurityToken" % NS_WSSE)).text = value
+        return edit
+
+    from gateway.security import pkipath
+    long_path = base64.b64encode(pkipath.encode(list(chain) * 3)).decode()  # 9 certificates
+    out.append(("bad-token-too-many-certificates", build_message(Recipe(parts=[xml_part(ENS)], after_seal=[
+        set_token(long_path)]), key, chain), {"code": "EBMS:0101", "match": "9 certificates"}))
+    out.append(("bad-token-too-large", build_message(Recipe(parts=[xml_part(ENS)], after_seal=[
+        set_token("A" * 70000)]), key, chain), {"code": "EBMS:0101", "match": "characters"}))
     out.append(("ok-receipt", receipt([]), {"valid": True}))
     out.append(("bad-comment-in-receipt-digest-value", receipt([hide_in(DS + "DigestValue", within=EB + "Messaging")]),
                 {"code": "EBMS:0009", "match": "comment"}))
@@ -270,13 +282,23 @@ def signed_value_vectors() -> list[tuple[str, Recipe, dict, str]]:
                 {"valid": True, "pmode": True}, "trader"))
     out.append(("bad-cid-malformed-escape", Recipe(parts=payload(), before_seal=[set_href("cid:payload%4")]),
                 {"code": "EBMS:0009", "match": "hexadecimal"}, "trader"))
-    out.append(("bad-partinfo-same-part-two-spellings", Recipe(parts=payload(), before_seal=[
+    out.append(("bad-partinfo-same-part-two-spellings", Recipe(parts=payload() + [
+        Part("invoice-1", "application/pdf", PDF, declared=False)], before_seal=[
         add_part_info("cid:payload%40unsafe.test")]), {"code": "EBMS:0009", "match": "same MIME part"}, "trader"))
     # bounded work before authentication
     out.append(("bad-prefix-list-flood", Recipe(parts=payload(), after_seal=[prefix_list_flood(2000)]),
                 {"code": "EBMS:0103", "match": "PrefixList"}, "trader"))
     out.append(("bad-namespace-flood", Recipe(parts=payload(), after_pack=[namespace_flood(1000)]),
                 {"code": "EBMS:0009", "match": "namespace declarations"}, "trader"))
+    out.append(("bad-partinfo-flood", Recipe(parts=payload(), before_seal=[
+        add_part_info(f"cid:p{i}@unsafe.test") for i in range(50)]), {"code": "EBMS:0011", "match": "lists 51"},
+                "trader"))
+    out.append(("bad-id-flood", Recipe(parts=payload(), after_pack=[unsafe.replace_bytes(
+        b"<env:Header>", b'<env:Header><f:F xmlns:f="urn:x-test:f">' + b'<f:I Id="i"/>' * 300 + b"</f:F>")]),
+                {"code": "EBMS:0103", "match": "Id attribute"}, "trader"))
+    out.append(("bad-pi-before-envelope", Recipe(parts=payload(), after_pack=[unsafe.replace_bytes(
+        b"<env:Envelope", b"<?x-test y?><env:Envelope")]), {"code": "EBMS:0009", "match": "processing instruction"},
+                "trader"))
     return out
 
 

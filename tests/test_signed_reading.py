@@ -264,3 +264,39 @@ def test_unnamed_mime_part_is_an_unsigned_part(trader: Engine, customs: Engine) 
             trader.open(ctype, body[:i] + extra + body[i:])
         assert err.value.code == "EBMS:0103" and "Content-ID" in err.value.message
 
+
+
+# ------------------------------------------------------------------------------------------------ the attacker's edits
+@pytest.mark.parametrize("old,new,accepted", [
+    # what canonicalization normalises: accepted, and read as signed
+    (b">IE3R01<", b">&#x49;E3R01<", True),                                         # character reference
+    (b">IE3R01<", b"><![CDATA[IE3R]]>01<", True),                                   # CDATA
+    (b"<eb:Action>", b'<eb:Action xmlns:spare="urn:x-test:spare">', True),           # unused declaration
+    (b"<eb:Action>IE3R01</eb:Action>", b"<eb:Action >IE3R01</eb:Action >", True),   # whitespace inside tags
+    # what it keeps: the seal breaks (or the parser refuses first)
+    (b"<eb:Action>", b'<eb:Action xml:space="preserve">', False),
+    (b"<eb:Action>IE3R01</eb:Action>", b'<x:Action xmlns:x="%s">IE3R01</x:Action>' % NS_EB.encode(), False),
+    (b"<eb:Action>IE3R01</eb:Action>", b'<Action xmlns="%s">IE3R01</Action>' % NS_EB.encode(), False),
+    (b"<eb:Action>IE3R01</eb:Action>", b"<eb:Action> IE3R01</eb:Action>", False),
+    (b"<eb:Action>IE3R01</eb:Action>", b"<eb:Action>IE3R01&#13;</eb:Action>", False),
+    (b'<eb:Service type="', b'<eb:Service type="x" type="', False),                 # duplicate attribute
+    (b'<eb:Service type="', b'<eb:Service eb:type="x" type="', False),             # same local name, other ns
+    (b"<eb:Action>IE3R01</eb:Action>", b"<eb:Action>IE3R01</eb:Action><eb:Action>IE3F32</eb:Action>", False),
+])
+def test_edits_after_sealing_change_nothing_that_is_read(trader: Engine, customs: Engine, old: bytes, new: bytes,
+                                                         accepted: bool) -> None:
+    """An edit that keeps the seal valid must leave every value read unchanged; any other edit is refused."""
+    msg = _c2t(customs)
+    soap, parts = _soap_and_parts(msg)
+    assert old in soap
+    ctype, body = _repack(soap.replace(old, new, 1), parts)
+    if not accepted:
+        with pytest.raises(EbmsFault):
+            trader.open(ctype, body)
+        return
+    opened = trader.open(ctype, body).messaging.user_message
+    sent = msg.user_message
+    assert opened is not None and sent is not None
+    assert dataclasses.replace(opened, part_infos=()) == dataclasses.replace(sent, part_infos=())
+    assert [(p.href, p.mime_type, p.charset, p.compression) for p in opened.part_infos] == \
+        [(p.href, p.mime_type, p.charset, p.compression) for p in sent.part_infos]

@@ -300,3 +300,27 @@ def test_edits_after_sealing_change_nothing_that_is_read(trader: Engine, customs
     assert dataclasses.replace(opened, part_infos=()) == dataclasses.replace(sent, part_infos=())
     assert [(p.href, p.mime_type, p.charset, p.compression) for p in opened.part_infos] == \
         [(p.href, p.mime_type, p.charset, p.compression) for p in sent.part_infos]
+
+
+def test_receipt_naming_a_part_twice_is_invalid(trader: Engine, customs: Engine) -> None:
+    """NRR with a wrong digest for a part, then the right one: a URI -> digest dict would keep only the right
+    one and accept the receipt as evidence."""
+    from copy import deepcopy
+
+    from gateway.ebms.model import new_message_id, utc_timestamp
+    ens = (FIXTURES / "ens-IE3F10-sea.xml").read_bytes()
+    sent = trader.user_message(action="IE3F10", payload=ens, to_party=Engine.customs_party())
+    refs = list(customs.open(sent.content_type, sent.body).signature.references)  # type: ignore[union-attr]
+    wrong = deepcopy(refs[0])
+    wrong.find("{http://www.w3.org/2000/09/xmldsig#}DigestValue").text = "A" * 43 + "="
+    for nrr, ok in ((refs, True), ([wrong, *refs], False)):
+        mid = new_message_id("sti.test")
+        env = build.receipt_envelope(mid, utc_timestamp(), sent.message_id, nrr)
+        receipt = customs._seal_and_pack(env, [], "receipt", mid)
+        opened = trader.open(receipt.content_type, receipt.body)
+        if ok:
+            trader.check_receipt(opened, sent)
+            continue
+        with pytest.raises(EbmsFault) as err:
+            trader.check_receipt(opened, sent)
+        assert err.value.code == "EBMS:0302" and "more than once" in err.value.message

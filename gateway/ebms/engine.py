@@ -339,6 +339,9 @@ class Engine:
             raise EbmsFault("EBMS:0302", f"the receipt refers to {receipt.ref_to_message_id}, not to "
                                          f"{sent.message_id}", ref_to_message_id=sent.message_id)
         echoed = {r.uri: r.digest_value for r in receipt.nrr_references}
+        if len(echoed) != len(receipt.nrr_references):  # a dict would keep only the last of two digests
+            raise EbmsFault("EBMS:0302", "the receipt's non-repudiation information names a part more than once",
+                            ref_to_message_id=sent.message_id)
         if echoed != sent.reference_digests:
             missing = sorted(set(sent.reference_digests) ^ set(echoed)) or sorted(
                 u for u in echoed if echoed[u] != sent.reference_digests.get(u))

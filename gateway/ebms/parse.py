@@ -28,10 +28,10 @@ from lxml import etree
 from gateway.ebms.constants import NS_EB, NS_EBBP, NS_DS, NS_SOAP12, NS_WSSE
 from gateway.ebms.errors import EbmsFault
 from gateway.ebms.mime import cid_from_uri
-from gateway.xmlsafe import simple_text
 from gateway.ebms.model import (
     EbmsError, ErrorSignal, Messaging, NrrReference, PartInfo, Party, PullRequest, Receipt, Signal, UserMessage,
 )
+from gateway.xmlsafe import simple_text
 
 _S = "{%s}" % NS_SOAP12
 _EB = "{%s}" % NS_EB

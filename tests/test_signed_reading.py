@@ -324,3 +324,124 @@ def test_receipt_naming_a_part_twice_is_invalid(trader: Engine, customs: Engine)
         with pytest.raises(EbmsFault) as err:
             trader.check_receipt(opened, sent)
         assert err.value.code == "EBMS:0302" and "more than once" in err.value.message
+
+
+# ------------------------------------------------------------------------------------------------ exact bounds
+def _edited(customs: Engine, fn) -> tuple[str, bytes, str]:  # type: ignore[no-untyped-def]
+    """A c2t message from customs whose envelope ``fn`` edits after sealing; (content type, body, MessageId)."""
+    msg = _c2t(customs)
+    soap, parts = _soap_and_parts(msg)
+    root = parse_xml(soap)
+    fn(root)
+    ctype, body = _repack(etree.tostring(root, xml_declaration=True, encoding="UTF-8"), parts)
+    return ctype, body, msg.message_id
+
+
+def _refusal(trader: Engine, ctype: str, body: bytes) -> EbmsFault | None:
+    try:
+        trader.open(ctype, body)
+    except EbmsFault as exc:
+        return exc
+    return None
+
+
+DS = "{http://www.w3.org/2000/09/xmldsig#}"
+EC = "{http://www.w3.org/2001/10/xml-exc-c14n#}"
+
+
+def test_id_elements_bound_is_exact(trader: Engine, customs: Engine) -> None:
+    from gateway.security.verify import MAX_ID_ELEMENTS
+
+    def add(n: int):  # type: ignore[no-untyped-def]
+        def fn(root) -> None:  # type: ignore[no-untyped-def]
+            have = len(root.xpath("//*[@*[local-name()='Id' or local-name()='ID' or local-name()='id']]"))
+            header = root.find("{http://www.w3.org/2003/05/soap-envelope}Header")
+            block = etree.SubElement(header, "{urn:x-test}Block")
+            for _ in range(n - have):
+                etree.SubElement(block, "{urn:x-test}I", Id="i")
+        return fn
+    assert _refusal(trader, *_edited(customs, add(MAX_ID_ELEMENTS))[:2]) is None
+    exc = _refusal(trader, *_edited(customs, add(MAX_ID_ELEMENTS + 1))[:2])
+    assert exc is not None and exc.code == "EBMS:0103" and f"{MAX_ID_ELEMENTS + 1} elements" in exc.message
+
+
+@pytest.mark.parametrize("count,chars,refused", [(16, None, False), (17, None, True), (16, 512, False),
+                                                 (16, 513, True)])
+def test_prefix_list_bounds_are_exact(trader: Engine, customs: Engine, count: int, chars: int | None,
+                                      refused: bool) -> None:
+    def fn(root) -> None:  # type: ignore[no-untyped-def]
+        names = [f"p{i}" for i in range(count)]
+        if chars is not None:  # pad the last prefix so that the attribute has exactly ``chars`` characters
+            names[-1] += "x" * (chars - len(" ".join(names)))
+        transform = next(root.iter(DS + "Transform"))
+        for inc in transform.findall(EC + "InclusiveNamespaces"):
+            transform.remove(inc)
+        etree.SubElement(transform, EC + "InclusiveNamespaces", PrefixList=" ".join(names))
+    exc = _refusal(trader, *_edited(customs, fn)[:2])
+    assert exc is not None  # SignedInfo changed: at best the signature value fails
+    assert ("PrefixList" in exc.message) == refused, exc.message
+
+
+@pytest.mark.parametrize("extra,reason", [(1, "already referenced"), (2, "references")])
+def test_reference_count_bound_is_exact(trader: Engine, customs: Engine, extra: int, reason: str) -> None:
+    """3 + attachments references pass the count (a duplicate is then refused as such); one more does not."""
+    def fn(root) -> None:  # type: ignore[no-untyped-def]
+        first = next(root.iter(DS + "Reference"))
+        for _ in range(extra):
+            first.addnext(etree.fromstring(etree.tostring(first)))
+    exc = _refusal(trader, *_edited(customs, fn)[:2])
+    assert exc is not None and reason in exc.message, exc
+
+
+@pytest.mark.parametrize("size,refused", [(64 * 1024, False), (64 * 1024 + 4, True)])
+def test_token_size_bound_is_exact(trader: Engine, customs: Engine, size: int, refused: bool) -> None:
+    def fn(root) -> None:  # type: ignore[no-untyped-def]
+        next(root.iter("{http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd}"
+                       "BinarySecurityToken")).text = "A" * size
+    exc = _refusal(trader, *_edited(customs, fn)[:2])
+    assert exc is not None and exc.code == "EBMS:0101" and ("characters" in exc.message) == refused, exc
+
+
+@pytest.mark.parametrize("count,reason", [(8, "PkiPath order"), (9, "9 certificates")])
+def test_token_certificate_count_bound_is_exact(trader: Engine, customs: Engine, pki: Path, count: int,
+                                                reason: str) -> None:
+    import base64
+
+    from gateway.security import pkipath
+    chain = load_pem_certificates(pki / "customs-chain.pem")
+    token = base64.b64encode(pkipath.encode((list(chain) * count)[:count])).decode()
+
+    def fn(root) -> None:  # type: ignore[no-untyped-def]
+        next(root.iter("{http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd}"
+                       "BinarySecurityToken")).text = token
+    exc = _refusal(trader, *_edited(customs, fn)[:2])
+    assert exc is not None and reason in exc.message, exc
+
+
+@pytest.mark.parametrize("size,ok", [(31, False), (32, True), (33, False)])
+def test_digest_value_must_be_sha256_sized(trader: Engine, customs: Engine, size: int, ok: bool) -> None:
+    import base64
+
+    def fn(root) -> None:  # type: ignore[no-untyped-def]
+        dv = next(root.iter(DS + "DigestValue"))
+        digest = base64.b64decode(dv.text)
+        dv.text = base64.b64encode((digest + b"\0")[:size]).decode()
+    exc = _refusal(trader, *_edited(customs, fn)[:2])
+    assert (exc is not None and "not a SHA-256 digest" in exc.message) == (not ok), exc
+
+
+def test_namespace_bound_is_exact() -> None:
+    def doc(n: int) -> bytes:
+        return b"<a " + b" ".join(b'xmlns:n%d="urn:n%d"' % (i, i) for i in range(n)) + b"/>"
+    assert parse_xml(doc(512), max_ns_declarations=512).tag == "a"
+    with pytest.raises(XmlRejected):
+        parse_xml(doc(513), max_ns_declarations=512)
+
+
+def test_verification_failures_name_the_message(trader: Engine, customs: Engine) -> None:
+    """The ebMS Error we answer refers to the refused message (eb:RefToMessageId, refToMessageInError)."""
+    def fn(root) -> None:  # type: ignore[no-untyped-def]
+        next(root.iter("{%s}Action" % NS_EB)).text = "IE3R02"
+    ctype, body, mid = _edited(customs, fn)
+    exc = _refusal(trader, ctype, body)
+    assert exc is not None and exc.code == "EBMS:0101" and exc.ref_to_message_id == mid

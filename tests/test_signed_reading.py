@@ -38,6 +38,14 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "ics2"
 PAYLOAD = b'<?xml version="1.0" encoding="UTF-8"?><IE3R01 xmlns="urn:test"><MRN>26NL1234567890ABC1</MRN></IE3R01>'
 
 
+@pytest.fixture(autouse=True)
+def _cold_token_cache() -> None:
+    """Every test decodes its tokens itself: the verifier's token cache would otherwise hide token decoding
+    from a test that runs after another with the same token (mutation testing found mutants surviving so)."""
+    from gateway.security import verify
+    verify._TOKENS.clear()
+
+
 @pytest.fixture(scope="module")
 def cfg(pki: Path) -> GatewayConfig:
     from tests.conftest import REPO

@@ -26,6 +26,14 @@ MANIFEST = json.loads((VECTORS / "manifest.json").read_text())
 REPO = VECTORS.parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _cold_token_cache() -> None:
+    """Every test decodes its tokens itself: the verifier's token cache would otherwise hide token decoding
+    from a test that runs after another with the same token (mutation testing found mutants surviving so)."""
+    from gateway.security import verify
+    verify._TOKENS.clear()
+
+
 @pytest.fixture(scope="module")
 def engine(pki: Path) -> Engine:
     vp = VECTORS / "pki"

@@ -185,7 +185,7 @@ def test_namespace_declarations_are_bounded() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ cid: URLs
-@pytest.mark.parametrize("uri,cid", [("cid:a@b", "a@b"), ("CID:a@b", "a@b"), ("cid:a%40b", "a@b"),
+@pytest.mark.parametrize("uri,cid", [("cid:a@b", "a@b"), ("CID:a@b", "a@b"), ("cid:a%40b", "a@b"), ("cid:X@Y", "X@Y"),
                                      ("cid:%61%40%62", "a@b"), ("cid:a%2540b", "a%40b"), ("cid:%E2%82%AC", "\u20ac"),
                                      ("cid:payload%201@x", "payload 1@x")])
 def test_cid_urls_decode_as_rfc2392_says(uri: str, cid: str) -> None:
@@ -193,10 +193,13 @@ def test_cid_urls_decode_as_rfc2392_says(uri: str, cid: str) -> None:
     assert mime.cid_from_uri(mime.cid_uri(cid)) == cid
 
 
-@pytest.mark.parametrize("uri", ["cid:", "cid:%", "cid:%4", "cid:%zz", "cid:%FF", "cid:a%0Db", "cid:%3Ca%3E",
-                                 "mid:a@b", "http://x/a"])
-def test_malformed_cid_urls_name_nothing(uri: str) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("uri,reason", [("cid:", "names no Content-ID"), ("cid:%", "two hexadecimal digits"),
+                                        ("cid:%4", "two hexadecimal digits"), ("cid:%zz", "two hexadecimal digits"),
+                                        ("cid:%FF", "not UTF-8"), ("cid:a%0Db", "control characters"),
+                                        ("cid:%3Ca%3E", "angle brackets"), ("mid:a@b", "not a cid: URL"),
+                                        ("http://x/a", "not a cid: URL")])
+def test_malformed_cid_urls_name_nothing(uri: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
         mime.cid_from_uri(uri)
 
 
@@ -453,3 +456,46 @@ def test_verification_failures_name_the_message(trader: Engine, customs: Engine)
     ctype, body, mid = _edited(customs, fn)
     exc = _refusal(trader, ctype, body)
     assert exc is not None and exc.code == "EBMS:0101" and exc.ref_to_message_id == mid
+
+
+@pytest.mark.parametrize("child,kind", [("<!---->", "a comment"), ("<?x y?>", "a processing instruction"),
+                                        ("<b/>", "element b")])
+def test_value_of_names_what_it_found(child: str, kind: str) -> None:
+    """The second layer alone (the parser's comment check runs first on real envelopes)."""
+    from gateway.ebms.parse import value_of
+    el = etree.fromstring(f"<a>IE3F{child}32</a>".encode())
+    with pytest.raises(EbmsFault) as err:
+        value_of(el, "eb:Action", "m@x")
+    assert err.value.code == "EBMS:0009" and err.value.ref_to_message_id == "m@x"
+    assert err.value.message == f"eb:Action must hold text only, but contains {kind}"
+    assert value_of(etree.fromstring(b"<a>IE3F<![CDATA[32]]></a>"), "eb:Action", None) == "IE3F32"
+
+
+@pytest.mark.parametrize("tag", ["DigestValue", "SignatureValue", "BinarySecurityToken"])
+def test_element_inside_a_signature_value_is_refused(trader: Engine, customs: Engine, tag: str) -> None:
+    """An element (not a comment: the parser refuses those) inside a value of wsse:Security."""
+    def fn(root) -> None:  # type: ignore[no-untyped-def]
+        el = next(e for e in root.iter() if isinstance(e.tag, str) and e.tag.endswith("}" + tag))
+        etree.SubElement(el, "{urn:x-test}b")
+    ctype, body, mid = _edited(customs, fn)
+    exc = _refusal(trader, ctype, body)
+    assert exc is not None and exc.code == "EBMS:0101" and "must hold text only" in exc.message, exc
+    assert exc.ref_to_message_id == mid
+
+
+def test_refusals_after_the_message_id_is_known_name_it(trader: Engine, customs: Engine) -> None:
+    def ids(root) -> None:  # type: ignore[no-untyped-def]
+        block = etree.SubElement(root.find("{http://www.w3.org/2003/05/soap-envelope}Header"), "{urn:x}B")
+        for _ in range(300):
+            etree.SubElement(block, "{urn:x}I", Id="i")
+
+    def prefixes(root) -> None:  # type: ignore[no-untyped-def]
+        etree.SubElement(next(root.iter(DS + "Transform")), EC + "InclusiveNamespaces",
+                         PrefixList=" ".join(f"p{i}" for i in range(40)))
+
+    def element(root) -> None:  # type: ignore[no-untyped-def]
+        etree.SubElement(next(root.iter("{%s}Action" % NS_EB)), "{urn:x}b")
+    for fn in (ids, prefixes, element):
+        ctype, body, mid = _edited(customs, fn)
+        exc = _refusal(trader, ctype, body)
+        assert exc is not None and exc.ref_to_message_id == mid, (fn.__name__, exc)

@@ -499,3 +499,44 @@ def test_refusals_after_the_message_id_is_known_name_it(trader: Engine, customs:
         ctype, body, mid = _edited(customs, fn)
         exc = _refusal(trader, ctype, body)
         assert exc is not None and exc.ref_to_message_id == mid, (fn.__name__, exc)
+
+
+def _signed(pki: Path, before_seal: list, **kw) -> tuple[str, bytes]:  # type: ignore[type-arg]
+    """A c2t message sealed by the customs key after ``before_seal`` edits (the seal covers them)."""
+    from gateway.conformance.unsafe import xml_part
+    recipe = Recipe(action="IE3R01", service=SERVICE_C2T, parts=[xml_part(PAYLOAD, content_id="p@sti.test")],
+                    from_party=Party("sti-taxud", PARTY_TYPE_AUTH, ROLE_CUSTOMS),
+                    to_party=Party("NL123456789", PARTY_TYPE_EORI, ROLE_TRADER), message_id="signed@sti.test",
+                    before_seal=before_seal, **kw)
+    key = serialization.load_pem_private_key((pki / "customs-seal.key").read_bytes(), None)
+    return build_message(recipe, key, load_pem_certificates(pki / "customs-chain.pem"))
+
+
+@pytest.mark.parametrize("tag", ["MessageId", "RefToMessageId", "Timestamp", "Action", "ConversationId", "Role"])
+def test_a_signed_duplicate_value_element_is_refused(trader: Engine, pki: Path, tag: str) -> None:
+    from copy import deepcopy
+
+    def twin(env) -> None:  # type: ignore[no-untyped-def]
+        el = next(env.iter("{%s}%s" % (NS_EB, tag)))
+        el.addnext(deepcopy(el))
+    exc = _refusal(trader, *_signed(pki, [twin], ref_to_message_id="earlier@trader.test"))
+    assert exc is not None and exc.code == "EBMS:0009" and f"more than one eb:{tag}" in exc.message, exc
+    assert exc.ref_to_message_id == (None if tag == "MessageId" else "signed@sti.test")
+
+
+def test_token_values_may_hold_inner_whitespace_message_ids_may_not(trader: Engine, pki: Path) -> None:
+    def conversation(env) -> None:  # type: ignore[no-untyped-def]
+        next(env.iter("{%s}ConversationId" % NS_EB)).text = "conversation 1"
+    opened = trader.open(*_signed(pki, [conversation])).messaging.user_message
+    assert opened is not None and opened.conversation_id == "conversation 1"
+    exc = _refusal(trader, *_signed(pki, [], ref_to_message_id="a b@trader.test"))
+    assert exc is not None and "whitespace" in exc.message and exc.ref_to_message_id == "signed@sti.test"
+
+
+def test_a_processing_instruction_after_the_envelope_is_refused_a_comment_is_not(trader: Engine,
+                                                                                customs: Engine) -> None:
+    msg = _c2t(customs)
+    soap, parts = _soap_and_parts(msg)
+    assert trader.open(*_repack(soap + b"<!-- trailing -->", parts)).message_id == msg.message_id
+    exc = _refusal(trader, *_repack(soap + b"<?x-test y?>", parts))
+    assert exc is not None and exc.code == "EBMS:0009" and "processing instruction" in exc.message

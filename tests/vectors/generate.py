@@ -213,6 +213,7 @@ def signed_value_vectors() -> list[tuple[str, Recipe, dict, str]]:
     def payload(**kw):  # type: ignore[no-untyped-def]
         return [xml_part(ENS, **kw)]
     refused = {"code": "EBMS:0009", "match": "comment"}
+    where = {"action": "comment inside Messaging", "security-token": "comment inside Security"}
     out: list[tuple[str, Recipe, dict, str]] = []
     for name, tag, kw in (
             ("message-id", EB + "MessageId", {}),
@@ -229,8 +230,9 @@ def signed_value_vectors() -> list[tuple[str, Recipe, dict, str]]:
             ("digest-value", DS + "DigestValue", {}),
             ("signature-value", DS + "SignatureValue", {})):
         cut = kw.pop("cut", 1 if name == "conversation-id" else None)  # ConversationId is "1": "1<!---->"
+        expect = {**refused, "match": where[name]} if name in where else refused
         out.append((f"bad-comment-in-{name}", Recipe(parts=payload(), after_seal=[hide_in(tag, cut=cut)], **kw),
-                    refused, "trader"))
+                    expect, "trader"))
     for name, tag, index in (("to-party-id", EB + "PartyId", 1), ("to-role", EB + "Role", 1)):
         out.append((f"bad-comment-in-{name}", Recipe(parts=payload(), after_seal=[hide_in(tag, index=index)]),
                     refused, "trader"))
@@ -246,7 +248,8 @@ def signed_value_vectors() -> list[tuple[str, Recipe, dict, str]]:
     out.append(("bad-element-in-message-id-signed", Recipe(parts=payload(), before_seal=[
         hide_in(EB + "MessageId", node="element")]), {"code": "EBMS:0009", "match": "text only"}, "trader"))
     out.append(("bad-text-after-comment-in-body-signed", Recipe(parts=payload(), before_seal=[
-        hide_in("{%s}Body" % NS_SOAP12, tail="payload hidden in the Body", cut=0)]), refused, "trader"))
+        hide_in("{%s}Body" % NS_SOAP12, tail="payload hidden in the Body", cut=0)]),
+                {"code": "EBMS:0009", "match": "comment inside the SOAP Body"}, "trader"))
     out.append(("bad-whitespace-in-message-id-signed", Recipe(parts=payload(), message_id=" vec-ws@unsafe.test"),
                 {"code": "EBMS:0009", "match": "whitespace"}, "trader"))
     # an uncompressed XML payload is digested in canonical form: a comment or another encoding keeps the digest

@@ -540,3 +540,12 @@ def test_a_processing_instruction_after_the_envelope_is_refused_a_comment_is_not
     assert trader.open(*_repack(soap + b"<!-- trailing -->", parts)).message_id == msg.message_id
     exc = _refusal(trader, *_repack(soap + b"<?x-test y?>", parts))
     assert exc is not None and exc.code == "EBMS:0009" and "processing instruction" in exc.message
+
+
+@pytest.mark.parametrize("tag", ["Action", "ConversationId", "Role"])
+def test_a_signed_empty_value_is_refused_naming_the_message(trader: Engine, pki: Path, tag: str) -> None:
+    def empty(env) -> None:  # type: ignore[no-untyped-def]
+        next(env.iter("{%s}%s" % (NS_EB, tag))).text = "  "
+    exc = _refusal(trader, *_signed(pki, [empty]))
+    assert exc is not None and exc.code == "EBMS:0009" and f"eb:{tag} is missing or empty" in exc.message, exc
+    assert exc.ref_to_message_id == "signed@sti.test"

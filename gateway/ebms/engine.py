@@ -31,7 +31,9 @@ from gateway.security.binding import EoriBindingError, check_eori_binding
 from gateway.security.keys import SealingIdentity, load_sealing_identity
 from gateway.security.seal import Attachment, seal
 from gateway.security.trust import TrustStore
-from gateway.security.verify import TOLERANT, VerifiedSignature, VerifyPolicy, references_digests, verify_envelope
+from gateway.security.verify import (
+    MAX_NS_DECLARATIONS, TOLERANT, VerifiedSignature, VerifyPolicy, references_digests, verify_envelope,
+)
 from gateway.xmlsafe import XmlRejected, parse_xml
 
 # ICD 3.1.11 / 4.2.5: the only actions that may carry binary attachments.
@@ -77,6 +79,18 @@ class InboundPayload:
     def compressed(self) -> bool:
         declared = (self.part_info.compression or "").lower() in (MIME_GZIP, "application/x-gzip")
         return declared or compression.is_gzip(self.transmitted)
+
+    def check(self, limits: Limits) -> None:
+        """Decompresses without keeping the output, to refuse a damaged or oversized payload with EBMS:0303
+        *before* a receipt promises delivery (streaming: memory stays at one chunk whatever the size)."""
+        if not self.compressed:
+            return
+        try:
+            for _ in compression.iter_gunzip(self.transmitted, max_out=limits.recv_max_payload_bytes,
+                                             max_ratio=limits.recv_max_compression_ratio):
+                pass
+        except compression.DecompressionError as exc:
+            raise EbmsFault("EBMS:0303", f"payload {self.content_id} cannot be decompressed: {exc}") from None
 
     def data(self, limits: Limits) -> bytes:
         """The payload after decompression, within the receive caps (EBMS:0303 otherwise)."""
@@ -207,7 +221,7 @@ class Engine:
             data = compression.gzip_bytes(p.data) if p.compress else p.data
             total += len(data)
             wire.append((p.content_id, MIME_GZIP if p.compress else p.mime_type, data))
-            infos.append(PartInfo(href="cid:" + p.content_id, mime_type=p.mime_type, charset=p.charset,
+            infos.append(PartInfo(href=mime.cid_uri(p.content_id), mime_type=p.mime_type, charset=p.charset,
                                   compression=MIME_GZIP if p.compress else None))
         if total > self.limits.send_max_message_compressed_bytes:
             raise EbmsFault("EBMS:0103", f"the compressed parts total {total} bytes, over the send limit of "
@@ -269,12 +283,17 @@ class Engine:
         soap = bytes(unpacked.soap.content)
         try:
             root = parse_xml(soap, max_bytes=limits.xml_max_envelope_bytes, max_depth=limits.xml_max_depth,
-                             what="SOAP envelope")
+                             what="SOAP envelope", max_ns_declarations=MAX_NS_DECLARATIONS)
         except XmlRejected as exc:
             raise EbmsFault("EBMS:0009", str(exc)) from None
-        parsed = parse_envelope(root)
+        parsed = parse_envelope(root, max_part_infos=len(unpacked.attachments))
         messaging = parsed.messaging
         ref = messaging.user_message.message_id if messaging.user_message else messaging.signals[0].message_id
+        unnamed = [i + 1 for i, p in enumerate(unpacked.attachments) if not p.content_id]
+        if unnamed:
+            # no eb:PartInfo and no ds:Reference can name it: an unsigned part, refused as such
+            raise EbmsFault("EBMS:0103", f"{len(unnamed)} MIME part(s) without a Content-ID: no signature can cover "
+                                         "them", ref_to_message_id=ref)
         attachments = _attachments_of(unpacked)
         payloads: list[InboundPayload] = []
         if messaging.user_message is not None:
@@ -303,6 +322,11 @@ class Engine:
                 if not (accept_unsigned_errors and only_errors):
                     raise
                 signature_error = exc
+            for payload in payloads:  # authenticated first: only a trusted sealer can make us decompress
+                try:
+                    payload.check(limits)
+                except EbmsFault as exc:
+                    raise EbmsFault(exc.code, exc.message, ref_to_message_id=ref) from None
         return InboundMessage(messaging=messaging, parsed=parsed, soap=soap, payloads=tuple(payloads),
                               signature=signature, signature_error=signature_error)
 
@@ -338,6 +362,9 @@ class Engine:
             raise EbmsFault("EBMS:0302", f"the receipt refers to {receipt.ref_to_message_id}, not to "
                                          f"{sent.message_id}", ref_to_message_id=sent.message_id)
         echoed = {r.uri: r.digest_value for r in receipt.nrr_references}
+        if len(echoed) != len(receipt.nrr_references):  # a dict would keep only the last of two digests
+            raise EbmsFault("EBMS:0302", "the receipt's non-repudiation information names a part more than once",
+                            ref_to_message_id=sent.message_id)
         if echoed != sent.reference_digests:
             missing = sorted(set(sent.reference_digests) ^ set(echoed)) or sorted(
                 u for u in echoed if echoed[u] != sent.reference_digests.get(u))

@@ -25,6 +25,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from typing import BinaryIO
+from urllib.parse import quote, unquote_to_bytes
 
 CRLF = b"\r\n"
 SOAP12 = "application/soap+xml"
@@ -468,3 +469,40 @@ def write_message_file(content_type: str, body: bytes) -> bytes:
     """The wire-file form of a message: ``MIME-Version: 1.0``, ``Content-Type``, an empty line, the body."""
     _check_header_text("Content-Type", content_type)
     return b"MIME-Version: 1.0\r\nContent-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+
+
+# ------------------------------------------------------------------------------------------------ cid: URLs
+_PCT = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def cid_from_uri(uri: str) -> str:
+    """The Content-ID (without angle brackets) that a ``cid:`` URL names, RFC 2392: the part after ``cid:``
+    (scheme case-insensitive) with ``%hh`` escapes decoded as UTF-8.
+
+    The one decoder for eb:PartInfo/@href and for ds:Reference/@URI, so that both name the same part for the
+    same URL (``cid:a%40b`` and ``cid:a@b`` are the same part, and counted as one). Raises ValueError for
+    another scheme, an empty id, a ``%`` that is not followed by two hex digits, escapes that are not UTF-8,
+    and control characters or angle brackets in the result (no Content-ID header can carry them)."""
+    if uri[:4].lower() != "cid:":
+        raise ValueError("not a cid: URL")
+    raw = uri[4:]
+    if "%" in raw:
+        if raw.count("%") != len(_PCT.findall(raw)):
+            raise ValueError("a % in a cid: URL must be followed by two hexadecimal digits (RFC 2392)")
+        try:
+            decoded = unquote_to_bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("the %-escapes of the cid: URL are not UTF-8") from None
+    else:
+        decoded = raw
+    if not decoded:
+        raise ValueError("the cid: URL names no Content-ID")
+    if any(c in "<>" or not c.isprintable() for c in decoded):
+        raise ValueError("the Content-ID named by the cid: URL contains control characters or angle brackets")
+    return decoded
+
+
+def cid_uri(content_id: str) -> str:
+    """The ``cid:`` URL of a Content-ID (RFC 2392): ``%`` and characters a URL cannot carry are %-escaped, so
+    that ``cid_from_uri(cid_uri(x)) == x``; the usual ids (letters, digits, ``@ . - _``) are unchanged."""
+    return "cid:" + quote(content_id, safe="@!$&'()*+,;=:/?~")

@@ -40,7 +40,12 @@ class PartInfo:
 
     @property
     def content_id(self) -> str:
-        return self.href[4:] if self.href.lower().startswith("cid:") else self.href
+        """The Content-ID the href names (RFC 2392 %-decoding, the same decoder as signature references)."""
+        from gateway.ebms.mime import cid_from_uri
+        try:
+            return cid_from_uri(self.href)
+        except ValueError:
+            return self.href  # not a valid cid: URL: names no part (parse refuses such an href first)
 
 
 @dataclass(frozen=True)

@@ -148,7 +148,7 @@ def pack_file(engine: Any, payload_path: Path | str, out_path: Path | str, *, ac
             maps.append(m)
             # For application/gzip the digest input is the raw octets: seal hashes the mapping in place.
             seal_atts.append(Attachment(cid, MIME_GZIP, m))  # type: ignore[arg-type]
-            infos.append(PartInfo(href="cid:" + cid, mime_type=mime_type, charset=charset, compression=MIME_GZIP))
+            infos.append(PartInfo(href=mime.cid_uri(cid), mime_type=mime_type, charset=charset, compression=MIME_GZIP))
         um = UserMessage(message_id=message_id, timestamp=utc_timestamp(engine.clock()),
                          from_party=engine.own_party, to_party=to_party, service=SERVICE_T2C,
                          service_type=SERVICE_TYPE, action=action, agreement=AGREEMENT, agreement_type=AGREEMENT_TYPE,

@@ -20,6 +20,7 @@ from gateway.ebms.constants import (
     ALG_ATTACHMENT_CONTENT, ALG_EXC_C14N, ALG_RSA_SHA256, ALG_SHA256, ENC_BASE64, NS_DS, NS_EB, NS_EC,
     NS_SOAP12, NS_WSSE, NS_WSU, VT_PKIPATH, VT_X509V3,
 )
+from gateway.ebms.mime import cid_uri
 from gateway.security import pkipath, rsa_backend
 from gateway.security.keys import SealingIdentity
 
@@ -58,17 +59,30 @@ def c14n(el: etree._Element, prefixes: Sequence[str] | None = None) -> bytes:
     return etree.tostring(el, method="c14n", exclusive=True, with_comments=False, inclusive_ns_prefixes=incl)
 
 
-def attachment_digest_input(content: bytes, content_type: str) -> bytes:
+def attachment_digest_input(content: bytes, content_type: str, *, strict: bool = False) -> bytes:
     """SwA 1.1 section 5.4.2: XML content types are canonicalized, text/* gets CRLF line ends, anything else
-    (ICS2 sends application/gzip) is digested as the raw octets after transfer decoding."""
+    (ICS2 sends application/gzip) is digested as the raw octets after transfer decoding.
+
+    ``strict`` (the verifier) refuses, with ValueError, an XML part holding a comment or a processing
+    instruction: canonicalization without comments drops comments, so one could be added after sealing, and a
+    payload reader stops at either (``<MRN>26NL<!---->...</MRN>``); what is delivered must be what was signed."""
     media = content_type.split(";", 1)[0].strip().lower()
     if media in ("text/xml", "application/xml") or media.endswith("+xml"):
-        from gateway.xmlsafe import parse_xml
-        root = parse_xml(content, max_bytes=max(len(content), 1), what="XML attachment")
+        from gateway.xmlsafe import XmlRejected, parse_xml
+        try:
+            root = parse_xml(content, max_bytes=max(len(content), 1), what="XML attachment")
+        except XmlRejected as exc:
+            raise ValueError(str(exc)) from None
+        if strict and _HIDDEN_NODES(root):
+            raise ValueError("the XML part contains a comment or processing instruction, which its signature "
+                             "does not cover (SwA 5.4.2 canonicalization)")
         return etree.tostring(root.getroottree(), method="c14n", exclusive=True, with_comments=False)
     if media.startswith("text/"):
         return content.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
     return content
+
+
+_HIDDEN_NODES = etree.XPath("//comment() | //processing-instruction()")
 
 
 def sha256_b64(data: bytes) -> str:
@@ -167,7 +181,7 @@ def seal_with(env: etree._Element, attachments: Sequence[Attachment], key: objec
     for att in attachments:
         if att.content_id in skip_attachments:
             continue
-        _reference(signed_info, "cid:" + att.content_id, ALG_ATTACHMENT_CONTENT, None,
+        _reference(signed_info, cid_uri(att.content_id), ALG_ATTACHMENT_CONTENT, None,
                    digest(attachment_digest_input(att.content, att.content_type)), digest_method)
     si_c14n = _c14n_exact(signed_info, si_prefixes)
     if si_c14n is None:  # never seen; kept so that a future lxml cannot make us sign the wrong bytes

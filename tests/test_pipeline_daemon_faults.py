@@ -41,6 +41,8 @@ def _gateway(tmp_path: Path, journal_dir: Path | None = None) -> GatewayEnv:
     gw = GatewayEnv.create(tmp_path / "gw", sim)
     if journal_dir is not None:
         gw.conf.write_text(_set(gw.conf.read_text(), "journal", "path", q(str(journal_dir / "journal.sqlite3"))))
+        # /health calls a journal disk with less than min_free_bytes free "failing" (503); this one is a tiny tmpfs
+        gw.conf.write_text(_set(gw.conf.read_text(), "health", "min_free_bytes", "1024"))
     return gw
 
 
@@ -73,7 +75,8 @@ def test_hostile_spool_entries_never_stop_the_daemon(tmp_path: Path, pki: Path) 
         assert reasons == {"pipe.xml": "not-a-regular-file", "link.xml": "not-a-regular-file",
                            "invalid.xml": "invalid"}, reasons
         status, health = http("GET", f"http://127.0.0.1:{gw.health_port}/health")
-        assert status == 200 and all(t["restarts"] == 0 for t in health["tasks"].values()), health
+        # 200 ok, or 429 degraded only because no TI answers this gateway's pings: the daemon itself is healthy
+        assert status in (200, 429) and all(t["restarts"] == 0 for t in health["tasks"].values()), health
     finally:
         assert gw.stop() == 0, gw.logs()
 

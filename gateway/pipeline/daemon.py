@@ -135,8 +135,13 @@ class Gateway:
                 from gateway.ops.service import OpsService
                 ops = OpsService(cfg, tcfg, journal_path=jcfg.path, writer=writer, client=client, engine=engine,
                                  alerts=alerts, paused=lambda: reader.paused_endpoints(cfg.identity.party_id),
-                                 extra=lambda: ({"pull": self.components["puller"][0].status()["pull"]}
-                                                if "puller" in self.components else {}))
+                                 extra=lambda: {**({"pull": self.components["puller"][0].status()["pull"]}
+                                                   if "puller" in self.components else {}),
+                                                "tasks": supervisor.status(),
+                                                **({"inbound": self.components["inbound"].stats()}
+                                                   if "inbound" in self.components else {}),
+                                                **({"hmrc": hmrc.status()} if hmrc is not None else {}),
+                                                **({"amqp": amqp.status()} if amqp is not None else {})})
                 with listening("health.listen", str(tcfg.health.listen)):
                     await ops.start()
                 self.components["ops"] = ops

@@ -198,3 +198,13 @@ def test_plain_amqp_to_another_host_is_refused_in_production(tmp_path: Path) -> 
     cfg = load_gateway_config(conf)
     with pytest.raises(ConfigError, match="amqps"):
         read_amqp_config(cfg)
+
+
+def test_an_event_published_again_is_the_same_bytes_whatever_the_filing_became() -> None:
+    """At least once: a repeat after a crash carries the same message_id and the same body (consumers compare)."""
+    ev = _ev(12, "sending", {"from": "queued", "to": "sending"})
+    before = {"lrn": "L1", "filer_eori": "NL1", "mrn": None, "action": "IE3F32", "endpoint": "sti", "source": "s",
+              "state": "sending"}
+    after = dict(before, mrn="26NLABCDEFGHIJKLM1", state="registered", endpoint="other")
+    a, b = formats.filing_event(ev, before, None), formats.filing_event(ev, after, None)
+    assert a.body == b.body and a.headers == b.headers and a.message_id == b.message_id

@@ -112,7 +112,8 @@ def test_ie315_registered_then_amended_accepted_and_rejected(gw: GatewayEnv, sta
     wait_until(lambda: hmrc_inbox(gw, "IE305"), 20, "the IE305")
     life = wait_filing(gw, "GB-LRN-0001", ("amended",))
     assert hmrc_inbox(gw, "IE305")[0]["errors"]
-    assert any(a["alert"] == "amendment-rejected" for a in gw.alerts())
+    wait_until(lambda: any(a["alert"] == "amendment-rejected" for a in gw.alerts()), 20,
+               "the amendment-rejected alert (hooks run one at a time, after the commit)")
     assert gw.stop() == 0
     assert SECRET not in (gw.dir / "gateway.log").read_text()
     assert token["access_token"] not in (gw.dir / "gateway.log").read_text()

@@ -116,8 +116,12 @@ def test_authenticated_listeners_on_a_wildcard_address(tmp_path: Path, pki: Path
         client = ssl.create_default_context(cafile=str(pki / "trader-ca-bundle.pem"))
         client.check_hostname = False
         client.load_cert_chain(str(pki / "trader-tls-client.pem"), str(pki / "trader-tls-client.key"))
-        with urllib.request.urlopen(health, context=client, timeout=30) as r:
-            assert r.status == 200 and json.loads(r.read())["environment"] == "conformance"
+        try:      # authenticated: answered (200 ok, or 429 degraded: no TI answers this gateway's pings)
+            with urllib.request.urlopen(health, context=client, timeout=30) as r:
+                status, doc = r.status, json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            status, doc = exc.code, json.loads(exc.read())
+        assert status in (200, 429) and doc["environment"] == "conformance", (status, doc)
     finally:
         code = proc.terminate()
         sock.close()

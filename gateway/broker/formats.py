@@ -117,9 +117,11 @@ def filing_event(event: Any, filing: dict[str, Any] | None, intake: dict[str, An
     frm, to = detail.pop("from", None), detail.pop("to", None)
     snapshot = None
     if filing is not None:
-        snapshot = {k: filing.get(k) for k in ("lrn", "filer_eori", "mrn", "action", "endpoint", "source")}
+        # only what the event row itself fixes, or what never changes after intake: the same event published
+        # again (at least once) carries the same bytes, whatever the filing became since
+        snapshot = {k: filing.get(k) for k in ("lrn", "filer_eori", "action", "source")}
         snapshot["state"] = to
-        snapshot["mrn"] = detail.get("mrn") or snapshot["mrn"]
+        snapshot["mrn"] = detail.get("mrn")
     doc = {"event_id": event.id, "at": event.at, "event": event.event, "from": frm, "to": to, "filing": snapshot,
            "detail": detail, "intake": intake}
     rk = routing_key(event)

@@ -35,7 +35,7 @@ from gateway.journal.errors import DuplicateFilingConflict
 from gateway.journal.records import Filing, InboundMessage, NewFiling, OutboundMessage
 from gateway.journal.states import FilingState as S
 from gateway.journal.states import can_transition
-from gateway.pipeline.accept import Accepted, IntakeRefused, deterministic_message_id
+from gateway.pipeline.accept import Accepted, IntakeRefused, deterministic_message_id, keep_intake_ref
 from gateway.pipeline.delivery import safe_name, write_inbox, write_status
 
 log = logging.getLogger("ics2gw.hmrc")
@@ -105,9 +105,7 @@ class HmrcAcceptor:
             filing, created = j.insert_filing(new, now=now)
             if not created:
                 return filing, False
-            if intake_ref:
-                j.record_intake_ref(filing.id, channel=intake_ref["channel"], message_id=intake_ref.get("message_id"),
-                                    correlation_id=intake_ref.get("correlation_id"), now=now)
+            keep_intake_ref(j, filing.id, intake_ref, now)
             if findings:
                 return j.transition(filing.id, S.REJECTED_LOCALLY, now=now, event="rejected-locally",
                                     detail={"findings": findings[:50], "route": ROUTE},

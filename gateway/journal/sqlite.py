@@ -742,18 +742,23 @@ class SqliteJournal:
         with self._lock:
             return self._dedup(sender_party, message_id)
 
+    def _inbound_to_process(self, message_id: str, sender_party: str) -> sqlite3.Row:
+        """The inbound message's row, inside the caller's transaction, if it may become ``processed``."""
+        row = self._conn.execute("SELECT * FROM messages WHERE direction = 'in' AND message_id = ? AND "
+                                 "sender_party = ?", (message_id, sender_party)).fetchone()
+        if row is None:
+            raise NotFound(f"inbound message {message_id} from {sender_party} does not exist")
+        if not can_transition_message(row["state"], MessageState.PROCESSED):
+            raise InvalidTransition(row["state"], "processed", filing=f"inbound message {message_id}")
+        return row
+
     def attach_inbound(self, message_id: str, sender_party: str, filing_id: int, *, now: datetime,
                        outcome: str | None = None) -> Message:
         """Correlated: the inbound message belongs to ``filing_id``; ``outcome`` (IE3R01 ...) is also recorded on
         the outbound message it references, if any."""
         ts = iso(now)
         with self.transaction():
-            row = self._conn.execute("SELECT * FROM messages WHERE direction = 'in' AND message_id = ? AND "
-                                     "sender_party = ?", (message_id, sender_party)).fetchone()
-            if row is None:
-                raise NotFound(f"inbound message {message_id} from {sender_party} does not exist")
-            if not can_transition_message(row["state"], MessageState.PROCESSED):
-                raise InvalidTransition(row["state"], "processed", filing=f"inbound message {message_id}")
+            row = self._inbound_to_process(message_id, sender_party)
             try:
                 self._conn.execute("UPDATE messages SET filing_id = ?, state = 'processed', business_outcome = "
                                    "COALESCE(?, business_outcome), updated_at = ? WHERE id = ?",
@@ -778,12 +783,7 @@ class SqliteJournal:
         journal does not know. ``outcome`` is also recorded on ``answers``, our outbound message it answers."""
         ts = iso(now)
         with self.transaction():
-            row = self._conn.execute("SELECT * FROM messages WHERE direction = 'in' AND message_id = ? AND "
-                                     "sender_party = ?", (message_id, sender_party)).fetchone()
-            if row is None:
-                raise NotFound(f"inbound message {message_id} from {sender_party} does not exist")
-            if not can_transition_message(row["state"], MessageState.PROCESSED):
-                raise InvalidTransition(row["state"], "processed", filing=f"inbound message {message_id}")
+            row = self._inbound_to_process(message_id, sender_party)
             self._conn.execute("UPDATE messages SET state = 'processed', business_outcome = ?, updated_at = ? "
                                "WHERE id = ?", (outcome, ts, row["id"]))
             if answers:

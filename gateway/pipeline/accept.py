@@ -184,9 +184,7 @@ class Acceptor:
             filing, created = j.insert_filing(new, now=now)
             if not created:
                 return filing, False
-            if intake_ref:
-                j.record_intake_ref(filing.id, channel=intake_ref["channel"], message_id=intake_ref.get("message_id"),
-                                    correlation_id=intake_ref.get("correlation_id"), now=now)
+            keep_intake_ref(j, filing.id, intake_ref, now)
             if findings:
                 filing = j.transition(filing.id, S.REJECTED_LOCALLY, now=now, event="rejected-locally",
                                       detail={"findings": findings[:50]}, error=findings[0].get("text"))
@@ -272,6 +270,13 @@ class Acceptor:
 
         await self.writer.submit(txn)
         return Accepted(None, message_id, True, follow_up=True, warnings=warnings, reference=ref)
+
+
+def keep_intake_ref(j: Any, filing_id: int, intake_ref: dict[str, Any] | None, now: Any) -> None:
+    """Inside the intake's transaction: what a broker intake called the message that created the filing."""
+    if intake_ref:
+        j.record_intake_ref(filing_id, channel=intake_ref["channel"], message_id=intake_ref.get("message_id"),
+                            correlation_id=intake_ref.get("correlation_id"), now=now)
 
 
 def own_eori(party_id: str) -> str:

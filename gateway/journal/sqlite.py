@@ -78,8 +78,29 @@ def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
         yield ids[i:i + _CHUNK]
 
 
+class ProcessSingleton:
+    """``Journal.singleton`` on SQLite: always held. The journal's ``.lock`` file already makes the daemon the only
+    process that writes this journal, so every singleton task (pull loop, timers, outbox) is trivially its own."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._held = False
+
+    def try_acquire(self) -> bool:
+        self._held = True
+        return True
+
+    def held(self) -> bool:
+        return self._held
+
+    def release(self) -> None:
+        self._held = False
+
+
 class SqliteJournal:
     """The SQLite implementation of ``gateway.journal.interface.Journal``. Open with ``open`` or ``open_reader``."""
+
+    backend = "sqlite"
 
     def __init__(self, conn: sqlite3.Connection, *, path: Path, readonly: bool, lock_fd: int | None = None) -> None:
         self._conn = conn
@@ -176,6 +197,17 @@ class SqliteJournal:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def describe(self) -> str:
+        return f"sqlite:{self.path}"
+
+    def singleton(self, name: str) -> ProcessSingleton:
+        return ProcessSingleton(name)
+
+    def queries(self) -> Any:
+        """The operations read side (``JournalQueries``) over its own read-only connection."""
+        from gateway.journal.queries import JournalQueries
+        return JournalQueries(self.path)
 
     def pragma(self, name: str) -> Any:
         """Reads a PRAGMA (tests and ``ics2gw doctor`` check journal_mode, synchronous, user_version)."""
@@ -479,6 +511,23 @@ class SqliteJournal:
                 self._event("message-claimed", ts, r["filing_id"], r["message_id"], detail)
             claimed = [self._get_msg(r["message_id"], "out", None, True) for r in rows]
         return [m for m in claimed if m is not None]
+
+    def renew_claims(self, worker: str, message_ids: Sequence[str], *, now: datetime,
+                     lease_seconds: float) -> list[str]:
+        """Extends the leases ``worker`` still holds on ``message_ids``; returns those still held (a send that
+        outlives its lease would otherwise be taken over and sent twice). No event: a lease extension is not a
+        state change, and a renewal every few seconds would drown the event log."""
+        if not message_ids:
+            return []
+        until = iso(plus(now, lease_seconds))
+        held: list[str] = []
+        with self.transaction():
+            for chunk in (list(message_ids)[i:i + _CHUNK] for i in range(0, len(message_ids), _CHUNK)):
+                marks = ", ".join("?" * len(chunk))
+                held += [r[0] for r in self._conn.execute(
+                    f"UPDATE messages SET claim_expires_at = ? WHERE direction = 'out' AND state = 'sending' AND "
+                    f"claimed_by = ? AND message_id IN ({marks}) RETURNING message_id", (until, worker, *chunk))]
+        return held
 
     def _out_for_update(self, message_id: str, worker: str | None, new_state: str) -> sqlite3.Row:
         row = self._conn.execute("SELECT * FROM messages WHERE direction = 'out' AND message_id = ?",

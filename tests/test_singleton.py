@@ -170,7 +170,7 @@ async def test_sqlite_locks_are_always_ours(tmp_path) -> None:
 def test_instance_id_is_unique_per_process_and_stable() -> None:
     a = instance_id()
     assert a == instance_id()
-    host, pid, rnd = a.rsplit("-", 2)
+    _host, pid, rnd = a.rsplit("-", 2)
     assert pid == str(os.getpid()) and len(rnd) == 6 and int(rnd, 16) >= 0
     r, w = os.pipe()
     child = os.fork()

@@ -214,6 +214,24 @@ def test_expired_lease_is_taken_over_and_late_report_refused(journal: SqliteJour
     assert done.state == "receipted" and done.claimed_by is None
 
 
+def test_renewed_lease_is_not_taken_over_and_a_lost_one_is_reported(journal: SqliteJournal) -> None:
+    for mid in ("r1@x", "r2@x"):
+        journal.enqueue_message(out_msg(mid, None), now=T0)
+    got = journal.claim_due_messages(now=T0, worker="w1", limit=2, lease_seconds=60)
+    assert len(got) == 2
+    # renewed at 50 s for another 60 s: at 100 s nobody may take it over
+    assert sorted(journal.renew_claims("w1", ["r1@x", "r2@x", "nope@x"], now=T0 + timedelta(seconds=50),
+                                       lease_seconds=60)) == ["r1@x", "r2@x"]
+    assert journal.claim_due_messages(now=T0 + timedelta(seconds=100), worker="w2", limit=5) == []
+    # another worker cannot renew what it does not hold
+    assert journal.renew_claims("w2", ["r1@x"], now=T0 + timedelta(seconds=100), lease_seconds=600) == []
+    [taken] = journal.claim_due_messages(now=T0 + timedelta(seconds=111), worker="w2", limit=1)
+    lost = journal.renew_claims("w1", ["r1@x", "r2@x"], now=T0 + timedelta(seconds=112), lease_seconds=60)
+    assert lost == [m for m in ("r1@x", "r2@x") if m != taken.message_id]
+    journal.record_receipt(lost[0], worker="w1", now=T0 + timedelta(seconds=113), outcome="receipt", receipt=b"<r/>")
+    assert journal.renew_claims("w1", lost, now=T0 + timedelta(seconds=114), lease_seconds=60) == []
+
+
 def test_retry_fail_hold_and_operator_requeue(journal: SqliteJournal) -> None:
     f, _ = journal.insert_filing(filing(), now=T0)
     journal.enqueue_message(out_msg("m@x", f.id), now=T0)

@@ -91,7 +91,7 @@ async def test_one_holder_and_failover_when_the_holder_session_dies() -> None:
     await _until(lambda: "a:start" in log)
     tb = asyncio.create_task(run_as_singleton(b, "timers", _task(log, "b"), stop_b,
                                               lambda k, **d: alerts.append((k, d)), retry_seconds=0.02,
-                                              check_seconds=0.02, leadership=lead_b))
+                                              check_seconds=0.02, grace_seconds=0.1, leadership=lead_b))
     await asyncio.sleep(0.2)
     assert log == ["a:start"] and lead_a.held() == ["timers"] and lead_b.held() == []
     a.kill()                                # the holder's connection died
@@ -181,3 +181,50 @@ def test_instance_id_is_unique_per_process_and_stable() -> None:
     other = os.read(r, 200).decode()
     os.close(r), os.close(w)
     assert other != a and other.rsplit("-", 2)[1] == str(child)
+
+
+# ------------------------------------------------------------------------------------------------- PostgreSQL
+def _pg_journal(pg_dsn, monkeypatch):
+    from gateway.journal.config import JournalConfig
+    from gateway.journal.factory import open_journal
+    jcfg = JournalConfig(path=None, backend="postgresql", dsn=str(pg_dsn), password=pg_dsn.password,  # type: ignore[arg-type]
+                         connect_timeout_seconds=5)
+    return open_journal(jcfg, instance=instance_id(), migrate=True)
+
+
+async def test_two_postgresql_journals_one_holder_and_failover_when_its_session_is_killed(pg_dsn, monkeypatch) -> None:
+    import psycopg
+    ja, jb = _pg_journal(pg_dsn, monkeypatch), _pg_journal(pg_dsn, monkeypatch)
+    try:
+        log: list[str] = []
+        alerts: list[tuple[str, dict]] = []
+        stop_a, stop_b = asyncio.Event(), asyncio.Event()
+        lead_a, lead_b = Leadership(), Leadership()
+        ta = asyncio.create_task(run_as_singleton(ja.singleton("pull:sti"), "pull:sti", _task(log, "a"), stop_a,
+                                                  lambda k, **d: alerts.append((k, d)), retry_seconds=0.1,
+                                                  check_seconds=0.1, leadership=lead_a))
+        await _until(lambda: "a:start" in log)
+        tb = asyncio.create_task(run_as_singleton(jb.singleton("pull:sti"), "pull:sti", _task(log, "b"), stop_b,
+                                                  lambda k, **d: alerts.append((k, d)), retry_seconds=0.1,
+                                                  check_seconds=0.1, grace_seconds=0.5, leadership=lead_b))
+        await asyncio.sleep(0.5)
+        assert log == ["a:start"] and lead_b.held() == []
+        # the holder's database session dies (a crashed host, a cut connection): the database releases the lock
+        with psycopg.connect(pg_dsn.with_password, autocommit=True) as admin:
+            killed = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                                   "AND granted AND pid <> pg_backend_pid()").fetchall()
+        assert len(killed) == 1
+        await _until(lambda: "b:start" in log, timeout=10)
+        assert log.index("a:end") < log.index("b:start")
+        assert lead_a.lost == {"pull:sti": 1} and lead_b.held() == ["pull:sti"]
+        assert ("singleton-lost", {"task": "pull:sti"}) in alerts
+        await asyncio.sleep(0.5)
+        assert log.count("a:start") == 1              # a waits: b holds it now
+        stop_b.set()
+        await asyncio.wait_for(tb, 10)
+        await _until(lambda: log.count("a:start") == 2, timeout=10)   # b released on stop: a takes it again
+        stop_a.set()
+        await asyncio.wait_for(ta, 10)
+    finally:
+        ja.close()
+        jb.close()

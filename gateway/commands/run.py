@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 def _check_shared_schema(jcfg: object, *, init: bool) -> str | None:
     """A PostgreSQL journal is shared: the daemon never upgrades it behind the other instances' backs. A missing or
     older schema is refused with what to run, unless ``--init-journal`` asks for the migration; None when fine."""
-    from gateway.journal import schema
+    from gateway.journal import schema_pg as schema
     from gateway.journal.factory import migrate_journal, schema_version
     name = jcfg.describe()  # type: ignore[attr-defined]
     log = logging.getLogger("ics2gw.daemon")

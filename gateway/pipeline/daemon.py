@@ -55,6 +55,7 @@ from gateway.transport.client import As4Client
 from gateway.transport.config import load_transport_config
 
 log = logging.getLogger("ics2gw.daemon")
+SINGLETON_CHECK_SECONDS = 2.0   # how often a singleton's holder checks that its database session still holds the lock
 
 
 @dataclass
@@ -108,7 +109,11 @@ class Gateway:
         def singleton(name: str, factory: Any, stop: asyncio.Event | None = None) -> Any:
             """``factory`` run by one instance at a time (each call of the result waits for the lock again)."""
             lock = journal.singleton(name)
+            # a shared database: a new holder waits until a previous one (session gone, process alive) has seen
+            # its loss at its next check (2 s), so the two copies do not overlap
+            grace = 0.0 if journal.backend == "sqlite" else SINGLETON_CHECK_SECONDS + 1.0
             return lambda: run_as_singleton(lock, name, factory, stop or single_stop, alerts.raise_alert,
+                                            check_seconds=SINGLETON_CHECK_SECONDS, grace_seconds=grace,
                                             leadership=self.leadership)
 
         if amqp is not None and amqp.outbox is not None:

@@ -57,13 +57,18 @@ async def _call(fn: Callable[[], Any]) -> Any:
 
 async def run_as_singleton(lock: Any, name: str, factory: Callable[[], Awaitable[None]], stop: asyncio.Event,
                            alert: Callable[..., None] | None, *, retry_seconds: float = 2.0,
-                           check_seconds: float = 2.0, leadership: Leadership | None = None) -> None:
+                           check_seconds: float = 2.0, grace_seconds: float = 0.0,
+                           leadership: Leadership | None = None) -> None:
     """Runs ``factory()`` while this instance holds ``lock`` (a ``SingletonLock``), until ``stop`` is set.
 
     Returns when ``stop`` is set (the lock released) or when the task ends by itself while the lock is held (the
     caller, usually the ``Supervisor``, decides whether to start it again). A lost lock cancels the task and
     waits for the lock again; an exception of the task propagates (the lock is released first, so another
-    instance can take over while this one backs off)."""
+    instance can take over while this one backs off).
+
+    ``grace_seconds`` (set it above ``check_seconds`` for a shared database): after taking the lock, wait that
+    long before starting the task, so that a previous holder whose session died but whose process lives has
+    noticed at its next check and stopped its copy. Without it the two may overlap for up to ``check_seconds``."""
     leadership = leadership or LEADERSHIP
     alert = alert or (lambda kind, **detail: None)
     waiting_logged = False
@@ -82,6 +87,15 @@ async def run_as_singleton(lock: Any, name: str, factory: Callable[[], Awaitable
                     return
                 continue
             waiting_logged = False
+            if grace_seconds > 0:
+                if await _wait(stop, grace_seconds):
+                    return
+                try:
+                    still = await _call(lock.held)
+                except Exception:  # noqa: BLE001
+                    still = False
+                if not still:
+                    continue
             leadership.set(name, True)
             log.info("singleton acquired task=%s: this instance runs it", name)
             task = asyncio.create_task(factory(), name=f"singleton:{name}")

@@ -32,7 +32,7 @@ def journal_config(request: pytest.FixtureRequest, backend: str, tmp_path: Path)
         return read_journal_config(Section({"path": str(tmp_path / "journal.sqlite3")}, file=tmp_path / "g.toml",
                                            prefix="journal"))
     pg = request.getfixturevalue("pg_dsn")
-    return pg_config(pg.dsn, pg.password)
+    return pg_config(str(pg), pg.password)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -165,10 +165,14 @@ def test_transitions_are_enforced_and_logged(journal: SqliteJournal) -> None:
 
 def test_event_log_is_append_only(journal: SqliteJournal) -> None:
     f, _ = journal.insert_filing(filing(), now=T0)
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        journal._conn.execute("UPDATE events SET event = 'x'")
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        journal._conn.execute("DELETE FROM events WHERE filing_id = ?", (f.id,))
+    with pytest.raises(Exception, match="append-only"), journal.transaction():
+        journal._x("UPDATE events SET event = 'x'")
+    with pytest.raises(Exception, match="append-only"), journal.transaction():
+        journal._x("DELETE FROM events WHERE filing_id = ?", (f.id,))
+    if journal.backend == "postgresql":
+        with pytest.raises(Exception, match="append-only"), journal.transaction():
+            journal._x("TRUNCATE events")
+    assert len(journal.events(filing_id=f.id)) == 1
 
 
 def test_list_filings_filters(journal: SqliteJournal) -> None:
@@ -378,10 +382,10 @@ def test_purge_keeps_non_final_evidence(journal: SqliteJournal) -> None:
     assert journal.lookup_inbound("customs", "OLD-LIVE-r@eu") is not None
     assert journal.lookup_inbound("customs", "OLD-FINAL-r@eu") is None
     # the schema itself refuses to delete evidence of a live filing, whatever the query
-    with pytest.raises(sqlite3.IntegrityError, match="not in a final state"):
-        journal._conn.execute("DELETE FROM messages WHERE filing_id = ?", (live_id,))
-    with pytest.raises(sqlite3.IntegrityError, match="not in a final state"):
-        journal._conn.execute("DELETE FROM filings WHERE id = ?", (live_id,))
+    with pytest.raises(Exception, match="not in a final state"), journal.transaction():
+        journal._x("DELETE FROM messages WHERE filing_id = ?", (live_id,))
+    with pytest.raises(Exception, match="not in a final state"), journal.transaction():
+        journal._x("DELETE FROM filings WHERE id = ?", (live_id,))
     assert journal.integrity_check() == "ok"
 
 

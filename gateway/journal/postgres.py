@@ -262,9 +262,9 @@ class PostgresJournal(JournalCore):
                            "run `ics2gw journal migrate` (or start with --init-journal)")
 
     def schema_version(self) -> int:
-        row = self._x("SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN 0 ELSE "
-                      "(SELECT COALESCE(MAX(version), 0) FROM schema_migrations) END").fetchone()
-        return int(row[0])
+        if self._x("SELECT to_regclass('schema_migrations') IS NULL").fetchone()[0]:
+            return 0
+        return int(self._x("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0])
 
     def close(self) -> None:
         for s in self._singletons:
@@ -433,11 +433,15 @@ def _connect(jcfg: Any) -> psycopg.Connection[Any]:
         raise JournalUnavailable(f"{jcfg.describe()}: cannot connect: {_first_line(exc)}") from None
 
 
+def _version(conn: psycopg.Connection[Any]) -> int:
+    if conn.execute("SELECT to_regclass('schema_migrations') IS NULL").fetchone()[0]:  # type: ignore[index]
+        return 0
+    return int(conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0])  # type: ignore[index]
+
+
 def pg_schema_version(jcfg: Any) -> int:
     with _connect(jcfg) as conn:
-        row = conn.execute("SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN 0 ELSE "
-                           "(SELECT COALESCE(MAX(version), 0) FROM schema_migrations) END").fetchone()
-        return int(row[0])  # type: ignore[index]
+        return _version(conn)
 
 
 def pg_migrate(jcfg: Any, *, now: datetime | None = None) -> list[int]:
@@ -483,9 +487,7 @@ def pg_checks(jcfg: Any) -> list[tuple[str, bool, str]]:
         info = conn.info
         tls = "TLS" if conn.pgconn.ssl_in_use else "no TLS"
         out.append(("journal reachable", True, f"{name} (PostgreSQL {info.server_version // 10000}, {tls})"))
-        row = conn.execute("SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN 0 ELSE "
-                           "(SELECT COALESCE(MAX(version), 0) FROM schema_migrations) END").fetchone()
-        version = int(row[0])  # type: ignore[index]
+        version = _version(conn)
         ok = version == schema_pg.LATEST
         out.append(("journal schema", ok, f"version {version}, this ics2gw uses {schema_pg.LATEST}" + (
             "" if ok else " (run `ics2gw journal migrate`)")))

@@ -29,7 +29,6 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import exitcodes
 from gateway.config import GatewayConfig, load_gateway_config
 from gateway.ebms.engine import Engine
 from gateway.journal.committer import JournalWriter

@@ -56,14 +56,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         refused = _check_shared_schema(jcfg, init=args.init_journal)
         if refused:
-            print(f"ics2gw run: {refused}", file=sys.stderr)
-            return exitcodes.CONFIG if "journal migrate" in refused else exitcodes.RUNTIME
+            code, line = refused
+            print(f"ics2gw run: {line}", file=sys.stderr)
+            return code
     return run_gateway(args.conf)
 
 
-def _check_shared_schema(jcfg: object, *, init: bool) -> str | None:
+def _check_shared_schema(jcfg: object, *, init: bool) -> tuple[int, str] | None:
     """A PostgreSQL journal is shared: the daemon never upgrades it behind the other instances' backs. A missing or
-    older schema is refused with what to run, unless ``--init-journal`` asks for the migration; None when fine."""
+    older schema is refused with what to run (exit 3), unless ``--init-journal`` asks for the migration; a database
+    that cannot be reached is exit 4; None when fine."""
     from gateway.journal import schema_pg as schema
     from gateway.journal.factory import migrate_journal, schema_version
     name = jcfg.describe()  # type: ignore[attr-defined]
@@ -76,11 +78,11 @@ def _check_shared_schema(jcfg: object, *, init: bool) -> str | None:
             return None
     except Exception as exc:  # noqa: BLE001 - unreachable database, refused login: one line, exit 4
         first = (str(exc).strip().splitlines() or [""])[0]
-        return f"journal {name} cannot be reached: {type(exc).__name__}: {first}"
+        return exitcodes.RUNTIME, f"journal {name} cannot be reached: {type(exc).__name__}: {first}"
     if version == 0:
-        return (f"journal {name} has no schema yet: run `ics2gw journal migrate --conf FILE` once (or start with "
+        return exitcodes.CONFIG, (f"journal {name} has no schema yet: run `ics2gw journal migrate --conf FILE` once (or start with "
                 f"`ics2gw run --init-journal`)")
     if version < schema.LATEST:
-        return (f"journal {name} has schema version {version}, this ics2gw needs {schema.LATEST}: run `ics2gw "
+        return exitcodes.CONFIG, (f"journal {name} has schema version {version}, this ics2gw needs {schema.LATEST}: run `ics2gw "
                 f"journal migrate --conf FILE` (or start with `ics2gw run --init-journal`)")
     return None

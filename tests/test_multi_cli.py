@@ -170,3 +170,25 @@ def test_health_ping_is_bounded_by_a_timeout(monkeypatch) -> None:
     doc = health.build_report(src, cfg)
     assert time.monotonic() - t0 < 0.9
     assert doc["status"] == "failing" and "no answer within" in doc["journal"]["error"]
+
+
+def test_journal_migrate_and_run_refusal_on_a_real_postgresql(workdir: GatewayEnv, capsys, monkeypatch,
+                                                              pg_dsn) -> None:
+    from gateway.journal import schema_pg
+    _postgres(workdir, str(pg_dsn))
+    workdir.conf.write_text(_set(workdir.conf.read_text(), "journal", "password_env", '"ICS2GW_JOURNAL_PASSWORD"'))
+    monkeypatch.setenv("ICS2GW_JOURNAL_PASSWORD", pg_dsn.password)
+    code, _, err = _cli(["run", "--conf", str(workdir.conf)], capsys)          # no schema yet: refused
+    assert code == exitcodes.CONFIG and "has no schema yet" in err and pg_dsn.password not in err
+    code, out, err = _cli(["journal", "migrate", "--conf", str(workdir.conf)], capsys)
+    assert code == exitcodes.OK, err
+    assert re.fullmatch(rf"journal postgresql://ics2gw@127\.0\.0\.1:\d+/{pg_dsn.dbname}: schema version 0 -> "
+                        rf"{schema_pg.LATEST}", out.strip()), out
+    code, out, _ = _cli(["journal", "migrate", "--conf", str(workdir.conf)], capsys)
+    assert code == exitcodes.OK and out.strip().endswith(f"{schema_pg.LATEST} -> {schema_pg.LATEST}")
+    code, out, _ = _cli(["doctor", "--offline", "--json", "--conf", str(workdir.conf)], capsys)
+    import json
+    checks = {c["name"]: c for c in json.loads(out)["checks"] if c["name"].startswith("journal")}
+    assert checks and all(c["ok"] for c in checks.values()), checks
+    code, out, err = _cli(["journal", "list", "--conf", str(workdir.conf)], capsys)   # readers use the factory
+    assert code == exitcodes.OK and out == "", err

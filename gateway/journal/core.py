@@ -370,7 +370,9 @@ class JournalCore:
                       (message_id,)).fetchone()
         if row is None:
             raise NotFound(f"outbound message {message_id} does not exist")
-        if worker is not None and row["state"] == "sending" and row["claimed_by"] != worker:
+        # a worker reporting on a message it no longer holds (its lease expired; another instance took the message
+        # over, and may already have finished it): its outcome is stale whatever the state now is
+        if worker is not None and (row["state"] != "sending" or row["claimed_by"] != worker):
             raise LeaseLost(f"message {message_id}: worker {worker} reported an outcome but the message is now "
                             f"claimed by {row['claimed_by']} (lease expired); this outcome is ignored")
         if not can_transition_message(row["state"], new_state):

@@ -45,8 +45,12 @@ def describe_dsn(dsn: str) -> str:
 def build_conninfo(cfg: Any) -> str:
     """The DSN plus the password and TLS settings of ``[journal]`` (``cfg``: a ``JournalConfig``)."""
     from psycopg.conninfo import make_conninfo
+    # keepalives and tcp_user_timeout: a database host that vanishes without closing its connections (power
+    # loss, a failover that moves the address) is noticed in about 15 s instead of the kernel's two hours, so a
+    # singleton's holder lets go and the pool reconnects to the new primary
     extra: dict[str, Any] = {"connect_timeout": max(1, int(cfg.connect_timeout_seconds)),
-                             "application_name": "ics2gw"}
+                             "application_name": "ics2gw", "keepalives": 1, "keepalives_idle": 5,
+                             "keepalives_interval": 2, "keepalives_count": 3, "tcp_user_timeout": 15000}
     if cfg.password is not None:
         extra["password"] = cfg.password
     for key in ("sslmode", "sslrootcert", "sslcert", "sslkey"):

@@ -134,7 +134,8 @@ class PgSingleton:
                 return True
             self._drop()
             try:
-                conn = psycopg.connect(self._conninfo, autocommit=True)
+                # the liveness check must answer quickly or not at all: a stalled check would stall failover
+                conn = psycopg.connect(self._conninfo, autocommit=True, options="-c statement_timeout=5000")
             except psycopg.Error:
                 return False
             try:

@@ -14,6 +14,7 @@ from gateway.journal import (
     OutboundMessage, ReadOnlyJournal, SchemaTooNew, SqliteJournal,
 )
 from gateway.journal import schema
+from tests.journal_backends import backend, jcfg, open_any  # noqa: F401 - fixtures
 
 T0 = datetime(2025, 3, 1, 8, 0, 0, tzinfo=timezone.utc)
 
@@ -40,10 +41,16 @@ def jpath(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def journal(jpath: Path):
+def sqlite_journal(jpath: Path):
     j = SqliteJournal.open(jpath, now=T0)
     yield j
     j.close()
+
+
+@pytest.fixture
+def journal(open_any):
+    """The journal on each backend (tests/journal_backends.py): the same meaning on SQLite and PostgreSQL."""
+    return open_any(now=T0)
 
 
 # -- schema and durability -----------------------------------------------------------------------------------------
@@ -74,11 +81,11 @@ def test_refuses_a_newer_schema(jpath: Path) -> None:
         SqliteJournal.open(jpath, now=T0)
 
 
-def test_wal_full_sync_and_foreign_keys(journal: SqliteJournal) -> None:
-    assert journal.pragma("journal_mode") == "wal"
-    assert journal.pragma("synchronous") == 2  # FULL
-    assert journal.pragma("foreign_keys") == 1
-    assert journal.pragma("busy_timeout") == 5000
+def test_wal_full_sync_and_foreign_keys(sqlite_journal: SqliteJournal) -> None:
+    assert sqlite_journal.pragma("journal_mode") == "wal"
+    assert sqlite_journal.pragma("synchronous") == 2  # FULL
+    assert sqlite_journal.pragma("foreign_keys") == 1
+    assert sqlite_journal.pragma("busy_timeout") == 5000
 
 
 def test_committed_data_survives_reopen(jpath: Path) -> None:
@@ -92,12 +99,12 @@ def test_committed_data_survives_reopen(jpath: Path) -> None:
     j.close()
 
 
-def test_reader_sees_committed_data_while_writer_holds_a_transaction(journal: SqliteJournal, jpath: Path) -> None:
-    journal.insert_filing(filing("A"), now=T0)
+def test_reader_sees_committed_data_while_writer_holds_a_transaction(sqlite_journal: SqliteJournal, jpath: Path) -> None:
+    sqlite_journal.insert_filing(filing("A"), now=T0)
     reader = SqliteJournal.open_reader(jpath)
     try:
-        with journal.transaction():
-            journal.insert_filing(filing("B"), now=T0)  # not committed yet
+        with sqlite_journal.transaction():
+            sqlite_journal.insert_filing(filing("B"), now=T0)  # not committed yet
             lrns = [d["lrn"] for d in reader.list_filings()]
             assert lrns == ["A"]  # the reader is not blocked and sees only committed data
         assert sorted(d["lrn"] for d in reader.list_filings()) == ["A", "B"]
@@ -107,7 +114,7 @@ def test_reader_sees_committed_data_while_writer_holds_a_transaction(journal: Sq
         reader.close()
 
 
-def test_second_daemon_is_refused_but_tools_may_open(journal: SqliteJournal, jpath: Path) -> None:
+def test_second_daemon_is_refused_but_tools_may_open(sqlite_journal: SqliteJournal, jpath: Path) -> None:
     with pytest.raises(JournalLocked, match="another gateway daemon"):
         SqliteJournal.open(jpath, now=T0)
     tool = SqliteJournal.open(jpath, now=T0, daemon=False)
@@ -158,10 +165,14 @@ def test_transitions_are_enforced_and_logged(journal: SqliteJournal) -> None:
 
 def test_event_log_is_append_only(journal: SqliteJournal) -> None:
     f, _ = journal.insert_filing(filing(), now=T0)
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        journal._conn.execute("UPDATE events SET event = 'x'")
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        journal._conn.execute("DELETE FROM events WHERE filing_id = ?", (f.id,))
+    with pytest.raises(Exception, match="append-only"), journal.transaction():
+        journal._x("UPDATE events SET event = 'x'")
+    with pytest.raises(Exception, match="append-only"), journal.transaction():
+        journal._x("DELETE FROM events WHERE filing_id = ?", (f.id,))
+    if journal.backend == "postgresql":
+        with pytest.raises(Exception, match="append-only"), journal.transaction():
+            journal._x("TRUNCATE events")
+    assert len(journal.events(filing_id=f.id)) == 1
 
 
 def test_list_filings_filters(journal: SqliteJournal) -> None:
@@ -180,13 +191,13 @@ def test_list_filings_filters(journal: SqliteJournal) -> None:
 
 # -- outbound messages -----------------------------------------------------------------------------------------
 
-def test_claims_never_overlap_and_follow_priority(journal: SqliteJournal, jpath: Path) -> None:
+def test_claims_never_overlap_and_follow_priority(journal: SqliteJournal, open_any) -> None:
     f, _ = journal.insert_filing(filing(), now=T0)
     journal.enqueue_message(out_msg("c@x", f.id, "C"), now=T0)
     journal.enqueue_message(out_msg("b@x", f.id, "B"), now=T0)
     journal.enqueue_message(out_msg("a@x", f.id, "A"), now=T0 + timedelta(seconds=1))
     journal.enqueue_message(out_msg("later@x", f.id, "A"), now=T0, not_before=T0 + timedelta(hours=1))
-    other = SqliteJournal.open(jpath, daemon=False)  # a second process / instance
+    other = open_any()  # a second process / instance
     try:
         now = T0 + timedelta(seconds=2)
         first = journal.claim_due_messages(now=now, worker="w1", limit=2, lease_seconds=86400)
@@ -371,10 +382,10 @@ def test_purge_keeps_non_final_evidence(journal: SqliteJournal) -> None:
     assert journal.lookup_inbound("customs", "OLD-LIVE-r@eu") is not None
     assert journal.lookup_inbound("customs", "OLD-FINAL-r@eu") is None
     # the schema itself refuses to delete evidence of a live filing, whatever the query
-    with pytest.raises(sqlite3.IntegrityError, match="not in a final state"):
-        journal._conn.execute("DELETE FROM messages WHERE filing_id = ?", (live_id,))
-    with pytest.raises(sqlite3.IntegrityError, match="not in a final state"):
-        journal._conn.execute("DELETE FROM filings WHERE id = ?", (live_id,))
+    with pytest.raises(Exception, match="not in a final state"), journal.transaction():
+        journal._x("DELETE FROM messages WHERE filing_id = ?", (live_id,))
+    with pytest.raises(Exception, match="not in a final state"), journal.transaction():
+        journal._x("DELETE FROM filings WHERE id = ?", (live_id,))
     assert journal.integrity_check() == "ok"
 
 
@@ -416,10 +427,10 @@ def test_read_journal_config(tmp_path: Path) -> None:
         read_journal_config(load_toml(conf).section("journal"))
 
 
-def test_concurrent_claimers_on_separate_connections_never_share(journal: SqliteJournal, jpath: Path) -> None:
+def test_concurrent_claimers_on_separate_connections_never_share(sqlite_journal: SqliteJournal, jpath: Path) -> None:
     import threading
     for i in range(200):
-        journal.enqueue_message(out_msg(f"m{i}@x", None, "ABC"[i % 3]), now=T0)
+        sqlite_journal.enqueue_message(out_msg(f"m{i}@x", None, "ABC"[i % 3]), now=T0)
     got: dict[str, list[str]] = {}
 
     def claimer(name: str) -> None:

@@ -81,6 +81,7 @@ class JournalCore:
     backend = "?"
     readonly = False
     _SKIP_LOCKED = ""
+    _FOR_UPDATE = ""               # row locks for read-check-write (PostgreSQL); SQLite's writer lock covers it
     _GREATEST = "MAX"
     _IntegrityError: type[BaseException] = Exception
     _lock: Any                     # guards a shared connection (SQLite); a no-op context on PostgreSQL
@@ -133,19 +134,25 @@ class JournalCore:
             raise ValueError(f"filing {new.lrn}: payload_sha256 must be 64 lowercase hex digits")
         ts = iso(now)
         with self.transaction():
-            existing = _filing(self._x("SELECT * FROM filings WHERE filer_eori = ? AND lrn = ?",
-                                                  (new.filer_eori, new.lrn)).fetchone())
-            if existing is not None:
+            # insert first and let UNIQUE (filer_eori, lrn) decide: two instances taking in the same ENS at the same
+            # moment cannot both create it (a check-then-insert could); the loser reads the winner's row, which
+            # PostgreSQL's ON CONFLICT has waited to see committed
+            cur = self._x(
+                "INSERT INTO filings (filer_eori, lrn, sender_eori, action, payload_sha256, state, priority, endpoint,"
+                " source, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (filer_eori, lrn) DO NOTHING RETURNING id",
+                (new.filer_eori, new.lrn, new.sender_eori, new.action, new.payload_sha256, FilingState.RECEIVED,
+                 new.priority, new.endpoint, new.source, ts, ts))
+            created = cur.fetchone()
+            if created is None:
+                existing = _filing(self._x("SELECT * FROM filings WHERE filer_eori = ? AND lrn = ?",
+                                           (new.filer_eori, new.lrn)).fetchone())
+                assert existing is not None
                 if existing.payload_sha256 == new.payload_sha256:
                     return existing, False
                 raise DuplicateFilingConflict(new.filer_eori, new.lrn, existing.payload_sha256,
                                               new.payload_sha256, existing.state)
-            cur = self._x(
-                "INSERT INTO filings (filer_eori, lrn, sender_eori, action, payload_sha256, state, priority, endpoint,"
-                " source, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (new.filer_eori, new.lrn, new.sender_eori, new.action, new.payload_sha256, FilingState.RECEIVED,
-                 new.priority, new.endpoint, new.source, ts, ts))
-            fid = int(cur.fetchone()[0])
+            fid = int(created[0])
             self._event("filing-received", ts, fid, None,
                         {"lrn": new.lrn, "filer": new.filer_eori, "action": new.action, "sha256": new.payload_sha256,
                          "priority": new.priority, "source": new.source})
@@ -159,7 +166,7 @@ class JournalCore:
         """Moves a filing along the state machine; the check and the write are one transaction."""
         ts = iso(now)
         with self.transaction():
-            row = self._x("SELECT * FROM filings WHERE id = ?", (filing_id,)).fetchone()
+            row = self._x(f"SELECT * FROM filings WHERE id = ?{self._FOR_UPDATE}", (filing_id,)).fetchone()
             if row is None:
                 raise NotFound(f"filing id {filing_id} does not exist")
             old = row["state"]
@@ -326,7 +333,7 @@ class JournalCore:
                 f"SELECT id, message_id, state, filing_id, claimed_by FROM messages WHERE direction = 'out' AND "
                 f"priority IN ({', '.join('?' * len(lanes))}) AND ((state = 'queued' AND next_attempt_at <= ?) OR "
                 f"(state = 'sending' AND claim_expires_at <= ?)){skip} "
-                f"ORDER BY priority, COALESCE(next_attempt_at, created_at), id LIMIT ?",
+                f"ORDER BY priority, COALESCE(next_attempt_at, created_at), id LIMIT ?{self._SKIP_LOCKED}",
                 (*lanes, ts, ts, *(((default_endpoint or ""), *exclude_endpoints) if skip else ()),
                  int(limit))).fetchall()
             until = iso(plus(now, lease_seconds))
@@ -359,8 +366,8 @@ class JournalCore:
         return held
 
     def _out_for_update(self, message_id: str, worker: str | None, new_state: str) -> Any:
-        row = self._x("SELECT * FROM messages WHERE direction = 'out' AND message_id = ?",
-                                 (message_id,)).fetchone()
+        row = self._x(f"SELECT * FROM messages WHERE direction = 'out' AND message_id = ?{self._FOR_UPDATE}",
+                      (message_id,)).fetchone()
         if row is None:
             raise NotFound(f"outbound message {message_id} does not exist")
         if worker is not None and row["state"] == "sending" and row["claimed_by"] != worker:
@@ -400,7 +407,7 @@ class JournalCore:
                 "UPDATE messages SET state = 'queued', next_attempt_at = ?, last_error = ?, claimed_by = NULL, "
                 "claim_expires_at = NULL, receipt = COALESCE(?, receipt), "
                 "receipt_content_type = COALESCE(?, receipt_content_type), "
-                "retry_since = CASE WHEN ? THEN COALESCE(retry_since, ?) ELSE retry_since END, "
+                "retry_since = CASE WHEN ? = 1 THEN COALESCE(retry_since, ?) ELSE retry_since END, "
                 "updated_at = ? WHERE id = ?",
                 (iso(next_attempt_at), error, receipt, content_type, 1 if failed else 0, ts, ts, row["id"]))
             self._event(event, ts, row["filing_id"], message_id,
@@ -537,6 +544,8 @@ class JournalCore:
         ``set_ack_state`` records the TI's acknowledgement, and ``pending_acks`` replays it after a restart."""
         ts = iso(now)
         with self.transaction():
+            # two instances receiving the same message at once: the second waits here, then finds the first
+            self._lock_key(f"inbound\x00{msg.sender_party}\x00{msg.message_id}")
             dup = self._dedup(msg.sender_party, msg.message_id)
             if dup is not None:
                 self._event("inbound-duplicate", ts, dup.message.filing_id, msg.message_id,
@@ -623,7 +632,7 @@ class JournalCore:
     def _inbound_to_process(self, message_id: str, sender_party: str) -> Any:
         """The inbound message's row, inside the caller's transaction, if it may become ``processed``."""
         row = self._x("SELECT * FROM messages WHERE direction = 'in' AND message_id = ? AND "
-                                 "sender_party = ?", (message_id, sender_party)).fetchone()
+                      f"sender_party = ?{self._FOR_UPDATE}", (message_id, sender_party)).fetchone()
         if row is None:
             raise NotFound(f"inbound message {message_id} from {sender_party} does not exist")
         if not can_transition_message(row["state"], MessageState.PROCESSED):
@@ -678,7 +687,7 @@ class JournalCore:
         ts = iso(now)
         with self.transaction():
             row = self._x("SELECT id, state FROM messages WHERE direction = 'in' AND message_id = ? AND "
-                                     "sender_party = ?", (message_id, sender_party)).fetchone()
+                          f"sender_party = ?{self._FOR_UPDATE}", (message_id, sender_party)).fetchone()
             if row is None:
                 raise NotFound(f"inbound message {message_id} from {sender_party} does not exist")
             if not can_transition_message(row["state"], MessageState.ORPHAN):

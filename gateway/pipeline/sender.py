@@ -16,6 +16,12 @@
   PartyId to that endpoint is paused, durably (``endpoint_state`` in the journal), the refused message goes back
   to the queue unchanged with everything behind it, an ``authorisation-refused`` alert is raised, and only
   ``ics2gw endpoint resume NAME`` (after the registration is fixed) lets the queue flow again.
+- Leases (several instances on one journal): a claim is leased for ``[pipeline] lease_seconds`` under this
+  instance's id (``gateway.instance``); while a message is being sent its lease is renewed every third of that,
+  so a slow send is never taken over by another instance while we live. If we stall longer than the lease (a
+  frozen VM, a lost database) another instance takes the message over and sends the same bytes under the same
+  MessageId; our late outcome is then refused by the journal (``LeaseLost``), logged and dropped: the new holder's
+  outcome counts. Nothing here assumes that every ``sending`` message is ours.
 """
 
 from __future__ import annotations
@@ -23,12 +29,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import os
-import socket
 from typing import Any
 
 from gateway.ebms.engine import OutboundMessage as EngineOutbound
 from gateway.ebms.errors import find_sub_code, is_permanent
+from gateway.instance import instance_id
+from gateway.journal.errors import LeaseLost
 from gateway.journal.states import FilingState as S
 from gateway.ops import metrics as ops_metrics
 from gateway.journal.states import can_transition
@@ -87,13 +93,16 @@ class Sender:
         self.endpoints, self.cfg, self.alerts = endpoints, cfg, alerts
         self.status_dir, self.default_endpoint = status_dir, default_endpoint
         self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
-        self.worker = f"{socket.gethostname()}-{os.getpid()}"
+        self.worker = instance_id()        # the claims' owner: unique per process, across hosts and restarts
         self.picker = PriorityPicker()
         self._sems = {name: asyncio.Semaphore(cfg.per_endpoint_concurrency) for name in endpoints}
         self._slots = asyncio.Semaphore(cfg.workers)
         self._wake = asyncio.Event()
         self._stopping = False
         self._inflight: set[asyncio.Task[None]] = set()
+        self._leased: dict[str, int] = {}     # message id -> sends in progress holding its lease (renewed)
+        self._renewer: asyncio.Task[None] | None = None
+        self.leases_lost = 0                  # outcomes refused because another instance took the message over
         self.sent = 0
         # the identity an A001 pause belongs to (one gateway identity per configuration)
         self.party_id: str = getattr(getattr(client, "engine", None), "party_id", "") or ""
@@ -105,6 +114,8 @@ class Sender:
         """Claims and sends until ``stop``; sleeps when nothing is due (woken by intake).
 
         All free worker slots are filled by one journal transaction (one fsync for the whole batch of claims)."""
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._renew_loop(), name="sender-lease-renewal")
         while not self._stopping:
             await self._slots.acquire()
             slots = 1
@@ -129,6 +140,42 @@ class Sender:
                 task = asyncio.create_task(self._send(msg))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
+
+    # ------------------------------------------------------------------------------------------------ leases
+    def _hold(self, message_id: str) -> None:
+        self._leased[message_id] = self._leased.get(message_id, 0) + 1
+
+    def _unhold(self, message_id: str) -> None:
+        n = self._leased.get(message_id, 0) - 1
+        if n > 0:
+            self._leased[message_id] = n
+        else:
+            self._leased.pop(message_id, None)
+
+    async def renew_leases(self) -> list[str]:
+        """Extends the lease of every message being sent; returns the ids whose lease was found lost (logged)."""
+        ids = list(self._leased)
+        if not ids:
+            return []
+        now, lease = self.clock(), self.cfg.lease_seconds
+        held = set(await self.writer.submit(
+            lambda j: j.renew_claims(self.worker, ids, now=now, lease_seconds=lease)))
+        lost = [m for m in ids if m not in held and m in self._leased]   # (not those recorded meanwhile)
+        for m in lost:
+            log.warning("lease lost message_id=%s worker=%s: another instance took the message over (this send "
+                        "outlived its lease of %.0fs); our outcome will be refused, the new holder's counts", m,
+                        self.worker, lease)
+        return lost
+
+    async def _renew_loop(self) -> None:
+        """Every lease_seconds/3 while sends are in flight (also while draining at shutdown)."""
+        interval = max(0.05, self.cfg.lease_seconds / 3)
+        while not (self._stopping and not self._leased):
+            await asyncio.sleep(interval)
+            try:
+                await self.renew_leases()
+            except Exception as exc:  # noqa: BLE001 - the journal away: the next round tries again
+                log.warning("lease renewal failed worker=%s error=%s: %s", self.worker, type(exc).__name__, exc)
 
     def _claim_in(self, j: Any, now: dt.datetime, order: list[str], empty: set[str]) -> Any:
         """Claims one due message inside the caller's transaction (lane ``order[0]`` first); None if none is due.
@@ -177,25 +224,38 @@ class Sender:
         message (one fsync for both instead of two)."""
         try:
             while msg is not None:
-                route = self.routes.get(msg.endpoint or "")
-                if route is not None:
-                    async with self._sems.setdefault(msg.endpoint,
-                                                     asyncio.Semaphore(self.cfg.per_endpoint_concurrency)):
-                        outcome = await route.send(msg)
-                    msg = await self._record(msg, outcome, claim_next=not self._stopping)
-                    continue
-                endpoint = self.endpoints.get(msg.endpoint or self.default_endpoint) or \
-                    self.endpoints[self.default_endpoint]
-                outbound = await asyncio.to_thread(EngineOutbound.from_wire, msg.message_id, msg.content_type,
-                                                   msg.sealed)
-                async with self._sems.setdefault(endpoint.name,
-                                                 asyncio.Semaphore(self.cfg.per_endpoint_concurrency)):
-                    outcome = await self.client.send(endpoint, outbound)
-                msg = await self._record(msg, outcome, claim_next=not self._stopping)
+                self._hold(msg.message_id)    # its lease is renewed until the outcome is recorded
+                try:
+                    msg = await self._send_and_record(msg)
+                except LeaseLost as exc:
+                    # another instance took the message over after our lease expired; it sends the same bytes
+                    # under the same MessageId, and its outcome counts. Ours was rolled back: nothing else to do.
+                    self.leases_lost += 1
+                    log.warning("outcome refused: lease lost message_id=%s worker=%s detail=%s", msg.message_id,
+                                self.worker, exc)
+                    ops_metrics.lease_lost()
+                    msg = None
         except Exception:  # a bug here must not kill the worker pool; the lease expires and the message is retried
             log.exception("send failed unexpectedly message_id=%s", getattr(msg, "message_id", None))
         finally:
             self._slots.release()
+
+    async def _send_and_record(self, msg: Any) -> Any:
+        """One send of ``msg`` and its recorded outcome; returns the next message claimed in the same commit."""
+        try:
+            route = self.routes.get(msg.endpoint or "")
+            if route is not None:
+                async with self._sems.setdefault(msg.endpoint, asyncio.Semaphore(self.cfg.per_endpoint_concurrency)):
+                    outcome = await route.send(msg)
+                return await self._record(msg, outcome, claim_next=not self._stopping)
+            endpoint = self.endpoints.get(msg.endpoint or self.default_endpoint) or \
+                self.endpoints[self.default_endpoint]
+            outbound = await asyncio.to_thread(EngineOutbound.from_wire, msg.message_id, msg.content_type, msg.sealed)
+            async with self._sems.setdefault(endpoint.name, asyncio.Semaphore(self.cfg.per_endpoint_concurrency)):
+                outcome = await self.client.send(endpoint, outbound)
+            return await self._record(msg, outcome, claim_next=not self._stopping)
+        finally:
+            self._unhold(msg.message_id)
 
     async def _record(self, msg: Any, outcome: Any, *, claim_next: bool = False) -> Any:
         """Records the outcome of one send; with ``claim_next``, claims the next due message in the same commit
@@ -330,3 +390,6 @@ class Sender:
         self._wake.set()
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=drain_seconds)
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)

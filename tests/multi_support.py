@@ -19,7 +19,6 @@ Read-outs: the simulator's registry (``SimEnv.report``), the journal through the
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import itertools
 import json
 import os
@@ -44,9 +43,6 @@ from tests.pipeline_harness import _set as set_key
 # where a filing rests in these tests: customs answered (registered, or a final state), or the gateway gave up
 # (failed, held: an operator's matter, which the tests then report)
 SETTLED = FINAL_STATES | {"registered", "failed", "held"}
-
-# the backend exists once the lead's gateway/journal/postgres.py is on the branch (issue 15)
-BACKEND_READY = importlib.util.find_spec("gateway.journal.postgres") is not None
 
 
 def drop_key(text: str, section: str, key: str) -> str:
@@ -210,7 +206,10 @@ class Cluster:
     @classmethod
     def create(cls, dir: Path, db: PgDsn | None, *, n: int = 3, lease_seconds: float = 5.0,
                retry: dict[str, Any] | None = None, pipeline: dict[str, Any] | None = None,
-               sim_faults: dict[str, Any] | None = None, pool_size: int = 4) -> Cluster:
+               sim_faults: dict[str, Any] | None = None, pool_size: int = 4, extra_conf: str = "",
+               extra_env: dict[str, str] | None = None) -> Cluster:
+        """``extra_conf``: TOML appended to every instance's configuration (e.g. an ``[amqp]`` section);
+        ``extra_env``: more environment for the daemons (the secrets that configuration names)."""
         dir.mkdir(parents=True, exist_ok=True)
         assert db is not None or n == 1, "a SQLite journal has one daemon (its .lock file refuses a second)"
         inbound_ports = [free_port(dual=True) for _ in range(n)]
@@ -239,7 +238,8 @@ class Cluster:
                              ("rejected_dir", "spool/rejected"), ("inbox_dir", "inbox"), ("status_dir", "status"),
                              ("work_dir", f"spool/work-{i}")):
                 text = set_key(text, "intake", key, q(str(shared / sub)))
-            gw.conf.write_text(text)
+            gw.extra_env = {**gw.extra_env, **(extra_env or {})}
+            gw.conf.write_text(text + extra_conf)
             instances.append(gw)
         return cls(dir, db, sim, shared, balancer, instances)
 
@@ -405,6 +405,15 @@ class Cluster:
                                 gw.log_text()))
         return c
 
+    def wait_log(self, pattern: str, timeout: float = 30.0) -> int:
+        """Waits until some instance's log matches ``pattern``; returns that instance's index."""
+        rx = re.compile(pattern)
+
+        def found() -> int | None:
+            return next((gw.index + 1 for gw in self.instances if rx.search(gw.log_text())), None)
+
+        return wait_until(found, timeout, f"a log line matching {pattern!r}", self.logs) - 1
+
     def logs(self, n: int = 60) -> str:
         parts = [gw.proc.tail(n) if gw.proc else f"--- gateway-{gw.index}: not started" for gw in self.instances]
         if self.sim.proc is not None:
@@ -419,5 +428,5 @@ def instance_ports_open(cluster: Cluster) -> dict[int, bool]:
     return {gw.index: port_open(gw.api_port) for gw in cluster.instances}
 
 
-__all__ = ["BACKEND_READY", "SETTLED", "Cluster", "PgGatewayEnv", "TcpBalancer", "drop_key", "instance_ports_open",
+__all__ = ["SETTLED", "Cluster", "PgGatewayEnv", "TcpBalancer", "drop_key", "instance_ports_open",
            "spawn_env"]

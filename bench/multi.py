@@ -245,8 +245,8 @@ def run_config(key: str, backend: str, k: int, n: int, tmp: Path, pg: Any, timeo
         for i, (gcf, ports) in enumerate(gws):
             glog = tmp / f"gw{i + 1}.log"
             logs.append(glog)
-            extra = ["--init-journal"] if backend == "sqlite" else []
-            g = subprocess.Popen([*CLI, "run", *extra, "--conf", str(gcf), "--log-level", "info"], cwd=REPO, env=env,
+            # --init-journal creates the state folders (and finds the schema current after the migrate above)
+            g = subprocess.Popen([*CLI, "run", "--init-journal", "--conf", str(gcf), "--log-level", "info"], cwd=REPO, env=env,
                                  stdout=open(glog, "wb"), stderr=subprocess.STDOUT)
             procs.append(g)
             gw_procs.append(g)
@@ -311,6 +311,19 @@ def run_config(key: str, backend: str, k: int, n: int, tmp: Path, pg: Any, timeo
             final[r.get("state")] = final.get(r.get("state"), 0) + 1
         if len(rows) != n or final.get("registered", 0) != n:
             problems.append(f"journal: {len(rows)} filings, by state {final}; expected {n}, all registered")
+        sends: dict[str, int] = {}
+        per_instance_sends, per_instance_receives = [], []
+        for lg in logs:
+            text = lg.read_text(errors="replace")
+            ok = re.findall(r"event=send .*?message_id=(\S+) outcome=receipt-ok .*?kind=user-message", text)
+            per_instance_sends.append(len(ok))
+            per_instance_receives.append(len(re.findall(r"event=receive ", text)))
+            for mid in ok:
+                sends[mid] = sends.get(mid, 0) + 1
+        twice = {mid: c for mid, c in sends.items() if c > 1}
+        if twice:
+            problems.append(f"{len(twice)} user messages sent and receipted more than once (across instances): "
+                            f"{dict(list(twice.items())[:5])}")
         log_problems = {f"gw{i + 1}": _log_problems(lg) for i, lg in enumerate(logs)}
         log_problems["sim"] = _log_problems(slog)
         busy = sum(cpu["gateway"]) + cpu["simulator"] + cpu["postgres"]
@@ -327,6 +340,8 @@ def run_config(key: str, backend: str, k: int, n: int, tmp: Path, pg: Any, timeo
             "simulator_share_of_ours": cpu["simulator"] / busy if busy else None,
             "simulator_share_of_machine": cpu["simulator"] / (wall * n_cores),
             "machine_busy": cpu["machine"] / (wall * n_cores),
+            "user_messages_sent_per_instance": per_instance_sends,
+            "inbound_received_per_instance": per_instance_receives,
             "balancer_connections": [lb.connections.get(p, 0) for p in lb.targets],
             "simulator_message_ids_not_1": len(multi_mid),
             "log_problems": {k2: v for k2, v in log_problems.items() if v},

@@ -123,6 +123,10 @@ def multi_table(m: dict[str, Any] | None) -> list[str]:
                      f"{d['simulator_share_of_machine'] * 100:>8.0f}% {d['machine_busy'] * 100:>11.0f}% "
                      f"{cs['other'] / (d['wall_s'] * m['cores']) * 100:>9.0f}%  "
                      + " ".join(f"{x:.1f}" for x in cs["gateway_per_instance"]))
+        if d.get("instances", 1) > 1:
+            lines.append(f"  {'':10} per instance: user messages sent {d.get('user_messages_sent_per_instance')}, "
+                         f"inbound received {d.get('inbound_received_per_instance')}, balancer connections "
+                         f"{d.get('balancer_connections')}")
         if d.get("failed"):
             lines.append(f"  {'':10} FAILED: {'; '.join(d['failed'])[:400]}")
     lines.append(f"  scaling PostgreSQL 1 -> 2 instances {_f(m.get('scaling_1_to_2'), 2)}x, 1 -> 3 "

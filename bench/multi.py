@@ -272,8 +272,19 @@ def run_config(key: str, backend: str, k: int, n: int, tmp: Path, pg: Any, timeo
             list(pool.map(submit, range(n)))
         t_submitted = time.time()
         states: dict[str, int] = {}
+        waits: dict[str, int] = {}      # PostgreSQL sessions of this database by state / wait, sampled every poll
+        samples = 0
         while True:
             states = _state_counts(journal, pg_conn)
+            if pg_conn is not None:
+                samples += 1
+                for st, wt, we in pg_conn.execute(
+                        "SELECT state, wait_event_type, wait_event FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchall():
+                    if st == "idle":
+                        continue
+                    label = f"{st}" + (f" / {wt}:{we}" if wt and not (st == "idle in transaction") else "")
+                    waits[label] = waits.get(label, 0) + 1
             if states.get("registered", 0) >= n:
                 break
             dead = [(i, p.returncode) for i, p in enumerate(procs) if p.poll() is not None]
@@ -337,9 +348,14 @@ def run_config(key: str, backend: str, k: int, n: int, tmp: Path, pg: Any, timeo
                       "other": max(0.0, cpu["machine"] - busy - cpu["bench"])},
             "cpu_s_per_filing": {"gateway": sum(cpu["gateway"]) / n, "simulator": cpu["simulator"] / n,
                                  "postgres": cpu["postgres"] / n},
+            # what this configuration would do with the whole machine to itself: CPU-bound at cores / CPU per filing
+            "cpu_bound_filings_per_s": n_cores * n / busy if busy else None,
             "simulator_share_of_ours": cpu["simulator"] / busy if busy else None,
             "simulator_share_of_machine": cpu["simulator"] / (wall * n_cores),
             "machine_busy": cpu["machine"] / (wall * n_cores),
+            "pg_sessions_sampled": {"polls": samples,
+                                    "mean_sessions": {w: c / samples for w, c in
+                                                      sorted(waits.items(), key=lambda x: -x[1])}} if samples else None,
             "user_messages_sent_per_instance": per_instance_sends,
             "inbound_received_per_instance": per_instance_receives,
             "balancer_connections": [lb.connections.get(p, 0) for p in lb.targets],
@@ -406,6 +422,10 @@ def run(workdir: Path, *, n: int = 300, timeout: float = 300.0, keep_logs: Path 
     for k in (2, 3):
         v = c.get(f"pg_{k}", {}).get("filings_per_s")
         out[f"scaling_1_to_{k}"] = v / base if base and v else None
+    b = c.get("pg_1", {}).get("cpu_bound_filings_per_s")
+    for k in (2, 3):
+        v = c.get(f"pg_{k}", {}).get("cpu_bound_filings_per_s")
+        out[f"cpu_bound_scaling_1_to_{k}"] = v / b if b and v else None
     sq = c.get("sqlite_1", {}).get("filings_per_s")
     out["pg_1_vs_sqlite_1"] = base / sq if base and sq else None
     out["failed"] = {key: d["failed"] for key, d in c.items() if d.get("failed")}

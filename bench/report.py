@@ -127,10 +127,18 @@ def multi_table(m: dict[str, Any] | None) -> list[str]:
             lines.append(f"  {'':10} per instance: user messages sent {d.get('user_messages_sent_per_instance')}, "
                          f"inbound received {d.get('inbound_received_per_instance')}, balancer connections "
                          f"{d.get('balancer_connections')}")
+        pgs = (d.get("pg_sessions_sampled") or {}).get("mean_sessions")
+        if pgs:
+            lines.append(f"  {'':10} PostgreSQL sessions not idle (mean per sample): "
+                         + ", ".join(f"{w} {v:.2f}" for w, v in list(pgs.items())[:5]))
         if d.get("failed"):
             lines.append(f"  {'':10} FAILED: {'; '.join(d['failed'])[:400]}")
     lines.append(f"  scaling PostgreSQL 1 -> 2 instances {_f(m.get('scaling_1_to_2'), 2)}x, 1 -> 3 "
                  f"{_f(m.get('scaling_1_to_3'), 2)}x; PostgreSQL x1 / SQLite x1 {_f(m.get('pg_1_vs_sqlite_1'), 2)}")
+    lines.append("  CPU-bound filings/s (cores / (gateway + simulator + postgres CPU per filing)): "
+                 + ", ".join(f"{k} {_f(d.get('cpu_bound_filings_per_s'), 1)}" for k, d in m.get("configs", {}).items())
+                 + f"; its scaling 1 -> 2 {_f(m.get('cpu_bound_scaling_1_to_2'), 2)}x, 1 -> 3 "
+                   f"{_f(m.get('cpu_bound_scaling_1_to_3'), 2)}x")
     lines.append("  sim share and machine busy: of the whole machine's capacity (wall x cores); other load: busy CPU "
                  "not from our processes (other users of this machine)")
     return lines

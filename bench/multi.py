@@ -263,6 +263,10 @@ def run_config(key: str, backend: str, k: int, n: int, tmp: Path, pg: Any, timeo
                 if r.status != 202:
                     raise Failed(f"submit refused: HTTP {r.status} {r.read()[:300]!r}")
 
+        def commits() -> int:
+            return sum(int(_get(f"http://127.0.0.1:{p['health']}/health").get("journal_commits", 0)) for _, p in gws)
+
+        commits0 = commits()
         postmaster = pg.postmaster_pid() if backend == "postgresql" else None
         cpu0 = {"gateway": [proc_cpu_seconds(g.pid) for g in gw_procs], "simulator": proc_cpu_seconds(sim.pid),
                 "postgres": pg_cpu_seconds(postmaster) if postmaster else 0.0, "machine": machine_cpu_seconds(),
@@ -272,17 +276,20 @@ def run_config(key: str, backend: str, k: int, n: int, tmp: Path, pg: Any, timeo
             list(pool.map(submit, range(n)))
         t_submitted = time.time()
         states: dict[str, int] = {}
+        lock_q: dict[str, int] = {}     # the statements seen waiting for a lock, and how often
         waits: dict[str, int] = {}      # PostgreSQL sessions of this database by state / wait, sampled every poll
         samples = 0
         while True:
             states = _state_counts(journal, pg_conn)
             if pg_conn is not None:
                 samples += 1
-                for st, wt, we in pg_conn.execute(
-                        "SELECT state, wait_event_type, wait_event FROM pg_stat_activity "
+                for st, wt, we, q in pg_conn.execute(
+                        "SELECT state, wait_event_type, wait_event, left(query, 90) FROM pg_stat_activity "
                         "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchall():
                     if st == "idle":
                         continue
+                    if wt == "Lock":
+                        lock_q[f"{we}: {q}"] = lock_q.get(f"{we}: {q}", 0) + 1
                     label = f"{st}" + (f" / {wt}:{we}" if wt and not (st == "idle in transaction") else "")
                     waits[label] = waits.get(label, 0) + 1
             if states.get("registered", 0) >= n:
@@ -300,6 +307,7 @@ def run_config(key: str, backend: str, k: int, n: int, tmp: Path, pg: Any, timeo
                "postgres": (pg_cpu_seconds(postmaster) - cpu0["postgres"]) if postmaster else 0.0,
                "machine": machine_cpu_seconds() - cpu0["machine"], "bench": time.process_time() - cpu0["bench"]}
         wall = t_end - t_start
+        n_commits = commits() - commits0
         # ---- correctness (outside the timing)
         problems: list[str] = []
         report = {r["lrn"]: r for r in _cli_json(["simulate", "report", "--json", "--conf", str(scf)], env)}
@@ -353,6 +361,8 @@ def run_config(key: str, backend: str, k: int, n: int, tmp: Path, pg: Any, timeo
             "simulator_share_of_ours": cpu["simulator"] / busy if busy else None,
             "simulator_share_of_machine": cpu["simulator"] / (wall * n_cores),
             "machine_busy": cpu["machine"] / (wall * n_cores),
+            "journal_commits_per_filing": n_commits / n,
+            "lock_wait_queries": dict(sorted(lock_q.items(), key=lambda x: -x[1])[:5]),
             "pg_sessions_sampled": {"polls": samples,
                                     "mean_sessions": {w: c / samples for w, c in
                                                       sorted(waits.items(), key=lambda x: -x[1])}} if samples else None,

@@ -127,6 +127,8 @@ def multi_table(m: dict[str, Any] | None) -> list[str]:
             lines.append(f"  {'':10} per instance: user messages sent {d.get('user_messages_sent_per_instance')}, "
                          f"inbound received {d.get('inbound_received_per_instance')}, balancer connections "
                          f"{d.get('balancer_connections')}")
+        lines.append(f"  {'':10} journal commits per filing (all instances) {_f(d.get('journal_commits_per_filing'), 2)}"
+                     + "".join(f"; lock wait x{c}: {q}" for q, c in list((d.get("lock_wait_queries") or {}).items())[:2]))
         pgs = (d.get("pg_sessions_sampled") or {}).get("mean_sessions")
         if pgs:
             lines.append(f"  {'':10} PostgreSQL sessions not idle (mean per sample): "

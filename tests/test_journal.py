@@ -450,3 +450,13 @@ def test_concurrent_claimers_on_separate_connections_never_share(sqlite_journal:
         t.join()
     claimed = [mid for mids in got.values() for mid in mids]
     assert len(claimed) == len(set(claimed)) == 200
+
+
+def test_outbox_cursor_is_created_once_at_the_newest_event(journal: SqliteJournal, open_any) -> None:
+    journal.append_event("old", now=T0)
+    first = journal.init_outbox_cursor("erp", now=T0)
+    assert first == journal.last_event_id() and journal.outbox_cursor("erp") == first
+    journal.append_event("new-after-start", now=T0)
+    other = open_any()                       # a second instance starting later must not skip "new-after-start"
+    assert other.init_outbox_cursor("erp", now=T0) == first
+    assert [e.event for e in other.events_after(first)] == ["new-after-start"]

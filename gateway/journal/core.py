@@ -940,6 +940,17 @@ class JournalCore:
                 f"ON CONFLICT (name) DO UPDATE SET last_event_id = {self._GREATEST}(outbox_cursors.last_event_id, "
                 "excluded.last_event_id), updated_at = excluded.updated_at", (name, int(event_id), iso(now)))
 
+    def init_outbox_cursor(self, name: str, *, now: datetime) -> int:
+        """Creates the sink's cursor at the newest event if it has none (first start: no history replayed); the
+        first instance to do so wins, so no instance moves an existing cursor past events not yet delivered.
+        Not inside a transaction: PostgreSQL's event horizon waits for open transactions that wrote events."""
+        last = self.last_event_id()
+        with self.transaction():
+            self._x("INSERT INTO outbox_cursors (name, last_event_id, updated_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT DO NOTHING", (name, int(last), iso(now)))
+            row = self._x("SELECT last_event_id FROM outbox_cursors WHERE name = ?", (name,)).fetchone()
+        return int(row[0])
+
     def record_intake_ref(self, filing_id: int, *, channel: str, message_id: str | None,
                           correlation_id: str | None, now: datetime) -> None:
         """What the intake channel called the message that created the filing; the first one is kept."""

@@ -35,6 +35,7 @@ from gateway.journal.committer import JournalWriter
 from gateway.journal.config import read_journal_config
 from gateway.instance import instance_id
 from gateway.journal.errors import JournalError
+from gateway.journal.timeutil import utcnow
 from gateway.journal.factory import open_journal, open_reader
 from gateway.pipeline.accept import Acceptor
 from gateway.pipeline.alerts import Alerts
@@ -101,6 +102,10 @@ class Gateway:
         from gateway.broker.wiring import build_amqp   # ERP queues: AMQP intake and events, when [amqp] enables it
         amqp = build_amqp(cfg, acceptor=acceptor, writer=writer, journal=reader, inbox_dir=dcfg.intake.inbox_dir,
                           on_accepted=sender.wake)
+        if amqp is not None and amqp.outbox is not None:
+            # the sink's cursor exists before any intake of this instance opens: with several instances the
+            # outbox's singleton may start seconds later, and events committed meanwhile must not be skipped
+            await asyncio.to_thread(journal.init_outbox_cursor, amqp.outbox.name, now=utcnow())
         timers = Expectations(reader, dcfg.pipeline, alerts)
         supervisor = Supervisor(alerts.raise_alert)
         single_stop = asyncio.Event()   # set at shutdown: every singleton releases its lock

@@ -160,3 +160,36 @@ async def test_renewal_reports_a_lost_lease(journals, tmp_path: Path, caplog) ->
         assert "lease lost message_id=r@x" in caplog.text
     finally:
         await writer.close()
+
+
+async def test_a_send_reclaimed_by_its_own_instance_records_one_outcome(journals, tmp_path: Path) -> None:
+    """A send outlives its lease and THIS instance (a free worker slot) claims the message again: each claim has a
+    token of its own, so the stale first send's outcome is refused (LeaseLost) and only the current one counts."""
+    mine, _ = journals
+    writer = JournalWriter(mine).start()
+    route = SlowRoute()
+    sender = _sender(mine, writer, route, tmp_path, lease=0.4)
+    sender.cfg = PipelineConfig(**{**sender.cfg.__dict__, "workers": 2, "per_endpoint_concurrency": 2})
+    sender._slots = asyncio.Semaphore(2)
+
+    async def frozen() -> list[str]:   # the first send stalls past its lease without renewing
+        return []
+    sender.renew_leases = frozen  # type: ignore[method-assign]
+    _enqueue(mine, "own@x")
+    task = asyncio.create_task(sender.run())
+    try:
+        await _until(lambda: route.started == ["own@x"])
+        first_token = mine.get_message("own@x").claimed_by
+        await _until(lambda: route.started == ["own@x", "own@x"], timeout=10)   # re-claimed by the same instance
+        second_token = mine.get_message("own@x").claimed_by
+        assert second_token != first_token and second_token.startswith(sender.worker + "/")
+        route.release.set()
+        await _until(lambda: mine.get_message("own@x").state == "receipted")
+        await _until(lambda: sender.leases_lost == 1)
+        receipted = [e for e in mine.events(message_id="own@x") if e.event == "message-receipted"]
+        assert len(receipted) == 1          # one outcome recorded, not two
+    finally:
+        await sender.stop(2)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await writer.close()

@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import datetime as dt
 import logging
 from typing import Any
@@ -94,13 +95,17 @@ class Sender:
         self.status_dir, self.default_endpoint = status_dir, default_endpoint
         self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
         self.worker = instance_id()        # the claims' owner: unique per process, across hosts and restarts
+        # every claim gets a token of its own (instance id / claim number), so a send that outlived its lease and
+        # was re-claimed by this same instance is told apart from the new attempt: only the holder of the current
+        # token may record an outcome (the other gets LeaseLost), never both
+        self._claims = itertools.count(1)
         self.picker = PriorityPicker()
         self._sems = {name: asyncio.Semaphore(cfg.per_endpoint_concurrency) for name in endpoints}
         self._slots = asyncio.Semaphore(cfg.workers)
         self._wake = asyncio.Event()
         self._stopping = False
         self._inflight: set[asyncio.Task[None]] = set()
-        self._leased: dict[str, int] = {}     # message id -> sends in progress holding its lease (renewed)
+        self._leased: dict[tuple[str, str], int] = {}   # (message id, claim token) -> sends holding that lease
         self._renewer: asyncio.Task[None] | None = None
         self.leases_lost = 0                  # outcomes refused because another instance took the message over
         self.sent = 0
@@ -142,25 +147,36 @@ class Sender:
                 task.add_done_callback(self._inflight.discard)
 
     # ------------------------------------------------------------------------------------------------ leases
-    def _hold(self, message_id: str) -> None:
-        self._leased[message_id] = self._leased.get(message_id, 0) + 1
+    def claim_token(self) -> str:
+        return f"{self.worker}/{next(self._claims)}"
 
-    def _unhold(self, message_id: str) -> None:
-        n = self._leased.get(message_id, 0) - 1
+    def _hold(self, message_id: str, token: str | None = None) -> None:
+        key = (message_id, token or self.worker)
+        self._leased[key] = self._leased.get(key, 0) + 1
+
+    def _unhold(self, message_id: str, token: str | None = None) -> None:
+        key = (message_id, token or self.worker)
+        n = self._leased.get(key, 0) - 1
         if n > 0:
-            self._leased[message_id] = n
+            self._leased[key] = n
         else:
-            self._leased.pop(message_id, None)
+            self._leased.pop(key, None)
 
     async def renew_leases(self) -> list[str]:
         """Extends the lease of every message being sent; returns the ids whose lease was found lost (logged)."""
-        ids = list(self._leased)
-        if not ids:
+        keys = list(self._leased)
+        if not keys:
             return []
         now, lease = self.clock(), self.cfg.lease_seconds
-        held = set(await self.writer.submit(
-            lambda j: j.renew_claims(self.worker, ids, now=now, lease_seconds=lease)))
-        lost = [m for m in ids if m not in held and m in self._leased]   # (not those recorded meanwhile)
+
+        def renew(j: Any) -> set[tuple[str, str]]:
+            held: set[tuple[str, str]] = set()
+            for mid, token in keys:
+                held.update((m, token) for m in j.renew_claims(token, [mid], now=now, lease_seconds=lease))
+            return held
+
+        held = await self.writer.submit(renew)
+        lost = [k[0] for k in keys if k not in held and k in self._leased]   # (not those recorded meanwhile)
         for m in lost:
             log.warning("lease lost message_id=%s worker=%s: another instance took the message over (this send "
                         "outlived its lease of %.0fs); our outcome will be refused, the new holder's counts", m,
@@ -184,7 +200,8 @@ class Sender:
         for cat in order:
             if cat in empty:
                 continue
-            got = j.claim_due_messages(now=now, worker=self.worker, limit=1, lease_seconds=self.cfg.lease_seconds,
+            got = j.claim_due_messages(now=now, worker=self.claim_token(), limit=1,
+                                       lease_seconds=self.cfg.lease_seconds,
                                        priorities=[cat], exclude_endpoints=paused,
                                        default_endpoint=self.default_endpoint)
             if not got:
@@ -224,7 +241,7 @@ class Sender:
         message (one fsync for both instead of two)."""
         try:
             while msg is not None:
-                self._hold(msg.message_id)    # its lease is renewed until the outcome is recorded
+                self._hold(msg.message_id, msg.claimed_by)   # its lease is renewed until the outcome is recorded
                 try:
                     msg = await self._send_and_record(msg)
                 except LeaseLost as exc:
@@ -255,7 +272,7 @@ class Sender:
                 outcome = await self.client.send(endpoint, outbound)
             return await self._record(msg, outcome, claim_next=not self._stopping)
         finally:
-            self._unhold(msg.message_id)
+            self._unhold(msg.message_id, msg.claimed_by)
 
     async def _record(self, msg: Any, outcome: Any, *, claim_next: bool = False) -> Any:
         """Records the outcome of one send; with ``claim_next``, claims the next due message in the same commit
@@ -304,7 +321,7 @@ class Sender:
             first = filing is not None and msg.action == filing.action
             if verdict == "receipted":
                 health(j, failed=False)
-                j.record_receipt(msg.message_id, worker=self.worker, now=now, outcome="receipt-ok",
+                j.record_receipt(msg.message_id, worker=msg.claimed_by or self.worker, now=now, outcome="receipt-ok",
                                  receipt=raw, content_type=raw_ct)
                 if filing is not None:
                     if first and filing.state == S.SENDING:
@@ -325,7 +342,7 @@ class Sender:
                 _, newly = j.pause_endpoint(endpoint, self.party_id, now=now, reason=reason,
                                             message_id=msg.message_id)
                 # the message was refused for its sender, not for itself: back in the queue, due, unchanged
-                j.schedule_retry(msg.message_id, worker=self.worker, now=now, next_attempt_at=now, error=reason,
+                j.schedule_retry(msg.message_id, worker=msg.claimed_by or self.worker, now=now, next_attempt_at=now, error=reason,
                                  receipt=raw, content_type=raw_ct, event="message-paused", failed=False)
                 if first and filing.state == S.SENDING:
                     filing = j.transition(filing.id, S.QUEUED, now=now, event="endpoint-paused", error=reason,
@@ -346,7 +363,7 @@ class Sender:
                 health(j, failed=True)
             next_at = policy.next_attempt(attempts, now, since=since) if verdict == "retry" else None
             if verdict == "retry" and next_at is not None:
-                j.schedule_retry(msg.message_id, worker=self.worker, now=now, next_attempt_at=next_at, error=reason,
+                j.schedule_retry(msg.message_id, worker=msg.claimed_by or self.worker, now=now, next_attempt_at=next_at, error=reason,
                                  receipt=raw, content_type=raw_ct)
                 if first and filing.state == S.SENDING:
                     filing = j.transition(filing.id, S.QUEUED, now=now, event="retry-scheduled", error=reason,
@@ -357,7 +374,7 @@ class Sender:
                 reason_final = f"{policy.exhausted_reason(attempts, now, since)}: {reason}"
             else:
                 reason_final = reason
-            j.fail_message(msg.message_id, worker=self.worker, now=now, error=reason_final, hold=hold, receipt=raw,
+            j.fail_message(msg.message_id, worker=msg.claimed_by or self.worker, now=now, error=reason_final, hold=hold, receipt=raw,
                            content_type=raw_ct)
             target = S.HELD if hold else S.FAILED
             if first and can_transition(filing.state, target):

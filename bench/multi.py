@@ -290,7 +290,7 @@ def run_config(key: str, backend: str, k: int, n: int, tmp: Path, pg: Any, timeo
                         continue
                     if wt == "Lock":
                         lock_q[f"{we}: {q}"] = lock_q.get(f"{we}: {q}", 0) + 1
-                    label = f"{st}" + (f" / {wt}:{we}" if wt and not (st == "idle in transaction") else "")
+                    label = f"{st or 'no state (background)'}" + (f" / {wt}:{we}" if wt and not (st == "idle in transaction") else "")
                     waits[label] = waits.get(label, 0) + 1
             if states.get("registered", 0) >= n:
                 break

@@ -460,3 +460,18 @@ def test_outbox_cursor_is_created_once_at_the_newest_event(journal: SqliteJourna
     other = open_any()                       # a second instance starting later must not skip "new-after-start"
     assert other.init_outbox_cursor("erp", now=T0) == first
     assert [e.event for e in other.events_after(first)] == ["new-after-start"]
+
+
+def test_a_healthy_endpoint_is_not_rewritten_on_every_success(journal: SqliteJournal) -> None:
+    first = T0
+    journal.note_endpoint_ok("TI-NL", "P", now=first)
+    journal.note_endpoint_ok("TI-NL", "P", now=first + timedelta(seconds=1))      # a moment later: no write
+    assert journal.endpoint_state("TI-NL", "P").last_ok_at == "2025-03-01T08:00:00.000Z"
+    journal.note_endpoint_ok("TI-NL", "P", now=first + timedelta(seconds=3))      # stale enough: refreshed
+    assert journal.endpoint_state("TI-NL", "P").last_ok_at == "2025-03-01T08:00:03.000Z"
+    journal.note_endpoint_failure("TI-NL", "P", now=first + timedelta(seconds=4))
+    before = journal.note_endpoint_ok("TI-NL", "P", now=first + timedelta(seconds=4.5))   # a recovery: written
+    assert before.failing_since is not None
+    after = journal.endpoint_state("TI-NL", "P")
+    assert after.failing_since is None and after.last_ok_at == "2025-03-01T08:00:04.500Z"
+    assert [e.event for e in journal.events() if e.event == "endpoint-recovered"] == ["endpoint-recovered"]

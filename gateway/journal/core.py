@@ -52,6 +52,7 @@ _MSG_SELECT_BYTES = _MSG_SELECT + ", m.sealed, m.receipt"
 _FINAL_FILING_SQL = ", ".join(f"'{s}'" for s in sorted(FINAL_STATES))
 _FINAL_MSG_SQL = ", ".join(f"'{s}'" for s in sorted(FINAL_MESSAGE_STATES | {MessageState.ORPHAN}))
 _CHUNK = 500
+_OK_REFRESH_SECONDS = 2.0      # how stale endpoint_state.last_ok_at may be while an endpoint stays healthy
 
 
 def _filing(row: Any | None) -> Filing | None:
@@ -866,6 +867,12 @@ class JournalCore:
     def note_endpoint_ok(self, endpoint: str, party_id: str, *, now: datetime) -> EndpointState:
         """An exchange with ``endpoint`` succeeded; returns the state *before* (to tell a recovery)."""
         ts = iso(now)
+        current = self.endpoint_state(endpoint, party_id)
+        if (current is not None and current.failing_since is None and current.outage_alerted_at is None
+                and current.last_ok_at is not None and current.last_ok_at >= iso(plus(now, -_OK_REFRESH_SECONDS))):
+            # healthy and noted a moment ago: no write. Every successful send would otherwise update this one row,
+            # and with several instances on PostgreSQL they queued on its row lock until each batch committed
+            return current
         with self.transaction():
             self._endpoint_row(endpoint, party_id, ts)
             before = self.endpoint_state(endpoint, party_id)

@@ -102,11 +102,11 @@ def database_outage(server: LocalPostgres, cfg: Any, *, crash: bool, rounds: int
             "writer_retries": writer.stats.retries}
 
 
-def main() -> int:
+def measure() -> dict[str, Any]:
+    """The three figures (see the module doc); ``{"skipped": why}`` where no PostgreSQL can be started."""
     why = available()
     if why:
-        print(f"bench.failover: skipped: {why}")
-        return 0
+        return {"skipped": why}
     with LocalPostgres() as server:
         server.create_role("bench", "bench-pw")
         server.create_database("failover", owner="bench")
@@ -123,6 +123,11 @@ def main() -> int:
         "note": "the daemon adds its singleton retry (2 s) and grace (3 s) to the release; load: "
                 + " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
+    return result
+
+
+def main() -> int:
+    result = measure()
     print(json.dumps(result, indent=2))
     out = Path(__file__).with_name("failover.json")
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -101,6 +101,7 @@ def table(res: dict[str, Any]) -> str:
                              f"{_f(d['gateway_cpu_s_per_filing'], 4)}  events {d['events']} "
                              f"({_f(d['events_per_s'], 1)}/s)")
     lines += multi_table(res.get("multi"))
+    lines += failover_lines(res.get("failover"))
     return "\n".join(lines)
 
 
@@ -144,6 +145,22 @@ def multi_table(m: dict[str, Any] | None) -> list[str]:
     lines.append("  sim share and machine busy: of the whole machine's capacity (wall x cores); other load: busy CPU "
                  "not from our processes (other users of this machine)")
     return lines
+
+
+def failover_lines(f: dict[str, Any] | None) -> list[str]:
+    """The PostgreSQL journal's failure paths (bench/failover.py)."""
+    if not f:
+        return []
+    if "skipped" in f:
+        return ["", f"PostgreSQL failover: skipped ({f['skipped']})"]
+    r, c = f["database_restart"], f["database_crash"]
+    return ["", "PostgreSQL failover (bench/failover.py, medians)",
+            f"  singleton lock free after the holder's SIGKILL  {_f(f['singleton_release_seconds']['median'], 3)} s"
+            " (the daemon adds its 2 s retry and 3 s grace)",
+            f"  database restart -> first commit              {_f(r['median'])} s, failed submissions "
+            f"{r['failed_submissions']}, filings {r['filings']}/{r['expected']}",
+            f"  database crash + recovery -> first commit     {_f(c['median'])} s, failed submissions "
+            f"{c['failed_submissions']}, filings {c['filings']}/{c['expected']}"]
 
 
 def write(res: dict[str, Any], path: Path) -> None:

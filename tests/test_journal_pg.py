@@ -232,3 +232,36 @@ def test_killed_database_recovers_committed_work(instances: Any, pg_dsn: Any) ->
         assert len(done) == 10
     finally:
         writer.close_sync()
+
+
+def test_journal_over_tls_verify_full_from_the_configuration(tmp_path: Any, pki: Any) -> None:
+    """`[journal] sslmode = "verify-full"` and `sslrootcert` (relative to the configuration file) reach libpq: the
+    journal works over TLS, doctor says so, and a server whose certificate the CA did not sign is refused."""
+    from pathlib import Path
+    from gateway.config import Section
+    from gateway.journal.config import read_journal_config
+    from gateway.journal.pglocal import LocalPostgres
+    with LocalPostgres(tls=True) as pg:
+        pg.create_role("ics2gw", "tls-pw")
+        pg.create_database("tlsjournal", owner="ics2gw")
+        conf = tmp_path / "etc" / "gateway.toml"
+        conf.parent.mkdir()
+        (tmp_path / "db-ca.pem").write_bytes(Path(pg.ca_path).read_bytes())
+        (tmp_path / "pw").write_text("tls-pw\n")
+        section = {"backend": "postgresql", "dsn": f"host=localhost hostaddr=127.0.0.1 port={pg.port} "
+                   "dbname=tlsjournal user=ics2gw", "password_file": "../pw", "sslmode": "verify-full",
+                   "sslrootcert": "../db-ca.pem"}
+        cfg = read_journal_config(Section(section, file=conf, prefix="journal"))
+        migrate_journal(cfg)
+        j = open_journal(cfg, now=T0)
+        try:
+            assert j.insert_filing(filing("TLS1"), now=T0)[1]
+        finally:
+            j.close()
+        reach = {n: d for n, ok, d in journal_checks(cfg) if ok}
+        assert ", TLS)" in reach["journal reachable"]
+        wrong = tmp_path / "wrong-ca.pem"
+        wrong.write_bytes((Path(pki) / "customs-root.pem").read_bytes())
+        bad = read_journal_config(Section({**section, "sslrootcert": str(wrong)}, file=conf, prefix="journal"))
+        with pytest.raises(JournalError, match="certificate verify failed|cannot connect"):
+            open_journal(bad, now=T0)

@@ -105,7 +105,8 @@ class Gateway:
         if amqp is not None and amqp.outbox is not None:
             # the sink's cursor exists before any intake of this instance opens: with several instances the
             # outbox's singleton may start seconds later, and events committed meanwhile must not be skipped
-            await asyncio.to_thread(journal.init_outbox_cursor, amqp.outbox.name, now=utcnow())
+            at = await asyncio.to_thread(journal.init_outbox_cursor, amqp.outbox.name, now=utcnow())
+            log.info("outbox sink=%s cursor at event %d before intake opens", amqp.outbox.name, at)
         timers = Expectations(reader, dcfg.pipeline, alerts)
         supervisor = Supervisor(alerts.raise_alert)
         single_stop = asyncio.Event()   # set at shutdown: every singleton releases its lock

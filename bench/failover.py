@@ -17,7 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ time.sleep(3600)
 def _cfg(server: LocalPostgres, db: str) -> Any:
     from dataclasses import replace
     from pathlib import Path as P
+
     from gateway.config import Section
     from gateway.journal.config import read_journal_config
     cfg = read_journal_config(Section({"backend": "postgresql", "dsn": server.dsn(db, "bench")}, file=P("/b/g.toml"),
@@ -74,7 +75,7 @@ def singleton_release(cfg: Any, rounds: int = 5) -> list[float]:
 def database_outage(server: LocalPostgres, cfg: Any, *, crash: bool, rounds: int = 3) -> dict[str, Any]:
     j = open_journal(cfg)
     writer = JournalWriter(j, unavailable_budget=120).start()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     gaps, failed, n = [], 0, 0
     try:
         for _ in range(rounds):

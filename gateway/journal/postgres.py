@@ -60,7 +60,7 @@ def _pg_sql(sql: str) -> str:
 class PgRow:
     """A row readable by position and by column name, like ``sqlite3.Row`` (what ``JournalCore`` expects)."""
 
-    __slots__ = ("_names", "_index", "_values")
+    __slots__ = ("_index", "_names", "_values")
 
     def __init__(self, names: tuple[str, ...], index: dict[str, int], values: Sequence[Any]) -> None:
         self._names, self._index, self._values = names, index, values

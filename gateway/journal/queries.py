@@ -96,13 +96,13 @@ class JournalQueries:
             self._reader.close()
 
     def _all(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[Any]:
-        return self._reader._all(sql, params)  # noqa: SLF001 - the journal package's own read path
+        return self._reader._all(sql, params)
 
     @contextmanager
     def _snapshot(self) -> Iterator[Any]:
         """Several SELECTs that must agree with each other (one read transaction)."""
         r = self._reader
-        with r._lock, r._read_snapshot():  # noqa: SLF001
+        with r._lock, r._read_snapshot():
             yield _Exec(r)
 
     # -- counts ------------------------------------------------------------------------------------------------------
@@ -279,7 +279,7 @@ class _Exec:
         self._reader = reader
 
     def execute(self, sql: str, params: Any = ()) -> Any:
-        return self._reader._x(sql, params)  # noqa: SLF001
+        return self._reader._x(sql, params)
 
 
 def _cols(alias: str) -> str:

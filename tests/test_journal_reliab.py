@@ -157,3 +157,30 @@ def test_endpoint_command_pause_list_resume(tmp_path: Path, pki: Path) -> None:
     r = gw.cli("endpoint", "resume", "sti", "--by", "alice")
     assert r.returncode == 0 and json.loads(r.stdout)["resumed_by"] == "alice"
     assert json.loads(gw.cli("endpoint", "list", "--json").stdout)["paused"] is False
+
+
+def test_an_expectation_alerts_once_across_a_failover_of_the_timers(jcfg: Any) -> None:
+    """The timers singleton moves to another instance (or the daemon restarts): the new holder does not alert
+    again what the previous one already alerted, but alerts what is new (the mark is journaled, not in memory)."""
+    from gateway.journal.committer import JournalWriter
+    j = _journal(jcfg)
+    writer = JournalWriter(j).start()
+    try:
+        f, _ = j.insert_filing(NewFiling("NL123456789", "L1", "NL123456789", "IE3F32", "0" * 64), now=T0)
+        j.open_request(f.id, "IE3Q02", "q2@ti", now=T0)
+        cfg = PipelineConfig(workers=1, per_endpoint_concurrency=1, retry=RetryPolicy(), lease_seconds=60,
+                             idle_poll_seconds=1, answer_timeout_seconds=10_000, request_timeout_seconds=60,
+                             drain_seconds=1)
+        clock = [T0 + 61 * S]
+        first = Expectations(j, cfg, Alerts(AlertsConfig((), None), "test"), clock=lambda: clock[0], writer=writer)
+        assert [a["request_message_id"] for a in first.check()] == ["q2@ti"]
+        second = Expectations(j, cfg, Alerts(AlertsConfig((), None), "test"), clock=lambda: clock[0], writer=writer)
+        assert second.check() == []                                    # the new holder: already alerted
+        j.open_request(f.id, "IE3Q03", "q3@ti", now=T0 + 10 * S)
+        clock[0] = T0 + 80 * S
+        assert [a["request_message_id"] for a in second.check()] == ["q3@ti"]   # but new ones alert
+        assert first.check() == [] and second.check() == []
+        assert [e.event for e in j.events(filing_id=f.id)].count("expectation-alerted") == 2
+    finally:
+        writer.close_sync()
+        j.close()

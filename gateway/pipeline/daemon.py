@@ -107,7 +107,7 @@ class Gateway:
             # outbox's singleton may start seconds later, and events committed meanwhile must not be skipped
             at = await asyncio.to_thread(journal.init_outbox_cursor, amqp.outbox.name, now=utcnow())
             log.info("outbox sink=%s cursor at event %d before intake opens", amqp.outbox.name, at)
-        timers = Expectations(reader, dcfg.pipeline, alerts)
+        timers = Expectations(reader, dcfg.pipeline, alerts, writer=writer)   # alert marks shared by instances
         supervisor = Supervisor(alerts.raise_alert)
         single_stop = asyncio.Event()   # set at shutdown: every singleton releases its lock
 

@@ -210,6 +210,51 @@ def test_eori_binding_report_mode_logs_and_accepts(root: Node, caplog: pytest.Lo
     assert "event=eori_binding_mismatch" in caplog.text
 
 
+@pytest.fixture(scope="module")
+def seals() -> dict[str, x509.Certificate]:
+    """Self-issued seals for the binding rule alone (the chain is not what these tests are about)."""
+    key = rsa_key(2048, 50)
+    return {k: issue(n, key, None, ca=False).cert for k, n in {
+        "own": name("Own Seal", eori=EORI), "other": name("Other Seal", eori="DE987654321"),
+        "none": name("No EORI Seal"), "two": name("Two EORI Seal", eori=EORI, serial="DE987654321")}.items()}
+
+
+def test_eori_binding_rule_by_rule(seals: dict[str, x509.Certificate]) -> None:
+    """ICD 4.6.3 on the binding function itself: the default mode refuses, the causes and messages name the seal
+    (its subject), the PartyId and both EORIs, and the hint names the setting an operator may change."""
+    from gateway.security.binding import EoriBindingError, check_eori_binding, party_eori
+    assert party_eori(f"sys1@{EORI}@FR") == EORI and party_eori("not a party id") is None
+    check_eori_binding(seals["own"], f"sys1@{EORI}@FR")
+    with pytest.raises(EoriBindingError) as exc:
+        check_eori_binding(seals["none"], EORI)          # default mode: refuse
+    assert exc.value.cause == "eori-missing"
+    assert exc.value.args[0].startswith(f"the seal {seals['none'].subject.rfc4514_string()} carries no EORI")
+    assert exc.value.args[0].endswith('(ICD 4.6.3; set [trust] eori_binding = "if-present" to leave the binding to '
+                                      'the UUM&DS registration)')
+    with pytest.raises(EoriBindingError) as exc:
+        check_eori_binding(seals["own"], "lower-case-is-no-eori")
+    assert exc.value.cause == "eori-mismatch"
+    assert exc.value.args[0].startswith("PartyId 'lower-case-is-no-eori' carries no EORI")
+    with pytest.raises(EoriBindingError) as exc:
+        check_eori_binding(seals["two"], EORI, "if-present")
+    assert exc.value.cause == "eori-ambiguous" and f"({EORI}, DE987654321)" in exc.value.args[0]
+    with pytest.raises(EoriBindingError) as exc:
+        check_eori_binding(seals["other"], EORI, "if-present")
+    assert exc.value.cause == "eori-mismatch" and "carries EORI DE987654321" in exc.value.args[0]
+    check_eori_binding(seals["none"], EORI, "if-present")
+
+
+def test_eori_binding_report_mode_logs_cause_party_and_seal(seals: dict[str, x509.Certificate],
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    from gateway.security.binding import check_eori_binding
+    with caplog.at_level("WARNING", logger="ics2gw.security"):
+        check_eori_binding(seals["other"], EORI, "report")
+        check_eori_binding(seals["none"], EORI, "report")
+    who = seals["other"].subject.rfc4514_string()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"event=eori_binding_mismatch cause=eori-mismatch party_id={EORI} signer={who!r}"]
+
+
 def test_pull_request_must_be_sealed_for_the_eori_of_its_mpc(root: Node) -> None:
     s = sender(good(root=root, eori="DE987654321"))
     pr = s.pull_request(f"urn:fdc:ec.europa.eu:2019:eu_ics2_c2t/EORI/{EORI}")

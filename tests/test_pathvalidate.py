@@ -151,6 +151,78 @@ def test_path_validator_refuses_what_the_named_checks_do_not(root: Node) -> None
         "over the limit of" in fault.message, fault.message
 
 
+def test_validity_period_includes_both_ends(root: Node) -> None:
+    """RFC 5280 4.1.2.5: the validity period is notBefore through notAfter, inclusive (seconds resolution)."""
+    h = good(root=root, not_before=NOW - dt.timedelta(days=1), not_after=NOW)
+    trust = TrustStore([root.cert])
+    trust.validate(h.chain, at=NOW)
+    trust.validate(h.chain, at=NOW - dt.timedelta(days=1))
+    with pytest.raises(ChainError) as exc:
+        trust.validate(h.chain, at=NOW + dt.timedelta(seconds=1))
+    assert exc.value.reason == "expired"
+    with pytest.raises(ChainError) as exc:
+        trust.validate(h.chain, at=NOW - dt.timedelta(days=1, seconds=1))
+    assert exc.value.reason == "not-yet-valid"
+
+
+def test_name_constraints_are_the_path_validators_refusal(root: Node) -> None:
+    """Layer 2 alone: a CA whose (critical) nameConstraints permit example.com only, a seal naming other.org. The
+    named checks pass it; the RFC 5280 validator refuses it, as cause ``path`` with its own reason on one line."""
+    from cryptography.x509 import DNSName, NameConstraints, SubjectAlternativeName
+    nc = NameConstraints(permitted_subtrees=[DNSName("example.com")], excluded_subtrees=None)
+    inter = issue(name("Constrained CA"), rsa_key(2048, 1), root, ca=True, pathlen=0, extra=[(nc, True)])
+    leaf = issue(name("Constrained Seal", eori=EORI), rsa_key(2048, 2), inter, ca=False,
+                 extra=[(SubjectAlternativeName([DNSName("seal.other.org")]), False)])
+    with pytest.raises(ChainError) as exc:
+        TrustStore([root.cert]).validate([leaf.cert, inter.cert], at=NOW)
+    assert exc.value.reason == "path"
+    prefix = f"RFC 5280 path validation of {leaf.cert.subject.rfc4514_string()} failed: "
+    assert str(exc.value).startswith(prefix) and "name constraint" in str(exc.value)[len(prefix):]
+    assert "\n" not in str(exc.value) and "None" not in str(exc.value)
+
+
+def test_path_validator_input_it_cannot_process_fails_closed(root: Node) -> None:
+    from cryptography.x509.verification import Store
+    from gateway.security.pathvalidate import PathError, rfc5280_path
+    leaf = good(root=root).leaf.cert
+    with pytest.raises(PathError) as exc:
+        rfc5280_path(leaf, [b"not a certificate"], Store([root.cert]), at=NOW)  # type: ignore[list-item]
+    assert exc.value.cause == "path"
+    assert str(exc.value).startswith(f"RFC 5280 path validation of {leaf.subject.rfc4514_string()} could not run: ")
+    assert str(exc.value) != f"RFC 5280 path validation of {leaf.subject.rfc4514_string()} could not run: None"
+    assert "\n" not in str(exc.value)
+
+
+def test_validator_reasons_are_cut_to_one_line_before_the_certificate_dump() -> None:
+    from gateway.security.pathvalidate import _one_line
+    assert _one_line("validation failed:\n  candidates   exhausted (encountered processing <Certificate(...)>)") == \
+        "validation failed: candidates exhausted"
+    assert _one_line("a (encountered processing x) b (encountered processing y)") == "a"
+    assert _one_line(" (encountered processing x)") == "(encountered processing x)"   # nothing before it: kept
+    assert _one_line("plain reason") == "plain reason"
+
+
+def test_seal_usage_refuses_a_ca_unless_it_is_the_pinned_anchor(root: Node) -> None:
+    from gateway.security.pathvalidate import PathError, check_seal_usage
+    ca = issue(name("Sealing CA", eori=EORI), rsa_key(2048, 30), None, ca=True,
+               ku=key_usage(ds=True, cert_sign=True)).cert
+    with pytest.raises(PathError) as exc:
+        check_seal_usage(ca)                          # not pinned unless said so
+    assert exc.value.cause == "seal-is-ca"
+    check_seal_usage(ca, pinned=True)
+
+
+def test_seal_eku_refusal_lists_every_purpose_by_name_or_oid(root: Node) -> None:
+    from gateway.security.pathvalidate import PathError, check_seal_usage
+    odd = x509.ObjectIdentifier("1.3.6.1.4.1.55555.7")
+    leaf = good(root=root, eku=[ExtendedKeyUsageOID.CLIENT_AUTH, odd]).leaf.cert
+    with pytest.raises(PathError) as exc:
+        check_seal_usage(leaf)
+    assert exc.value.cause == "seal-extended-key-usage"
+    assert str(exc.value) == (f"{leaf.subject.rfc4514_string()} is restricted to clientAuth (TLS client), "
+                              f"{odd.dotted_string} (extendedKeyUsage), which does not allow sealing messages")
+
+
 @pytest.mark.parametrize("eku", [[ExtendedKeyUsageOID.EMAIL_PROTECTION], [DOCUMENT_SIGNING],
                                  [ExtendedKeyUsageOID.CLIENT_AUTH, MS_DOCUMENT_SIGNING],
                                  [ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE]])

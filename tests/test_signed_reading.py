@@ -425,8 +425,21 @@ def test_token_certificate_count_bound_is_exact(trader: Engine, customs: Engine,
     def fn(root) -> None:  # type: ignore[no-untyped-def]
         next(root.iter("{http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd}"
                        "BinarySecurityToken")).text = token
-    exc = _refusal(trader, *_edited(customs, fn)[:2])
+    ctype, body, mid = _edited(customs, fn)
+    exc = _refusal(trader, ctype, body)
     assert exc is not None and reason in exc.message, exc
+    assert exc.ref_to_message_id == mid
+
+
+def test_reference_digests_for_nrr_compare_compact_values_and_absent_parts_as_empty() -> None:
+    """The NRR map (URI -> digest, base64 without whitespace) of ds:Reference elements; a Reference without URI
+    (the whole document) is keyed "", one without (or with an empty) DigestValue maps to ""."""
+    from gateway.security.verify import references_digests
+    refs = etree.fromstring(
+        f'<r xmlns:ds="{DS[1:-1]}"><ds:Reference URI="#body"><ds:DigestValue> AAAA\n BBBB= </ds:DigestValue>'
+        '</ds:Reference><ds:Reference><ds:DigestValue>CCCC</ds:DigestValue></ds:Reference>'
+        '<ds:Reference URI="cid:a"/><ds:Reference URI="cid:b"><ds:DigestValue/></ds:Reference></r>'.encode())
+    assert references_digests(list(refs)) == {"#body": "AAAABBBB=", "": "CCCC", "cid:a": "", "cid:b": ""}
 
 
 @pytest.mark.parametrize("size,ok", [(31, False), (32, True), (33, False)])

@@ -79,23 +79,28 @@ def test_good_chain_with_pathlen0_issuing_ca_is_accepted(root: Node) -> None:
 CASES: list[tuple[str, Callable[[Node], Hierarchy], str]] = [
     ("path-length", sub_ca_under_pathlen0,
      "allows 0 CA certificate(s) below it (pathLenConstraint) but the chain has 1"),
-    ("ca-key-usage", lambda r: with_inter(r, ku=key_usage(ds=True, crl_sign=True)), "does not allow keyCertSign"),
-    ("ca-key-usage", lambda r: with_inter(r, no_ku=True), "without a keyUsage extension"),
-    ("not-a-ca", lambda r: with_inter(r, ca=False, pathlen=None, ku=key_usage(cert_sign=True)), "is not a CA"),
+    ("ca-key-usage", lambda r: with_inter(r, ku=key_usage(ds=True, crl_sign=True)),
+     "is a CA whose keyUsage does not allow keyCertSign, so it may not issue certificates"),
+    ("ca-key-usage", lambda r: with_inter(r, no_ku=True),
+     "without a keyUsage extension (RFC 5280 4.2.1.3: a CA certificate must carry one, with keyCertSign)"),
+    ("not-a-ca", lambda r: with_inter(r, ca=False, pathlen=None, ku=key_usage(cert_sign=True)),
+     "issues a certificate of the chain but is not a CA (basicConstraints cA is not set)"),
     ("not-a-ca", lambda r: with_inter(r, basic_constraints=False), "is not a CA"),
     ("critical-extension", lambda r: good(root=r, extra=[(UNKNOWN_CRITICAL, True)]), "1.3.6.1.4.1.55555.1.1"),
     ("critical-extension", lambda r: with_inter(r, extra=[(UNKNOWN_CRITICAL, True)]), "1.3.6.1.4.1.55555.1.1"),
-    ("seal-key-usage", lambda r: good(root=r, ku=key_usage(ke=True)), "neither digitalSignature nor nonRepudiation"),
+    ("seal-key-usage", lambda r: good(root=r, ku=key_usage(ke=True)),
+     "has a keyUsage that allows neither digitalSignature nor nonRepudiation, so it may not seal"),
     ("seal-key-usage", lambda r: good(root=r, ku=key_usage(ke=True, cert_sign=True)), "neither digitalSignature"),
     ("seal-extended-key-usage", lambda r: good(root=r, eku=[ExtendedKeyUsageOID.CLIENT_AUTH]),
-     "restricted to clientAuth (TLS client)"),
+     "is restricted to clientAuth (TLS client) (extendedKeyUsage), which does not allow sealing messages"),
     ("seal-extended-key-usage", lambda r: good(root=r, eku=[ExtendedKeyUsageOID.SERVER_AUTH,
                                                             ExtendedKeyUsageOID.CODE_SIGNING]), "serverAuth"),
     ("ca-extended-key-usage", lambda r: with_inter(r, eku=[ExtendedKeyUsageOID.SERVER_AUTH]),
-     "restricted to serverAuth"),
+     "is a CA restricted to serverAuth (TLS server), none of which allows sealing"),
     ("seal-is-ca", lambda r: good(root=r, ca=True, ku=key_usage(ds=True, nr=True, cert_sign=True)),
      "a CA key may not seal messages"),
-    ("weak-algorithm", lambda r: good(root=r, hash_alg=hashes.SHA1()), "SHA-1 signatures are refused"),
+    ("weak-algorithm", lambda r: good(root=r, hash_alg=hashes.SHA1()),
+     "is signed with sha1WithRSAEncryption: SHA-1 signatures are refused"),
     ("weak-algorithm", lambda r: with_inter(r, hash_alg=hashes.SHA1()), "SHA-1 signatures are refused"),
     ("expired", lambda r: good(root=r, not_after=NOW - dt.timedelta(seconds=1)), "expired on"),
     ("expired", lambda r: with_inter(r, not_after=NOW - dt.timedelta(days=1)), "Issuing CA"),
@@ -200,6 +205,22 @@ def test_validator_reasons_are_cut_to_one_line_before_the_certificate_dump() -> 
     assert _one_line("a (encountered processing x) b (encountered processing y)") == "a"
     assert _one_line(" (encountered processing x)") == "(encountered processing x)"   # nothing before it: kept
     assert _one_line("plain reason") == "plain reason"
+
+
+def test_signature_algorithm_the_gateway_does_not_know_is_refused_by_name(root: Node) -> None:
+    """A signatureAlgorithm OID cryptography cannot map to a hash (edited into the DER: the check reads the
+    algorithm, not the signature) is refused as weak-algorithm, naming the OID."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from gateway.security.pathvalidate import PathError, check_signature_algorithm
+    from tests.certfactory import _SHA256_RSA
+    unknown = bytes.fromhex("06092a864886f70d01017f")     # 1.2.840.113549.1.1.127, same DER length
+    der = good(root=root).leaf.cert.public_bytes(Encoding.DER)
+    cert = x509.load_der_x509_certificate(der.replace(_SHA256_RSA, unknown))
+    with pytest.raises(PathError) as exc:
+        check_signature_algorithm(cert)
+    assert exc.value.cause == "weak-algorithm"
+    assert str(exc.value) == (f"{cert.subject.rfc4514_string()} is signed with Unknown OID (1.2.840.113549.1.1.127), "
+                              "an algorithm this gateway does not accept")
 
 
 def test_seal_usage_refuses_a_ca_unless_it_is_the_pinned_anchor(root: Node) -> None:

@@ -100,7 +100,8 @@ CASES: list[tuple[str, Callable[[Node], Hierarchy], str]] = [
     ("seal-is-ca", lambda r: good(root=r, ca=True, ku=key_usage(ds=True, nr=True, cert_sign=True)),
      "a CA key may not seal messages"),
     ("weak-algorithm", lambda r: good(root=r, hash_alg=hashes.SHA1()),
-     "is signed with sha1WithRSAEncryption: SHA-1 signatures are refused"),
+     "is signed with sha1WithRSAEncryption: SHA-1 signatures are refused (collision attacks; ENISA and eDelivery "
+     "AS4 deprecate SHA-1)"),
     ("weak-algorithm", lambda r: with_inter(r, hash_alg=hashes.SHA1()), "SHA-1 signatures are refused"),
     ("expired", lambda r: good(root=r, not_after=NOW - dt.timedelta(seconds=1)), "expired on"),
     ("expired", lambda r: with_inter(r, not_after=NOW - dt.timedelta(days=1)), "Issuing CA"),
@@ -221,6 +222,25 @@ def test_signature_algorithm_the_gateway_does_not_know_is_refused_by_name(root: 
     assert exc.value.cause == "weak-algorithm"
     assert str(exc.value) == (f"{cert.subject.rfc4514_string()} is signed with Unknown OID (1.2.840.113549.1.1.127), "
                               "an algorithm this gateway does not accept")
+
+
+def test_only_sha2_hashes_sign_a_chain_and_eddsa_has_none_to_refuse(root: Node) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from gateway.security.pathvalidate import PathError, check_signature_algorithm
+
+    def signed(key, alg) -> x509.Certificate:  # type: ignore[no-untyped-def]
+        return (x509.CertificateBuilder().subject_name(name("Hash Seal")).issuer_name(name("Hash CA"))
+                .public_key(rsa_key(2048, 2).public_key()).serial_number(7)
+                .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=1))
+                .sign(key, alg))
+    sha224 = signed(rsa_key(2048, 1), hashes.SHA224())
+    with pytest.raises(PathError) as exc:
+        check_signature_algorithm(sha224)
+    assert exc.value.cause == "weak-algorithm"
+    assert str(exc.value) == (f"{sha224.subject.rfc4514_string()} is signed with sha224WithRSAEncryption (sha224); "
+                              "only SHA-256, SHA-384 and SHA-512 are accepted")
+    check_signature_algorithm(signed(ed25519.Ed25519PrivateKey.generate(), None))  # no separate hash: not weak
+    check_signature_algorithm(signed(rsa_key(2048, 1), hashes.SHA384()))
 
 
 def test_seal_usage_refuses_a_ca_unless_it_is_the_pinned_anchor(root: Node) -> None:

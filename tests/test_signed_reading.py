@@ -431,6 +431,29 @@ def test_token_certificate_count_bound_is_exact(trader: Engine, customs: Engine,
     assert exc.ref_to_message_id == mid
 
 
+@pytest.mark.parametrize("token,message", [
+    ("leaf-first-2", "the X509PKIPathv1 token is not in PkiPath order (root first, signer last)"),
+    ("AAAA", "the security token cannot be read: "),
+])
+def test_unreadable_or_misordered_token_is_refused_naming_the_message(trader: Engine, customs: Engine, pki: Path,
+                                                                      token: str, message: str) -> None:
+    """A two-certificate PkiPath in leaf-first order is the shortest misordered path (one certificate has no
+    order); a token that is not DER at all cannot be read. Both EBMS:0101, naming the refused message."""
+    import base64
+
+    from gateway.security import pkipath
+    if token == "leaf-first-2":
+        token = base64.b64encode(pkipath.encode(list(reversed(load_pem_certificates(pki / "customs-chain.pem")))[:2])).decode()
+
+    def fn(root) -> None:  # type: ignore[no-untyped-def]
+        next(root.iter("{http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd}"
+                       "BinarySecurityToken")).text = token
+    ctype, body, mid = _edited(customs, fn)
+    exc = _refusal(trader, ctype, body)
+    assert exc is not None and exc.code == "EBMS:0101" and exc.message.startswith(message), exc
+    assert exc.ref_to_message_id == mid
+
+
 def test_reference_digests_for_nrr_compare_compact_values_and_absent_parts_as_empty() -> None:
     """The NRR map (URI -> digest, base64 without whitespace) of ds:Reference elements; a Reference without URI
     (the whole document) is keyed "", one without (or with an empty) DigestValue maps to ""."""

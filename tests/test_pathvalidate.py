@@ -243,6 +243,19 @@ def test_only_sha2_hashes_sign_a_chain_and_eddsa_has_none_to_refuse(root: Node) 
     check_signature_algorithm(signed(rsa_key(2048, 1), hashes.SHA384()))
 
 
+def test_a_public_key_of_an_unknown_algorithm_is_refused_as_unusable(root: Node) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from gateway.security.pathvalidate import DEFAULT_POLICY, PathError, check_key_strength
+    rsa_encryption = bytes.fromhex("06092a864886f70d010101")
+    der = good(root=root).leaf.cert.public_bytes(Encoding.DER)
+    assert der.count(rsa_encryption) == 1
+    cert = x509.load_der_x509_certificate(der.replace(rsa_encryption, bytes.fromhex("06092a864886f70d01017f")))
+    with pytest.raises(PathError) as exc:
+        check_key_strength(cert, DEFAULT_POLICY)
+    assert exc.value.cause == "weak-key"
+    assert str(exc.value).startswith(f"{cert.subject.rfc4514_string()} has a public key that cannot be used: ")
+
+
 def test_seal_usage_refuses_a_ca_unless_it_is_the_pinned_anchor(root: Node) -> None:
     from gateway.security.pathvalidate import PathError, check_seal_usage
     ca = issue(name("Sealing CA", eori=EORI), rsa_key(2048, 30), None, ca=True,

@@ -106,6 +106,10 @@ def test_ie3n03_ie3r04_ie3n08_and_notifications() -> None:
     for current in LIVE:
         e = eff("IE3N03", current, None)
         assert (e.new_state, e.event, e.alert) == (S.ASSESSMENT_COMPLETE, "assessment-complete", None)
+        assert e.learn_mrn == MRN
+        e = eff("IE3R04", current, "IE3N06")        # arrival of a registered ENS: straight to arrived
+        assert (e.new_state, e.via, e.message_outcome, e.learn_mrn, e.event) == (S.ARRIVED, None, "registered", MRN,
+                                                                                "arrived"), current
     e = eff("IE3R04", S.SENT, "IE3N06")
     assert (e.new_state, e.via, e.message_outcome, e.learn_mrn, e.event) == (S.ARRIVED, S.REGISTERED, "registered",
                                                                             MRN, "arrived")

@@ -113,7 +113,8 @@ def test_ie3n03_ie3r04_ie3n08_and_notifications() -> None:
     e = eff("IE3R04", S.SENT, "IE3N06")
     assert (e.new_state, e.via, e.message_outcome, e.learn_mrn, e.event) == (S.ARRIVED, S.REGISTERED, "registered",
                                                                             MRN, "arrived")
-    assert eff("IE3R04", S.ARRIVED, "IE3N06").new_state is None
+    e = eff("IE3R04", S.ARRIVED, "IE3N06")       # a repeated arrival: recorded, the state stays
+    assert (e.new_state, e.via, e.message_outcome, e.learn_mrn, e.event) == (None, None, "registered", MRN, "arrived")
     for action in ("IE3N02", "IE3N04", "IE3N05", "IE3N07", "IE3N08", "IE3N09", "IE3N11", "IE3R08"):
         e = eff(action, S.REGISTERED, None)
         assert (e.new_state, e.message_outcome, e.open_request, e.alert, e.event) == (

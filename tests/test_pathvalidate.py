@@ -256,6 +256,25 @@ def test_a_public_key_of_an_unknown_algorithm_is_refused_as_unusable(root: Node)
     assert str(exc.value).startswith(f"{cert.subject.rfc4514_string()} has a public key that cannot be used: ")
 
 
+def test_ec_keys_need_256_bits(root: Node) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from gateway.security.pathvalidate import DEFAULT_POLICY, PathError, check_key_strength
+
+    def cert(curve: ec.EllipticCurve) -> x509.Certificate:
+        key = ec.generate_private_key(curve)
+        return (x509.CertificateBuilder().subject_name(name("EC Seal")).issuer_name(name("EC Seal"))
+                .public_key(key.public_key()).serial_number(9)
+                .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=1))
+                .sign(key, hashes.SHA256()))
+    check_key_strength(cert(ec.SECP256R1()), DEFAULT_POLICY)
+    small = cert(ec.SECP224R1())
+    with pytest.raises(PathError) as exc:
+        check_key_strength(small, DEFAULT_POLICY)
+    assert exc.value.cause == "weak-key"
+    assert str(exc.value) == (f"{small.subject.rfc4514_string()} has a 224-bit EC key (secp224r1); at least 256 bits "
+                              "are required")
+
+
 def test_seal_usage_refuses_a_ca_unless_it_is_the_pinned_anchor(root: Node) -> None:
     from gateway.security.pathvalidate import PathError, check_seal_usage
     ca = issue(name("Sealing CA", eori=EORI), rsa_key(2048, 30), None, ca=True,

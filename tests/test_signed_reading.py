@@ -454,6 +454,24 @@ def test_unreadable_or_misordered_token_is_refused_naming_the_message(trader: En
     assert exc.ref_to_message_id == mid
 
 
+@pytest.mark.parametrize("tag", ["SignatureValue", "BinarySecurityToken"])
+def test_base64_values_may_be_wrapped_but_not_carry_other_characters(trader: Engine, customs: Engine,
+                                                                    tag: str) -> None:
+    """XML Signature base64 values are often wrapped (76 columns): whitespace is dropped before decoding. Any
+    other character outside the base64 alphabet is refused, not skipped (``validate=True``)."""
+    def edit(text_of):  # type: ignore[no-untyped-def]
+        def fn(root) -> None:  # type: ignore[no-untyped-def]
+            el = next(e for e in root.iter() if isinstance(e.tag, str) and e.tag.endswith("}" + tag))
+            el.text = text_of(el.text.strip())
+        return fn
+    wrapped = _edited(customs, edit(lambda t: "\n".join(t[i:i + 76] for i in range(0, len(t), 76)) + "\n"))
+    assert _refusal(trader, *wrapped[:2]) is None
+    ctype, body, mid = _edited(customs, edit(lambda t: t[:8] + "!" + t[8:]))
+    exc = _refusal(trader, ctype, body)
+    assert exc is not None and exc.code == "EBMS:0101" and "is not valid base64" in exc.message, exc
+    assert exc.ref_to_message_id == mid
+
+
 def test_reference_digests_for_nrr_compare_compact_values_and_absent_parts_as_empty() -> None:
     """The NRR map (URI -> digest, base64 without whitespace) of ds:Reference elements; a Reference without URI
     (the whole document) is keyed "", one without (or with an empty) DigestValue maps to ""."""

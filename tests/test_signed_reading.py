@@ -603,3 +603,24 @@ def test_a_signed_empty_value_is_refused_naming_the_message(trader: Engine, pki:
     exc = _refusal(trader, *_signed(pki, [empty]))
     assert exc is not None and exc.code == "EBMS:0009" and f"eb:{tag} is missing or empty" in exc.message, exc
     assert exc.ref_to_message_id == "signed@sti.test"
+
+
+# ------------------------------------------------------------------------------------------ eb:Messaging on the wire
+def _wire(messaging: str, body: str = "") -> bytes:
+    """A SOAP 1.2 envelope around ``messaging`` (the content of eb:Messaging), as a peer sends it."""
+    return (f'<S12:Envelope xmlns:S12="http://www.w3.org/2003/05/soap-envelope" xmlns:eb="{NS_EB}">'
+            f'<S12:Header><eb:Messaging S12:mustUnderstand="true">{messaging}</eb:Messaging></S12:Header>'
+            f'<S12:Body>{body}</S12:Body></S12:Envelope>').encode()
+
+
+def _parse_refusal(wire: bytes) -> EbmsFault:
+    from gateway.ebms.parse import parse_envelope
+    with pytest.raises(EbmsFault) as exc:
+        parse_envelope(parse_xml(wire))
+    return exc.value
+
+
+def test_a_signal_without_message_id_is_refused_naming_the_signal() -> None:
+    exc = _parse_refusal(_wire('<eb:SignalMessage><eb:MessageInfo><eb:Timestamp>2026-06-01T12:00:00Z</eb:Timestamp>'
+                               '</eb:MessageInfo><eb:PullRequest/></eb:SignalMessage>'))
+    assert (exc.code, exc.message) == ("EBMS:0009", "eb:SignalMessage: eb:MessageId is missing or empty")

@@ -275,6 +275,66 @@ def test_ec_keys_need_256_bits(root: Node) -> None:
                               "are required")
 
 
+def test_critical_extension_refusals_list_every_oid_and_unreadable_extensions_are_broken(root: Node) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from gateway.security.pathvalidate import PathError, check_critical_extensions
+    second = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.1.2"), b"\x05\x00")
+    two = good(root=root, extra=[(UNKNOWN_CRITICAL, True), (second, True)]).leaf.cert
+    with pytest.raises(PathError) as exc:
+        check_critical_extensions(two)
+    assert exc.value.cause == "critical-extension"
+    assert str(exc.value) == (f"{two.subject.rfc4514_string()} carries the critical extension(s) "
+                              "1.3.6.1.4.1.55555.1.1, 1.3.6.1.4.1.55555.1.2, which this gateway does not process "
+                              "(RFC 5280 4.2: such a certificate must be refused)")
+    # the same extension twice (RFC 5280 4.2: "MUST NOT include more than one instance"), edited into the DER
+    der = two.public_bytes(Encoding.DER)
+    oid2 = bytes.fromhex("060a2b0601040183b2030102")          # 1.3.6.1.4.1.55555.1.2
+    assert der.count(oid2) == 1
+    dup = x509.load_der_x509_certificate(der.replace(oid2, bytes.fromhex("060a2b0601040183b2030101")))
+    with pytest.raises(PathError) as exc:
+        check_critical_extensions(dup)
+    assert exc.value.cause == "broken"
+    assert str(exc.value).startswith(f"{dup.subject.rfc4514_string()} has unreadable extensions: ")
+
+
+def test_a_ca_signed_seal_with_a_duplicated_extension_is_refused_as_broken(root: Node) -> None:
+    """Found by mutation testing: cryptography raises DuplicateExtension (not a ValueError) for a certificate
+    carrying one extension twice, and it escaped the path validation as an unexpected exception instead of the
+    EBMS:0101 refusal naming the cause. The issuing CA really signed this seal (the TBS is re-signed)."""
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.serialization import Encoding
+    ext = [(x509.UnrecognizedExtension(x509.ObjectIdentifier(f"1.3.6.1.4.1.55555.1.{i}"), b"\x05\x00"), False)
+           for i in (1, 2)]
+    h = good(root=root, extra=ext)
+    der, tbs = h.leaf.cert.public_bytes(Encoding.DER), h.leaf.cert.tbs_certificate_bytes
+    new_tbs = tbs.replace(bytes.fromhex("060a2b0601040183b2030102"), bytes.fromhex("060a2b0601040183b2030101"))
+    sig = h.inter.key.sign(new_tbs, padding.PKCS1v15(), hashes.SHA256())
+    head, rest = der.split(tbs, 1)
+    dup = x509.load_der_x509_certificate(head + new_tbs + rest.replace(h.leaf.cert.signature, sig, 1))
+    dup.verify_directly_issued_by(h.inter.cert)
+    with pytest.raises(ChainError) as exc:
+        TrustStore([root.cert]).validate([dup, h.inter.cert], at=NOW)
+    assert exc.value.reason == "broken" and "has unreadable extensions: " in str(exc.value)
+    fault = refused(Hierarchy(root, h.inter, Node(dup, h.leaf.key)), receiver(root))
+    assert fault.code == "EBMS:0101" and "not acceptable (broken)" in fault.message, fault.message
+    # a customs certificate of that shape in the configuration is simply not a CA (no traceback at start-up)
+    assert TrustStore([root.cert], customs_certs=[dup]).intermediates == []
+
+
+def test_dsa_keys_are_not_accepted() -> None:
+    from cryptography.hazmat.primitives.asymmetric import dsa
+    from gateway.security.pathvalidate import DEFAULT_POLICY, PathError, check_key_strength
+    key = dsa.generate_private_key(1024)
+    cert = (x509.CertificateBuilder().subject_name(name("DSA Seal")).issuer_name(name("DSA Seal"))
+            .public_key(key.public_key()).serial_number(11)
+            .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    with pytest.raises(PathError) as exc:
+        check_key_strength(cert, DEFAULT_POLICY)
+    assert (exc.value.cause, str(exc.value)) == ("weak-key", f"{cert.subject.rfc4514_string()} has a DSA key, which "
+                                                             "is not accepted")
+
+
 def test_seal_usage_refuses_a_ca_unless_it_is_the_pinned_anchor(root: Node) -> None:
     from gateway.security.pathvalidate import PathError, check_seal_usage
     ca = issue(name("Sealing CA", eori=EORI), rsa_key(2048, 30), None, ca=True,

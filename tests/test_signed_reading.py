@@ -624,3 +624,73 @@ def test_a_signal_without_message_id_is_refused_naming_the_signal() -> None:
     exc = _parse_refusal(_wire('<eb:SignalMessage><eb:MessageInfo><eb:Timestamp>2026-06-01T12:00:00Z</eb:Timestamp>'
                                '</eb:MessageInfo><eb:PullRequest/></eb:SignalMessage>'))
     assert (exc.code, exc.message) == ("EBMS:0009", "eb:SignalMessage: eb:MessageId is missing or empty")
+
+
+def _um(*, info: str = "<eb:MessageId>u1@peer.test</eb:MessageId><eb:Timestamp>2026-06-01T12:00:00Z</eb:Timestamp>",
+        from_: str = '<eb:PartyId type="urn:x:eori"> NL123456789 </eb:PartyId><eb:Role>urn:x:trader</eb:Role>',
+        parts: str = "") -> bytes:
+    return _wire(f'<eb:UserMessage><eb:MessageInfo>{info}</eb:MessageInfo><eb:PartyInfo>'
+                 f'{"<eb:From>" + from_ + "</eb:From>" if from_ is not None else ""}'
+                 '<eb:To><eb:PartyId>sti-taxud</eb:PartyId><eb:Role>urn:x:customs</eb:Role></eb:To></eb:PartyInfo>'
+                 '<eb:CollaborationInfo><eb:Service>urn:x:svc</eb:Service><eb:Action>IE3F32</eb:Action>'
+                 '<eb:ConversationId>c1</eb:ConversationId></eb:CollaborationInfo>'
+                 f'{"<eb:PayloadInfo>" + parts + "</eb:PayloadInfo>" if parts else ""}</eb:UserMessage>')
+
+
+def test_user_message_values_as_the_wire_spells_them() -> None:
+    from gateway.ebms.parse import parse_envelope
+    part = ('<eb:PartInfo href="CID:a%40b"><eb:PartProperties><eb:Property name=" mimetype "> application/xml '
+            '</eb:Property><eb:Property name="X-Own">v</eb:Property></eb:PartProperties></eb:PartInfo>')
+    um = parse_envelope(parse_xml(_um(parts=part))).messaging.user_message
+    assert um is not None and um.ref_to_message_id is None
+    assert (um.from_party.party_id, um.from_party.party_type, um.from_party.role) == ("NL123456789", "urn:x:eori",
+                                                                                      "urn:x:trader")
+    (p,) = um.part_infos
+    assert (p.href, p.content_id, p.mime_type, p.properties) == ("CID:a%40b", "a@b", "application/xml",
+                                                                  (("MimeType", "application/xml"), ("X-Own", "v")))
+
+
+@pytest.mark.parametrize("kw,code,message", [
+    ({"from_": None}, "EBMS:0009", "eb:PartyInfo: expected one eb:From, found 0"),
+    ({"from_": "<eb:PartyId>A</eb:PartyId><eb:PartyId>B</eb:PartyId><eb:Role>r</eb:Role>"}, "EBMS:0009",
+     "eb:From must carry exactly one non-empty eb:PartyId (eDelivery 1.4.4.1), found 2"),
+    ({"from_": "<eb:PartyId> </eb:PartyId><eb:Role>r</eb:Role>"}, "EBMS:0009",
+     "eb:From must carry exactly one non-empty eb:PartyId (eDelivery 1.4.4.1), found 1"),
+    ({"from_": "<eb:PartyId>A</eb:PartyId>"}, "EBMS:0009", "eb:From: eb:Role is missing or empty"),
+    ({"info": "<eb:MessageId>u1@peer.test</eb:MessageId><eb:Timestamp>yesterday</eb:Timestamp>"}, "EBMS:0009",
+     "eb:UserMessage: eb:Timestamp 'yesterday' is not an xs:dateTime"),
+    ({"info": "<eb:MessageId>u1@peer.test</eb:MessageId><eb:Timestamp>2026-06-01T12:00:00Z</eb:Timestamp>"
+              "<eb:RefToMessageId>a b</eb:RefToMessageId>"}, "EBMS:0009",
+     "eb:UserMessage: eb:RefToMessageId 'a b' contains whitespace (an RFC 2822 msg-id has none, ebMS3 5.2.2.1)"),
+    ({"parts": "<eb:PartInfo/>"}, "EBMS:0011",
+     "eb:PartInfo without href: a payload in the SOAP Body is not allowed in ICS2"),
+    ({"parts": '<eb:PartInfo href="http://x/p"/>'}, "EBMS:0011",
+     "eb:PartInfo href 'http://x/p' is not a cid: reference (external payloads are forbidden, ICD 4.2.5)"),
+    ({"parts": '<eb:PartInfo href="cid:"/>'}, "EBMS:0009", "eb:PartInfo href 'cid:': the cid: URL names no Content-ID"),
+    ({"parts": '<eb:PartInfo href="cid:a@b"/><eb:PartInfo href="cid:a%40b"/>'}, "EBMS:0009",
+     "two eb:PartInfo name the same MIME part"),
+])
+def test_user_message_refusals_name_the_cause_and_the_message(kw: dict, code: str, message: str) -> None:  # type: ignore[type-arg]
+    exc = _parse_refusal(_um(**kw))
+    assert (exc.code, exc.message, exc.ref_to_message_id) == (code, message, "u1@peer.test")
+
+
+def test_more_part_infos_than_attachments_is_refused_before_reading_them() -> None:
+    from gateway.ebms.parse import parse_envelope
+    wire = _um(parts='<eb:PartInfo href="cid:a"/><eb:PartInfo/>')
+    with pytest.raises(EbmsFault) as exc:
+        parse_envelope(parse_xml(wire), max_part_infos=1)
+    assert (exc.value.code, exc.value.message, exc.value.ref_to_message_id) == (
+        "EBMS:0011", "eb:PayloadInfo lists 2 parts, but the message has only 1 MIME attachment(s)", "u1@peer.test")
+    assert len(parse_envelope(parse_xml(_um(parts='<eb:PartInfo href="cid:a"/><eb:PartInfo href="cid:b"/>')),
+                              max_part_infos=2).messaging.user_message.part_infos) == 2  # type: ignore[union-attr]
+
+
+def test_timestamps_are_utc_with_or_without_a_zone() -> None:
+    import datetime as dt
+
+    from gateway.ebms.parse import parse_timestamp
+    utc = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.timezone.utc)
+    for text in ("2026-06-01T12:00:00Z", "2026-06-01T12:00:00z", " 2026-06-01T12:00:00 ", "2026-06-01T14:00:00+02:00"):
+        got = parse_timestamp(text)
+        assert got == utc and got.utcoffset() == dt.timedelta(0), text

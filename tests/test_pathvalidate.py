@@ -321,6 +321,13 @@ def test_a_ca_signed_seal_with_a_duplicated_extension_is_refused_as_broken(root:
     assert TrustStore([root.cert], customs_certs=[dup]).intermediates == []
 
 
+def test_an_empty_chain_is_broken() -> None:
+    from gateway.security.pathvalidate import PathError, check_seal_policy
+    with pytest.raises(PathError) as exc:
+        check_seal_policy([], at=NOW, anchor_index=0)
+    assert (exc.value.cause, str(exc.value)) == ("broken", "no certificate to validate")
+
+
 def test_dsa_keys_are_not_accepted() -> None:
     from cryptography.hazmat.primitives.asymmetric import dsa
     from gateway.security.pathvalidate import DEFAULT_POLICY, PathError, check_key_strength

@@ -350,3 +350,36 @@ def test_tamper_reads_our_files(tmp_path) -> None:
 ])
 def test_parse_header_value(value: str, expected: tuple[str, dict[str, str]]) -> None:
     assert parse_header_value(value) == expected
+
+
+def _one_part(cte: str, content: bytes, max_part_bytes: int) -> bytes:
+    """unpack() of a two-part message whose attachment has Content-Transfer-Encoding ``cte``."""
+    body = (b"--b\r\nContent-Type: application/soap+xml\r\nContent-ID: <root>\r\n\r\n" + SOAP + b"\r\n"
+            b"--b\r\nContent-Type: application/xml\r\nContent-ID: <a>\r\nContent-Transfer-Encoding: " + cte.encode() +
+            b"\r\n\r\n" + content + b"\r\n--b--\r\n")
+    msg = unpack('multipart/related; boundary="b"; type="application/soap+xml"', body, max_parts=4,
+                 max_part_bytes=max(max_part_bytes, len(SOAP)))
+    return msg.attachments[0].content
+
+
+def test_identity_transfer_encodings_pass_bytes_through_and_the_size_limit_is_exact() -> None:
+    """RFC 2045 6.2: 7bit, 8bit and binary are identity encodings; the part limit holds at its exact value."""
+    n = len(SOAP)
+    for cte in ("7bit", "8BIT", " binary ", ""):
+        assert _one_part(cte, b"\xff" * n, n) == b"\xff" * n
+    with pytest.raises(MimeError, match=f"MIME part 2 is {n + 1} bytes, over the limit of {n}"):
+        _one_part("8bit", b"x" * (n + 1), n)
+
+
+def test_encoded_parts_are_bounded_before_decoding_and_their_errors_named() -> None:
+    """An encoded part may be up to 2 x the limit + 1024 bytes before decoding (line breaks, base64 overhead);
+    one byte more is refused without decoding it. Undecodable content names the encoding and the part."""
+    n = len(SOAP)
+    fits = b"QUJD" + b"\n" * (2 * n + 1024 - 4)          # "ABC" wrapped in line breaks, exactly at the bound
+    assert _one_part("base64", fits, n) == b"ABC"
+    with pytest.raises(MimeError) as exc:
+        _one_part("base64", fits + b"\n", n)
+    assert str(exc.value) == f"MIME part 2 is over the limit of {n} bytes"
+    with pytest.raises(MimeError) as exc:
+        _one_part("base64", b"QUJDR", n)
+    assert str(exc.value).startswith("MIME part 2: invalid base64 content (")

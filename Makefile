@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 SHARED ?= ../shared
 INTEROP := $(SHARED)/interop/santuario
 
-.PHONY: install test pki state interop-deps broker-deps systemd-deps browser-deps demo bench mutation clean
+.PHONY: install test pki state interop-deps broker-deps pg-deps systemd-deps browser-deps demo bench mutation clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -45,6 +45,26 @@ broker-deps:
 	  else echo "broker-deps: not root or no apt-get; AMQP tests will be skipped (and reported)"; fi; \
 	fi
 
+# PostgreSQL for the postgresql journal tests (Debian package; the tests start a private server with initdb + pg_ctl
+# in a temporary directory, gateway/journal/pglocal.py, never the system cluster). A policy-rc.d that denies
+# service starts keeps the package's post-install from starting a cluster; a "main" cluster the package created is
+# stopped anyway (and told not to start at boot), so the only PostgreSQL running is the one a test starts.
+pg-deps:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    rc=/usr/sbin/policy-rc.d; own_rc=; \
+	    if [ ! -e $$rc ]; then printf '#!/bin/sh\nexit 101\n' > $$rc && chmod 755 $$rc && own_rc=1; fi; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+	      || echo "pg-deps: apt-get failed; PostgreSQL tests will be skipped (and reported)"; \
+	    if [ -n "$$own_rc" ]; then rm -f $$rc; fi; \
+	    if command -v pg_lsclusters >/dev/null 2>&1; then \
+	      pg_lsclusters -h 2>/dev/null | while read ver name rest; do \
+	        pg_ctlcluster $$ver $$name stop >/dev/null 2>&1 || true; \
+	        if [ -f /etc/postgresql/$$ver/$$name/start.conf ]; then echo manual > /etc/postgresql/$$ver/$$name/start.conf; fi; \
+	      done; \
+	    fi; \
+	  else echo "pg-deps: not root or no apt-get; PostgreSQL tests will be skipped (and reported)"; fi; \
+	fi
 
 # systemd-analyze for tests/test_packaging.py (verifies the shipped unit); skipped loudly when missing.
 systemd-deps:
@@ -67,7 +87,7 @@ browser-deps:
 	fi
 
 # the run ends with a list of every skipped test and its reason (tests/conftest.py)
-test: install interop-deps broker-deps systemd-deps browser-deps
+test: install interop-deps broker-deps pg-deps systemd-deps browser-deps
 	$(BIN)/python -m pytest -q
 
 demo: install

@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--n N] [--skip-e2e] [--skip-peer] [--skip-big]`: run everything, print the
+"""`python -m bench [--quick] [--n N] [--skip-e2e] [--skip-peer] [--skip-big] [--skip-amqp] [--skip-multi] [--skip-failover]`: run everything, print the
 table, write bench/results.json. Ratios are between figures measured in this same run on this machine."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import amqp, e2e, limit, micro, peer, report
+from bench import amqp, e2e, failover, limit, micro, multi, peer, report
 from bench.timing import cores
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-peer", action="store_true")
     ap.add_argument("--skip-big", action="store_true")
     ap.add_argument("--skip-amqp", action="store_true")
+    ap.add_argument("--skip-failover", action="store_true", help="skip the PostgreSQL failover timings")
+    ap.add_argument("--skip-multi", action="store_true",
+                    help="skip SQLite x1 vs PostgreSQL x1/x2/x3 instances on one journal")
+    ap.add_argument("--n-multi", type=int, default=None, help="10 KB filings per multi-instance configuration "
+                                                             "(default: --n)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
     args = ap.parse_args(argv)
     pki = REPO / "certs" / "out"
@@ -69,6 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_amqp:
             step(f"AMQP intake and events next to the HTTP API, {args.n} filings each")
             res["amqp"] = amqp.run(work, n=args.n)
+        if not args.skip_multi:
+            n_multi = args.n_multi or args.n
+            step(f"one journal, several instances: SQLite x1, PostgreSQL x1/x2/x3, {n_multi} filings each")
+            res["multi"] = multi.run(work, n=n_multi)
+        if not args.skip_failover:
+            step("PostgreSQL journal failure paths: singleton release, database restart and crash")
+            res["failover"] = failover.measure()
         lim, mic = res["limit"], res["micro"]
         sign, verify = lim["engine_sign_per_s"], lim["engine_verify_per_s"]
         ratios: dict = {"cores": n_cores}
@@ -95,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         report.write(res, args.out)
         print(report.table(res))
         print(f"\nwritten: {args.out}")
+        failed = res.get("multi", {}).get("failed")
+        if failed:
+            print("\nbench: FAILED: a multi-instance run was wrong (not merely slow):", file=sys.stderr)
+            for key, why in failed.items():
+                for line in why:
+                    print(f"  {key}: {line}", file=sys.stderr)
+            return 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

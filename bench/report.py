@@ -100,7 +100,67 @@ def table(res: dict[str, Any]) -> str:
                              f"{_f(d['filings_per_s'], 1)} filings/s to registered  CPU s/filing gateway "
                              f"{_f(d['gateway_cpu_s_per_filing'], 4)}  events {d['events']} "
                              f"({_f(d['events_per_s'], 1)}/s)")
+    lines += multi_table(res.get("multi"))
+    lines += failover_lines(res.get("failover"))
     return "\n".join(lines)
+
+
+def multi_table(m: dict[str, Any] | None) -> list[str]:
+    if not m:
+        return []
+    lines = ["", f"ONE JOURNAL, SEVERAL INSTANCES ({m.get('filings')} x 10 KB filings each; this machine has "
+                 f"{m.get('cores')} cores, shared by every process below)"]
+    if "skipped" in m:
+        return lines + [f"  skipped: {m['skipped']}"]
+    lines.append(f"  {'config':10} {'filings/s':>9} {'wall s':>7}  {'CPU ms/filing: gw':>17} {'sim':>5} {'pg':>5}  "
+                 f"{'sim share':>9} {'machine busy':>12} {'other load':>10}  per-instance gw CPU s")
+    for key, d in m.get("configs", {}).items():
+        if "filings_per_s" not in d:
+            lines.append(f"  {key:10} FAILED: {'; '.join(d.get('failed', []))[:300]}")
+            continue
+        c, cs = d["cpu_s_per_filing"], d["cpu_s"]
+        lines.append(f"  {key:10} {_f(d['filings_per_s'], 1):>9} {_f(d['wall_s'], 1):>7}  {c['gateway'] * 1e3:>17.1f} "
+                     f"{c['simulator'] * 1e3:>5.1f} {c['postgres'] * 1e3:>5.1f}  "
+                     f"{d['simulator_share_of_machine'] * 100:>8.0f}% {d['machine_busy'] * 100:>11.0f}% "
+                     f"{cs['other'] / (d['wall_s'] * m['cores']) * 100:>9.0f}%  "
+                     + " ".join(f"{x:.1f}" for x in cs["gateway_per_instance"]))
+        if d.get("instances", 1) > 1:
+            lines.append(f"  {'':10} per instance: user messages sent {d.get('user_messages_sent_per_instance')}, "
+                         f"inbound received {d.get('inbound_received_per_instance')}, balancer connections "
+                         f"{d.get('balancer_connections')}")
+        lines.append(f"  {'':10} journal commits per filing (all instances) {_f(d.get('journal_commits_per_filing'), 2)}"
+                     + "".join(f"; lock wait x{c}: {q}" for q, c in list((d.get("lock_wait_queries") or {}).items())[:2]))
+        pgs = (d.get("pg_sessions_sampled") or {}).get("mean_sessions")
+        if pgs:
+            lines.append(f"  {'':10} PostgreSQL sessions not idle (mean per sample): "
+                         + ", ".join(f"{w} {v:.2f}" for w, v in list(pgs.items())[:5]))
+        if d.get("failed"):
+            lines.append(f"  {'':10} FAILED: {'; '.join(d['failed'])[:400]}")
+    lines.append(f"  scaling PostgreSQL 1 -> 2 instances {_f(m.get('scaling_1_to_2'), 2)}x, 1 -> 3 "
+                 f"{_f(m.get('scaling_1_to_3'), 2)}x; PostgreSQL x1 / SQLite x1 {_f(m.get('pg_1_vs_sqlite_1'), 2)}")
+    lines.append("  CPU-bound filings/s (cores / (gateway + simulator + postgres CPU per filing)): "
+                 + ", ".join(f"{k} {_f(d.get('cpu_bound_filings_per_s'), 1)}" for k, d in m.get("configs", {}).items())
+                 + f"; its scaling 1 -> 2 {_f(m.get('cpu_bound_scaling_1_to_2'), 2)}x, 1 -> 3 "
+                   f"{_f(m.get('cpu_bound_scaling_1_to_3'), 2)}x")
+    lines.append("  sim share and machine busy: of the whole machine's capacity (wall x cores); other load: busy CPU "
+                 "not from our processes (other users of this machine)")
+    return lines
+
+
+def failover_lines(f: dict[str, Any] | None) -> list[str]:
+    """The PostgreSQL journal's failure paths (bench/failover.py)."""
+    if not f:
+        return []
+    if "skipped" in f:
+        return ["", f"PostgreSQL failover: skipped ({f['skipped']})"]
+    r, c = f["database_restart"], f["database_crash"]
+    return ["", "PostgreSQL failover (bench/failover.py, medians)",
+            f"  singleton lock free after the holder's SIGKILL  {_f(f['singleton_release_seconds']['median'], 3)} s"
+            " (the daemon adds its 2 s retry and 3 s grace)",
+            f"  database restart -> first commit              {_f(r['median'])} s, failed submissions "
+            f"{r['failed_submissions']}, filings {r['filings']}/{r['expected']}",
+            f"  database crash + recovery -> first commit     {_f(c['median'])} s, failed submissions "
+            f"{c['failed_submissions']}, filings {c['filings']}/{c['expected']}"]
 
 
 def write(res: dict[str, Any], path: Path) -> None:

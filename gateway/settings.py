@@ -132,7 +132,9 @@ def check_filesystem(settings: Settings, *, init_journal: bool = False) -> list[
         if err:
             problems.append(err)
     jpath: Path = settings.journal.path
-    if jpath.exists():
+    if settings.journal.backend != "sqlite":
+        pass   # a PostgreSQL journal has no file: `run` checks its schema (gateway.commands.run), doctor the rest
+    elif jpath.exists():
         # the folder first: a read-only file system is one cause, reported once (not also as an unwritable file)
         err = _writable_dir(f, "journal.path", jpath.parent, "journal folder", create=False)
         if err:
@@ -174,8 +176,8 @@ def check_filesystem(settings: Settings, *, init_journal: bool = False) -> list[
     return problems
 
 
-def create_journal(settings: Settings) -> None:
-    """Creates an empty journal (schema applied) at ``[journal] path``; its folder must exist."""
-    from gateway.journal.sqlite import SqliteJournal
-    j = SqliteJournal.open(settings.journal.path, daemon=False)
-    j.close()
+def create_journal(settings: Settings) -> tuple[int, int]:
+    """Creates or upgrades the journal's schema (SQLite: the file at ``[journal] path``, whose folder must exist;
+    PostgreSQL: the tables in the database of ``dsn``); (schema version before, after)."""
+    from gateway.journal.factory import migrate_journal
+    return migrate_journal(settings.journal)

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# PostgreSQL: one private server per run and a fresh database per test (tests/pg_support.py)
+from tests.pg_support import pg_dsn, pg_server  # noqa: F401
+
 REPO = Path(__file__).resolve().parent.parent
 PKI = REPO / "certs" / "out"
 SHARED = REPO.parent / "shared"

@@ -38,3 +38,18 @@ def test_inbox_metadata_written_last_with_parts(tmp_path: Path) -> None:
                        {"message_id": "m-1@sti"})
     doc = json.loads(meta.read_text())
     assert doc["parts"][0]["file"] == "m-1@sti.part1.xml" and (tmp_path / "m-1@sti.part1.xml").read_bytes() == b"<a/>"
+
+
+def test_a_late_older_status_view_does_not_overwrite_a_newer_one(tmp_path: Path) -> None:
+    """Two writers race (a sender's "sent" and the inbound side's "registered", or two instances): the file
+    keeps the newest view of the journal."""
+    import json as _json
+    from gateway.pipeline.delivery import write_status
+    newer = {"filer_eori": "NL1", "lrn": "L1", "state": "registered", "updated": "2026-01-01T00:00:01.500Z"}
+    older = {"filer_eori": "NL1", "lrn": "L1", "state": "sent", "updated": "2026-01-01T00:00:01.200Z"}
+    write_status(tmp_path, newer)
+    write_status(tmp_path, older)
+    [f] = [p for p in tmp_path.iterdir() if p.suffix == ".json"]
+    assert _json.loads(f.read_text())["state"] == "registered"
+    write_status(tmp_path, {**newer, "state": "amended", "updated": "2026-01-01T00:00:02.000Z"})
+    assert _json.loads(f.read_text())["state"] == "amended"

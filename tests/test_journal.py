@@ -14,6 +14,7 @@ from gateway.journal import (
     OutboundMessage, ReadOnlyJournal, SchemaTooNew, SqliteJournal,
 )
 from gateway.journal import schema
+from tests.journal_backends import backend, jcfg, open_any  # noqa: F401 - fixtures
 
 T0 = datetime(2025, 3, 1, 8, 0, 0, tzinfo=timezone.utc)
 
@@ -40,10 +41,16 @@ def jpath(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def journal(jpath: Path):
+def sqlite_journal(jpath: Path):
     j = SqliteJournal.open(jpath, now=T0)
     yield j
     j.close()
+
+
+@pytest.fixture
+def journal(open_any):
+    """The journal on each backend (tests/journal_backends.py): the same meaning on SQLite and PostgreSQL."""
+    return open_any(now=T0)
 
 
 # -- schema and durability -----------------------------------------------------------------------------------------
@@ -74,11 +81,11 @@ def test_refuses_a_newer_schema(jpath: Path) -> None:
         SqliteJournal.open(jpath, now=T0)
 
 
-def test_wal_full_sync_and_foreign_keys(journal: SqliteJournal) -> None:
-    assert journal.pragma("journal_mode") == "wal"
-    assert journal.pragma("synchronous") == 2  # FULL
-    assert journal.pragma("foreign_keys") == 1
-    assert journal.pragma("busy_timeout") == 5000
+def test_wal_full_sync_and_foreign_keys(sqlite_journal: SqliteJournal) -> None:
+    assert sqlite_journal.pragma("journal_mode") == "wal"
+    assert sqlite_journal.pragma("synchronous") == 2  # FULL
+    assert sqlite_journal.pragma("foreign_keys") == 1
+    assert sqlite_journal.pragma("busy_timeout") == 5000
 
 
 def test_committed_data_survives_reopen(jpath: Path) -> None:
@@ -92,12 +99,12 @@ def test_committed_data_survives_reopen(jpath: Path) -> None:
     j.close()
 
 
-def test_reader_sees_committed_data_while_writer_holds_a_transaction(journal: SqliteJournal, jpath: Path) -> None:
-    journal.insert_filing(filing("A"), now=T0)
+def test_reader_sees_committed_data_while_writer_holds_a_transaction(sqlite_journal: SqliteJournal, jpath: Path) -> None:
+    sqlite_journal.insert_filing(filing("A"), now=T0)
     reader = SqliteJournal.open_reader(jpath)
     try:
-        with journal.transaction():
-            journal.insert_filing(filing("B"), now=T0)  # not committed yet
+        with sqlite_journal.transaction():
+            sqlite_journal.insert_filing(filing("B"), now=T0)  # not committed yet
             lrns = [d["lrn"] for d in reader.list_filings()]
             assert lrns == ["A"]  # the reader is not blocked and sees only committed data
         assert sorted(d["lrn"] for d in reader.list_filings()) == ["A", "B"]
@@ -107,7 +114,7 @@ def test_reader_sees_committed_data_while_writer_holds_a_transaction(journal: Sq
         reader.close()
 
 
-def test_second_daemon_is_refused_but_tools_may_open(journal: SqliteJournal, jpath: Path) -> None:
+def test_second_daemon_is_refused_but_tools_may_open(sqlite_journal: SqliteJournal, jpath: Path) -> None:
     with pytest.raises(JournalLocked, match="another gateway daemon"):
         SqliteJournal.open(jpath, now=T0)
     tool = SqliteJournal.open(jpath, now=T0, daemon=False)
@@ -158,10 +165,14 @@ def test_transitions_are_enforced_and_logged(journal: SqliteJournal) -> None:
 
 def test_event_log_is_append_only(journal: SqliteJournal) -> None:
     f, _ = journal.insert_filing(filing(), now=T0)
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        journal._conn.execute("UPDATE events SET event = 'x'")
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        journal._conn.execute("DELETE FROM events WHERE filing_id = ?", (f.id,))
+    with pytest.raises(Exception, match="append-only"), journal.transaction():
+        journal._x("UPDATE events SET event = 'x'")
+    with pytest.raises(Exception, match="append-only"), journal.transaction():
+        journal._x("DELETE FROM events WHERE filing_id = ?", (f.id,))
+    if journal.backend == "postgresql":
+        with pytest.raises(Exception, match="append-only"), journal.transaction():
+            journal._x("TRUNCATE events")
+    assert len(journal.events(filing_id=f.id)) == 1
 
 
 def test_list_filings_filters(journal: SqliteJournal) -> None:
@@ -180,13 +191,13 @@ def test_list_filings_filters(journal: SqliteJournal) -> None:
 
 # -- outbound messages -----------------------------------------------------------------------------------------
 
-def test_claims_never_overlap_and_follow_priority(journal: SqliteJournal, jpath: Path) -> None:
+def test_claims_never_overlap_and_follow_priority(journal: SqliteJournal, open_any) -> None:
     f, _ = journal.insert_filing(filing(), now=T0)
     journal.enqueue_message(out_msg("c@x", f.id, "C"), now=T0)
     journal.enqueue_message(out_msg("b@x", f.id, "B"), now=T0)
     journal.enqueue_message(out_msg("a@x", f.id, "A"), now=T0 + timedelta(seconds=1))
     journal.enqueue_message(out_msg("later@x", f.id, "A"), now=T0, not_before=T0 + timedelta(hours=1))
-    other = SqliteJournal.open(jpath, daemon=False)  # a second process / instance
+    other = open_any()  # a second process / instance
     try:
         now = T0 + timedelta(seconds=2)
         first = journal.claim_due_messages(now=now, worker="w1", limit=2, lease_seconds=86400)
@@ -212,6 +223,24 @@ def test_expired_lease_is_taken_over_and_late_report_refused(journal: SqliteJour
     done = journal.record_receipt("m@x", worker="w2", now=T0, outcome="receipt", receipt=b"<r/>",
                                   content_type="application/soap+xml")
     assert done.state == "receipted" and done.claimed_by is None
+
+
+def test_renewed_lease_is_not_taken_over_and_a_lost_one_is_reported(journal: SqliteJournal) -> None:
+    for mid in ("r1@x", "r2@x"):
+        journal.enqueue_message(out_msg(mid, None), now=T0)
+    got = journal.claim_due_messages(now=T0, worker="w1", limit=2, lease_seconds=60)
+    assert len(got) == 2
+    # renewed at 50 s for another 60 s: at 100 s nobody may take it over
+    assert sorted(journal.renew_claims("w1", ["r1@x", "r2@x", "nope@x"], now=T0 + timedelta(seconds=50),
+                                       lease_seconds=60)) == ["r1@x", "r2@x"]
+    assert journal.claim_due_messages(now=T0 + timedelta(seconds=100), worker="w2", limit=5) == []
+    # another worker cannot renew what it does not hold
+    assert journal.renew_claims("w2", ["r1@x"], now=T0 + timedelta(seconds=100), lease_seconds=600) == []
+    [taken] = journal.claim_due_messages(now=T0 + timedelta(seconds=111), worker="w2", limit=1)
+    lost = journal.renew_claims("w1", ["r1@x", "r2@x"], now=T0 + timedelta(seconds=112), lease_seconds=60)
+    assert lost == [m for m in ("r1@x", "r2@x") if m != taken.message_id]
+    journal.record_receipt(lost[0], worker="w1", now=T0 + timedelta(seconds=113), outcome="receipt", receipt=b"<r/>")
+    assert journal.renew_claims("w1", lost, now=T0 + timedelta(seconds=114), lease_seconds=60) == []
 
 
 def test_retry_fail_hold_and_operator_requeue(journal: SqliteJournal) -> None:
@@ -353,10 +382,10 @@ def test_purge_keeps_non_final_evidence(journal: SqliteJournal) -> None:
     assert journal.lookup_inbound("customs", "OLD-LIVE-r@eu") is not None
     assert journal.lookup_inbound("customs", "OLD-FINAL-r@eu") is None
     # the schema itself refuses to delete evidence of a live filing, whatever the query
-    with pytest.raises(sqlite3.IntegrityError, match="not in a final state"):
-        journal._conn.execute("DELETE FROM messages WHERE filing_id = ?", (live_id,))
-    with pytest.raises(sqlite3.IntegrityError, match="not in a final state"):
-        journal._conn.execute("DELETE FROM filings WHERE id = ?", (live_id,))
+    with pytest.raises(Exception, match="not in a final state"), journal.transaction():
+        journal._x("DELETE FROM messages WHERE filing_id = ?", (live_id,))
+    with pytest.raises(Exception, match="not in a final state"), journal.transaction():
+        journal._x("DELETE FROM filings WHERE id = ?", (live_id,))
     assert journal.integrity_check() == "ok"
 
 
@@ -398,10 +427,10 @@ def test_read_journal_config(tmp_path: Path) -> None:
         read_journal_config(load_toml(conf).section("journal"))
 
 
-def test_concurrent_claimers_on_separate_connections_never_share(journal: SqliteJournal, jpath: Path) -> None:
+def test_concurrent_claimers_on_separate_connections_never_share(sqlite_journal: SqliteJournal, jpath: Path) -> None:
     import threading
     for i in range(200):
-        journal.enqueue_message(out_msg(f"m{i}@x", None, "ABC"[i % 3]), now=T0)
+        sqlite_journal.enqueue_message(out_msg(f"m{i}@x", None, "ABC"[i % 3]), now=T0)
     got: dict[str, list[str]] = {}
 
     def claimer(name: str) -> None:
@@ -421,3 +450,28 @@ def test_concurrent_claimers_on_separate_connections_never_share(journal: Sqlite
         t.join()
     claimed = [mid for mids in got.values() for mid in mids]
     assert len(claimed) == len(set(claimed)) == 200
+
+
+def test_outbox_cursor_is_created_once_at_the_newest_event(journal: SqliteJournal, open_any) -> None:
+    journal.append_event("old", now=T0)
+    first = journal.init_outbox_cursor("erp", now=T0)
+    assert first == journal.last_event_id() and journal.outbox_cursor("erp") == first
+    journal.append_event("new-after-start", now=T0)
+    other = open_any()                       # a second instance starting later must not skip "new-after-start"
+    assert other.init_outbox_cursor("erp", now=T0) == first
+    assert [e.event for e in other.events_after(first)] == ["new-after-start"]
+
+
+def test_a_healthy_endpoint_is_not_rewritten_on_every_success(journal: SqliteJournal) -> None:
+    first = T0
+    journal.note_endpoint_ok("TI-NL", "P", now=first)
+    journal.note_endpoint_ok("TI-NL", "P", now=first + timedelta(seconds=1))      # a moment later: no write
+    assert journal.endpoint_state("TI-NL", "P").last_ok_at == "2025-03-01T08:00:00.000Z"
+    journal.note_endpoint_ok("TI-NL", "P", now=first + timedelta(seconds=3))      # stale enough: refreshed
+    assert journal.endpoint_state("TI-NL", "P").last_ok_at == "2025-03-01T08:00:03.000Z"
+    journal.note_endpoint_failure("TI-NL", "P", now=first + timedelta(seconds=4))
+    before = journal.note_endpoint_ok("TI-NL", "P", now=first + timedelta(seconds=4.5))   # a recovery: written
+    assert before.failing_since is not None
+    after = journal.endpoint_state("TI-NL", "P")
+    assert after.failing_since is None and after.last_ok_at == "2025-03-01T08:00:04.500Z"
+    assert [e.event for e in journal.events() if e.event == "endpoint-recovered"] == ["endpoint-recovered"]

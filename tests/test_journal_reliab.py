@@ -1,4 +1,4 @@
-"""Journal pieces of issue 11 on a real SQLite file: the endpoint pause (durable, skipped by claims, lifted only by
+"""Journal pieces of issue 11 on SQLite and PostgreSQL: the endpoint pause (durable, skipped by claims, lifted only by
 resume), the retry-budget clock (retry_since), pending acknowledgements of pulled messages, reopened requests and
 their timer, and migration 2 applied to a journal written by migration 1."""
 
@@ -7,10 +7,13 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from gateway.journal import schema
 from gateway.journal.records import InboundMessage, NewFiling, OutboundMessage
+from gateway.journal.factory import open_journal
 from gateway.journal.sqlite import SqliteJournal
+from tests.journal_backends import backend, jcfg  # noqa: F401 - fixtures
 from gateway.pipeline.alerts import Alerts
 from gateway.pipeline.config import AlertsConfig, PipelineConfig
 from gateway.pipeline.retry import RetryPolicy
@@ -20,8 +23,9 @@ T0 = dt.datetime(2026, 3, 2, 8, 0, tzinfo=dt.timezone.utc)
 S = dt.timedelta(seconds=1)
 
 
-def _journal(tmp_path: Path) -> SqliteJournal:
-    return SqliteJournal.open(tmp_path / "journal.sqlite3", now=T0)
+def _journal(jcfg: Any) -> Any:
+    """This journal on each backend (tests/journal_backends.py); reopening it is a restart."""
+    return open_journal(jcfg, now=T0)
 
 
 def _queue(j: SqliteJournal, lrn: str, endpoint: str | None, priority: str = "B") -> str:
@@ -33,14 +37,14 @@ def _queue(j: SqliteJournal, lrn: str, endpoint: str | None, priority: str = "B"
     return mid
 
 
-def test_pause_is_durable_skipped_by_claims_and_lifted_only_by_resume(tmp_path: Path) -> None:
-    j = _journal(tmp_path)
+def test_pause_is_durable_skipped_by_claims_and_lifted_only_by_resume(jcfg: Any) -> None:
+    j = _journal(jcfg)
     a, b, default = _queue(j, "L1", "sti"), _queue(j, "L2", "nti-be"), _queue(j, "L3", None)
     state, new = j.pause_endpoint("sti", "NL123456789", now=T0, reason="EBMS:0004/A001", message_id=a)
     assert new and state.paused and state.pause_message_id == a
     assert j.pause_endpoint("sti", "NL123456789", now=T0 + S, reason="again")[1] is False   # one pause, kept
     j.close()
-    j = _journal(tmp_path)                                                   # a restart keeps it
+    j = _journal(jcfg)                                                   # a restart keeps it
     paused = j.paused_endpoints("NL123456789")
     assert paused == ["sti"] and j.paused_endpoints("NL000000001") == []    # per identity
     got = j.claim_due_messages(now=T0 + S, worker="w", limit=10, exclude_endpoints=paused, default_endpoint="sti")
@@ -57,8 +61,8 @@ def test_pause_is_durable_skipped_by_claims_and_lifted_only_by_resume(tmp_path: 
     j.close()
 
 
-def test_retry_since_marks_the_budget_start_and_is_reset(tmp_path: Path) -> None:
-    j = _journal(tmp_path)
+def test_retry_since_marks_the_budget_start_and_is_reset(jcfg: Any) -> None:
+    j = _journal(jcfg)
     mid = _queue(j, "L1", "sti")
     for n in range(3):
         [m] = j.claim_due_messages(now=T0 + n * 10 * S, worker="w")
@@ -75,8 +79,8 @@ def test_retry_since_marks_the_budget_start_and_is_reset(tmp_path: Path) -> None
     j.close()
 
 
-def test_pending_acks_of_pulled_messages(tmp_path: Path) -> None:
-    j = _journal(tmp_path)
+def test_pending_acks_of_pulled_messages(jcfg: Any) -> None:
+    j = _journal(jcfg)
     for mid, pulled in (("p1@ti", True), ("p2@ti", True), ("push@ti", False)):
         j.record_inbound(InboundMessage("sti-taxud", mid, b"raw", "multipart/related", action="IE3R01"), now=T0,
                          receipt=b"receipt-" + mid.encode(), receipt_content_type="application/soap+xml",
@@ -90,8 +94,8 @@ def test_pending_acks_of_pulled_messages(tmp_path: Path) -> None:
     j.close()
 
 
-def test_reopened_request_restarts_its_timer(tmp_path: Path) -> None:
-    j = _journal(tmp_path)
+def test_reopened_request_restarts_its_timer(jcfg: Any) -> None:
+    j = _journal(jcfg)
     f, _ = j.insert_filing(NewFiling("NL123456789", "L1", "NL123456789", "IE3F32", "0" * 64), now=T0)
     req = j.open_request(f.id, "IE3Q02", "q2@ti", now=T0)
     cfg = PipelineConfig(workers=1, per_endpoint_concurrency=1, retry=RetryPolicy(), lease_seconds=60,
@@ -153,3 +157,30 @@ def test_endpoint_command_pause_list_resume(tmp_path: Path, pki: Path) -> None:
     r = gw.cli("endpoint", "resume", "sti", "--by", "alice")
     assert r.returncode == 0 and json.loads(r.stdout)["resumed_by"] == "alice"
     assert json.loads(gw.cli("endpoint", "list", "--json").stdout)["paused"] is False
+
+
+def test_an_expectation_alerts_once_across_a_failover_of_the_timers(jcfg: Any) -> None:
+    """The timers singleton moves to another instance (or the daemon restarts): the new holder does not alert
+    again what the previous one already alerted, but alerts what is new (the mark is journaled, not in memory)."""
+    from gateway.journal.committer import JournalWriter
+    j = _journal(jcfg)
+    writer = JournalWriter(j).start()
+    try:
+        f, _ = j.insert_filing(NewFiling("NL123456789", "L1", "NL123456789", "IE3F32", "0" * 64), now=T0)
+        j.open_request(f.id, "IE3Q02", "q2@ti", now=T0)
+        cfg = PipelineConfig(workers=1, per_endpoint_concurrency=1, retry=RetryPolicy(), lease_seconds=60,
+                             idle_poll_seconds=1, answer_timeout_seconds=10_000, request_timeout_seconds=60,
+                             drain_seconds=1)
+        clock = [T0 + 61 * S]
+        first = Expectations(j, cfg, Alerts(AlertsConfig((), None), "test"), clock=lambda: clock[0], writer=writer)
+        assert [a["request_message_id"] for a in first.check()] == ["q2@ti"]
+        second = Expectations(j, cfg, Alerts(AlertsConfig((), None), "test"), clock=lambda: clock[0], writer=writer)
+        assert second.check() == []                                    # the new holder: already alerted
+        j.open_request(f.id, "IE3Q03", "q3@ti", now=T0 + 10 * S)
+        clock[0] = T0 + 80 * S
+        assert [a["request_message_id"] for a in second.check()] == ["q3@ti"]   # but new ones alert
+        assert first.check() == [] and second.check() == []
+        assert [e.event for e in j.events(filing_id=f.id)].count("expectation-alerted") == 2
+    finally:
+        writer.close_sync()
+        j.close()

@@ -146,6 +146,11 @@ def test_health_document(world: Any) -> None:
     assert ep["state"] == "up" and ep["last_ping"] and ep["last_ping_ok"] is True and ep["last_success"]
     assert ep["consecutive_failures"] == 0 and doc["paused_endpoints"] == []
     assert doc["journal"]["writable"] is True and doc["journal"]["writer_alive"] is True
+    assert doc["journal"]["backend"] == "sqlite" and doc["journal"]["name"].startswith("sqlite:/")
+    assert re.fullmatch(r".+-\d+-[0-9a-f]{6}", doc["instance"]), doc["instance"]   # hostname-pid-random
+    assert "timers" in doc["leader_of"]          # SQLite: every singleton task runs here
+    status, _, metrics_body = get(base_url(gw) + "/metrics")
+    assert f'instance="{doc["instance"]}"' in metrics_body.decode() and "ics2gw_singleton_held" in metrics_body.decode()
     assert set(doc["queue"]) == {"A", "B", "C"}
     assert {"queued", "sending", "oldest_age_seconds"} <= set(doc["queue"]["B"])
     roles = {c["role"] for c in doc["certificates"]}

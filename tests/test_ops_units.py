@@ -33,6 +33,8 @@ from gateway.pipeline.alerts import Alerts
 from gateway.pipeline.config import AlertsConfig
 
 T0 = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
+from tests.journal_backends import backend, jcfg, open_any  # noqa: E402,F401 - fixtures
+
 OPS = read_ops_config(Section({}, file=Path("gateway.toml"), prefix="health"))
 
 
@@ -41,11 +43,9 @@ def new_filing(lrn: str, filer: str = "NL123456789", priority: str = "B") -> New
                      payload_sha256=hashlib.sha256(lrn.encode()).hexdigest(), priority=priority)
 
 
-@pytest.fixture
-def jpath(tmp_path: Path) -> Path:
-    """A journal with 120 filings (updated one second apart), messages, an MRN, a request and an orphan."""
-    path = tmp_path / "journal.sqlite3"
-    with SqliteJournal.open(path, now=T0) as j, j.transaction():   # one commit: one fsync
+def _fill(j: Any) -> None:
+    """120 filings (updated one second apart), messages, an MRN, a request and an orphan, in one commit."""
+    with j.transaction():
         for i in range(120):
             now = T0 + dt.timedelta(seconds=i)
             f, _ = j.insert_filing(new_filing(f"LRN{i:04d}", priority="ABC"[i % 3]), now=now)
@@ -53,17 +53,35 @@ def jpath(tmp_path: Path) -> Path:
             j.enqueue_message(OutboundMessage(message_id=f"m{i}@ap.trader.test", action="IE3F32", sealed=b"x",
                                               content_type="multipart/related", filing_id=f.id,
                                               priority="ABC"[i % 3]), now=now)
-        j.update_filing(1, now=T0 + dt.timedelta(seconds=200), mrn="26NL0000000000001A")
+        first = j.get_filing_by_key("NL123456789", "LRN0000")
+        j.update_filing(first.id, now=T0 + dt.timedelta(seconds=200), mrn="26NL0000000000001A")
         j.record_inbound(InboundMessage(sender_party="sti-taxud", message_id="orphan-1@customs", raw=b"<x/>",
                                         content_type="application/xml", action="IE3R01",
                                         functional_reference='<img src=x onerror="alert(1)">'),
                          now=T0, receipt=b"r")
         j.record_orphan("orphan-1@customs", "sti-taxud", now=T0, reason="<script>alert('orphan')</script>")
+
+
+@pytest.fixture
+def jpath(tmp_path: Path) -> Path:
+    """A SQLite journal filled by ``_fill``."""
+    path = tmp_path / "journal.sqlite3"
+    with SqliteJournal.open(path, now=T0) as j:   # one commit: one fsync
+        _fill(j)
     return path
 
 
-def test_keyset_paging_covers_every_filing_once_newest_first(jpath: Path) -> None:
-    q = JournalQueries(jpath)
+@pytest.fixture
+def q(open_any: Any, jcfg: Any) -> Any:
+    """The operations queries over a filled journal, on each backend."""
+    from gateway.journal.factory import open_reader
+    _fill(open_any(now=T0))
+    reader = open_reader(jcfg)
+    yield reader.queries()
+    reader.close()
+
+
+def test_keyset_paging_covers_every_filing_once_newest_first(q: Any) -> None:
     seen: list[int] = []
     cursor = None
     pages = 0
@@ -77,12 +95,10 @@ def test_keyset_paging_covers_every_filing_once_newest_first(jpath: Path) -> Non
     assert pages == 3 and len(seen) == len(set(seen)) == 120
     updated = [r["updated_at"] for r in q.filings(limit=500).rows]
     assert updated == sorted(updated, reverse=True)
-    assert q.filings(limit=500).rows[0]["id"] == 1  # the MRN update made filing 1 the newest change
-    q.close()
+    assert q.filings(limit=500).rows[0]["lrn"] == "LRN0000"  # the MRN update made filing 1 the newest change
 
 
-def test_state_filter_search_and_bad_input(jpath: Path) -> None:
-    q = JournalQueries(jpath)
+def test_state_filter_search_and_bad_input(q: Any) -> None:
     assert {r["state"] for r in q.filings(state="queued", limit=500).rows} == {"queued"}
     assert q.filings(state="registered").rows == []
     page = q.filings(search="26NL0000000000001A")
@@ -100,11 +116,9 @@ def test_state_filter_search_and_bad_input(jpath: Path) -> None:
         q.filings(state="'; DROP TABLE filings; --")
     with pytest.raises(ValueError):
         q.filings(search="x" * 201)
-    q.close()
 
 
-def test_lanes_requests_orphans_and_counts(jpath: Path) -> None:
-    q = JournalQueries(jpath)
+def test_lanes_requests_orphans_and_counts(q: Any) -> None:
     lanes = q.lanes()
     assert {k: v.queued for k, v in lanes.items()} == {"A": 40, "B": 40, "C": 40}
     assert lanes["A"].oldest_queued_at == "2026-11-01T12:00:00.000Z"
@@ -116,7 +130,6 @@ def test_lanes_requests_orphans_and_counts(jpath: Path) -> None:
     assert q.open_requests() == [] and q.do_not_load() == []
     per_hour = q.created_per_hour(T0 - dt.timedelta(hours=1), hours=3)
     assert per_hour == [{"hour": "2026-11-01T12", "state": "queued", "n": 120}]
-    q.close()
 
 
 def test_the_status_reader_cannot_write(jpath: Path) -> None:

@@ -24,6 +24,9 @@ class AmqpWiring:
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     consume_failures: int = 0
+    # set by the daemon: (name, factory, stop) -> a coroutine function running factory on one instance at a time
+    # (gateway.pipeline.singleton). The intake consumer runs on every instance; only the outbox publishes alone.
+    singleton: Any = None
 
     async def run(self) -> None:
         """Connect, then publish and consume until ``stop_event`` (run by the daemon's supervisor)."""
@@ -34,7 +37,7 @@ class AmqpWiring:
             return
         jobs = []
         if self.outbox is not None:
-            jobs.append(asyncio.create_task(self.outbox.run(self.stop_event), name="amqp-outbox"))
+            jobs.append(asyncio.create_task(self._publish(), name="amqp-outbox"))
         if self.cfg.intake:
             jobs.append(asyncio.create_task(self._consume_supervised(), name="amqp-intake"))
         try:
@@ -43,6 +46,21 @@ class AmqpWiring:
             for j in jobs:
                 j.cancel()
             await asyncio.gather(*jobs, return_exceptions=True)
+
+    async def _publish(self) -> None:
+        """The outbox publisher; with several instances, one at a time under the lock ``amqp-outbox:<sink>``."""
+        outbox = self.outbox
+        assert outbox is not None
+
+        async def run() -> None:
+            outbox.cursor = None     # read the cursor again: another instance may have advanced it meanwhile
+            await outbox.run(self.stop_event)
+
+        if self.singleton is None:
+            await run()
+            return
+        while not self.stop_event.is_set():     # the singleton returns when the publisher ends: wait for it again
+            await self.singleton(f"amqp-outbox:{outbox.name}", run, self.stop_event)()
 
     async def _consume_supervised(self) -> None:
         """The consumer, restarted with back-off when it fails (a queue that does not exist yet, a channel the

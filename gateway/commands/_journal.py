@@ -1,4 +1,4 @@
-"""Opening the journal from a command: the [journal] path of the configuration, reader or writer."""
+"""Opening the journal from a command: the [journal] of the configuration (SQLite or PostgreSQL), reader or writer."""
 
 from __future__ import annotations
 
@@ -6,25 +6,44 @@ from pathlib import Path
 from typing import Any
 
 
+def journal_config(conf: Path) -> Any:
+    """The ``[journal]`` of ``conf`` (a ``JournalConfig``), read through the one loader (a typo anywhere is refused
+    as `run` refuses it). No other secret is read; a PostgreSQL journal's own password is (it is needed to read)."""
+    from gateway.settings import load_settings
+    settings = load_settings(conf, secrets=False)
+    jcfg = settings.journal
+    if jcfg.backend != "sqlite":
+        from gateway.journal.config import read_journal_config
+        jcfg = read_journal_config(settings.core.root.section("journal"))
+    return jcfg
+
 
 def journal_path(conf: Path) -> Path:
-    """The journal of ``conf``, read through the one loader (a typo anywhere is refused as `run` refuses it)."""
-    from gateway.settings import load_settings
-    return load_settings(conf, secrets=False).journal.path
+    """The SQLite journal file of ``conf`` (meaningless for a PostgreSQL journal: use ``journal_config``)."""
+    return journal_config(conf).path
+
+
+def journal_exists(jcfg: Any) -> bool:
+    """Is there a journal to read? SQLite: the file exists. PostgreSQL: the schema exists (0: never migrated)."""
+    if jcfg.backend == "sqlite":
+        return bool(jcfg.path.exists())
+    from gateway.journal.factory import schema_version
+    return schema_version(jcfg) > 0
 
 
 def open_reader(conf: Path) -> Any:
-    from gateway.journal.sqlite import SqliteJournal
-    path = journal_path(conf)
-    if not path.exists():
-        raise FileNotFoundError(f"no journal at {path} yet (the daemon creates it: ics2gw run)")
-    return SqliteJournal.open_reader(path)
+    from gateway.journal.factory import open_reader as factory_reader
+    jcfg = journal_config(conf)
+    if jcfg.backend == "sqlite" and not jcfg.path.exists():
+        raise FileNotFoundError(f"no journal at {jcfg.path} yet (the daemon creates it: ics2gw run)")
+    return factory_reader(jcfg)
 
 
 def open_writer(conf: Path) -> Any:
-    """A writer for CLI commands (resend, purge): no daemon lock, no recovery; SQLite serialises with the daemon."""
-    from gateway.journal.sqlite import SqliteJournal
-    return SqliteJournal.open(journal_path(conf), daemon=False)
+    """A writer for CLI commands (resend, purge): no daemon lock, no recovery, no migration of a shared database;
+    SQLite serialises with the daemon, PostgreSQL with every instance."""
+    from gateway.journal.factory import open_journal
+    return open_journal(journal_config(conf), daemon=False, migrate=False)
 
 
 def find_filing(j: Any, ref: str) -> Any:

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from gateway import resources
     from gateway.config import load_toml
     from gateway.journal.config import read_journal_config
-    from gateway.journal.sqlite import SqliteJournal
+    from gateway.journal.factory import migrate_journal
     from gateway.pipeline.config import read_intake
 
     d: Path = args.dir.resolve()
@@ -83,9 +83,10 @@ def run(args: argparse.Namespace) -> int:
     root = load_toml(d / "conf" / "gateway.toml")
     intake = read_intake(root.section("intake"))
     intake.ensure()
-    jpath = read_journal_config(root.section("journal")).path
-    jpath.parent.mkdir(parents=True, exist_ok=True)
-    SqliteJournal.open(jpath, daemon=False).close()
+    jcfg = read_journal_config(root.section("journal"))
+    if jcfg.backend == "sqlite":
+        jcfg.path.parent.mkdir(parents=True, exist_ok=True)
+    migrate_journal(jcfg)
 
     print(f"ics2gw init: {d} ready: conf/, pmodes/, {samples} samples, var/ with an empty journal"
           + (", certs/out/ (test PKI)" if args.test_pki else ""))

@@ -1,4 +1,4 @@
-"""`ics2gw journal list|orphans|requests|purge|init`: read, maintain or create the journal."""
+"""`ics2gw journal list|orphans|requests|purge|init|migrate`: read, maintain, create or upgrade the journal."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from gateway.commands._common import add_conf_option
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("journal", help="list filings, orphans; purge old final filings; init a new journal",
+    p = sub.add_parser("journal", help="list filings, orphans; purge old final filings; init or migrate the journal",
                        description="Read the journal (safe while the daemon runs) or purge old final filings.")
     jsub = p.add_subparsers(dest="journal_command", metavar="SUBCOMMAND")
     ls = jsub.add_parser("list", help="list filings, newest first")
@@ -39,14 +39,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     pg.set_defaults(func=run_purge)
     ini = jsub.add_parser("init", help="create the journal and missing state folders of a configuration",
                           description="Creates an empty journal at [journal] path and every missing [intake] "
-                                      "folder. An existing journal is left as it is. `ics2gw run` refuses a journal "
-                                      "that does not exist, so that a mistyped path is an error.")
+                                      "folder. An existing journal is left as it is (its schema upgraded if older). "
+                                      "`ics2gw run` refuses a journal that does not exist, so that a mistyped path "
+                                      "is an error. With backend = \"postgresql\" this is `journal migrate` (plus "
+                                      "the folders).")
     add_conf_option(ini)
     ini.set_defaults(func=run_init)
+    mig = jsub.add_parser("migrate", help="create or upgrade the journal's schema (SQLite or PostgreSQL)",
+                          description="Creates the journal's schema, or upgrades it to the version this ics2gw "
+                                      "uses, and prints `journal <name>: schema version A -> B`. Safe while other "
+                                      "instances run it at the same moment (one migrates, the others wait and find "
+                                      "it done). With PostgreSQL, `ics2gw run` refuses a missing or older schema: "
+                                      "run this first (or `ics2gw run --init-journal`). Exit 0 when done, 3 for a "
+                                      "configuration error, 4 when the journal cannot be reached or upgraded.")
+    add_conf_option(mig)
+    mig.set_defaults(func=run_migrate)
     p.set_defaults(func=lambda a: (p.print_help(), exitcodes.UNREADABLE)[1])
 
 
 def run_init(args: argparse.Namespace) -> int:
+    from gateway.commands._journal import journal_config
     from gateway.settings import check_filesystem, create_journal, load_settings
     settings = load_settings(args.conf)
     problems = check_filesystem(settings, init_journal=True)
@@ -54,9 +66,39 @@ def run_init(args: argparse.Namespace) -> int:
         print(f"ics2gw journal init: configuration error: {problem}", file=sys.stderr)
     if problems:
         return exitcodes.CONFIG
+    jcfg = journal_config(args.conf)
+    if jcfg.backend != "sqlite":
+        return _migrate(jcfg, "init")
     existed = settings.journal.path.exists()
     create_journal(settings)
     print(f"journal {settings.journal.path} {'already existed' if existed else 'created'}")
+    return exitcodes.OK
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    from gateway.commands._journal import journal_config
+    return _migrate(journal_config(args.conf), "migrate")
+
+
+def _migrate(jcfg: object, verb: str) -> int:
+    from gateway.journal.errors import JournalError
+    from gateway.journal.factory import migrate_journal
+    name = jcfg.describe()  # type: ignore[attr-defined]
+    try:
+        before, after = migrate_journal(jcfg)  # type: ignore[arg-type]
+    except JournalError as exc:
+        print(f"ics2gw journal {verb}: journal {name}: {exc}", file=sys.stderr)
+        return exitcodes.RUNTIME
+    except OSError as exc:            # a SQLite folder that cannot be created or written
+        print(f"ics2gw journal {verb}: journal {name}: {exc}", file=sys.stderr)
+        return exitcodes.RUNTIME
+    except Exception as exc:          # psycopg's OperationalError and friends: one line, exit 4
+        if type(exc).__module__.split(".")[0] not in ("psycopg", "psycopg_pool", "sqlite3"):
+            raise
+        print(f"ics2gw journal {verb}: journal {name}: cannot migrate: {type(exc).__name__}: "
+              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}", file=sys.stderr)
+        return exitcodes.RUNTIME
+    print(f"journal {name}: schema version {before} -> {after}")
     return exitcodes.OK
 
 
@@ -113,10 +155,10 @@ def run_requests(args: argparse.Namespace) -> int:
 
 
 def run_purge(args: argparse.Namespace) -> int:
-    from gateway.commands._journal import journal_path, open_writer
-    from gateway.settings import load_settings
-    days = args.days or load_settings(args.conf, secrets=False).journal.retention_days
-    if not journal_path(args.conf).exists():
+    from gateway.commands._journal import journal_config, journal_exists, open_writer
+    jcfg = journal_config(args.conf)
+    days = args.days or jcfg.retention_days
+    if not journal_exists(jcfg):
         print("ics2gw journal purge: no journal yet", file=sys.stderr)
         return exitcodes.UNREADABLE
     j = open_writer(args.conf)

@@ -15,6 +15,7 @@ from gateway.journal.records import (
     CustomsRequest, Event, EvidenceItem, Filing, InboundMessage, InboundResult, Message, NewFiling, Orphan,
     OutboundMessage, PurgeReport,
 )
+from gateway.journal.core import JournalCore
 from gateway.journal.sqlite import SqliteJournal
 from gateway.journal.states import (
     FILING_STATES, FINAL_STATES, FilingState, MessageState, allowed_next, can_transition, is_final,
@@ -25,7 +26,7 @@ __all__ = [
     "CustomsRequest", "DuplicateFilingConflict", "Event", "EvidenceItem", "FILING_STATES", "FINAL_STATES", "Filing",
     "FilingState", "InboundMessage", "InboundResult", "InvalidTransition", "Journal", "JournalConfig",
     "JournalError", "JournalLocked", "JournalWriter", "LeaseLost", "Message", "MessageState", "NewFiling",
-    "NotFound", "Orphan", "OutboundMessage", "PurgeReport", "ReadOnlyJournal", "SchemaTooNew", "SqliteJournal",
+    "NotFound", "Orphan", "OutboundMessage", "PurgeReport", "ReadOnlyJournal", "SchemaTooNew", "SqliteJournal", "JournalCore",
     "WriterStats", "allowed_next", "can_transition", "is_final", "iso", "parse_iso", "read_journal_config",
     "utcnow",
 ]

@@ -11,6 +11,12 @@ Failure isolation: a submission that raises is rolled back to its savepoint and 
 the others still commit. If the COMMIT itself fails (disk full, I/O error), the whole batch is rolled back and
 each submission is run again alone in its own transaction, so each caller gets its own outcome. Submissions must
 therefore only touch the journal (no sockets, no files): they may run twice, and only the committed run counts.
+
+Database unavailable (PostgreSQL restarted, failed over, a deadlock between instances): the backend raises
+``JournalUnavailable``. If it came before the COMMIT was sent, nothing of the batch happened, so the whole batch runs
+again after a short back-off, for up to ``unavailable_budget`` seconds; callers just wait longer. A failure during
+the COMMIT itself has an unknown outcome and is handed to the callers (their retry is idempotent by design: intake
+by MessageId and digest, sends by lease and the same MessageId).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from gateway.journal.errors import JournalUnavailable
 from gateway.journal.interface import Journal
 
 T = TypeVar("T")
@@ -45,6 +52,7 @@ class WriterStats:
     batches: int = 0
     commits: int = 0           # successful COMMITs issued by the writer (one WAL fsync each)
     fallbacks: int = 0         # batches whose COMMIT failed and were rerun one by one
+    retries: int = 0           # batches run again after the database was unavailable before COMMIT
     max_batch_seen: int = 0
 
     @property
@@ -62,13 +70,15 @@ class JournalWriter:
     """
 
     def __init__(self, journal: Journal, *, max_batch: int = 256, max_delay_ms: float = 0.0,
-                 name: str = "journal-writer") -> None:
+                 name: str = "journal-writer", unavailable_budget: float = 300.0) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self.journal = journal
         self.max_batch = max_batch
         self.max_delay = max_delay_ms / 1000.0
         self.stats = WriterStats()
+        self.unavailable_budget = unavailable_budget
+        self.unavailable_since: float | None = None   # monotonic; set while the database is away (health)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._closed = False
@@ -140,33 +150,70 @@ class JournalWriter:
             return
         self.stats.batches += 1
         self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(live))
-        outcomes: list[tuple[bool, Any]] = []
-        try:
-            with self.journal.transaction():
+        delay, deadline = 0.05, time.monotonic() + self.unavailable_budget
+        while True:
+            try:
+                outcomes = self._attempt(live)
+            except JournalUnavailable as exc:
+                if exc.before_commit and time.monotonic() < deadline:
+                    self._unavailable(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                self.unavailable_since = None
                 for it in live:
-                    try:
-                        with self.journal.transaction():  # a SAVEPOINT: a failure is rolled back alone
-                            outcomes.append((True, it.fn(self.journal)))
-                    except Exception as exc:  # noqa: BLE001 - handed to its caller
-                        outcomes.append((False, exc))
-        except Exception:  # noqa: BLE001 - the COMMIT failed: nothing of the batch is durable
-            self.stats.fallbacks += 1
-            self._one_by_one(live)
-            return
+                    self._resolve(it, False, exc)
+                return
+            except Exception:  # noqa: BLE001 - the COMMIT failed: nothing of the batch is durable
+                self.unavailable_since = None
+                self.stats.fallbacks += 1
+                self._one_by_one(live)
+                return
+            break
+        self.unavailable_since = None
         self.stats.commits += 1
         for it, (ok, value) in zip(live, outcomes):
             self._resolve(it, ok, value)
 
+    def _attempt(self, live: list[_Item[Any]]) -> list[tuple[bool, Any]]:
+        outcomes: list[tuple[bool, Any]] = []
+        with self.journal.transaction():
+            for it in live:
+                try:
+                    with self.journal.transaction():  # a SAVEPOINT: a failure is rolled back alone
+                        outcomes.append((True, it.fn(self.journal)))
+                except JournalUnavailable:
+                    raise                         # the whole transaction is lost: run the batch again
+                except Exception as exc:  # noqa: BLE001 - handed to its caller
+                    outcomes.append((False, exc))
+        return outcomes
+
+    def _unavailable(self, delay: float) -> None:
+        if self.unavailable_since is None:
+            self.unavailable_since = time.monotonic()
+        self.stats.retries += 1
+        time.sleep(delay)
+
     def _one_by_one(self, items: list[_Item[Any]]) -> None:
         for it in items:
-            try:
-                with self.journal.transaction():
-                    value = it.fn(self.journal)
-            except Exception as exc:  # noqa: BLE001
-                self._resolve(it, False, exc)
-                continue
-            self.stats.commits += 1
-            self._resolve(it, True, value)
+            delay, deadline = 0.05, time.monotonic() + self.unavailable_budget
+            while True:
+                try:
+                    with self.journal.transaction():
+                        value = it.fn(self.journal)
+                except JournalUnavailable as exc:
+                    if exc.before_commit and time.monotonic() < deadline:
+                        self._unavailable(delay)
+                        delay = min(delay * 2, 2.0)
+                        continue
+                    self._resolve(it, False, exc)
+                    break
+                except Exception as exc:  # noqa: BLE001
+                    self._resolve(it, False, exc)
+                    break
+                self.stats.commits += 1
+                self._resolve(it, True, value)
+                break
+            self.unavailable_since = None
 
     def _resolve(self, it: _Item[Any], ok: bool, value: Any) -> None:
         if ok:

@@ -55,3 +55,15 @@ class DuplicateFilingConflict(JournalError):
 
 class LeaseLost(JournalError):
     """A worker reported the outcome of a message it no longer holds (its claim expired and was taken over)."""
+
+
+class JournalUnavailable(JournalError):
+    """The database could not complete the work now (connection lost, failover, deadlock, lock timeout): nothing
+    of the transaction is committed when ``before_commit`` is True, so the whole unit may simply run again.
+
+    Why the distinction: a COMMIT whose answer was lost may or may not have happened; only work that failed before
+    its COMMIT was sent is safe to repeat blindly (the group-commit writer retries that, and only that)."""
+
+    def __init__(self, message: str, *, before_commit: bool = True) -> None:
+        super().__init__(message)
+        self.before_commit = before_commit

@@ -11,8 +11,6 @@ Paging is keyset paging (``WHERE (updated_at, id) < (?, ?)``), never ``OFFSET``:
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +19,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from gateway.journal import schema
 from gateway.journal.errors import JournalError, NotFound
 from gateway.journal.records import EvidenceItem
 from gateway.journal.sqlite import SqliteJournal
@@ -67,48 +64,46 @@ def decode_cursor(cursor: str) -> tuple[str, int]:
 class JournalQueries:
     """Operators' read-only view of one journal file. Thread-safe (one connection behind a lock)."""
 
-    def __init__(self, path: Path | str, *, busy_timeout_ms: int = 5000, counts_ttl_seconds: float = 2.0) -> None:
-        self.path = Path(path)
-        if not self.path.exists():
-            raise NotFound(f"{self.path}: no journal here (check [journal] path)")
-        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
-                               check_same_thread=False, timeout=busy_timeout_ms / 1000)
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        conn.execute("PRAGMA query_only = ON")
-        # by name, not by version number: migrations of parallel branches are renumbered when they merge
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'filing_state_counts'"
-                        ).fetchone() is None:
-            version = schema.current_version(conn)
-            conn.close()
-            raise JournalError(f"{self.path}: schema version {version} lacks the operations read paths (the "
-                               "filing_state_counts migration); start the daemon of this version once to migrate it")
-        self._conn = conn
-        self._lock = threading.Lock()
-        self._reader = SqliteJournal.open_reader(self.path, busy_timeout_ms=busy_timeout_ms)
+    def __init__(self, source: Path | str | Any, *, busy_timeout_ms: int = 5000,
+                 counts_ttl_seconds: float = 2.0) -> None:
+        """``source``: a SQLite journal's path (a read-only connection of its own is opened) or an open read-only
+        journal of either backend (``journal.queries()``), which stays the caller's to close."""
+        self._owns_reader = isinstance(source, (str, Path))
+        if self._owns_reader:
+            self.path: Path | None = Path(source)
+            if not self.path.exists():
+                raise NotFound(f"{self.path}: no journal here (check [journal] path)")
+            reader = SqliteJournal.open_reader(self.path, busy_timeout_ms=busy_timeout_ms)
+        else:
+            reader = source
+            self.path = getattr(source, "path", None)
+        if reader.backend == "sqlite":
+            # by name, not by version number: migrations of parallel branches are renumbered when they merge
+            if not reader._all("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'filing_state_counts'"):
+                if self._owns_reader:
+                    reader.close()
+                raise JournalError(f"{self.path}: the journal lacks the operations read paths (the "
+                                   "filing_state_counts migration); start the daemon of this version once to "
+                                   "migrate it")
+        self._reader = reader
         # counting every filing is the one query that reads a whole index; /metrics, /health and the overview
         # share one result for a short while instead of each paying for it
         self._counts_ttl = counts_ttl_seconds
         self._counts: tuple[float, dict[str, int]] | None = None
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-        self._reader.close()
+        if self._owns_reader:
+            self._reader.close()
 
-    def _all(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+    def _all(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> list[Any]:
+        return self._reader._all(sql, params)
 
     @contextmanager
-    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+    def _snapshot(self) -> Iterator[Any]:
         """Several SELECTs that must agree with each other (one read transaction)."""
-        with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                yield self._conn
-            finally:
-                self._conn.execute("ROLLBACK")
+        r = self._reader
+        with r._lock, r._read_snapshot():
+            yield _Exec(r)
 
     # -- counts ------------------------------------------------------------------------------------------------------
     def counts_by_state(self, *, fresh: bool = False) -> dict[str, int]:
@@ -230,8 +225,12 @@ class JournalQueries:
         if rows:
             return FilingsPage([dict(r) for r in rows], None, "message-id")
         for column, how in (("mrn", "mrn"), ("lrn", "lrn")):
-            rows = self._all(f"SELECT {_cols('f')} FROM filings f WHERE f.{column} >= ? AND f.{column} < ?"
-                             f"{and_state} ORDER BY f.{column}, f.id LIMIT ?", (text, text + _TOP, *extra, limit))
+            if self._reader.backend == "postgresql":   # U+10FFFF is not "the highest" under every collation
+                prefix, args = f"starts_with(f.{column}, ?)", (text,)
+            else:
+                prefix, args = f"f.{column} >= ? AND f.{column} < ?", (text, text + _TOP)
+            rows = self._all(f"SELECT {_cols('f')} FROM filings f WHERE {prefix}"
+                             f"{and_state} ORDER BY f.{column}, f.id LIMIT ?", (*args, *extra, limit))
             if rows:
                 return FilingsPage([dict(r) for r in rows], None, how)
         return FilingsPage([], None, None)
@@ -271,6 +270,16 @@ class JournalQueries:
         entries.sort(key=lambda x: (x["at"], order[x["kind"]]))
         return {"filing": life["filing"], "entries": entries, "messages": life["messages"],
                 "requests": life["requests"]}
+
+
+class _Exec:
+    """``execute(sql, params)`` on the reader's current snapshot, whatever the backend."""
+
+    def __init__(self, reader: Any) -> None:
+        self._reader = reader
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        return self._reader._x(sql, params)
 
 
 def _cols(alias: str) -> str:

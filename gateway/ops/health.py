@@ -4,7 +4,8 @@ certificates, judged by documented rules into ``ok``, ``degraded`` or ``failing`
 The rules (README "Health, metrics and status page"; every reason is listed in ``reasons``):
 
 - ``failing`` (HTTP 503) — the gateway cannot do its job whatever customs does: the journal is not writable (the
-  writer thread died, its folder is not writable, or less than ``[health] min_free_bytes`` is free); the seal or
+  writer thread died; SQLite: its folder is not writable, or less than ``[health] min_free_bytes`` is free;
+  PostgreSQL: the database does not answer a cheap query within ``JOURNAL_PING_TIMEOUT`` seconds); the seal or
   the TLS client certificate is expired or unreadable; a probe itself broke.
 - ``degraded`` (HTTP ``[health] degraded_http_status``, 429 by default, the "warning" status of Consul's HTTP
   checks) — it works but something needs a look: an endpoint failed ``degraded_after_failures`` exchanges in a row
@@ -98,7 +99,12 @@ class HealthSources:
     environment: str
     endpoints: dict[str, Any]                         # name -> transport Endpoint (url)
     queries: Any = None                               # JournalQueries
-    journal_path: Path | None = None
+    journal_path: Path | None = None                  # SQLite only: its folder's writability and free space
+    journal_backend: str = "sqlite"
+    journal_name: str | None = None                   # describe(): a path or postgresql://user@host:port/db
+    journal_ping: Callable[[], Any] | None = None     # PostgreSQL: a cheap query on the reader (raises if down)
+    instance: str | None = None                       # gateway.instance.instance_id()
+    leader_of: Callable[[], list[str]] | None = None  # the singleton tasks this instance runs now
     writer_alive: Callable[[], bool] | None = None
     writer_stats: Callable[[], Any] | None = None
     expiry: Any = None                                # ExpiryWatch
@@ -114,6 +120,10 @@ def build_report(src: HealthSources, cfg: Any, *, now: float | None = None) -> d
     degraded: list[str] = []
     doc: dict[str, Any] = {"environment": src.environment, "checked_at": _iso(now),
                            "uptime_seconds": round(now - src.started_at, 1)}
+    if src.instance is not None:
+        doc["instance"] = src.instance
+    if src.leader_of is not None:
+        doc["leader_of"] = list(src.leader_of())
 
     def probe(name: str, fn: Callable[[], Any]) -> Any:
         try:
@@ -187,13 +197,46 @@ def build_report(src: HealthSources, cfg: Any, *, now: float | None = None) -> d
     return {"status": status, **{k: v for k, v in doc.items() if k != "status"}}
 
 
+JOURNAL_PING_TIMEOUT = 2.0   # seconds: a database slower than this to answer one tiny query is failing
+_PING_POOL: Any = None
+
+
+def _ping(fn: Callable[[], Any], timeout: float) -> tuple[bool, str, float]:
+    """(answered, detail, seconds) for ``fn`` run in a thread of its own, waited for at most ``timeout``.
+    One thread: while a ping hangs (a database host gone without a TCP reset), the next ones time out at once
+    instead of piling up threads."""
+    global _PING_POOL
+    from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
+    if _PING_POOL is None:
+        _PING_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ics2gw-journal-ping")
+    started = time.monotonic()
+    fut = _PING_POOL.submit(fn)
+    try:
+        fut.result(timeout=timeout)
+    except FutureTimeout:
+        return False, f"no answer within {timeout:.0f}s", time.monotonic() - started
+    except Exception as exc:  # noqa: BLE001 - the answer is the error
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        return False, f"{type(exc).__name__}: {first}", time.monotonic() - started
+    return True, "ok", time.monotonic() - started
+
+
 def _journal(src: HealthSources, cfg: Any, failing: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {"path": str(src.journal_path) if src.journal_path else None}
+    out: dict[str, Any] = {"path": str(src.journal_path) if src.journal_path else None,
+                           "backend": src.journal_backend}
+    if src.journal_name is not None:
+        out["name"] = src.journal_name
     alive = src.writer_alive() if src.writer_alive else True
     out["writer_alive"] = alive
     if not alive:
         failing.append("journal: the writer thread is not running")
-    if src.journal_path is not None:
+    if src.journal_ping is not None:        # PostgreSQL: can we reach the database at all?
+        ok, detail, took = _ping(src.journal_ping, JOURNAL_PING_TIMEOUT)
+        out.update(reachable=ok, ping_ms=round(took * 1000, 1))
+        if not ok:
+            out["error"] = detail
+            failing.append(f"journal: database {src.journal_name or ''} does not answer ({detail})")
+    if src.journal_backend == "sqlite" and src.journal_path is not None:
         folder = src.journal_path.parent
         writable = os.access(folder, os.W_OK) and (not src.journal_path.exists() or
                                                    os.access(src.journal_path, os.W_OK))

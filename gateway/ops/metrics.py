@@ -60,6 +60,8 @@ ANSWER_LATENCY = Histogram("ics2gw_business_answer_latency_seconds",
                            "Time from a filing's intake to a business answer about it (IE3R01, IE3N99 ...)",
                            ["action"], buckets=_ANSWER_BUCKETS, registry=REGISTRY)
 ALERTS = Counter("ics2gw_alerts_total", "Operator alerts raised, by kind", ["kind"], registry=REGISTRY)
+LEASES_LOST = Counter("ics2gw_send_leases_lost_total", "Send outcomes refused because another instance took the "
+                      "message over after this one's lease expired", registry=REGISTRY)
 CERT_EXPIRY = Gauge("ics2gw_certificate_expiry_seconds",
                     "Seconds until a configured certificate expires (negative: expired)",
                     ["role", "subject"], registry=REGISTRY)
@@ -152,6 +154,11 @@ def exchange(endpoint: str, exchange_kind: str, outcome: object) -> None:
 
 
 @_safe
+def lease_lost() -> None:
+    LEASES_LOST.inc()
+
+
+@_safe
 def message_sent(endpoint: str, action: str | None, outcome: object, verdict: str) -> None:
     """One send attempt of a journaled user message, as the sender classified it (receipted/retry/...)."""
     name, code, sub = outcome_facts(outcome)
@@ -193,17 +200,26 @@ class JournalCollector:
     and the journal writer's commit counters. Registered by the daemon; ``queries`` is a ``JournalQueries``."""
 
     def __init__(self, queries: Any, writer_stats: Callable[[], Any] | None = None,
-                 environment: str = "", version: str = "") -> None:
+                 environment: str = "", version: str = "", instance: str = "", backend: str = "sqlite",
+                 leader_of: Callable[[], list[str]] | None = None) -> None:
         self.queries, self.writer_stats = queries, writer_stats
         self.environment, self.version = environment, version
+        self.instance, self.backend, self.leader_of = instance, backend, leader_of
 
     def describe(self) -> Iterable[Metric]:
         return []  # dynamic: no duplicate-name check against the static metrics
 
     def collect(self) -> Iterable[Metric]:
-        info = GaugeMetricFamily("ics2gw_info", "Gateway build and environment", labels=["environment", "version"])
-        info.add_metric([self.environment, self.version], 1)
+        info = GaugeMetricFamily("ics2gw_info", "Gateway build, environment, instance id and journal backend",
+                                 labels=["environment", "version", "instance", "journal_backend"])
+        info.add_metric([self.environment, self.version, self.instance, self.backend], 1)
         yield info
+        if self.leader_of is not None:
+            held = GaugeMetricFamily("ics2gw_singleton_held", "Singleton tasks this instance runs now (1 each; "
+                                     "sum over instances: 1 per task)", labels=["task"])
+            for name in self.leader_of():
+                held.add_metric([name], 1)
+            yield held
         filings = GaugeMetricFamily("ics2gw_filings", "Filings in the journal by state", labels=["state"])
         for state, n in sorted(self.queries.counts_by_state().items()):
             filings.add_metric([state], n)

@@ -2,7 +2,8 @@
 plus the two background loops that feed them (endpoint pings, certificate/CRL expiry checks).
 
 The daemon starts one ``OpsService`` when ``[health] listen`` is set and stops it with the other listeners. All
-journal reads go through ``JournalQueries`` (a read-only connection); nothing here writes the journal.
+journal reads go through the journal's ``queries()`` (``JournalQueries``: a read-only connection, SQLite or
+PostgreSQL); nothing here writes the journal.
 """
 
 from __future__ import annotations
@@ -25,12 +26,20 @@ log = logging.getLogger("ics2gw.ops")
 
 
 class OpsService:
-    def __init__(self, cfg: Any, tcfg: Any, *, journal_path: Any, writer: Any = None, client: Any = None,
-                 engine: Any = None, alerts: Any = None, paused: Callable[[], Any] | None = None,
-                 extra: Callable[[], dict[str, Any]] | None = None, ops: OpsConfig | None = None) -> None:
+    def __init__(self, cfg: Any, tcfg: Any, *, journal: Any = None, journal_path: Any = None, writer: Any = None,
+                 client: Any = None, engine: Any = None, alerts: Any = None, paused: Callable[[], Any] | None = None,
+                 extra: Callable[[], dict[str, Any]] | None = None, ops: OpsConfig | None = None,
+                 instance: str | None = None, leader_of: Callable[[], list[str]] | None = None) -> None:
+        """``journal``: the daemon's read-only journal (its ``queries()``, ``describe()``, ``backend``); a bare
+        ``journal_path`` (SQLite) still works for callers that have no journal object."""
         self.cfg, self.tcfg = cfg, tcfg
         self.ops = ops or read_ops_config(cfg.root.section("health"))
+        self.journal = journal
+        self.backend = getattr(journal, "backend", "sqlite")
+        if journal_path is None and self.backend == "sqlite":
+            journal_path = getattr(journal, "path", None)
         self.journal_path, self.writer, self.client, self.engine = journal_path, writer, client, engine
+        self.instance, self.leader_of = instance, leader_of
         self.alerts, self.paused, self.extra = alerts, paused, extra
         self.queries: Any = None
         self.expiry = ExpiryWatch(sources_from_config(cfg, tcfg), list(cfg.trust.crls), self.ops.expiry,
@@ -49,10 +58,19 @@ class OpsService:
         return thread is None or thread.is_alive()
 
     def sources(self) -> HealthSources:
+        name = self.journal.describe() if self.journal is not None else \
+            (f"sqlite:{self.journal_path}" if self.journal_path else None)
         return HealthSources(environment=self.cfg.environment, endpoints=self.tcfg.endpoints, queries=self.queries,
-                             journal_path=self.journal_path, writer_alive=self._writer_alive,
+                             journal_path=self.journal_path if self.backend == "sqlite" else None,
+                             journal_backend=self.backend, journal_name=name,
+                             journal_ping=self._journal_ping if self.backend != "sqlite" else None,
+                             instance=self.instance, leader_of=self.leader_of, writer_alive=self._writer_alive,
                              writer_stats=(lambda: self.writer.stats) if self.writer is not None else None,
                              expiry=self.expiry, paused=self.paused, extra=self.extra)
+
+    def _journal_ping(self) -> None:
+        """A cheap query on the reader (raises when the database does not answer; the caller bounds the wait)."""
+        self.journal.last_event_id()
 
     def report(self) -> dict[str, Any]:
         return build_report(self._sources, self.ops)
@@ -72,12 +90,16 @@ class OpsService:
         await self.client.send(endpoint, message)   # the outcome reaches the tracker through metrics.exchange
 
     async def start(self) -> int:
-        from gateway.journal.queries import JournalQueries
-        self.queries = await asyncio.to_thread(JournalQueries, self.journal_path)
+        if self.journal is not None:
+            self.queries = await asyncio.to_thread(self.journal.queries)
+        else:
+            from gateway.journal.queries import JournalQueries
+            self.queries = await asyncio.to_thread(JournalQueries, self.journal_path)
         self._sources = self.sources()
         metrics.register_journal(metrics.JournalCollector(
             self.queries, (lambda: self.writer.stats) if self.writer is not None else None,
-            environment=self.cfg.environment, version=__version__))
+            environment=self.cfg.environment, version=__version__, instance=self.instance or "",
+            backend=self.backend, leader_of=self.leader_of))
         self.expiry.apply(await asyncio.to_thread(self.expiry.scan_now))   # /health knows the certificates at once
         auth = getattr(self.tcfg.health, "auth", None)      # gateway.listen: bearer token and/or client certs
         app = web.Application(middlewares=[auth.middleware()] if auth is not None and auth.token else [])

@@ -34,7 +34,7 @@ def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) ->
                         headers=headers)
 
 
-def _storage_guard(alert: Any, journal_path: Any) -> Any:
+def _storage_guard(alert: Any, journal_name: Any) -> Any:
     """Turns a storage condition under any handler into a 503 naming the storage, alerting once per episode."""
     down: dict[str, str] = {}
 
@@ -45,7 +45,7 @@ def _storage_guard(alert: Any, journal_path: Any) -> Any:
         except web.HTTPException:
             raise
         except Exception as exc:
-            err = as_storage_error(exc, "journal", journal_path)
+            err = as_storage_error(exc, "journal", journal_name)
             if err is None:  # a bug, not the request's fault: a JSON 500 naming the error, the traceback in the log
                 log.exception("api request failed method=%s path=%s", request.method, request.path)
                 return _json({"error": "internal-error", "message": f"{type(exc).__name__}: {exc}"}, 500)
@@ -64,10 +64,14 @@ def _storage_guard(alert: Any, journal_path: Any) -> Any:
 
 
 def make_app(acceptor: Acceptor, journal: Any, cfg: ApiConfig, on_queued: Any, environment: str,
-             status_dir: Any = None, alert: Any = None, journal_path: Any = None) -> web.Application:
+             status_dir: Any = None, alert: Any = None, journal_name: Any = None,
+             journal_path: Any = None) -> web.Application:
+    """``journal_name``: how a storage error names the journal (its file, or the database without a password);
+    ``journal_path`` is its older name."""
     middlewares = [cfg.auth.middleware()] if cfg.auth.token else []      # gateway.listen: bearer token
-    middlewares.append(_storage_guard(alert or (lambda kind, **detail: None),
-                                      journal_path or getattr(journal, "path", "?")))
+    name = journal_name or journal_path or getattr(journal, "path", None) or \
+        (journal.describe() if hasattr(journal, "describe") else "?")
+    middlewares.append(_storage_guard(alert or (lambda kind, **detail: None), name))
     app = web.Application(client_max_size=cfg.max_request_bytes, middlewares=middlewares)
 
     async def submit(request: web.Request) -> web.Response:

@@ -1,7 +1,9 @@
 """The gateway daemon: intake, senders, inbound server and/or puller, API, timers, health — on one event loop.
 
-Start: open the journal (exclusive daemon lock; messages a dead predecessor left in ``sending`` go back to
-``queued``), then start every component. SIGTERM/SIGINT: stop taking work, let in-flight sends finish for
+Start: open the journal through ``gateway.journal.factory`` (SQLite: exclusive daemon lock, and messages a dead
+predecessor left in ``sending`` go back to ``queued``; PostgreSQL: a pool shared with the other instances, nothing
+recovered at open: a dead instance's claims return to the queue when their leases expire), then start every
+component. SIGTERM/SIGINT: stop taking work, let in-flight sends finish for
 ``[pipeline] drain_seconds``, close servers, flush the journal writer, exit 0. Anything interrupted harder is
 recovered at the next start: every state change was committed before it was acknowledged to anyone.
 
@@ -9,6 +11,11 @@ Robustness (docs/security.md "Daemon robustness"): the background tasks (sender,
 under ``Supervisor``, which restarts a failed task and alerts; only ``request_stop`` (a signal, logged with its
 reason) ends the daemon. A journal that cannot be opened because its storage is read-only, full or failing
 ends the start with one clear log line and exit code 4, not a traceback.
+
+Several instances on one PostgreSQL journal (docs/deployment.md): sending, intake and inbound pushes run on every
+instance (claims, unique keys and de-duplication in the database keep them apart); the pull loop of each endpoint,
+the timer sweep, the HMRC poller and the AMQP event outbox run on one instance at a time (``run_as_singleton``,
+gateway/pipeline/singleton.py; "leader_of" in /health). On SQLite every such lock is ours: one process, as before.
 """
 
 from __future__ import annotations
@@ -22,19 +29,21 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import exitcodes
 from gateway.config import GatewayConfig, load_gateway_config
 from gateway.ebms.engine import Engine
 from gateway.journal.committer import JournalWriter
 from gateway.journal.config import read_journal_config
+from gateway.instance import instance_id
 from gateway.journal.errors import JournalError
-from gateway.journal.sqlite import SqliteJournal
+from gateway.journal.timeutil import utcnow
+from gateway.journal.factory import open_journal, open_reader
 from gateway.pipeline.accept import Acceptor
 from gateway.pipeline.alerts import Alerts
 from gateway.pipeline.api import make_app
 from gateway.listen import listening
 from gateway.pipeline.config import read_daemon_config
 from gateway.pipeline.signals import OpsSignals
+from gateway.pipeline.singleton import Leadership, run_as_singleton
 from gateway.pipeline.inbound import InboundProcessor
 from gateway.pipeline.intake import SpoolIntake
 from gateway.pipeline.sender import Sender
@@ -46,6 +55,7 @@ from gateway.transport.client import As4Client
 from gateway.transport.config import load_transport_config
 
 log = logging.getLogger("ics2gw.daemon")
+SINGLETON_CHECK_SECONDS = 2.0   # how often a singleton's holder checks that its database session still holds the lock
 
 
 @dataclass
@@ -55,6 +65,7 @@ class Gateway:
     components: dict[str, Any] = field(default_factory=dict)
     api_port: int | None = None
     started: asyncio.Event = field(default_factory=asyncio.Event)  # set once every listener is bound
+    leadership: Leadership = field(default_factory=Leadership)      # the singleton tasks this instance runs
 
     def request_stop(self, reason: str = "requested") -> None:
         """The only way the daemon ends: a deliberate, logged shutdown."""
@@ -69,7 +80,8 @@ class Gateway:
         tcfg = load_transport_config(cfg)
         engine = Engine.from_config(cfg)
         pmodes = load_pmodes(cfg.pmodes_dir, party_id=cfg.identity.party_id)
-        journal, reader = await asyncio.to_thread(_open_storage, jcfg, dcfg)
+        instance = instance_id()
+        journal, reader = await asyncio.to_thread(_open_storage, jcfg, dcfg, instance)
         writer = JournalWriter(journal, max_batch=jcfg.group_commit_max_batch,
                                max_delay_ms=jcfg.group_commit_max_delay_ms).start()
         alerts = Alerts(dcfg.alerts, cfg.environment)
@@ -90,8 +102,27 @@ class Gateway:
         from gateway.broker.wiring import build_amqp   # ERP queues: AMQP intake and events, when [amqp] enables it
         amqp = build_amqp(cfg, acceptor=acceptor, writer=writer, journal=reader, inbox_dir=dcfg.intake.inbox_dir,
                           on_accepted=sender.wake)
-        timers = Expectations(reader, dcfg.pipeline, alerts)
+        if amqp is not None and amqp.outbox is not None:
+            # the sink's cursor exists before any intake of this instance opens: with several instances the
+            # outbox's singleton may start seconds later, and events committed meanwhile must not be skipped
+            at = await asyncio.to_thread(journal.init_outbox_cursor, amqp.outbox.name, now=utcnow())
+            log.info("outbox sink=%s cursor at event %d before intake opens", amqp.outbox.name, at)
+        timers = Expectations(reader, dcfg.pipeline, alerts, writer=writer)   # alert marks shared by instances
         supervisor = Supervisor(alerts.raise_alert)
+        single_stop = asyncio.Event()   # set at shutdown: every singleton releases its lock
+
+        def singleton(name: str, factory: Any, stop: asyncio.Event | None = None) -> Any:
+            """``factory`` run by one instance at a time (each call of the result waits for the lock again)."""
+            lock = journal.singleton(name)
+            # a shared database: a new holder waits until a previous one (session gone, process alive) has seen
+            # its loss at its next check (2 s), so the two copies do not overlap
+            grace = 0.0 if journal.backend == "sqlite" else SINGLETON_CHECK_SECONDS + 1.0
+            return lambda: run_as_singleton(lock, name, factory, stop or single_stop, alerts.raise_alert,
+                                            check_seconds=SINGLETON_CHECK_SECONDS, grace_seconds=grace,
+                                            leadership=self.leadership)
+
+        if amqp is not None and amqp.outbox is not None:
+            amqp.singleton = singleton
         self.components = {"journal": journal, "reader": reader, "writer": writer, "sender": sender,
                            "intake": intake, "sink": sink, "engine": engine, "alerts": alerts,
                            "supervisor": supervisor}
@@ -100,7 +131,7 @@ class Gateway:
             if dcfg.api.enabled:
                 api = web.AppRunner(make_app(acceptor, reader, dcfg.api, sender.wake, cfg.environment,
                                              status_dir=dcfg.intake.status_dir, alert=alerts.raise_alert,
-                                             journal_path=jcfg.path),
+                                             journal_name=_storage_name(jcfg)),
                                     access_log=None, handle_signals=False)
                 await api.setup()
                 site = web.TCPSite(api, dcfg.api.host, dcfg.api.port, ssl_context=dcfg.api.auth.ssl_context())
@@ -129,12 +160,21 @@ class Gateway:
                                 pmodes=pmodes)
                 puller.processor.sink_watch = StorageWatch(alerts.raise_alert, "inbox or journal",
                                                            dcfg.intake.inbox_dir, "pull")
-                supervisor.supervise("puller", lambda: puller.run(pull_stop))
+
+                async def pull(puller: Any = puller, pull_stop: asyncio.Event = pull_stop) -> None:
+                    try:   # the holder replays the pending acknowledgements (Puller.run), then pulls
+                        await puller.run(pull_stop)
+                    except asyncio.CancelledError:
+                        await puller.ack_lane.stop()   # lock lost: the new holder replays what is still pending
+                        raise
+
+                supervisor.supervise("puller", singleton(f"pull:{puller.endpoint.name}", pull, pull_stop))
                 self.components["puller"] = (puller, pull_stop)
             if tcfg.health.listen is not None:  # /health, /metrics and the status page (gateway/ops)
                 from gateway.ops.service import OpsService
-                ops = OpsService(cfg, tcfg, journal_path=jcfg.path, writer=writer, client=client, engine=engine,
+                ops = OpsService(cfg, tcfg, journal=reader, writer=writer, client=client, engine=engine,
                                  alerts=alerts, paused=lambda: reader.paused_endpoints(cfg.identity.party_id),
+                                 instance=instance, leader_of=self.leadership.held,
                                  extra=lambda: {**({"pull": self.components["puller"][0].status()["pull"]}
                                                    if "puller" in self.components else {}),
                                                 "tasks": supervisor.status(),
@@ -148,21 +188,23 @@ class Gateway:
                 runners.append(ops)
             supervisor.supervise("sender", sender.run)
             supervisor.supervise("intake", intake.run)
-            supervisor.supervise("timers", timers.run)
+            supervisor.supervise("timers", singleton("timers", timers.run))
             if hmrc is not None:
                 self.components["hmrc"] = hmrc
-                supervisor.supervise("hmrc-poller", lambda: hmrc.poller.run(hmrc.stop_event))
+                supervisor.supervise("hmrc-poller", singleton("hmrc-poller", lambda: hmrc.poller.run(hmrc.stop_event),
+                                                              hmrc.stop_event))
             if amqp is not None:
                 self.components["amqp"] = amqp
                 supervisor.supervise("amqp", amqp.run)
-            log.info("gateway started environment=%s party_id=%s api_port=%s inbound=%s pull=%s journal=%s",
-                     cfg.environment, cfg.identity.party_id, self.api_port, tcfg.inbound.enabled, tcfg.pull.enabled,
-                     jcfg.path)
+            log.info("gateway started environment=%s party_id=%s instance=%s api_port=%s inbound=%s pull=%s "
+                     "journal=%s", cfg.environment, cfg.identity.party_id, instance, self.api_port,
+                     tcfg.inbound.enabled, tcfg.pull.enabled, jcfg.describe())
             self.started.set()
             await self.stop_event.wait()  # supervised tasks never end the daemon: only request_stop does
         finally:
             log.info("gateway stopping: draining in-flight work environment=%s", cfg.environment)
             supervisor.stop()
+            single_stop.set()
             intake.stop()
             timers.stop()
             if "puller" in self.components:
@@ -184,28 +226,37 @@ class Gateway:
             await writer.close()
             reader.close()
             journal.close()
-            log.info("gateway stopped environment=%s", cfg.environment)
+            log.info("gateway stopped environment=%s instance=%s", cfg.environment, instance)
 
 
-def _open_storage(jcfg: Any, dcfg: Any) -> tuple[SqliteJournal, SqliteJournal]:
-    """The journal (writer and reader) and the spool folders; a storage condition becomes StorageUnavailable."""
+def _open_storage(jcfg: Any, dcfg: Any, instance: str | None = None) -> tuple[Any, Any]:
+    """The journal (writer and reader) and the spool folders; a storage condition becomes StorageUnavailable.
+    A PostgreSQL journal is not migrated here: ``ics2gw run`` checked its schema (or migrated on --init-journal)."""
+    name = _storage_name(jcfg)
     try:
-        jcfg.path.parent.mkdir(parents=True, exist_ok=True)
-        journal = SqliteJournal.open(jcfg.path, busy_timeout_ms=jcfg.busy_timeout_ms)
+        journal = open_journal(jcfg, daemon=True, instance=instance, migrate=False)
     except Exception as exc:
-        raise as_storage_error(exc, "journal", jcfg.path) or exc
+        raise as_storage_error(exc, "journal", name) or exc
     try:
-        reader = SqliteJournal.open_reader(jcfg.path, busy_timeout_ms=jcfg.busy_timeout_ms)
+        reader = open_reader(jcfg)
     except Exception as exc:
         journal.close()
-        raise as_storage_error(exc, "journal", jcfg.path) or exc
+        raise as_storage_error(exc, "journal", name) or exc
     try:
         dcfg.intake.ensure()
     except Exception as exc:
         reader.close()
         journal.close()
         raise as_storage_error(exc, "spool", dcfg.intake.spool_dir) or exc
+    if getattr(journal, "recovered_at_open", 0):
+        log.warning("journal recovered in-flight sends of a dead predecessor count=%d journal=%s",
+                    journal.recovered_at_open, name)
     return journal, reader
+
+
+def _storage_name(jcfg: Any) -> str:
+    """How a storage error names the journal: its file (SQLite, as before), or the database without a password."""
+    return str(jcfg.path) if jcfg.backend == "sqlite" else jcfg.describe()
 
 
 def _router(tcfg: Any) -> Any:

@@ -160,4 +160,20 @@ def _write_status(status_dir: Path, filing: dict[str, Any]) -> None:
     name = inbox_name(f"{filing.get('filer_eori')}_{filing.get('lrn')}") + ".json"  # injective, as inbox names
     # A status file is a view of the journal, rewritten at every change: atomic (never half a file) but not
     # fsynced, because the journal is the record and an fsync per state change would cost more than it protects.
-    atomic_write(status_dir / name, json.dumps(filing, indent=1, default=str).encode(), durable=False)
+    # Writers race (several senders and the inbound side, or several instances on one status folder): the folder
+    # is locked while the file is compared and replaced, and a view older than the one in place is not written,
+    # so a late "sent" never overwrites an earlier-written "registered".
+    import fcntl
+    fd = os.open(status_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        new_at = str(filing.get("updated") or "")
+        try:
+            old_at = str(json.loads((status_dir / name).read_bytes()).get("updated") or "")
+        except (OSError, ValueError, AttributeError):
+            old_at = ""
+        if new_at and old_at and old_at > new_at:
+            return
+        atomic_write(status_dir / name, json.dumps(filing, indent=1, default=str).encode(), durable=False)
+    finally:
+        os.close(fd)

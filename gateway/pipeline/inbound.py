@@ -38,7 +38,7 @@ from gateway.pipeline.correlate import (
     ANSWERS_REQUEST, REF_ONLY, STANDALONE_REQUESTS, inbound_effect, is_filing_action, state_before_follow_up,
     unmatched_alert,
 )
-from gateway.pipeline.delivery import StagedPart, inbox_name, safe_name, stage_payload, write_inbox, write_status
+from gateway.pipeline.delivery import StagedPart, inbox_name, stage_payload, write_inbox, write_status
 from gateway.transport.server import DeliveryResult as Delivered
 
 log = logging.getLogger("ics2gw.inbound")

@@ -16,12 +16,21 @@ handled for the one file it concerns:
   work folder, an alert is raised once, and the file is retried with backoff until the storage recovers;
 - any other unexpected error rejects that file with reason ``internal-error``; if even the rejection cannot
   be written, the file stays and is retried.
+
+Several gateway instances may share one spool (a shared folder, several processes on one host or NFS v4 between
+hosts). Each unit (file or ``NAME.d`` folder) is locked (``flock``, exclusive, non-blocking) *before* it is
+claimed, and stays locked until it is archived or rejected: another instance that finds it locked, in the spool or
+in the work folder, leaves it alone; the rename is atomic, so two instances can never both claim it. A unit in the
+work folder that nobody holds locked belongs to an instance that died (the kernel, or the NFS server after its
+lease, released the lock with the process): any live instance takes it and files it again, which is safe because
+intake is idempotent (same key and payload: the same filing).
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -91,6 +100,41 @@ class _NotRegular(Exception):
         super().__init__(kind)
 
 
+_BUSY = -1      # _lock_unit: another instance holds the unit
+_GONE = -2      # _lock_unit: the unit is no longer there (another instance took it)
+
+
+def _lock_unit(path: Path, mode: int) -> int | None:
+    """An fd holding an exclusive ``flock`` on the spool unit at ``path`` (a regular file or a ``NAME.d`` folder),
+    ``_BUSY`` if another process holds it, ``_GONE`` if it vanished; None for anything else (a symlink, a FIFO, a
+    device: never opened, rejected unlocked)."""
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return _GONE
+    except OSError:
+        return None          # a symlink swapped in meanwhile (ELOOP), no permission: processed unlocked, rejected
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return _BUSY
+    except OSError:          # a file system without locks: processed unlocked (one instance per spool, as before)
+        os.close(fd)
+        return None
+    return fd
+
+
+def _same(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.lstat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
 class SpoolIntake:
     def __init__(self, cfg: IntakeConfig, acceptor: Acceptor, on_queued: Any = None,
                  alert: Callable[..., None] | None = None) -> None:
@@ -124,15 +168,27 @@ class SpoolIntake:
         """One pass: the work folder first (crash leftovers, files waiting for storage), then the spool."""
         self.cfg.ensure()
         now = time.monotonic()
+        present: set[str] = set()
         for entry in sorted(os.scandir(self.cfg.work_dir), key=lambda e: e.name):
             if self._stopping.is_set():
                 return
             if entry.name.startswith(".") or not _is_unit_name(entry.name):
                 continue
+            present.add(entry.name)
             retry = self.waiting.get(entry.name)
             if retry is not None and retry.next_at > now:
                 continue
-            await self.process(Path(entry.path))
+            try:
+                mode = entry.stat(follow_symlinks=False).st_mode
+            except FileNotFoundError:
+                continue
+            fd = _lock_unit(Path(entry.path), mode)
+            if fd in (_BUSY, _GONE):          # a live instance is filing it, or has just finished
+                continue
+            await self._process_locked(Path(entry.path), None, fd)
+        for key in [k for k in self.waiting if not k.startswith("spool:") and k != "intake-pass"
+                    and k not in present]:
+            self.waiting.pop(key, None)       # filed meanwhile by another instance
         candidates = []
         for entry in os.scandir(self.cfg.spool_dir):
             if entry.name.startswith(".") or not _is_unit_name(entry.name):
@@ -153,9 +209,30 @@ class SpoolIntake:
             if not (stat.S_ISDIR(mode) if folder else stat.S_ISREG(mode)):
                 self._reject_entry(path, name, _kind(mode))
                 continue
+            fd = _lock_unit(path, mode)
+            if fd in (_BUSY, _GONE):          # another instance is claiming it right now, or has claimed it
+                continue
             claimed = self._claim(path)
-            if claimed is not None:
-                await self.process(claimed, original=display_name(name))
+            if claimed is None or (fd is not None and not _same(fd, claimed)):
+                if fd is not None:
+                    os.close(fd)
+                if claimed is not None:       # a new file under the old name: ours, but lock it first
+                    try:
+                        again = _lock_unit(claimed, os.lstat(claimed).st_mode)
+                    except FileNotFoundError:
+                        continue
+                    if again not in (_BUSY, _GONE):
+                        await self._process_locked(claimed, display_name(name), again)
+                continue
+            await self._process_locked(claimed, display_name(name), fd)
+
+    async def _process_locked(self, claimed: Path, original: str | None, fd: int | None) -> None:
+        """``process`` while holding the unit's lock (``fd``, None: unlocked), released once it is filed."""
+        try:
+            await self.process(claimed, original=original)
+        finally:
+            if fd is not None and fd >= 0:
+                os.close(fd)
 
     # ------------------------------------------------------------------------------------------------ steps
     def _claim(self, path: Path) -> Path | None:
@@ -242,6 +319,9 @@ class SpoolIntake:
         try:  # the filing is durable: archiving may fail and be retried (the retry finds the same filing)
             os.replace(claimed, self.cfg.archive_dir / claimed.name)
             fsync_dir(self.cfg.archive_dir)
+        except FileNotFoundError:     # another instance filed and archived it meanwhile (it held no lock: unlocked fs)
+            self.waiting.pop(claimed.name, None)
+            return
         except OSError as exc:
             self._failed_here(claimed.name, original, "archive", exc)
             return

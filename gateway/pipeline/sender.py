@@ -16,19 +16,26 @@
   PartyId to that endpoint is paused, durably (``endpoint_state`` in the journal), the refused message goes back
   to the queue unchanged with everything behind it, an ``authorisation-refused`` alert is raised, and only
   ``ics2gw endpoint resume NAME`` (after the registration is fixed) lets the queue flow again.
+- Leases (several instances on one journal): a claim is leased for ``[pipeline] lease_seconds`` under this
+  instance's id (``gateway.instance``); while a message is being sent its lease is renewed every third of that,
+  so a slow send is never taken over by another instance while we live. If we stall longer than the lease (a
+  frozen VM, a lost database) another instance takes the message over and sends the same bytes under the same
+  MessageId; our late outcome is then refused by the journal (``LeaseLost``), logged and dropped: the new holder's
+  outcome counts. Nothing here assumes that every ``sending`` message is ours.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import datetime as dt
 import logging
-import os
-import socket
 from typing import Any
 
 from gateway.ebms.engine import OutboundMessage as EngineOutbound
 from gateway.ebms.errors import find_sub_code, is_permanent
+from gateway.instance import instance_id
+from gateway.journal.errors import LeaseLost
 from gateway.journal.states import FilingState as S
 from gateway.ops import metrics as ops_metrics
 from gateway.journal.states import can_transition
@@ -87,13 +94,20 @@ class Sender:
         self.endpoints, self.cfg, self.alerts = endpoints, cfg, alerts
         self.status_dir, self.default_endpoint = status_dir, default_endpoint
         self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
-        self.worker = f"{socket.gethostname()}-{os.getpid()}"
+        self.worker = instance_id()        # the claims' owner: unique per process, across hosts and restarts
+        # every claim gets a token of its own (instance id / claim number), so a send that outlived its lease and
+        # was re-claimed by this same instance is told apart from the new attempt: only the holder of the current
+        # token may record an outcome (the other gets LeaseLost), never both
+        self._claims = itertools.count(1)
         self.picker = PriorityPicker()
         self._sems = {name: asyncio.Semaphore(cfg.per_endpoint_concurrency) for name in endpoints}
         self._slots = asyncio.Semaphore(cfg.workers)
         self._wake = asyncio.Event()
         self._stopping = False
         self._inflight: set[asyncio.Task[None]] = set()
+        self._leased: dict[tuple[str, str], int] = {}   # (message id, claim token) -> sends holding that lease
+        self._renewer: asyncio.Task[None] | None = None
+        self.leases_lost = 0                  # outcomes refused because another instance took the message over
         self.sent = 0
         # the identity an A001 pause belongs to (one gateway identity per configuration)
         self.party_id: str = getattr(getattr(client, "engine", None), "party_id", "") or ""
@@ -105,6 +119,8 @@ class Sender:
         """Claims and sends until ``stop``; sleeps when nothing is due (woken by intake).
 
         All free worker slots are filled by one journal transaction (one fsync for the whole batch of claims)."""
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._renew_loop(), name="sender-lease-renewal")
         while not self._stopping:
             await self._slots.acquire()
             slots = 1
@@ -130,6 +146,53 @@ class Sender:
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
 
+    # ------------------------------------------------------------------------------------------------ leases
+    def claim_token(self) -> str:
+        return f"{self.worker}/{next(self._claims)}"
+
+    def _hold(self, message_id: str, token: str | None = None) -> None:
+        key = (message_id, token or self.worker)
+        self._leased[key] = self._leased.get(key, 0) + 1
+
+    def _unhold(self, message_id: str, token: str | None = None) -> None:
+        key = (message_id, token or self.worker)
+        n = self._leased.get(key, 0) - 1
+        if n > 0:
+            self._leased[key] = n
+        else:
+            self._leased.pop(key, None)
+
+    async def renew_leases(self) -> list[str]:
+        """Extends the lease of every message being sent; returns the ids whose lease was found lost (logged)."""
+        keys = list(self._leased)
+        if not keys:
+            return []
+        now, lease = self.clock(), self.cfg.lease_seconds
+
+        def renew(j: Any) -> set[tuple[str, str]]:
+            held: set[tuple[str, str]] = set()
+            for mid, token in keys:
+                held.update((m, token) for m in j.renew_claims(token, [mid], now=now, lease_seconds=lease))
+            return held
+
+        held = await self.writer.submit(renew)
+        lost = [k[0] for k in keys if k not in held and k in self._leased]   # (not those recorded meanwhile)
+        for m in lost:
+            log.warning("lease lost message_id=%s worker=%s: another instance took the message over (this send "
+                        "outlived its lease of %.0fs); our outcome will be refused, the new holder's counts", m,
+                        self.worker, lease)
+        return lost
+
+    async def _renew_loop(self) -> None:
+        """Every lease_seconds/3 while sends are in flight (also while draining at shutdown)."""
+        interval = max(0.05, self.cfg.lease_seconds / 3)
+        while not (self._stopping and not self._leased):
+            await asyncio.sleep(interval)
+            try:
+                await self.renew_leases()
+            except Exception as exc:  # noqa: BLE001 - the journal away: the next round tries again
+                log.warning("lease renewal failed worker=%s error=%s: %s", self.worker, type(exc).__name__, exc)
+
     def _claim_in(self, j: Any, now: dt.datetime, order: list[str], empty: set[str]) -> Any:
         """Claims one due message inside the caller's transaction (lane ``order[0]`` first); None if none is due.
         Messages for an endpoint paused for our PartyId (A001) are left in the queue."""
@@ -137,7 +200,8 @@ class Sender:
         for cat in order:
             if cat in empty:
                 continue
-            got = j.claim_due_messages(now=now, worker=self.worker, limit=1, lease_seconds=self.cfg.lease_seconds,
+            got = j.claim_due_messages(now=now, worker=self.claim_token(), limit=1,
+                                       lease_seconds=self.cfg.lease_seconds,
                                        priorities=[cat], exclude_endpoints=paused,
                                        default_endpoint=self.default_endpoint)
             if not got:
@@ -177,25 +241,38 @@ class Sender:
         message (one fsync for both instead of two)."""
         try:
             while msg is not None:
-                route = self.routes.get(msg.endpoint or "")
-                if route is not None:
-                    async with self._sems.setdefault(msg.endpoint,
-                                                     asyncio.Semaphore(self.cfg.per_endpoint_concurrency)):
-                        outcome = await route.send(msg)
-                    msg = await self._record(msg, outcome, claim_next=not self._stopping)
-                    continue
-                endpoint = self.endpoints.get(msg.endpoint or self.default_endpoint) or \
-                    self.endpoints[self.default_endpoint]
-                outbound = await asyncio.to_thread(EngineOutbound.from_wire, msg.message_id, msg.content_type,
-                                                   msg.sealed)
-                async with self._sems.setdefault(endpoint.name,
-                                                 asyncio.Semaphore(self.cfg.per_endpoint_concurrency)):
-                    outcome = await self.client.send(endpoint, outbound)
-                msg = await self._record(msg, outcome, claim_next=not self._stopping)
+                self._hold(msg.message_id, msg.claimed_by)   # its lease is renewed until the outcome is recorded
+                try:
+                    msg = await self._send_and_record(msg)
+                except LeaseLost as exc:
+                    # another instance took the message over after our lease expired; it sends the same bytes
+                    # under the same MessageId, and its outcome counts. Ours was rolled back: nothing else to do.
+                    self.leases_lost += 1
+                    log.warning("outcome refused: lease lost message_id=%s worker=%s detail=%s", msg.message_id,
+                                self.worker, exc)
+                    ops_metrics.lease_lost()
+                    msg = None
         except Exception:  # a bug here must not kill the worker pool; the lease expires and the message is retried
             log.exception("send failed unexpectedly message_id=%s", getattr(msg, "message_id", None))
         finally:
             self._slots.release()
+
+    async def _send_and_record(self, msg: Any) -> Any:
+        """One send of ``msg`` and its recorded outcome; returns the next message claimed in the same commit."""
+        try:
+            route = self.routes.get(msg.endpoint or "")
+            if route is not None:
+                async with self._sems.setdefault(msg.endpoint, asyncio.Semaphore(self.cfg.per_endpoint_concurrency)):
+                    outcome = await route.send(msg)
+                return await self._record(msg, outcome, claim_next=not self._stopping)
+            endpoint = self.endpoints.get(msg.endpoint or self.default_endpoint) or \
+                self.endpoints[self.default_endpoint]
+            outbound = await asyncio.to_thread(EngineOutbound.from_wire, msg.message_id, msg.content_type, msg.sealed)
+            async with self._sems.setdefault(endpoint.name, asyncio.Semaphore(self.cfg.per_endpoint_concurrency)):
+                outcome = await self.client.send(endpoint, outbound)
+            return await self._record(msg, outcome, claim_next=not self._stopping)
+        finally:
+            self._unhold(msg.message_id, msg.claimed_by)
 
     async def _record(self, msg: Any, outcome: Any, *, claim_next: bool = False) -> Any:
         """Records the outcome of one send; with ``claim_next``, claims the next due message in the same commit
@@ -244,7 +321,7 @@ class Sender:
             first = filing is not None and msg.action == filing.action
             if verdict == "receipted":
                 health(j, failed=False)
-                j.record_receipt(msg.message_id, worker=self.worker, now=now, outcome="receipt-ok",
+                j.record_receipt(msg.message_id, worker=msg.claimed_by or self.worker, now=now, outcome="receipt-ok",
                                  receipt=raw, content_type=raw_ct)
                 if filing is not None:
                     if first and filing.state == S.SENDING:
@@ -265,7 +342,7 @@ class Sender:
                 _, newly = j.pause_endpoint(endpoint, self.party_id, now=now, reason=reason,
                                             message_id=msg.message_id)
                 # the message was refused for its sender, not for itself: back in the queue, due, unchanged
-                j.schedule_retry(msg.message_id, worker=self.worker, now=now, next_attempt_at=now, error=reason,
+                j.schedule_retry(msg.message_id, worker=msg.claimed_by or self.worker, now=now, next_attempt_at=now, error=reason,
                                  receipt=raw, content_type=raw_ct, event="message-paused", failed=False)
                 if first and filing.state == S.SENDING:
                     filing = j.transition(filing.id, S.QUEUED, now=now, event="endpoint-paused", error=reason,
@@ -286,7 +363,7 @@ class Sender:
                 health(j, failed=True)
             next_at = policy.next_attempt(attempts, now, since=since) if verdict == "retry" else None
             if verdict == "retry" and next_at is not None:
-                j.schedule_retry(msg.message_id, worker=self.worker, now=now, next_attempt_at=next_at, error=reason,
+                j.schedule_retry(msg.message_id, worker=msg.claimed_by or self.worker, now=now, next_attempt_at=next_at, error=reason,
                                  receipt=raw, content_type=raw_ct)
                 if first and filing.state == S.SENDING:
                     filing = j.transition(filing.id, S.QUEUED, now=now, event="retry-scheduled", error=reason,
@@ -297,7 +374,7 @@ class Sender:
                 reason_final = f"{policy.exhausted_reason(attempts, now, since)}: {reason}"
             else:
                 reason_final = reason
-            j.fail_message(msg.message_id, worker=self.worker, now=now, error=reason_final, hold=hold, receipt=raw,
+            j.fail_message(msg.message_id, worker=msg.claimed_by or self.worker, now=now, error=reason_final, hold=hold, receipt=raw,
                            content_type=raw_ct)
             target = S.HELD if hold else S.FAILED
             if first and can_transition(filing.state, target):
@@ -330,3 +407,6 @@ class Sender:
         self._wake.set()
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=drain_seconds)
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)

@@ -38,7 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.config import ENVIRONMENTS, GatewayConfig, Section
-from gateway.listen import AUTH_KEYS, ListenerAuth, is_loopback, read_listener_auth
+from gateway.listen import AUTH_KEYS, ListenerAuth, read_listener_auth
 
 # ENISA "Algorithms, key size and protocols report" (2014), which eDelivery AS4 1.15 section 1.4.2.6 cites:
 # forward secrecy (ECDHE) with AEAD (AES-GCM) for TLS 1.2. TLS 1.3 suites are all AEAD with forward secrecy.

@@ -8,6 +8,8 @@ fix)``; the command prints them and exits 1 if any failed.
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncio
 import datetime as dt
 import time
@@ -73,6 +75,29 @@ def _expiry_check(name: str, not_after: dt.datetime, what: str) -> Check:
     return Check(name, True, f"{what} valid for {days} more days (until {not_after.date()})")
 
 
+_JOURNAL_FIXES = {
+    "reachable": "check [journal] dsn, the password (password_env / password_file), TLS (sslmode, sslrootcert), the "
+                 "network and the server's pg_hba.conf; for SQLite, [journal] path (`ics2gw journal init` creates it)",
+    "schema": "run `ics2gw journal migrate --conf FILE` (once, from one instance)",
+    "permission": "grant the gateway's database role what the message names (README: PostgreSQL journal), or make "
+                  "the SQLite journal's file and folder writable by the gateway's user",
+}
+
+
+def journal_doctor_checks(jcfg: Any) -> list[Check]:
+    """``gateway.journal.factory.journal_checks`` (connectivity, schema version, permissions) as doctor checks."""
+    from gateway.journal.factory import journal_checks
+    try:
+        found = journal_checks(jcfg)
+    except Exception as exc:  # noqa: BLE001 - the factory should not raise; if it does, that is the answer
+        found = [("journal reachable", False, f"{jcfg.describe()}: {type(exc).__name__}: {exc}")]
+    out = []
+    for name, ok, detail in found:
+        fix = "" if ok else next((f for key, f in _JOURNAL_FIXES.items() if key in name), "see the detail")
+        out.append(Check(name, ok, detail, fix))
+    return out
+
+
 def run_checks(conf: Path, *, network: bool = True, endpoint: str | None = None,
                do_ping: bool = True) -> tuple[list[Check], str]:
     """All doctor checks, in order; returns (checks, environment)."""
@@ -94,6 +119,7 @@ def run_checks(conf: Path, *, network: bool = True, endpoint: str | None = None,
                             "and missing state folders)"))
     if not problems:
         checks.append(Check("files and folders", True, "state folders writable, journal present, key files private"))
+    checks.extend(journal_doctor_checks(settings.journal))
     if env == "production" and not cfg.allow_production:
         checks.append(Check("production allowed", False, "environment is production but allow_production is false",
                             "set allow_production = true once conformance testing has passed"))

@@ -1,0 +1,100 @@
+"""``[journal]``: backend choice, the PostgreSQL DSN and its secrets, and errors that name the key."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, Section
+from gateway.journal.config import read_journal_config
+from gateway.journal.factory import journal_checks, migrate_journal, open_journal, schema_version
+from gateway.journal import schema
+
+F = Path("/etc/ics2gw/gateway.toml")
+
+
+def _read(data: dict) -> object:
+    return read_journal_config(Section(data, file=F, prefix="journal"))
+
+
+def test_sqlite_is_the_default_and_describes_its_path() -> None:
+    cfg = _read({})
+    assert cfg.backend == "sqlite"
+    assert cfg.describe() == f"sqlite:{Path('/etc/var/journal.sqlite3')}"
+
+
+@pytest.mark.parametrize("key", ["dsn", "pool_size", "password_env", "sslmode"])
+def test_postgresql_keys_refused_on_a_sqlite_journal(key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        _read({key: "x" if key != "pool_size" else 4})
+    assert f"journal.{key}" in str(err.value) and "postgresql" in str(err.value)
+
+
+def test_postgresql_needs_a_dsn_and_refuses_a_path() -> None:
+    with pytest.raises(ConfigError, match=r"journal\.dsn.*needs dsn"):
+        _read({"backend": "postgresql"})
+    with pytest.raises(ConfigError, match=r"journal\.path"):
+        _read({"backend": "postgresql", "dsn": "host=db", "path": "x.sqlite3"})
+
+
+def test_unknown_backend_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"journal\.backend"):
+        _read({"backend": "mysql"})
+
+
+@pytest.mark.parametrize("dsn", ["host=db user=u password=hunter2", "postgresql://u:hunter2@db/ics2gw"])
+def test_a_password_in_the_dsn_is_refused_without_echoing_it(dsn: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        _read({"backend": "postgresql", "dsn": dsn})
+    assert "journal.dsn" in str(err.value) and "password_env" in str(err.value)
+    assert "hunter2" not in str(err.value)
+
+
+def test_unparsable_dsn_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"journal\.dsn.*libpq"):
+        _read({"backend": "postgresql", "dsn": "host='unterminated"})
+
+
+def test_password_from_env_or_file_is_used_but_never_described(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("JPW", "s3cr3t-from-env")
+    cfg = _read({"backend": "postgresql", "dsn": "host=127.0.0.1 port=6543 dbname=gw user=ics2gw",
+                 "password_env": "JPW", "sslmode": "verify-full"})
+    assert cfg.password == "s3cr3t-from-env"
+    assert cfg.describe() == "postgresql://ics2gw@127.0.0.1:6543/gw"
+    assert "s3cr3t" not in repr(cfg) and "s3cr3t" not in cfg.describe()
+    info = cfg.conninfo()
+    assert "s3cr3t-from-env" in info and "sslmode=verify-full" in info
+    secret = tmp_path / "pw"
+    secret.write_text("from-file\n")
+    cfg = read_journal_config(Section({"backend": "postgresql", "dsn": "host=db", "password_file": str(secret)},
+                                      file=tmp_path / "g.toml", prefix="journal"))
+    assert cfg.password == "from-file"
+    with pytest.raises(ConfigError, match=r"journal\.password"):
+        _read({"backend": "postgresql", "dsn": "host=db", "password": "literal"})
+
+
+def test_sslmode_is_checked() -> None:
+    with pytest.raises(ConfigError, match=r"journal\.sslmode"):
+        _read({"backend": "postgresql", "dsn": "host=db", "sslmode": "sometimes"})
+
+
+def test_sqlite_migrate_and_checks(tmp_path: Path) -> None:
+    cfg = read_journal_config(Section({"path": "j/journal.sqlite3"}, file=tmp_path / "g.toml", prefix="journal"))
+    assert schema_version(cfg) == 0
+    checks = journal_checks(cfg)
+    assert checks[0][1] is False and "journal init" in checks[0][2]
+    assert migrate_journal(cfg) == (0, schema.LATEST)
+    assert migrate_journal(cfg) == (schema.LATEST, schema.LATEST)
+    assert all(ok for _, ok, _ in journal_checks(cfg))
+    j = open_journal(cfg, daemon=False)
+    try:
+        assert j.backend == "sqlite" and j.describe().endswith("journal.sqlite3")
+        lock = j.singleton("timers")
+        assert lock.try_acquire() and lock.held()
+        lock.release()
+        assert not lock.held()
+        assert j.renew_claims("w", [], now=datetime.now(timezone.utc), lease_seconds=5) == []
+    finally:
+        j.close()

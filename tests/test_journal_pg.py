@@ -1,0 +1,267 @@
+"""The PostgreSQL journal shared by several instances: what only concurrency on one database can show.
+
+Every case runs real instances (``PostgresJournal`` objects with their own connection pools, as separate gateway
+processes have) against a fresh database on the test run's private server (tests/pg_support.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+import pytest
+
+from gateway.journal import InboundMessage, NewFiling, OutboundMessage
+from gateway.journal.committer import JournalWriter
+from gateway.journal.errors import JournalError, ReadOnlyJournal
+from gateway.journal.factory import journal_checks, migrate_journal, open_journal, open_reader, schema_version
+from gateway.journal import schema_pg
+from tests.journal_backends import pg_config
+
+T0 = datetime(2026, 12, 1, 8, 0, 0, tzinfo=timezone.utc)
+
+
+def filing(lrn: str, payload: str = "<ens/>") -> NewFiling:
+    return NewFiling(filer_eori="NL123456789", lrn=lrn, sender_eori="NL123456789", action="IE3F32",
+                     payload_sha256=hashlib.sha256(payload.encode()).hexdigest(), priority="B")
+
+
+def out(mid: str, fid: int | None, priority: str = "B") -> OutboundMessage:
+    return OutboundMessage(message_id=mid, action="IE3F32", sealed=b"sealed:" + mid.encode(),
+                           content_type="multipart/related", filing_id=fid, priority=priority)
+
+
+@pytest.fixture
+def cfg(pg_dsn: Any) -> Any:
+    return pg_config(str(pg_dsn), pg_dsn.password)
+
+
+@pytest.fixture
+def instances(cfg: Any) -> Any:
+    opened: list[Any] = []
+
+    def make(n: int) -> list[Any]:
+        js = [open_journal(cfg, now=T0, instance=f"i{k}") for k in range(n)]
+        opened.extend(js)
+        return js
+
+    yield make
+    for j in opened:
+        j.close()
+
+
+def test_migrate_from_nothing_concurrently_and_check(cfg: Any) -> None:
+    assert schema_version(cfg) == 0
+    checks = {name: (ok, detail) for name, ok, detail in journal_checks(cfg)}
+    assert checks["journal reachable"][0] and not checks["journal schema"][0]
+    assert "journal migrate" in checks["journal schema"][1]
+    with ThreadPoolExecutor(4) as pool:            # four instances starting at once
+        results = list(pool.map(lambda _: migrate_journal(cfg), range(4)))
+    assert sorted(after for _, after in results) == [schema_pg.LATEST] * 4
+    assert all(ok for _, ok, _ in journal_checks(cfg))
+    with psycopg.connect(cfg.conninfo()) as c:
+        assert c.execute("SELECT version FROM schema_migrations").fetchall() == [(schema_pg.LATEST,)]
+
+
+def test_run_refuses_a_journal_that_was_never_migrated(cfg: Any) -> None:
+    with pytest.raises(JournalError, match="journal migrate"):
+        open_journal(cfg, migrate=False)
+
+
+def test_reader_cannot_write(instances: Any, cfg: Any) -> None:
+    [j] = instances(1)
+    j.insert_filing(filing("R1"), now=T0)
+    reader = open_reader(cfg)
+    try:
+        assert reader.get_filing_by_key("NL123456789", "R1") is not None
+        with pytest.raises(ReadOnlyJournal):
+            reader.insert_filing(filing("R2"), now=T0)
+        with pytest.raises(Exception, match="read-only"):
+            reader._x("DELETE FROM events")
+    finally:
+        reader.close()
+
+
+def test_claims_across_instances_never_share_and_keep_lanes(instances: Any) -> None:
+    a, b, c = instances(3)
+    for i in range(300):
+        a.enqueue_message(out(f"m{i}@x", None, "ABC"[i % 3]), now=T0)
+    claimed: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+    first_lane: dict[str, str] = {}
+
+    def claim(name: str, j: Any) -> None:
+        while True:
+            got = j.claim_due_messages(now=T0, worker=name, limit=7, lease_seconds=600)
+            if not got:
+                return
+            first_lane.setdefault(name, got[0].priority)
+            claimed[name] += [m.message_id for m in got]
+
+    threads = [threading.Thread(target=claim, args=(n, j)) for n, j in zip("abc", (a, b, c))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = claimed["a"] + claimed["b"] + claimed["c"]
+    assert len(every) == len(set(every)) == 300
+    assert set(first_lane.values()) == {"A"}          # each instance began with the most urgent lane
+    owners = {m.message_id: m.claimed_by for m in a.list_messages(state="sending", limit=1000)}
+    assert all(owners[mid] == name for name, mids in claimed.items() for mid in mids)
+
+
+def test_same_filing_from_two_instances_is_created_once(instances: Any) -> None:
+    js = instances(4)
+    barrier = threading.Barrier(len(js))
+
+    def take(j: Any) -> tuple[int, bool]:
+        barrier.wait()
+        f, created = j.insert_filing(filing("SAME"), now=T0)
+        return f.id, created
+
+    with ThreadPoolExecutor(len(js)) as pool:
+        results = list(pool.map(take, js))
+    assert len({fid for fid, _ in results}) == 1
+    assert sorted(created for _, created in results) == [False, False, False, True]
+    assert [e.event for e in js[0].events(filing_id=results[0][0])] == ["filing-received"]
+
+
+def test_same_inbound_message_at_two_instances_is_stored_once(instances: Any) -> None:
+    js = instances(4)
+    barrier = threading.Barrier(len(js))
+    msg = InboundMessage(sender_party="sti-taxud", message_id="dup@customs", raw=b"<x/>",
+                         content_type="application/xml", action="IE3R01")
+
+    def receive(k: int) -> Any:
+        barrier.wait()
+        return js[k].record_inbound(msg, now=T0, receipt=f"receipt-{k}".encode())
+
+    with ThreadPoolExecutor(len(js)) as pool:
+        results = list(pool.map(receive, range(len(js))))
+    assert sum(not r.duplicate for r in results) == 1
+    assert len({r.receipt for r in results}) == 1     # every instance answers with the first Receipt
+    assert len(js[0].list_messages(direction="in")) == 1
+
+
+def test_outbox_never_skips_an_event_committed_late(instances: Any) -> None:
+    a, b = instances(2)
+    a.append_event("before", now=T0)
+    holding = threading.Event()
+    release = threading.Event()
+
+    def slow_writer() -> None:     # takes an id first, commits last
+        with a.transaction():
+            a.append_event("late", now=T0)
+            holding.set()
+            release.wait(10)
+
+    t = threading.Thread(target=slow_writer)
+    t.start()
+    holding.wait(10)
+    b.append_event("early", now=T0)                 # a higher id, committed first
+    seen: list[list[str]] = []
+    reader = threading.Thread(target=lambda: seen.append([e.event for e in b.events_after(0)]))
+    reader.start()
+    time.sleep(0.5)
+    assert reader.is_alive()          # the horizon waits for the transaction that holds the lower id
+    release.set()
+    t.join()
+    reader.join(10)
+    assert seen == [["before", "late", "early"]]
+    assert b.last_event_id() == max(e.id for e in b.events())
+
+
+def test_singleton_fails_over_when_its_holder_dies(instances: Any, pg_dsn: Any) -> None:
+    a, b = instances(2)
+    la, lb = a.singleton("timers"), b.singleton("timers")
+    assert la.try_acquire() and la.held()
+    assert not lb.try_acquire() and not lb.held()
+    assert la.try_acquire()                           # re-entrant for its holder
+    # the holder's database session dies (a SIGKILLed instance, a network cut): the lock goes with it
+    pid = la._conn.info.backend_pid
+    with psycopg.connect(pg_dsn.server.admin_dsn, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    assert not la.held()
+    assert lb.try_acquire() and lb.held()
+    assert not la.try_acquire()
+    lb.release()
+    assert la.try_acquire()
+    other = a.singleton("pull:TI-NL")                 # another name is another lock
+    assert other.try_acquire()
+
+
+def test_renewed_lease_survives_and_expired_one_moves_to_another_instance(instances: Any) -> None:
+    a, b = instances(2)
+    a.enqueue_message(out("lease@x", None), now=T0)
+    [m] = a.claim_due_messages(now=T0, worker="a", lease_seconds=5)
+    assert a.renew_claims("a", ["lease@x"], now=T0 + timedelta(seconds=4), lease_seconds=5) == ["lease@x"]
+    assert b.claim_due_messages(now=T0 + timedelta(seconds=8), worker="b") == []
+    [taken] = b.claim_due_messages(now=T0 + timedelta(seconds=10), worker="b")
+    assert taken.sealed == m.sealed and taken.attempts == 2   # byte-identical resend, same MessageId
+    assert a.renew_claims("a", ["lease@x"], now=T0 + timedelta(seconds=10), lease_seconds=5) == []
+
+
+def test_group_commit_waits_through_a_database_restart(instances: Any, pg_dsn: Any) -> None:
+    [j] = instances(1)
+    writer = JournalWriter(j, unavailable_budget=120).start()
+    try:
+        f, _ = writer.submit_threadsafe(lambda jj: jj.insert_filing(filing("BEFORE"), now=T0)).result(30)
+        pg_dsn.server.restart()
+        results = [writer.submit_threadsafe(lambda jj, i=i: jj.insert_filing(filing(f"AFTER{i}"), now=T0))
+                   for i in range(20)]
+        assert all(r.result(120)[1] for r in results)
+        assert writer.stats.failed == 0
+        assert {x["lrn"] for x in j.list_filings(limit=100)} == {"BEFORE", *(f"AFTER{i}" for i in range(20))}
+    finally:
+        writer.close_sync()
+
+
+def test_killed_database_recovers_committed_work(instances: Any, pg_dsn: Any) -> None:
+    [j] = instances(1)
+    writer = JournalWriter(j, unavailable_budget=120).start()
+    try:
+        done = [writer.submit_threadsafe(lambda jj, i=i: jj.insert_filing(filing(f"K{i}"), now=T0)).result(30)
+                for i in range(10)]
+        pg_dsn.server.kill()            # SIGKILL the postmaster: crash recovery at the next start
+        pg_dsn.server.start()
+        assert writer.submit_threadsafe(lambda jj: jj.count_by_state()).result(120) == {"received": 10}
+        assert len(done) == 10
+    finally:
+        writer.close_sync()
+
+
+def test_journal_over_tls_verify_full_from_the_configuration(tmp_path: Any, pki: Any) -> None:
+    """`[journal] sslmode = "verify-full"` and `sslrootcert` (relative to the configuration file) reach libpq: the
+    journal works over TLS, doctor says so, and a server whose certificate the CA did not sign is refused."""
+    from pathlib import Path
+    from gateway.config import Section
+    from gateway.journal.config import read_journal_config
+    from gateway.journal.pglocal import LocalPostgres
+    with LocalPostgres(tls=True) as pg:
+        pg.create_role("ics2gw", "tls-pw")
+        pg.create_database("tlsjournal", owner="ics2gw")
+        conf = tmp_path / "etc" / "gateway.toml"
+        conf.parent.mkdir()
+        (tmp_path / "db-ca.pem").write_bytes(Path(pg.ca_path).read_bytes())
+        (tmp_path / "pw").write_text("tls-pw\n")
+        section = {"backend": "postgresql", "dsn": f"host=localhost hostaddr=127.0.0.1 port={pg.port} "
+                   "dbname=tlsjournal user=ics2gw", "password_file": "../pw", "sslmode": "verify-full",
+                   "sslrootcert": "../db-ca.pem"}
+        cfg = read_journal_config(Section(section, file=conf, prefix="journal"))
+        migrate_journal(cfg)
+        j = open_journal(cfg, now=T0)
+        try:
+            assert j.insert_filing(filing("TLS1"), now=T0)[1]
+        finally:
+            j.close()
+        reach = {n: d for n, ok, d in journal_checks(cfg) if ok}
+        assert ", TLS)" in reach["journal reachable"]
+        wrong = tmp_path / "wrong-ca.pem"
+        wrong.write_bytes((Path(pki) / "customs-root.pem").read_bytes())
+        bad = read_journal_config(Section({**section, "sslrootcert": str(wrong)}, file=conf, prefix="journal"))
+        with pytest.raises(JournalError, match="certificate verify failed|cannot connect"):
+            open_journal(bad, now=T0)

@@ -383,3 +383,22 @@ def test_encoded_parts_are_bounded_before_decoding_and_their_errors_named() -> N
     with pytest.raises(MimeError) as exc:
         _one_part("base64", b"QUJDR", n)
     assert str(exc.value).startswith("MIME part 2: invalid base64 content (")
+
+
+@pytest.mark.parametrize("nl", [b"\n", b"\r\n"])
+def test_a_part_without_headers_starts_at_the_empty_line(nl: bytes) -> None:
+    """RFC 2046 5.1.1: a body part may have no header fields (then it is text/plain); the content starts right
+    after the empty line, with either line ending."""
+    body = (b"--b" + nl + b"Content-Type: application/soap+xml" + nl + nl + SOAP + nl +
+            b"--b" + nl + nl + b"hello" + nl + b"--b--" + nl)
+    msg = unpack('multipart/related; boundary="b"', body, **LIMITS)
+    (att,) = msg.attachments
+    assert (att.content, att.headers, att.content_type, att.content_id) == (b"hello", {}, "text/plain", None)
+
+
+def test_part_errors_name_the_part_by_number() -> None:
+    body = (b"--b\r\nContent-Type: application/soap+xml\r\n\r\n" + SOAP + b"\r\n"
+            b"--b\r\nno colon here\r\n\r\nx\r\n--b--\r\n")
+    with pytest.raises(MimeError) as exc:
+        unpack('multipart/related; boundary="b"', body, **LIMITS)
+    assert str(exc.value) == "MIME part 2: malformed header line 'no colon here'"

@@ -646,6 +646,9 @@ def test_user_message_values_as_the_wire_spells_them() -> None:
     assert (um.from_party.party_id, um.from_party.party_type, um.from_party.role) == ("NL123456789", "urn:x:eori",
                                                                                       "urn:x:trader")
     (p,) = um.part_infos
+    nameless = parse_envelope(parse_xml(_um(parts='<eb:PartInfo href="cid:a"><eb:PartProperties><eb:Property>v'
+                                                  '</eb:Property></eb:PartProperties></eb:PartInfo>')))
+    assert nameless.messaging.user_message.part_infos[0].properties == (("", "v"),)  # type: ignore[union-attr]
     assert (p.href, p.content_id, p.mime_type, p.properties) == ("CID:a%40b", "a@b", "application/xml",
                                                                   (("MimeType", "application/xml"), ("X-Own", "v")))
 
@@ -669,6 +672,9 @@ def test_user_message_values_as_the_wire_spells_them() -> None:
     ({"parts": '<eb:PartInfo href="http://x/p"/>'}, "EBMS:0011",
      "eb:PartInfo href 'http://x/p' is not a cid: reference (external payloads are forbidden, ICD 4.2.5)"),
     ({"parts": '<eb:PartInfo href="cid:"/>'}, "EBMS:0009", "eb:PartInfo href 'cid:': the cid: URL names no Content-ID"),
+    ({"parts": '<eb:PartInfo href="cid:a"><eb:PartProperties><eb:Property name="MimeType">application/<eb:x/>xml'
+               '</eb:Property></eb:PartProperties></eb:PartInfo>'}, "EBMS:0009",
+     f"eb:Property must hold text only, but contains element {{{NS_EB}}}x"),
     ({"parts": '<eb:PartInfo href="cid:a@b"/><eb:PartInfo href="cid:a%40b"/>'}, "EBMS:0009",
      "two eb:PartInfo name the same MIME part"),
 ])

@@ -402,3 +402,13 @@ def test_part_errors_name_the_part_by_number() -> None:
     with pytest.raises(MimeError) as exc:
         unpack('multipart/related; boundary="b"', body, **LIMITS)
     assert str(exc.value) == "MIME part 2: malformed header line 'no colon here'"
+
+
+def test_a_header_block_is_bounded_before_the_empty_line_is_searched_for() -> None:
+    from gateway.ebms.mime import _MAX_HEADER_BLOCK
+    long_headers = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 60) for i in range(_MAX_HEADER_BLOCK // 60 + 2))
+    body = (b"--b\r\nContent-Type: application/soap+xml\r\n\r\n" + SOAP + b"\r\n"
+            b"--b\r\n" + long_headers + b"\r\nx\r\n--b--\r\n")
+    with pytest.raises(MimeError) as exc:
+        unpack('multipart/related; boundary="b"', body, **LIMITS)
+    assert str(exc.value) == f"MIME part 2: the header block is longer than {_MAX_HEADER_BLOCK} bytes"

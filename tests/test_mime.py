@@ -412,3 +412,26 @@ def test_a_header_block_is_bounded_before_the_empty_line_is_searched_for() -> No
     with pytest.raises(MimeError) as exc:
         unpack('multipart/related; boundary="b"', body, **LIMITS)
     assert str(exc.value) == f"MIME part 2: the header block is longer than {_MAX_HEADER_BLOCK} bytes"
+
+
+@pytest.mark.parametrize("lead,xml", [(b"", True), (b"\xef\xbb\xbf", True), (b"\r\n \t", True), (b" " * 511, True),
+                                      (b" " * 512, False), (b"\x0c", False), (b"X", False)])
+def test_the_soap_part_must_start_like_an_xml_document(lead: bytes, xml: bool) -> None:
+    """Only XML whitespace (space, tab, CR, LF) and a UTF-8 BOM may come before the first '<', which must lie in
+    the first 512 bytes."""
+    if xml:
+        assert unpack("application/soap+xml", lead + SOAP, **LIMITS).soap.content == lead + SOAP
+    else:
+        with pytest.raises(MimeError, match="the SOAP message is not an XML document"):
+            unpack("application/soap+xml", lead + SOAP, **LIMITS)
+
+
+def test_a_root_part_declared_as_something_else_than_xml_is_refused() -> None:
+    body = (b"--b\r\nContent-Type: application/octet-stream\r\nContent-ID: <root>\r\n\r\n" + SOAP +
+            b"\r\n--b--\r\n")
+    with pytest.raises(MimeError) as exc:
+        unpack('multipart/related; boundary="b"', body, **LIMITS)
+    assert str(exc.value) == ("the root part (part 1) has Content-Type 'application/octet-stream', not XML "
+                              "(application/soap+xml or text/xml)")
+    undeclared = b"--b\r\nContent-ID: <root>\r\n\r\n" + SOAP + b"\r\n--b--\r\n"   # sniffed instead
+    assert unpack('multipart/related; boundary="b"', undeclared, **LIMITS).soap.content == SOAP

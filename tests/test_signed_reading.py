@@ -702,3 +702,11 @@ def test_timestamps_are_utc_with_or_without_a_zone() -> None:
     for text in ("2026-06-01T12:00:00Z", "2026-06-01T12:00:00z", " 2026-06-01T12:00:00 ", "2026-06-01T14:00:00+02:00"):
         got = parse_timestamp(text)
         assert got == utc and got.utcoffset() == dt.timedelta(0), text
+
+
+def test_a_user_message_without_message_info_is_refused_naming_the_element() -> None:
+    wire = _um().replace(b"<eb:MessageInfo><eb:MessageId>u1@peer.test</eb:MessageId><eb:Timestamp>"
+                         b"2026-06-01T12:00:00Z</eb:Timestamp></eb:MessageInfo>", b"")
+    exc = _parse_refusal(wire)
+    assert (exc.code, exc.message, exc.ref_to_message_id) == (
+        "EBMS:0009", "eb:UserMessage: expected one eb:MessageInfo, found 0", None)

@@ -435,3 +435,32 @@ def test_a_root_part_declared_as_something_else_than_xml_is_refused() -> None:
                               "(application/soap+xml or text/xml)")
     undeclared = b"--b\r\nContent-ID: <root>\r\n\r\n" + SOAP + b"\r\n--b--\r\n"   # sniffed instead
     assert unpack('multipart/related; boundary="b"', undeclared, **LIMITS).soap.content == SOAP
+
+
+def test_single_part_soap_limits_headers_and_parameters() -> None:
+    n = len(SOAP)
+    msg = unpack("application/soap+xml; charset=UTF-8", SOAP, max_parts=1, max_part_bytes=n)   # exactly at the limit
+    assert msg.soap.headers == {"content-type": "application/soap+xml; charset=UTF-8"}
+    assert msg.content_type_params == {"charset": "UTF-8"} and msg.attachments == []
+    with pytest.raises(MimeError, match=f"the SOAP message is {n} bytes, over the limit of {n - 1}"):
+        unpack("application/soap+xml", SOAP, max_parts=1, max_part_bytes=n - 1)
+    for ctype in ("", None):
+        with pytest.raises(MimeError) as exc:
+            unpack(ctype, SOAP, **LIMITS)  # type: ignore[arg-type]
+        assert str(exc.value) == "Content-Type '(none)' is neither multipart/related nor SOAP XML"
+
+
+@pytest.mark.parametrize("line", [b"NoColon", b"Bad Name: x", b":novalue", b"X" * 70])
+def test_header_lines_must_be_a_token_a_colon_and_a_value(line: bytes) -> None:
+    body = (b"--b\r\nContent-Type: application/soap+xml\r\n\r\n" + SOAP + b"\r\n"
+            b"--b\r\n" + line + b"\r\n\r\nx\r\n--b--\r\n")
+    with pytest.raises(MimeError) as exc:
+        unpack('multipart/related; boundary="b"', body, **LIMITS)
+    assert str(exc.value) == f"MIME part 2: malformed header line {line.decode()[:60]!r}"
+
+
+def test_a_colon_in_a_header_value_belongs_to_the_value() -> None:
+    body = (b"--b\r\nContent-Type: application/soap+xml\r\n\r\n" + SOAP + b"\r\n"
+            b"--b\r\nContent-ID: <urn:part:1@x>\r\nContent-Type: application/xml\r\n\r\nx\r\n--b--\r\n")
+    (att,) = unpack('multipart/related; boundary="b"', body, **LIMITS).attachments
+    assert (att.content_id, att.headers["content-type"]) == ("urn:part:1@x", "application/xml")

@@ -662,6 +662,8 @@ def test_user_message_values_as_the_wire_spells_them() -> None:
     ({"from_": "<eb:PartyId>A</eb:PartyId>"}, "EBMS:0009", "eb:From: eb:Role is missing or empty"),
     ({"from_": "<eb:PartyId>NL1<eb:x/>23</eb:PartyId><eb:Role>r</eb:Role>"}, "EBMS:0009",
      f"eb:From/eb:PartyId must hold text only, but contains element {{{NS_EB}}}x"),
+    ({"info": "<eb:MessageId>u1@peer.test</eb:MessageId>"}, "EBMS:0009",
+     "eb:UserMessage: eb:Timestamp is missing or empty"),
     ({"info": "<eb:MessageId>u1@peer.test</eb:MessageId><eb:Timestamp>yesterday</eb:Timestamp>"}, "EBMS:0009",
      "eb:UserMessage: eb:Timestamp 'yesterday' is not an xs:dateTime"),
     ({"info": "<eb:MessageId>u1@peer.test</eb:MessageId><eb:Timestamp>2026-06-01T12:00:00Z</eb:Timestamp>"

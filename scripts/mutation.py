@@ -9,10 +9,15 @@ the suites that exercise them. Everything else in ``pyproject.toml`` (pytest opt
     python scripts/mutation.py [GROUP ...]          # run (default: every group, in priority order)
     python scripts/mutation.py --results [GROUP ...]  # survivors and counts of the last run
     python scripts/mutation.py --list
+    python scripts/mutation.py --fresh GROUP ...     # delete the group's cached mutants and stats first
 
 ``MUTMUT_CHILDREN`` (default 1) sets mutmut's parallelism; mutmut runs under ``nice -n 19``. A group's mutants
 are cached in its directory: a second run only re-checks what changed (delete ``var/mutation/<group>`` to start
-afresh). Extra arguments after ``--`` are passed to ``mutmut run`` (e.g. mutant names or globs).
+afresh, or pass ``--fresh``). Extra arguments after ``--`` are passed to ``mutmut run`` (e.g. mutant names or globs).
+
+Interrupting a group's first run is not harmless with mutmut 3.8: its test-to-function map
+(``mutants/mutmut-stats.json``) may be saved incomplete, and the next run then maps only tests it has not seen,
+so mutants "survive" against a handful of tests. Start such a group again with ``--fresh``.
 """
 
 from __future__ import annotations
@@ -102,6 +107,7 @@ def main(argv: list[str]) -> int:
             print(f"{g:14} {' '.join(mods)}\n{'':14} tests: {' '.join(tests)}")
         return 0
     show = "--results" in argv
+    fresh = "--fresh" in argv
     groups = [a for a in argv if not a.startswith("--")] or list(GROUPS)
     unknown = [g for g in groups if g not in GROUPS]
     if unknown:
@@ -112,6 +118,9 @@ def main(argv: list[str]) -> int:
         if g == "journal" and not all((REPO / m).exists() for m in GROUPS[g][0]):
             print(f"== {g}: skipped ({' '.join(GROUPS[g][0])} not all present)")
             continue
+        if fresh and not show:
+            import shutil
+            shutil.rmtree(WORK / g, ignore_errors=True)
         d = prepare(g)
         if not show:
             children = os.environ.get("MUTMUT_CHILDREN", "1")

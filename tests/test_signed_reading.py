@@ -712,3 +712,19 @@ def test_a_user_message_without_message_info_is_refused_naming_the_element() -> 
     exc = _parse_refusal(wire)
     assert (exc.code, exc.message, exc.ref_to_message_id) == (
         "EBMS:0009", "eb:UserMessage: expected one eb:MessageInfo, found 0", None)
+
+
+@pytest.mark.parametrize("tag,what", [("SignedInfo", "ds:SignedInfo"), ("DigestValue", "ds:DigestValue"),
+                                      ("SignatureValue", "ds:SignatureValue")])
+def test_a_doubled_signature_element_is_refused_as_ebms_0103(trader: Engine, customs: Engine, tag: str,
+                                                             what: str) -> None:
+    """Exactly one of each: a second copy (which could be the one another reader picks) is refused by name."""
+    import copy
+
+    def fn(root) -> None:  # type: ignore[no-untyped-def]
+        el = next(root.iter(DS + tag))
+        el.addnext(copy.deepcopy(el))
+    ctype, body, mid = _edited(customs, fn)
+    exc = _refusal(trader, ctype, body)
+    assert exc is not None and (exc.code, exc.message) == ("EBMS:0103", f"expected exactly one {what}, found 2"), exc
+    assert exc.ref_to_message_id == mid

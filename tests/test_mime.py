@@ -464,3 +464,32 @@ def test_a_colon_in_a_header_value_belongs_to_the_value() -> None:
             b"--b\r\nContent-ID: <urn:part:1@x>\r\nContent-Type: application/xml\r\n\r\nx\r\n--b--\r\n")
     (att,) = unpack('multipart/related; boundary="b"', body, **LIMITS).attachments
     assert (att.content_id, att.headers["content-type"]) == ("urn:part:1@x", "application/xml")
+
+
+ROOT_PART = b"Content-Type: application/soap+xml\r\n\r\n" + SOAP
+
+
+def test_delimiters_count_only_at_the_start_of_a_line() -> None:
+    """RFC 2046 5.1.1: a delimiter is CRLF + "--" + boundary. "--b" inside a line is content, in the preamble as in
+    a part; a delimiter at the very start of the body needs no line break before it, nor the close one after it."""
+    tricky = b"X--b\r\nContent-Type: text/plain\r\n\r\nnot the root\r\n"       # preamble that looks like a part
+    body = tricky + b"--b\r\n" + ROOT_PART + b"\r\n--b\r\nContent-ID: <a>\r\n\r\nx--b y --b--\r\n--b--"
+    msg = unpack('multipart/related; boundary="b"', body, **LIMITS)
+    assert msg.soap.content == SOAP and [a.content for a in msg.attachments] == [b"x--b y --b--"]
+
+
+def test_a_body_cut_after_a_delimiter_and_padding_is_refused_cleanly() -> None:
+    for end in (b"--b", b"--b  ", b"--b \t"):
+        with pytest.raises(MimeError, match="no closing delimiter"):
+            unpack('multipart/related; boundary="b"', b"--b\r\n" + ROOT_PART + b"\r\n" + end, **LIMITS)
+
+
+def test_lf_framing_strips_only_the_lf_before_a_delimiter() -> None:
+    body = (b"--b\nContent-Type: application/soap+xml\n\n" + SOAP + b"\n--b\nContent-ID: <a>\n\nabc\r\n--b--\n")
+    (att,) = unpack('multipart/related; boundary="b"', body, **LIMITS).attachments
+    assert att.content == b"abc\r"
+
+
+def test_a_boundary_outside_latin_1_is_a_mime_error() -> None:
+    with pytest.raises(MimeError):
+        unpack('multipart/related; boundary="b\u20ac"', b"--b\r\n" + ROOT_PART + b"\r\n--b--\r\n", **LIMITS)

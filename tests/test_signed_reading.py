@@ -696,14 +696,24 @@ def test_more_part_infos_than_attachments_is_refused_before_reading_them() -> No
                               max_part_infos=2).messaging.user_message.part_infos) == 2  # type: ignore[union-attr]
 
 
-def test_timestamps_are_utc_with_or_without_a_zone() -> None:
+def test_timestamps_are_utc_with_or_without_a_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the host's own time zone (here Brussels): a missing zone means UTC (ICD 4.2.1)."""
     import datetime as dt
+    import time
 
     from gateway.ebms.parse import parse_timestamp
     utc = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.timezone.utc)
-    for text in ("2026-06-01T12:00:00Z", "2026-06-01T12:00:00z", " 2026-06-01T12:00:00 ", "2026-06-01T14:00:00+02:00"):
-        got = parse_timestamp(text)
-        assert got == utc and got.utcoffset() == dt.timedelta(0), text
+    monkeypatch.setenv("TZ", "Europe/Brussels")
+    time.tzset()
+    try:
+        for text in ("2026-06-01T12:00:00Z", "2026-06-01T12:00:00z", " 2026-06-01T12:00:00 ",
+                     "2026-06-01T14:00:00+02:00"):
+            got = parse_timestamp(text)
+            assert got == utc and got.utcoffset() == dt.timedelta(0), text
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
 
 
 def test_a_user_message_without_message_info_is_refused_naming_the_element() -> None:

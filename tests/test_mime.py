@@ -479,7 +479,7 @@ def test_delimiters_count_only_at_the_start_of_a_line() -> None:
 
 
 def test_a_body_cut_after_a_delimiter_and_padding_is_refused_cleanly() -> None:
-    for end in (b"--b", b"--b  ", b"--b \t"):
+    for end in (b"--b", b"--b  ", b"--b \t", b"--b\r", b"--b \r"):
         with pytest.raises(MimeError, match="no closing delimiter"):
             unpack('multipart/related; boundary="b"', b"--b\r\n" + ROOT_PART + b"\r\n" + end, **LIMITS)
 
@@ -493,3 +493,11 @@ def test_lf_framing_strips_only_the_lf_before_a_delimiter() -> None:
 def test_a_boundary_outside_latin_1_is_a_mime_error() -> None:
     with pytest.raises(MimeError):
         unpack('multipart/related; boundary="b\u20ac"', b"--b\r\n" + ROOT_PART + b"\r\n--b--\r\n", **LIMITS)
+
+
+def test_crlf_framing_strips_a_bare_lf_before_a_delimiter_as_one_byte() -> None:
+    """A CRLF-framed message whose part ends in a bare LF (sloppy peers): that LF is the delimiter's line break,
+    the byte before it is content."""
+    body = b"--b\r\n" + ROOT_PART + b"\r\n--b\r\nContent-ID: <a>\r\n\r\nabc\n--b--\r\n"
+    (att,) = unpack('multipart/related; boundary="b"', body, **LIMITS).attachments
+    assert att.content == b"abc"

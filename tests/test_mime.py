@@ -474,14 +474,19 @@ def test_delimiters_count_only_at_the_start_of_a_line() -> None:
     a part; a delimiter at the very start of the body needs no line break before it, nor the close one after it."""
     tricky = b"X--b\r\nContent-Type: text/plain\r\n\r\nnot the root\r\n"       # preamble that looks like a part
     body = tricky + b"--b\r\n" + ROOT_PART + b"\r\n--b\r\nContent-ID: <a>\r\n\r\nx--b y --b--\r\n--b--"
-    msg = unpack('multipart/related; boundary="b"', body, **LIMITS)
+    msg = unpack('multipart/related; boundary="b"; type="application/soap+xml"', body, **LIMITS)
     assert msg.soap.content == SOAP and [a.content for a in msg.attachments] == [b"x--b y --b--"]
+    assert msg.content_type_params == {"boundary": "b", "type": "application/soap+xml"}
 
 
 def test_a_body_cut_after_a_delimiter_and_padding_is_refused_cleanly() -> None:
     for end in (b"--b", b"--b  ", b"--b \t", b"--b\r", b"--b \r"):
-        with pytest.raises(MimeError, match="no closing delimiter"):
+        with pytest.raises(MimeError) as exc:
             unpack('multipart/related; boundary="b"', b"--b\r\n" + ROOT_PART + b"\r\n" + end, **LIMITS)
+        assert str(exc.value) == "the multipart body has no closing delimiter (truncated message?)"
+    with pytest.raises(MimeError) as exc:
+        unpack('multipart/related; boundary="b"', b"--b--\r\n", **LIMITS)
+    assert str(exc.value) == "the multipart body has no parts"
 
 
 def test_lf_framing_strips_only_the_lf_before_a_delimiter() -> None:

@@ -506,3 +506,12 @@ def test_crlf_framing_strips_a_bare_lf_before_a_delimiter_as_one_byte() -> None:
     body = b"--b\r\n" + ROOT_PART + b"\r\n--b\r\nContent-ID: <a>\r\n\r\nabc\n--b--\r\n"
     (att,) = unpack('multipart/related; boundary="b"', body, **LIMITS).attachments
     assert att.content == b"abc"
+
+
+def test_decoded_size_limit_is_exact_and_a_leading_semicolon_means_no_media_type() -> None:
+    n = len(SOAP)
+    assert _one_part("base64", base64.b64encode(b"x" * n), n) == b"x" * n
+    with pytest.raises(MimeError) as exc:
+        _one_part("base64", base64.b64encode(b"x" * (n + 1)), n)
+    assert str(exc.value) == f"MIME part 2 is {n + 1} bytes after decoding, over the limit of {n}"
+    assert parse_header_value("; a=1") == ("", {"a": "1"})

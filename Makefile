@@ -97,7 +97,7 @@ bench: install
 	$(BIN)/python -m bench
 
 # Mutation testing (mutmut 3), one working directory per module group with the suites that exercise it
-# (scripts/mutation.py --list); not run in CI (about an hour on 2 cores). `make mutation GROUPS="verify mime"` runs
+# (scripts/mutation.py --list); not run in CI (hours for every group on a shared 2-core VM). `make mutation GROUPS="verify mime"` runs
 # some groups; `.venv/bin/python scripts/mutation.py --results GROUP` lists survivors; docs/mutation.md records the
 # last score and why each remaining survivor stays. MUTMUT_CHILDREN=N sets the parallelism (default 1).
 mutation: install

@@ -702,7 +702,7 @@ def test_timestamps_are_utc_with_or_without_a_zone(monkeypatch: pytest.MonkeyPat
     import time
 
     from gateway.ebms.parse import parse_timestamp
-    utc = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.timezone.utc)
+    utc = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
     monkeypatch.setenv("TZ", "Europe/Brussels")
     time.tzset()
     try:

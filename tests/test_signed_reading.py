@@ -738,3 +738,32 @@ def test_a_doubled_signature_element_is_refused_as_ebms_0103(trader: Engine, cus
     exc = _refusal(trader, ctype, body)
     assert exc is not None and (exc.code, exc.message) == ("EBMS:0103", f"expected exactly one {what}, found 2"), exc
     assert exc.ref_to_message_id == mid
+
+
+def test_structural_refusals_of_the_signature_name_what_is_wrong(trader: Engine, customs: Engine) -> None:
+    """Each structural refusal of wsse:Security / ds:Signature says exactly what is wrong (the operator of the
+    sending side reads it in the ebMS Error)."""
+    import copy
+    wsse = "{http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd}Security"
+
+    def double(tag):  # type: ignore[no-untyped-def]
+        def fn(root) -> None:  # type: ignore[no-untyped-def]
+            el = next(root.iter(tag))
+            el.addnext(copy.deepcopy(el))
+        return fn
+
+    def inclusive(root) -> None:  # type: ignore[no-untyped-def]
+        next(root.iter(DS + "CanonicalizationMethod")).set("Algorithm", "http://www.w3.org/2001/10/xml-c14n#")
+
+    def moved_signature(root) -> None:  # type: ignore[no-untyped-def]
+        sig = next(root.iter(DS + "Signature"))
+        etree.SubElement(next(root.iter(wsse)), "{urn:x-test}Box").append(copy.deepcopy(sig))
+    for fn, message in [
+        (double(wsse), "more than one wsse:Security header"),
+        (moved_signature, "the message must carry exactly one ds:Signature"),
+        (double(DS + "CanonicalizationMethod"), "expected exactly one ds:CanonicalizationMethod, found 2"),
+        (inclusive, "canonicalization http://www.w3.org/2001/10/xml-c14n# is not allowed (exclusive c14n only)"),
+    ]:
+        ctype, body, mid = _edited(customs, fn)
+        exc = _refusal(trader, ctype, body)
+        assert exc is not None and (exc.code, exc.message, exc.ref_to_message_id) == ("EBMS:0103", message, mid), exc

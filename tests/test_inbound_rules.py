@@ -24,6 +24,7 @@ from gateway.pipeline.correlate import inbound_effect, state_before_follow_up, u
     (S.PENDING_AMENDMENT, None, S.REGISTERED, S.REGISTERED),                    # unknown: the registered family
     (S.INFO_REQUESTED, S.INFO_REQUESTED, S.REGISTERED, None),                   # the answer never moved it: stays
     (S.REGISTERED, S.REJECTED, S.REGISTERED, None),                             # never backwards to a final state
+    (S.PENDING_AMENDMENT, S.REJECTED, S.REGISTERED, S.REGISTERED),              # unreachable: the registered family
 ])
 def test_rejected_follow_up_restores_the_previous_state(current: str, restore: str | None, registered: str,
                                                         expected: str | None) -> None:

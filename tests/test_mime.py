@@ -350,3 +350,168 @@ def test_tamper_reads_our_files(tmp_path) -> None:
 ])
 def test_parse_header_value(value: str, expected: tuple[str, dict[str, str]]) -> None:
     assert parse_header_value(value) == expected
+
+
+def _one_part(cte: str, content: bytes, max_part_bytes: int) -> bytes:
+    """unpack() of a two-part message whose attachment has Content-Transfer-Encoding ``cte``."""
+    body = (b"--b\r\nContent-Type: application/soap+xml\r\nContent-ID: <root>\r\n\r\n" + SOAP + b"\r\n"
+            b"--b\r\nContent-Type: application/xml\r\nContent-ID: <a>\r\nContent-Transfer-Encoding: " + cte.encode() +
+            b"\r\n\r\n" + content + b"\r\n--b--\r\n")
+    msg = unpack('multipart/related; boundary="b"; type="application/soap+xml"', body, max_parts=4,
+                 max_part_bytes=max(max_part_bytes, len(SOAP)))
+    return msg.attachments[0].content
+
+
+def test_identity_transfer_encodings_pass_bytes_through_and_the_size_limit_is_exact() -> None:
+    """RFC 2045 6.2: 7bit, 8bit and binary are identity encodings; the part limit holds at its exact value."""
+    n = len(SOAP)
+    for cte in ("7bit", "8BIT", " binary ", ""):
+        assert _one_part(cte, b"\xff" * n, n) == b"\xff" * n
+    with pytest.raises(MimeError, match=f"MIME part 2 is {n + 1} bytes, over the limit of {n}"):
+        _one_part("8bit", b"x" * (n + 1), n)
+
+
+def test_encoded_parts_are_bounded_before_decoding_and_their_errors_named() -> None:
+    """An encoded part may be up to 2 x the limit + 1024 bytes before decoding (line breaks, base64 overhead);
+    one byte more is refused without decoding it. Undecodable content names the encoding and the part."""
+    n = len(SOAP)
+    fits = b"QUJD" + b"\n" * (2 * n + 1024 - 4)          # "ABC" wrapped in line breaks, exactly at the bound
+    assert _one_part("base64", fits, n) == b"ABC"
+    with pytest.raises(MimeError) as exc:
+        _one_part("base64", fits + b"\n", n)
+    assert str(exc.value) == f"MIME part 2 is over the limit of {n} bytes"
+    with pytest.raises(MimeError) as exc:
+        _one_part("base64", b"QUJDR", n)
+    assert str(exc.value).startswith("MIME part 2: invalid base64 content (")
+
+
+@pytest.mark.parametrize("nl", [b"\n", b"\r\n"])
+def test_a_part_without_headers_starts_at_the_empty_line(nl: bytes) -> None:
+    """RFC 2046 5.1.1: a body part may have no header fields (then it is text/plain); the content starts right
+    after the empty line, with either line ending."""
+    body = (b"--b" + nl + b"Content-Type: application/soap+xml" + nl + nl + SOAP + nl +
+            b"--b" + nl + nl + b"hello" + nl + b"--b--" + nl)
+    msg = unpack('multipart/related; boundary="b"', body, **LIMITS)
+    (att,) = msg.attachments
+    assert (att.content, att.headers, att.content_type, att.content_id) == (b"hello", {}, "text/plain", None)
+
+
+def test_part_errors_name_the_part_by_number() -> None:
+    body = (b"--b\r\nContent-Type: application/soap+xml\r\n\r\n" + SOAP + b"\r\n"
+            b"--b\r\nno colon here\r\n\r\nx\r\n--b--\r\n")
+    with pytest.raises(MimeError) as exc:
+        unpack('multipart/related; boundary="b"', body, **LIMITS)
+    assert str(exc.value) == "MIME part 2: malformed header line 'no colon here'"
+
+
+def test_a_header_block_is_bounded_before_the_empty_line_is_searched_for() -> None:
+    from gateway.ebms.mime import _MAX_HEADER_BLOCK
+    long_headers = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 60) for i in range(_MAX_HEADER_BLOCK // 60 + 2))
+    body = (b"--b\r\nContent-Type: application/soap+xml\r\n\r\n" + SOAP + b"\r\n"
+            b"--b\r\n" + long_headers + b"\r\nx\r\n--b--\r\n")
+    with pytest.raises(MimeError) as exc:
+        unpack('multipart/related; boundary="b"', body, **LIMITS)
+    assert str(exc.value) == f"MIME part 2: the header block is longer than {_MAX_HEADER_BLOCK} bytes"
+
+
+@pytest.mark.parametrize("lead,xml", [(b"", True), (b"\xef\xbb\xbf", True), (b"\r\n \t", True), (b" " * 511, True),
+                                      (b" " * 512, False), (b"\x0c", False), (b"X", False)])
+def test_the_soap_part_must_start_like_an_xml_document(lead: bytes, xml: bool) -> None:
+    """Only XML whitespace (space, tab, CR, LF) and a UTF-8 BOM may come before the first '<', which must lie in
+    the first 512 bytes."""
+    if xml:
+        assert unpack("application/soap+xml", lead + SOAP, **LIMITS).soap.content == lead + SOAP
+    else:
+        with pytest.raises(MimeError, match="the SOAP message is not an XML document"):
+            unpack("application/soap+xml", lead + SOAP, **LIMITS)
+
+
+def test_a_root_part_declared_as_something_else_than_xml_is_refused() -> None:
+    body = (b"--b\r\nContent-Type: application/octet-stream\r\nContent-ID: <root>\r\n\r\n" + SOAP +
+            b"\r\n--b--\r\n")
+    with pytest.raises(MimeError) as exc:
+        unpack('multipart/related; boundary="b"', body, **LIMITS)
+    assert str(exc.value) == ("the root part (part 1) has Content-Type 'application/octet-stream', not XML "
+                              "(application/soap+xml or text/xml)")
+    undeclared = b"--b\r\nContent-ID: <root>\r\n\r\n" + SOAP + b"\r\n--b--\r\n"   # sniffed instead
+    assert unpack('multipart/related; boundary="b"', undeclared, **LIMITS).soap.content == SOAP
+
+
+def test_single_part_soap_limits_headers_and_parameters() -> None:
+    n = len(SOAP)
+    msg = unpack("application/soap+xml; charset=UTF-8", SOAP, max_parts=1, max_part_bytes=n)   # exactly at the limit
+    assert msg.soap.headers == {"content-type": "application/soap+xml; charset=UTF-8"}
+    assert msg.content_type_params == {"charset": "UTF-8"} and msg.attachments == []
+    with pytest.raises(MimeError, match=f"the SOAP message is {n} bytes, over the limit of {n - 1}"):
+        unpack("application/soap+xml", SOAP, max_parts=1, max_part_bytes=n - 1)
+    for ctype in ("", None):
+        with pytest.raises(MimeError) as exc:
+            unpack(ctype, SOAP, **LIMITS)  # type: ignore[arg-type]
+        assert str(exc.value) == "Content-Type '(none)' is neither multipart/related nor SOAP XML"
+
+
+@pytest.mark.parametrize("line", [b"NoColon", b"Bad Name: x", b":novalue", b"X" * 70])
+def test_header_lines_must_be_a_token_a_colon_and_a_value(line: bytes) -> None:
+    body = (b"--b\r\nContent-Type: application/soap+xml\r\n\r\n" + SOAP + b"\r\n"
+            b"--b\r\n" + line + b"\r\n\r\nx\r\n--b--\r\n")
+    with pytest.raises(MimeError) as exc:
+        unpack('multipart/related; boundary="b"', body, **LIMITS)
+    assert str(exc.value) == f"MIME part 2: malformed header line {line.decode()[:60]!r}"
+
+
+def test_a_colon_in_a_header_value_belongs_to_the_value() -> None:
+    body = (b"--b\r\nContent-Type: application/soap+xml\r\n\r\n" + SOAP + b"\r\n"
+            b"--b\r\nContent-ID: <urn:part:1@x>\r\nContent-Type: application/xml\r\n\r\nx\r\n--b--\r\n")
+    (att,) = unpack('multipart/related; boundary="b"', body, **LIMITS).attachments
+    assert (att.content_id, att.headers["content-type"]) == ("urn:part:1@x", "application/xml")
+
+
+ROOT_PART = b"Content-Type: application/soap+xml\r\n\r\n" + SOAP
+
+
+def test_delimiters_count_only_at_the_start_of_a_line() -> None:
+    """RFC 2046 5.1.1: a delimiter is CRLF + "--" + boundary. "--b" inside a line is content, in the preamble as in
+    a part; a delimiter at the very start of the body needs no line break before it, nor the close one after it."""
+    tricky = b"X--b\r\nContent-Type: text/plain\r\n\r\nnot the root\r\n"       # preamble that looks like a part
+    body = tricky + b"--b\r\n" + ROOT_PART + b"\r\n--b\r\nContent-ID: <a>\r\n\r\nx--b y --b--\r\n--b--"
+    msg = unpack('multipart/related; boundary="b"; type="application/soap+xml"', body, **LIMITS)
+    assert msg.soap.content == SOAP and [a.content for a in msg.attachments] == [b"x--b y --b--"]
+    assert msg.content_type_params == {"boundary": "b", "type": "application/soap+xml"}
+
+
+def test_a_body_cut_after_a_delimiter_and_padding_is_refused_cleanly() -> None:
+    for end in (b"--b", b"--b  ", b"--b \t", b"--b\r", b"--b \r"):
+        with pytest.raises(MimeError) as exc:
+            unpack('multipart/related; boundary="b"', b"--b\r\n" + ROOT_PART + b"\r\n" + end, **LIMITS)
+        assert str(exc.value) == "the multipart body has no closing delimiter (truncated message?)"
+    with pytest.raises(MimeError) as exc:
+        unpack('multipart/related; boundary="b"', b"--b--\r\n", **LIMITS)
+    assert str(exc.value) == "the multipart body has no parts"
+
+
+def test_lf_framing_strips_only_the_lf_before_a_delimiter() -> None:
+    body = (b"--b\nContent-Type: application/soap+xml\n\n" + SOAP + b"\n--b\nContent-ID: <a>\n\nabc\r\n--b--\n")
+    (att,) = unpack('multipart/related; boundary="b"', body, **LIMITS).attachments
+    assert att.content == b"abc\r"
+
+
+def test_a_boundary_outside_latin_1_is_a_mime_error() -> None:
+    with pytest.raises(MimeError):
+        unpack('multipart/related; boundary="b\u20ac"', b"--b\r\n" + ROOT_PART + b"\r\n--b--\r\n", **LIMITS)
+
+
+def test_crlf_framing_strips_a_bare_lf_before_a_delimiter_as_one_byte() -> None:
+    """A CRLF-framed message whose part ends in a bare LF (sloppy peers): that LF is the delimiter's line break,
+    the byte before it is content."""
+    body = b"--b\r\n" + ROOT_PART + b"\r\n--b\r\nContent-ID: <a>\r\n\r\nabc\n--b--\r\n"
+    (att,) = unpack('multipart/related; boundary="b"', body, **LIMITS).attachments
+    assert att.content == b"abc"
+
+
+def test_decoded_size_limit_is_exact_and_a_leading_semicolon_means_no_media_type() -> None:
+    n = len(SOAP)
+    assert _one_part("base64", base64.b64encode(b"x" * n), n) == b"x" * n
+    with pytest.raises(MimeError) as exc:
+        _one_part("base64", base64.b64encode(b"x" * (n + 1)), n)
+    assert str(exc.value) == f"MIME part 2 is {n + 1} bytes after decoding, over the limit of {n}"
+    assert parse_header_value("; a=1") == ("", {"a": "1"})

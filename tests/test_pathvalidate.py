@@ -79,23 +79,29 @@ def test_good_chain_with_pathlen0_issuing_ca_is_accepted(root: Node) -> None:
 CASES: list[tuple[str, Callable[[Node], Hierarchy], str]] = [
     ("path-length", sub_ca_under_pathlen0,
      "allows 0 CA certificate(s) below it (pathLenConstraint) but the chain has 1"),
-    ("ca-key-usage", lambda r: with_inter(r, ku=key_usage(ds=True, crl_sign=True)), "does not allow keyCertSign"),
-    ("ca-key-usage", lambda r: with_inter(r, no_ku=True), "without a keyUsage extension"),
-    ("not-a-ca", lambda r: with_inter(r, ca=False, pathlen=None, ku=key_usage(cert_sign=True)), "is not a CA"),
+    ("ca-key-usage", lambda r: with_inter(r, ku=key_usage(ds=True, crl_sign=True)),
+     "is a CA whose keyUsage does not allow keyCertSign, so it may not issue certificates"),
+    ("ca-key-usage", lambda r: with_inter(r, no_ku=True),
+     "without a keyUsage extension (RFC 5280 4.2.1.3: a CA certificate must carry one, with keyCertSign)"),
+    ("not-a-ca", lambda r: with_inter(r, ca=False, pathlen=None, ku=key_usage(cert_sign=True)),
+     "issues a certificate of the chain but is not a CA (basicConstraints cA is not set)"),
     ("not-a-ca", lambda r: with_inter(r, basic_constraints=False), "is not a CA"),
     ("critical-extension", lambda r: good(root=r, extra=[(UNKNOWN_CRITICAL, True)]), "1.3.6.1.4.1.55555.1.1"),
     ("critical-extension", lambda r: with_inter(r, extra=[(UNKNOWN_CRITICAL, True)]), "1.3.6.1.4.1.55555.1.1"),
-    ("seal-key-usage", lambda r: good(root=r, ku=key_usage(ke=True)), "neither digitalSignature nor nonRepudiation"),
+    ("seal-key-usage", lambda r: good(root=r, ku=key_usage(ke=True)),
+     "has a keyUsage that allows neither digitalSignature nor nonRepudiation, so it may not seal"),
     ("seal-key-usage", lambda r: good(root=r, ku=key_usage(ke=True, cert_sign=True)), "neither digitalSignature"),
     ("seal-extended-key-usage", lambda r: good(root=r, eku=[ExtendedKeyUsageOID.CLIENT_AUTH]),
-     "restricted to clientAuth (TLS client)"),
+     "is restricted to clientAuth (TLS client) (extendedKeyUsage), which does not allow sealing messages"),
     ("seal-extended-key-usage", lambda r: good(root=r, eku=[ExtendedKeyUsageOID.SERVER_AUTH,
                                                             ExtendedKeyUsageOID.CODE_SIGNING]), "serverAuth"),
     ("ca-extended-key-usage", lambda r: with_inter(r, eku=[ExtendedKeyUsageOID.SERVER_AUTH]),
-     "restricted to serverAuth"),
+     "is a CA restricted to serverAuth (TLS server), none of which allows sealing"),
     ("seal-is-ca", lambda r: good(root=r, ca=True, ku=key_usage(ds=True, nr=True, cert_sign=True)),
      "a CA key may not seal messages"),
-    ("weak-algorithm", lambda r: good(root=r, hash_alg=hashes.SHA1()), "SHA-1 signatures are refused"),
+    ("weak-algorithm", lambda r: good(root=r, hash_alg=hashes.SHA1()),
+     ("is signed with sha1WithRSAEncryption: SHA-1 signatures are refused (collision attacks; ENISA and eDelivery "
+      "AS4 deprecate SHA-1)")),
     ("weak-algorithm", lambda r: with_inter(r, hash_alg=hashes.SHA1()), "SHA-1 signatures are refused"),
     ("expired", lambda r: good(root=r, not_after=NOW - dt.timedelta(seconds=1)), "expired on"),
     ("expired", lambda r: with_inter(r, not_after=NOW - dt.timedelta(days=1)), "Issuing CA"),
@@ -149,6 +155,212 @@ def test_path_validator_refuses_what_the_named_checks_do_not(root: Node) -> None
     assert fault.code == "EBMS:0101"
     assert ("not acceptable (path)" in fault.message and "RFC 5280 path validation" in fault.message) or \
         "over the limit of" in fault.message, fault.message
+
+
+def test_validity_period_includes_both_ends(root: Node) -> None:
+    """RFC 5280 4.1.2.5: the validity period is notBefore through notAfter, inclusive (seconds resolution)."""
+    h = good(root=root, not_before=NOW - dt.timedelta(days=1), not_after=NOW)
+    trust = TrustStore([root.cert])
+    trust.validate(h.chain, at=NOW)
+    trust.validate(h.chain, at=NOW - dt.timedelta(days=1))
+    with pytest.raises(ChainError) as exc:
+        trust.validate(h.chain, at=NOW + dt.timedelta(seconds=1))
+    assert exc.value.reason == "expired"
+    with pytest.raises(ChainError) as exc:
+        trust.validate(h.chain, at=NOW - dt.timedelta(days=1, seconds=1))
+    assert exc.value.reason == "not-yet-valid"
+
+
+def test_name_constraints_are_the_path_validators_refusal(root: Node) -> None:
+    """Layer 2 alone: a CA whose (critical) nameConstraints permit example.com only, a seal naming other.org. The
+    named checks pass it; the RFC 5280 validator refuses it, as cause ``path`` with its own reason on one line."""
+    from cryptography.x509 import DNSName, NameConstraints, SubjectAlternativeName
+    nc = NameConstraints(permitted_subtrees=[DNSName("example.com")], excluded_subtrees=None)
+    inter = issue(name("Constrained CA"), rsa_key(2048, 1), root, ca=True, pathlen=0, extra=[(nc, True)])
+    leaf = issue(name("Constrained Seal", eori=EORI), rsa_key(2048, 2), inter, ca=False,
+                 extra=[(SubjectAlternativeName([DNSName("seal.other.org")]), False)])
+    with pytest.raises(ChainError) as exc:
+        TrustStore([root.cert]).validate([leaf.cert, inter.cert], at=NOW)
+    assert exc.value.reason == "path"
+    prefix = f"RFC 5280 path validation of {leaf.cert.subject.rfc4514_string()} failed: "
+    assert str(exc.value).startswith(prefix) and "name constraint" in str(exc.value)[len(prefix):]
+    assert "\n" not in str(exc.value) and "None" not in str(exc.value)
+
+
+def test_path_validator_input_it_cannot_process_fails_closed(root: Node) -> None:
+    from cryptography.x509.verification import Store
+    from gateway.security.pathvalidate import PathError, rfc5280_path
+    leaf = good(root=root).leaf.cert
+    with pytest.raises(PathError) as exc:
+        rfc5280_path(leaf, [b"not a certificate"], Store([root.cert]), at=NOW)  # type: ignore[list-item]
+    assert exc.value.cause == "path"
+    assert str(exc.value).startswith(f"RFC 5280 path validation of {leaf.subject.rfc4514_string()} could not run: ")
+    assert str(exc.value) != f"RFC 5280 path validation of {leaf.subject.rfc4514_string()} could not run: None"
+    assert "\n" not in str(exc.value)
+
+
+def test_validator_reasons_are_cut_to_one_line_before_the_certificate_dump() -> None:
+    from gateway.security.pathvalidate import _one_line
+    assert _one_line("validation failed:\n  candidates   exhausted (encountered processing <Certificate(...)>)") == \
+        "validation failed: candidates exhausted"
+    assert _one_line("a (encountered processing x) b (encountered processing y)") == "a"
+    assert _one_line(" (encountered processing x)") == "(encountered processing x)"   # nothing before it: kept
+    assert _one_line("plain reason") == "plain reason"
+
+
+def test_signature_algorithm_the_gateway_does_not_know_is_refused_by_name(root: Node) -> None:
+    """A signatureAlgorithm OID cryptography cannot map to a hash (edited into the DER: the check reads the
+    algorithm, not the signature) is refused as weak-algorithm, naming the OID."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from gateway.security.pathvalidate import PathError, check_signature_algorithm
+    from tests.certfactory import _SHA256_RSA
+    unknown = bytes.fromhex("06092a864886f70d01017f")     # 1.2.840.113549.1.1.127, same DER length
+    der = good(root=root).leaf.cert.public_bytes(Encoding.DER)
+    cert = x509.load_der_x509_certificate(der.replace(_SHA256_RSA, unknown))
+    with pytest.raises(PathError) as exc:
+        check_signature_algorithm(cert)
+    assert exc.value.cause == "weak-algorithm"
+    assert str(exc.value) == (f"{cert.subject.rfc4514_string()} is signed with Unknown OID (1.2.840.113549.1.1.127), "
+                              "an algorithm this gateway does not accept")
+
+
+def test_only_sha2_hashes_sign_a_chain_and_eddsa_has_none_to_refuse(root: Node) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from gateway.security.pathvalidate import PathError, check_signature_algorithm
+
+    def signed(key, alg) -> x509.Certificate:  # type: ignore[no-untyped-def]
+        return (x509.CertificateBuilder().subject_name(name("Hash Seal")).issuer_name(name("Hash CA"))
+                .public_key(rsa_key(2048, 2).public_key()).serial_number(7)
+                .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=1))
+                .sign(key, alg))
+    sha224 = signed(rsa_key(2048, 1), hashes.SHA224())
+    with pytest.raises(PathError) as exc:
+        check_signature_algorithm(sha224)
+    assert exc.value.cause == "weak-algorithm"
+    assert str(exc.value) == (f"{sha224.subject.rfc4514_string()} is signed with sha224WithRSAEncryption (sha224); "
+                              "only SHA-256, SHA-384 and SHA-512 are accepted")
+    check_signature_algorithm(signed(ed25519.Ed25519PrivateKey.generate(), None))  # no separate hash: not weak
+    check_signature_algorithm(signed(rsa_key(2048, 1), hashes.SHA384()))
+
+
+def test_a_public_key_of_an_unknown_algorithm_is_refused_as_unusable(root: Node) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from gateway.security.pathvalidate import DEFAULT_POLICY, PathError, check_key_strength
+    rsa_encryption = bytes.fromhex("06092a864886f70d010101")
+    der = good(root=root).leaf.cert.public_bytes(Encoding.DER)
+    assert der.count(rsa_encryption) == 1
+    cert = x509.load_der_x509_certificate(der.replace(rsa_encryption, bytes.fromhex("06092a864886f70d01017f")))
+    with pytest.raises(PathError) as exc:
+        check_key_strength(cert, DEFAULT_POLICY)
+    assert exc.value.cause == "weak-key"
+    assert str(exc.value).startswith(f"{cert.subject.rfc4514_string()} has a public key that cannot be used: ")
+
+
+def test_ec_keys_need_256_bits(root: Node) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from gateway.security.pathvalidate import DEFAULT_POLICY, PathError, check_key_strength
+
+    def cert(curve: ec.EllipticCurve) -> x509.Certificate:
+        key = ec.generate_private_key(curve)
+        return (x509.CertificateBuilder().subject_name(name("EC Seal")).issuer_name(name("EC Seal"))
+                .public_key(key.public_key()).serial_number(9)
+                .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=1))
+                .sign(key, hashes.SHA256()))
+    check_key_strength(cert(ec.SECP256R1()), DEFAULT_POLICY)
+    small = cert(ec.SECP224R1())
+    with pytest.raises(PathError) as exc:
+        check_key_strength(small, DEFAULT_POLICY)
+    assert exc.value.cause == "weak-key"
+    assert str(exc.value) == (f"{small.subject.rfc4514_string()} has a 224-bit EC key (secp224r1); at least 256 bits "
+                              "are required")
+
+
+def test_critical_extension_refusals_list_every_oid_and_unreadable_extensions_are_broken(root: Node) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from gateway.security.pathvalidate import PathError, check_critical_extensions
+    second = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.1.2"), b"\x05\x00")
+    two = good(root=root, extra=[(UNKNOWN_CRITICAL, True), (second, True)]).leaf.cert
+    with pytest.raises(PathError) as exc:
+        check_critical_extensions(two)
+    assert exc.value.cause == "critical-extension"
+    assert str(exc.value) == (f"{two.subject.rfc4514_string()} carries the critical extension(s) "
+                              "1.3.6.1.4.1.55555.1.1, 1.3.6.1.4.1.55555.1.2, which this gateway does not process "
+                              "(RFC 5280 4.2: such a certificate must be refused)")
+    # the same extension twice (RFC 5280 4.2: "MUST NOT include more than one instance"), edited into the DER
+    der = two.public_bytes(Encoding.DER)
+    oid2 = bytes.fromhex("060a2b0601040183b2030102")          # 1.3.6.1.4.1.55555.1.2
+    assert der.count(oid2) == 1
+    dup = x509.load_der_x509_certificate(der.replace(oid2, bytes.fromhex("060a2b0601040183b2030101")))
+    with pytest.raises(PathError) as exc:
+        check_critical_extensions(dup)
+    assert exc.value.cause == "broken"
+    assert str(exc.value).startswith(f"{dup.subject.rfc4514_string()} has unreadable extensions: ")
+
+
+def test_a_ca_signed_seal_with_a_duplicated_extension_is_refused_as_broken(root: Node) -> None:
+    """Found by mutation testing: cryptography raises DuplicateExtension (not a ValueError) for a certificate
+    carrying one extension twice, and it escaped the path validation as an unexpected exception instead of the
+    EBMS:0101 refusal naming the cause. The issuing CA really signed this seal (the TBS is re-signed)."""
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.serialization import Encoding
+    ext = [(x509.UnrecognizedExtension(x509.ObjectIdentifier(f"1.3.6.1.4.1.55555.1.{i}"), b"\x05\x00"), False)
+           for i in (1, 2)]
+    h = good(root=root, extra=ext)
+    der, tbs = h.leaf.cert.public_bytes(Encoding.DER), h.leaf.cert.tbs_certificate_bytes
+    new_tbs = tbs.replace(bytes.fromhex("060a2b0601040183b2030102"), bytes.fromhex("060a2b0601040183b2030101"))
+    sig = h.inter.key.sign(new_tbs, padding.PKCS1v15(), hashes.SHA256())
+    head, rest = der.split(tbs, 1)
+    dup = x509.load_der_x509_certificate(head + new_tbs + rest.replace(h.leaf.cert.signature, sig, 1))
+    dup.verify_directly_issued_by(h.inter.cert)
+    with pytest.raises(ChainError) as exc:
+        TrustStore([root.cert]).validate([dup, h.inter.cert], at=NOW)
+    assert exc.value.reason == "broken" and "has unreadable extensions: " in str(exc.value)
+    fault = refused(Hierarchy(root, h.inter, Node(dup, h.leaf.key)), receiver(root))
+    assert fault.code == "EBMS:0101" and "not acceptable (broken)" in fault.message, fault.message
+    # a customs certificate of that shape in the configuration is simply not a CA (no traceback at start-up)
+    assert TrustStore([root.cert], customs_certs=[dup]).intermediates == []
+
+
+def test_an_empty_chain_is_broken() -> None:
+    from gateway.security.pathvalidate import PathError, check_seal_policy
+    with pytest.raises(PathError) as exc:
+        check_seal_policy([], at=NOW, anchor_index=0)
+    assert (exc.value.cause, str(exc.value)) == ("broken", "no certificate to validate")
+
+
+def test_dsa_keys_are_not_accepted() -> None:
+    from cryptography.hazmat.primitives.asymmetric import dsa
+    from gateway.security.pathvalidate import DEFAULT_POLICY, PathError, check_key_strength
+    key = dsa.generate_private_key(1024)
+    cert = (x509.CertificateBuilder().subject_name(name("DSA Seal")).issuer_name(name("DSA Seal"))
+            .public_key(key.public_key()).serial_number(11)
+            .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    with pytest.raises(PathError) as exc:
+        check_key_strength(cert, DEFAULT_POLICY)
+    assert exc.value.cause == "weak-key"
+    assert str(exc.value) == f"{cert.subject.rfc4514_string()} has a DSA key, which is not accepted"
+
+
+def test_seal_usage_refuses_a_ca_unless_it_is_the_pinned_anchor(root: Node) -> None:
+    from gateway.security.pathvalidate import PathError, check_seal_usage
+    ca = issue(name("Sealing CA", eori=EORI), rsa_key(2048, 30), None, ca=True,
+               ku=key_usage(ds=True, cert_sign=True)).cert
+    with pytest.raises(PathError) as exc:
+        check_seal_usage(ca)                          # not pinned unless said so
+    assert exc.value.cause == "seal-is-ca"
+    check_seal_usage(ca, pinned=True)
+
+
+def test_seal_eku_refusal_lists_every_purpose_by_name_or_oid(root: Node) -> None:
+    from gateway.security.pathvalidate import PathError, check_seal_usage
+    odd = x509.ObjectIdentifier("1.3.6.1.4.1.55555.7")
+    leaf = good(root=root, eku=[ExtendedKeyUsageOID.CLIENT_AUTH, odd]).leaf.cert
+    with pytest.raises(PathError) as exc:
+        check_seal_usage(leaf)
+    assert exc.value.cause == "seal-extended-key-usage"
+    assert str(exc.value) == (f"{leaf.subject.rfc4514_string()} is restricted to clientAuth (TLS client), "
+                              f"{odd.dotted_string} (extendedKeyUsage), which does not allow sealing messages")
 
 
 @pytest.mark.parametrize("eku", [[ExtendedKeyUsageOID.EMAIL_PROTECTION], [DOCUMENT_SIGNING],
@@ -208,6 +420,51 @@ def test_eori_binding_report_mode_logs_and_accepts(root: Node, caplog: pytest.Lo
     with caplog.at_level("WARNING", logger="ics2gw.security"):
         send(good(root=root, eori="DE987654321"), receiver(root, eori_binding="report"))
     assert "event=eori_binding_mismatch" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def seals() -> dict[str, x509.Certificate]:
+    """Self-issued seals for the binding rule alone (the chain is not what these tests are about)."""
+    key = rsa_key(2048, 50)
+    return {k: issue(n, key, None, ca=False).cert for k, n in {
+        "own": name("Own Seal", eori=EORI), "other": name("Other Seal", eori="DE987654321"),
+        "none": name("No EORI Seal"), "two": name("Two EORI Seal", eori=EORI, serial="DE987654321")}.items()}
+
+
+def test_eori_binding_rule_by_rule(seals: dict[str, x509.Certificate]) -> None:
+    """ICD 4.6.3 on the binding function itself: the default mode refuses, the causes and messages name the seal
+    (its subject), the PartyId and both EORIs, and the hint names the setting an operator may change."""
+    from gateway.security.binding import EoriBindingError, check_eori_binding, party_eori
+    assert party_eori(f"sys1@{EORI}@FR") == EORI and party_eori("not a party id") is None
+    check_eori_binding(seals["own"], f"sys1@{EORI}@FR")
+    with pytest.raises(EoriBindingError) as exc:
+        check_eori_binding(seals["none"], EORI)          # default mode: refuse
+    assert exc.value.cause == "eori-missing"
+    assert exc.value.args[0].startswith(f"the seal {seals['none'].subject.rfc4514_string()} carries no EORI")
+    assert exc.value.args[0].endswith('(ICD 4.6.3; set [trust] eori_binding = "if-present" to leave the binding to '
+                                      'the UUM&DS registration)')
+    with pytest.raises(EoriBindingError) as exc:
+        check_eori_binding(seals["own"], "lower-case-is-no-eori")
+    assert exc.value.cause == "eori-mismatch"
+    assert exc.value.args[0].startswith("PartyId 'lower-case-is-no-eori' carries no EORI")
+    with pytest.raises(EoriBindingError) as exc:
+        check_eori_binding(seals["two"], EORI, "if-present")
+    assert exc.value.cause == "eori-ambiguous" and f"({EORI}, DE987654321)" in exc.value.args[0]
+    with pytest.raises(EoriBindingError) as exc:
+        check_eori_binding(seals["other"], EORI, "if-present")
+    assert exc.value.cause == "eori-mismatch" and "carries EORI DE987654321" in exc.value.args[0]
+    check_eori_binding(seals["none"], EORI, "if-present")
+
+
+def test_eori_binding_report_mode_logs_cause_party_and_seal(seals: dict[str, x509.Certificate],
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    from gateway.security.binding import check_eori_binding
+    with caplog.at_level("WARNING", logger="ics2gw.security"):
+        check_eori_binding(seals["other"], EORI, "report")
+        check_eori_binding(seals["none"], EORI, "report")
+    who = seals["other"].subject.rfc4514_string()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"event=eori_binding_mismatch cause=eori-mismatch party_id={EORI} signer={who!r}"]
 
 
 def test_pull_request_must_be_sealed_for_the_eori_of_its_mpc(root: Node) -> None:

@@ -42,6 +42,15 @@ def test_ie3r01_late_or_repeated_never_drags_a_filing_back() -> None:
     for state in (S.REGISTERED, S.AMENDED, S.INFO_REQUESTED, S.DO_NOT_LOAD, S.ASSESSMENT_COMPLETE):
         e = eff("IE3R01", state)
         assert e.new_state is None and e.learn_mrn == MRN, state
+        # the registration is still recorded on the message it answers, as an event of its own
+        assert (e.message_outcome, e.event, e.via, e.alert) == ("registered", "registered", None, None), state
+
+
+def test_a_follow_up_answers_only_the_requests_it_is_the_answer_to() -> None:
+    assert answers_request("IE3R02", "IE3Q02") and answers_request("IE3A10", "IE3Q02")
+    assert answers_request("IE3R03", "IE3Q03") and not answers_request("IE3R03", "IE3Q02")
+    assert not answers_request("IE3R02", "IE3Q01")              # do not load: nothing answers it
+    assert not answers_request("IE3R02", "IE3Q05")              # not a request customs expects an answer to
 
 
 @pytest.mark.parametrize("action", ["IE3N99", "IE3N01"])
@@ -97,10 +106,15 @@ def test_ie3n03_ie3r04_ie3n08_and_notifications() -> None:
     for current in LIVE:
         e = eff("IE3N03", current, None)
         assert (e.new_state, e.event, e.alert) == (S.ASSESSMENT_COMPLETE, "assessment-complete", None)
+        assert e.learn_mrn == MRN
+        e = eff("IE3R04", current, "IE3N06")        # arrival of a registered ENS: straight to arrived
+        assert (e.new_state, e.via, e.message_outcome, e.learn_mrn, e.event) == (S.ARRIVED, None, "registered", MRN,
+                                                                                "arrived"), current
     e = eff("IE3R04", S.SENT, "IE3N06")
     assert (e.new_state, e.via, e.message_outcome, e.learn_mrn, e.event) == (S.ARRIVED, S.REGISTERED, "registered",
                                                                             MRN, "arrived")
-    assert eff("IE3R04", S.ARRIVED, "IE3N06").new_state is None
+    e = eff("IE3R04", S.ARRIVED, "IE3N06")       # a repeated arrival: recorded, the state stays
+    assert (e.new_state, e.via, e.message_outcome, e.learn_mrn, e.event) == (None, None, "registered", MRN, "arrived")
     for action in ("IE3N02", "IE3N04", "IE3N05", "IE3N07", "IE3N08", "IE3N09", "IE3N11", "IE3R08"):
         e = eff(action, S.REGISTERED, None)
         assert (e.new_state, e.message_outcome, e.open_request, e.alert, e.event) == (
@@ -259,3 +273,11 @@ async def test_follow_ups(acceptor: Any) -> None:
     with pytest.raises(IntakeRefused) as exc:
         await acceptor.accept(ens("UNIT0005"), action="IE3F10")
     assert exc.value.reason == "action-mismatch"
+
+
+def test_an_unmatched_customs_message_without_a_specific_alert_is_an_orphan() -> None:
+    """ICD 3.1.8 copies raise the alert their action calls for; anything else that matches no filing is an
+    orphan (category B), with the reason the operator reads."""
+    from gateway.pipeline.correlate import UnmatchedAlert, unmatched_alert
+    assert unmatched_alert("IE3N04") == UnmatchedAlert("orphan", "B", "matches no filing")
+    assert unmatched_alert("IE3Q01").kind == "do-not-load"

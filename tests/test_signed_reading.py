@@ -425,8 +425,62 @@ def test_token_certificate_count_bound_is_exact(trader: Engine, customs: Engine,
     def fn(root) -> None:  # type: ignore[no-untyped-def]
         next(root.iter("{http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd}"
                        "BinarySecurityToken")).text = token
-    exc = _refusal(trader, *_edited(customs, fn)[:2])
+    ctype, body, mid = _edited(customs, fn)
+    exc = _refusal(trader, ctype, body)
     assert exc is not None and reason in exc.message, exc
+    assert exc.ref_to_message_id == mid
+
+
+@pytest.mark.parametrize("token,message", [
+    ("leaf-first-2", "the X509PKIPathv1 token is not in PkiPath order (root first, signer last)"),
+    ("AAAA", "the security token cannot be read: "),
+])
+def test_unreadable_or_misordered_token_is_refused_naming_the_message(trader: Engine, customs: Engine, pki: Path,
+                                                                      token: str, message: str) -> None:
+    """A two-certificate PkiPath in leaf-first order is the shortest misordered path (one certificate has no
+    order); a token that is not DER at all cannot be read. Both EBMS:0101, naming the refused message."""
+    import base64
+
+    from gateway.security import pkipath
+    if token == "leaf-first-2":
+        token = base64.b64encode(pkipath.encode(list(reversed(load_pem_certificates(pki / "customs-chain.pem")))[:2])).decode()
+
+    def fn(root) -> None:  # type: ignore[no-untyped-def]
+        next(root.iter("{http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd}"
+                       "BinarySecurityToken")).text = token
+    ctype, body, mid = _edited(customs, fn)
+    exc = _refusal(trader, ctype, body)
+    assert exc is not None and exc.code == "EBMS:0101" and exc.message.startswith(message), exc
+    assert exc.ref_to_message_id == mid
+
+
+@pytest.mark.parametrize("tag", ["SignatureValue", "BinarySecurityToken"])
+def test_base64_values_may_be_wrapped_but_not_carry_other_characters(trader: Engine, customs: Engine,
+                                                                    tag: str) -> None:
+    """XML Signature base64 values are often wrapped (76 columns): whitespace is dropped before decoding. Any
+    other character outside the base64 alphabet is refused, not skipped (``validate=True``)."""
+    def edit(text_of):  # type: ignore[no-untyped-def]
+        def fn(root) -> None:  # type: ignore[no-untyped-def]
+            el = next(e for e in root.iter() if isinstance(e.tag, str) and e.tag.endswith("}" + tag))
+            el.text = text_of(el.text.strip())
+        return fn
+    wrapped = _edited(customs, edit(lambda t: "\n".join(t[i:i + 76] for i in range(0, len(t), 76)) + "\n"))
+    assert _refusal(trader, *wrapped[:2]) is None
+    ctype, body, mid = _edited(customs, edit(lambda t: t[:8] + "!" + t[8:]))
+    exc = _refusal(trader, ctype, body)
+    assert exc is not None and exc.code == "EBMS:0101" and "is not valid base64" in exc.message, exc
+    assert exc.ref_to_message_id == mid
+
+
+def test_reference_digests_for_nrr_compare_compact_values_and_absent_parts_as_empty() -> None:
+    """The NRR map (URI -> digest, base64 without whitespace) of ds:Reference elements; a Reference without URI
+    (the whole document) is keyed "", one without (or with an empty) DigestValue maps to ""."""
+    from gateway.security.verify import references_digests
+    refs = etree.fromstring(
+        f'<r xmlns:ds="{DS[1:-1]}"><ds:Reference URI="#body"><ds:DigestValue> AAAA\n BBBB= </ds:DigestValue>'
+        '</ds:Reference><ds:Reference><ds:DigestValue>CCCC</ds:DigestValue></ds:Reference>'
+        '<ds:Reference URI="cid:a"/><ds:Reference URI="cid:b"><ds:DigestValue/></ds:Reference></r>'.encode())
+    assert references_digests(list(refs)) == {"#body": "AAAABBBB=", "": "CCCC", "cid:a": "", "cid:b": ""}
 
 
 @pytest.mark.parametrize("size,ok", [(31, False), (32, True), (33, False)])
@@ -549,3 +603,167 @@ def test_a_signed_empty_value_is_refused_naming_the_message(trader: Engine, pki:
     exc = _refusal(trader, *_signed(pki, [empty]))
     assert exc is not None and exc.code == "EBMS:0009" and f"eb:{tag} is missing or empty" in exc.message, exc
     assert exc.ref_to_message_id == "signed@sti.test"
+
+
+# ------------------------------------------------------------------------------------------ eb:Messaging on the wire
+def _wire(messaging: str, body: str = "") -> bytes:
+    """A SOAP 1.2 envelope around ``messaging`` (the content of eb:Messaging), as a peer sends it."""
+    return (f'<S12:Envelope xmlns:S12="http://www.w3.org/2003/05/soap-envelope" xmlns:eb="{NS_EB}">'
+            f'<S12:Header><eb:Messaging S12:mustUnderstand="true">{messaging}</eb:Messaging></S12:Header>'
+            f'<S12:Body>{body}</S12:Body></S12:Envelope>').encode()
+
+
+def _parse_refusal(wire: bytes) -> EbmsFault:
+    from gateway.ebms.parse import parse_envelope
+    with pytest.raises(EbmsFault) as exc:
+        parse_envelope(parse_xml(wire))
+    return exc.value
+
+
+def test_a_signal_without_message_id_is_refused_naming_the_signal() -> None:
+    exc = _parse_refusal(_wire('<eb:SignalMessage><eb:MessageInfo><eb:Timestamp>2026-06-01T12:00:00Z</eb:Timestamp>'
+                               '</eb:MessageInfo><eb:PullRequest/></eb:SignalMessage>'))
+    assert (exc.code, exc.message) == ("EBMS:0009", "eb:SignalMessage: eb:MessageId is missing or empty")
+
+
+def _um(*, info: str = "<eb:MessageId>u1@peer.test</eb:MessageId><eb:Timestamp>2026-06-01T12:00:00Z</eb:Timestamp>",
+        from_: str = '<eb:PartyId type="urn:x:eori"> NL123456789 </eb:PartyId><eb:Role>urn:x:trader</eb:Role>',
+        parts: str = "") -> bytes:
+    return _wire(f'<eb:UserMessage><eb:MessageInfo>{info}</eb:MessageInfo><eb:PartyInfo>'
+                 f'{"<eb:From>" + from_ + "</eb:From>" if from_ is not None else ""}'
+                 '<eb:To><eb:PartyId>sti-taxud</eb:PartyId><eb:Role>urn:x:customs</eb:Role></eb:To></eb:PartyInfo>'
+                 '<eb:CollaborationInfo><eb:Service>urn:x:svc</eb:Service><eb:Action>IE3F32</eb:Action>'
+                 '<eb:ConversationId>c1</eb:ConversationId></eb:CollaborationInfo>'
+                 f'{"<eb:PayloadInfo>" + parts + "</eb:PayloadInfo>" if parts else ""}</eb:UserMessage>')
+
+
+def test_user_message_values_as_the_wire_spells_them() -> None:
+    from gateway.ebms.parse import parse_envelope
+    part = ('<eb:PartInfo href="CID:a%40b"><eb:PartProperties><eb:Property name=" mimetype "> application/xml '
+            '</eb:Property><eb:Property name="X-Own">v</eb:Property></eb:PartProperties></eb:PartInfo>')
+    um = parse_envelope(parse_xml(_um(parts=part))).messaging.user_message
+    assert um is not None and um.ref_to_message_id is None
+    assert (um.from_party.party_id, um.from_party.party_type, um.from_party.role) == ("NL123456789", "urn:x:eori",
+                                                                                      "urn:x:trader")
+    (p,) = um.part_infos
+    nameless = parse_envelope(parse_xml(_um(parts='<eb:PartInfo href="cid:a"><eb:PartProperties><eb:Property>v'
+                                                  '</eb:Property></eb:PartProperties></eb:PartInfo>')))
+    assert nameless.messaging.user_message.part_infos[0].properties == (("", "v"),)  # type: ignore[union-attr]
+    assert (p.href, p.content_id, p.mime_type, p.properties) == ("CID:a%40b", "a@b", "application/xml",
+                                                                  (("MimeType", "application/xml"), ("X-Own", "v")))
+
+
+@pytest.mark.parametrize("kw,code,message", [
+    ({"from_": None}, "EBMS:0009", "eb:PartyInfo: expected one eb:From, found 0"),
+    ({"from_": "<eb:PartyId>A</eb:PartyId><eb:PartyId>B</eb:PartyId><eb:Role>r</eb:Role>"}, "EBMS:0009",
+     "eb:From must carry exactly one non-empty eb:PartyId (eDelivery 1.4.4.1), found 2"),
+    ({"from_": "<eb:PartyId> </eb:PartyId><eb:Role>r</eb:Role>"}, "EBMS:0009",
+     "eb:From must carry exactly one non-empty eb:PartyId (eDelivery 1.4.4.1), found 1"),
+    ({"from_": "<eb:PartyId>A</eb:PartyId>"}, "EBMS:0009", "eb:From: eb:Role is missing or empty"),
+    ({"from_": "<eb:PartyId>NL1<eb:x/>23</eb:PartyId><eb:Role>r</eb:Role>"}, "EBMS:0009",
+     f"eb:From/eb:PartyId must hold text only, but contains element {{{NS_EB}}}x"),
+    ({"info": "<eb:MessageId>u1@peer.test</eb:MessageId>"}, "EBMS:0009",
+     "eb:UserMessage: eb:Timestamp is missing or empty"),
+    ({"info": "<eb:MessageId>u1@peer.test</eb:MessageId><eb:Timestamp>yesterday</eb:Timestamp>"}, "EBMS:0009",
+     "eb:UserMessage: eb:Timestamp 'yesterday' is not an xs:dateTime"),
+    ({"info": "<eb:MessageId>u1@peer.test</eb:MessageId><eb:Timestamp>2026-06-01T12:00:00Z</eb:Timestamp>"
+              "<eb:RefToMessageId>a b</eb:RefToMessageId>"}, "EBMS:0009",
+     "eb:UserMessage: eb:RefToMessageId 'a b' contains whitespace (an RFC 2822 msg-id has none, ebMS3 5.2.2.1)"),
+    ({"parts": "<eb:PartInfo/>"}, "EBMS:0011",
+     "eb:PartInfo without href: a payload in the SOAP Body is not allowed in ICS2"),
+    ({"parts": '<eb:PartInfo href="http://x/p"/>'}, "EBMS:0011",
+     "eb:PartInfo href 'http://x/p' is not a cid: reference (external payloads are forbidden, ICD 4.2.5)"),
+    ({"parts": '<eb:PartInfo href="cid:"/>'}, "EBMS:0009", "eb:PartInfo href 'cid:': the cid: URL names no Content-ID"),
+    ({"parts": '<eb:PartInfo href="cid:a"><eb:PartProperties><eb:Property name="MimeType">application/<eb:x/>xml'
+               '</eb:Property></eb:PartProperties></eb:PartInfo>'}, "EBMS:0009",
+     f"eb:Property must hold text only, but contains element {{{NS_EB}}}x"),
+    ({"parts": '<eb:PartInfo href="cid:a@b"/><eb:PartInfo href="cid:a%40b"/>'}, "EBMS:0009",
+     "two eb:PartInfo name the same MIME part"),
+])
+def test_user_message_refusals_name_the_cause_and_the_message(kw: dict, code: str, message: str) -> None:  # type: ignore[type-arg]
+    exc = _parse_refusal(_um(**kw))
+    assert (exc.code, exc.message, exc.ref_to_message_id) == (code, message, "u1@peer.test")
+
+
+def test_more_part_infos_than_attachments_is_refused_before_reading_them() -> None:
+    from gateway.ebms.parse import parse_envelope
+    wire = _um(parts='<eb:PartInfo href="cid:a"/><eb:PartInfo/>')
+    with pytest.raises(EbmsFault) as exc:
+        parse_envelope(parse_xml(wire), max_part_infos=1)
+    assert (exc.value.code, exc.value.message, exc.value.ref_to_message_id) == (
+        "EBMS:0011", "eb:PayloadInfo lists 2 parts, but the message has only 1 MIME attachment(s)", "u1@peer.test")
+    assert len(parse_envelope(parse_xml(_um(parts='<eb:PartInfo href="cid:a"/><eb:PartInfo href="cid:b"/>')),
+                              max_part_infos=2).messaging.user_message.part_infos) == 2  # type: ignore[union-attr]
+
+
+def test_timestamps_are_utc_with_or_without_a_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the host's own time zone (here Brussels): a missing zone means UTC (ICD 4.2.1)."""
+    import datetime as dt
+    import time
+
+    from gateway.ebms.parse import parse_timestamp
+    utc = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
+    monkeypatch.setenv("TZ", "Europe/Brussels")
+    time.tzset()
+    try:
+        for text in ("2026-06-01T12:00:00Z", "2026-06-01T12:00:00z", " 2026-06-01T12:00:00 ",
+                     "2026-06-01T14:00:00+02:00"):
+            got = parse_timestamp(text)
+            assert got == utc and got.utcoffset() == dt.timedelta(0), text
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+
+def test_a_user_message_without_message_info_is_refused_naming_the_element() -> None:
+    wire = _um().replace(b"<eb:MessageInfo><eb:MessageId>u1@peer.test</eb:MessageId><eb:Timestamp>"
+                         b"2026-06-01T12:00:00Z</eb:Timestamp></eb:MessageInfo>", b"")
+    exc = _parse_refusal(wire)
+    assert (exc.code, exc.message, exc.ref_to_message_id) == (
+        "EBMS:0009", "eb:UserMessage: expected one eb:MessageInfo, found 0", None)
+
+
+@pytest.mark.parametrize("tag,what", [("SignedInfo", "ds:SignedInfo"), ("DigestValue", "ds:DigestValue"),
+                                      ("SignatureValue", "ds:SignatureValue")])
+def test_a_doubled_signature_element_is_refused_as_ebms_0103(trader: Engine, customs: Engine, tag: str,
+                                                             what: str) -> None:
+    """Exactly one of each: a second copy (which could be the one another reader picks) is refused by name."""
+    import copy
+
+    def fn(root) -> None:  # type: ignore[no-untyped-def]
+        el = next(root.iter(DS + tag))
+        el.addnext(copy.deepcopy(el))
+    ctype, body, mid = _edited(customs, fn)
+    exc = _refusal(trader, ctype, body)
+    assert exc is not None and (exc.code, exc.message) == ("EBMS:0103", f"expected exactly one {what}, found 2"), exc
+    assert exc.ref_to_message_id == mid
+
+
+def test_structural_refusals_of_the_signature_name_what_is_wrong(trader: Engine, customs: Engine) -> None:
+    """Each structural refusal of wsse:Security / ds:Signature says exactly what is wrong (the operator of the
+    sending side reads it in the ebMS Error)."""
+    import copy
+    wsse = "{http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd}Security"
+
+    def double(tag):  # type: ignore[no-untyped-def]
+        def fn(root) -> None:  # type: ignore[no-untyped-def]
+            el = next(root.iter(tag))
+            el.addnext(copy.deepcopy(el))
+        return fn
+
+    def inclusive(root) -> None:  # type: ignore[no-untyped-def]
+        next(root.iter(DS + "CanonicalizationMethod")).set("Algorithm", "http://www.w3.org/2001/10/xml-c14n#")
+
+    def moved_signature(root) -> None:  # type: ignore[no-untyped-def]
+        sig = next(root.iter(DS + "Signature"))
+        etree.SubElement(next(root.iter(wsse)), "{urn:x-test}Box").append(copy.deepcopy(sig))
+    for fn, message in [
+        (double(wsse), "more than one wsse:Security header"),
+        (moved_signature, "the message must carry exactly one ds:Signature"),
+        (double(DS + "CanonicalizationMethod"), "expected exactly one ds:CanonicalizationMethod, found 2"),
+        (inclusive, "canonicalization http://www.w3.org/2001/10/xml-c14n# is not allowed (exclusive c14n only)"),
+    ]:
+        ctype, body, mid = _edited(customs, fn)
+        exc = _refusal(trader, ctype, body)
+        assert exc is not None and (exc.code, exc.message, exc.ref_to_message_id) == ("EBMS:0103", message, mid), exc

@@ -120,7 +120,8 @@ def check_validity(cert: x509.Certificate, at: dt.datetime) -> None:
 def check_critical_extensions(cert: x509.Certificate) -> None:
     try:
         extensions = list(cert.extensions)
-    except ValueError as exc:   # a duplicated or malformed extension: cryptography refuses to parse it
+    # a duplicated or malformed extension: cryptography refuses to parse it (DuplicateExtension is not a ValueError)
+    except (ValueError, x509.DuplicateExtension) as exc:
         raise PathError("broken", f"{subject(cert)} has unreadable extensions: {exc}") from None
     unknown = [e.oid.dotted_string for e in extensions if e.critical and e.oid not in _HANDLED_CRITICAL]
     if unknown:

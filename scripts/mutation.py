@@ -1,0 +1,142 @@
+"""Mutation testing by module group (`make mutation`; docs/mutation.md records the scores).
+
+mutmut 3 reads one ``[tool.mutmut]`` table from ``pyproject.toml`` in its working directory, with one test
+selection for every mutated file. Running every module against the union of their suites makes the stats run and
+each survivor's re-run slow, so each group below gets its own working directory (``var/mutation/<group>``) with
+symlinks to the sources and tests and a ``pyproject.toml`` whose ``[tool.mutmut]`` names that group's modules and
+the suites that exercise them. Everything else in ``pyproject.toml`` (pytest options) is kept.
+
+    python scripts/mutation.py [GROUP ...]          # run (default: every group, in priority order)
+    python scripts/mutation.py --results [GROUP ...]  # survivors and counts of the last run
+    python scripts/mutation.py --list
+    python scripts/mutation.py --fresh GROUP ...     # delete the group's cached mutants and stats first
+
+``MUTMUT_CHILDREN`` (default 1) sets mutmut's parallelism; mutmut runs under ``nice -n 19``. A group's mutants
+are cached in its directory: a second run only re-checks what changed (delete ``var/mutation/<group>`` to start
+afresh, or pass ``--fresh``). Extra arguments after ``--`` are passed to ``mutmut run`` (e.g. mutant names or globs).
+
+Interrupting a group's first run is not harmless with mutmut 3.8: its test-to-function map
+(``mutants/mutmut-stats.json``) may be saved incomplete, and the next run then maps only tests it has not seen,
+so mutants "survive" against a handful of tests. Start such a group again with ``--fresh``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+WORK = REPO / "var" / "mutation"
+MUTMUT = REPO / ".venv" / "bin" / "mutmut"
+
+# group -> (modules to mutate, test files that exercise them); in the order the issue prioritises them
+GROUPS: dict[str, tuple[list[str], list[str]]] = {
+    "verify": (["gateway/security/verify.py"],
+               ["tests/test_vectors.py", "tests/test_signed_reading.py", "tests/test_engine.py",
+                "tests/test_certpath_vectors.py"]),
+    "pathvalidate": (["gateway/security/pathvalidate.py"],
+                     ["tests/test_pathvalidate.py", "tests/test_certpath_vectors.py"]),
+    "binding": (["gateway/security/binding.py"],
+                ["tests/test_pathvalidate.py", "tests/test_engine.py", "tests/test_certpath_vectors.py"]),
+    "parse": (["gateway/ebms/parse.py"],
+              ["tests/test_signed_reading.py", "tests/test_vectors.py", "tests/test_engine.py"]),
+    "mime": (["gateway/ebms/mime.py"],
+             ["tests/test_mime.py", "tests/test_vectors.py", "tests/test_stream.py"]),
+    "correlate": (["gateway/pipeline/correlate.py"],
+                  ["tests/test_pipeline_units.py", "tests/test_inbound_rules.py"]),
+    "inbound": (["gateway/pipeline/inbound.py"],
+                ["tests/test_pipeline_units.py", "tests/test_inbound_rules.py", "tests/test_pipeline_boundaries.py"]),
+    "security-rest": (["gateway/security/trust.py", "gateway/security/keys.py", "gateway/security/seal.py",
+                       "gateway/security/pkipath.py", "gateway/security/rsa_backend.py"],
+                      ["tests/test_pathvalidate.py", "tests/test_certpath_vectors.py", "tests/test_engine.py",
+                       "tests/test_signed_reading.py"]),
+    "journal": (["gateway/journal/core.py", "gateway/journal/sqlite.py"],
+                ["tests/test_journal.py", "tests/test_journal_states.py", "tests/test_journal_writer.py"]),
+}
+
+LINKS = ["gateway", "tests", "certs", "conf", "pmodes"]
+
+
+def _toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+
+def prepare(group: str) -> Path:
+    modules, tests = GROUPS[group]
+    d = WORK / group
+    d.mkdir(parents=True, exist_ok=True)
+    for name in LINKS:
+        link = d / name
+        if not link.is_symlink() and (REPO / name).exists():
+            link.symlink_to(REPO / name)
+    base = (REPO / "pyproject.toml").read_text("utf-8")
+    base = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[|\Z)", "", base)
+    cfg = (f"\n[tool.mutmut]\nsource_paths = [\"gateway\"]\nonly_mutate = {_toml_list(modules)}\n"
+           f"also_copy = {_toml_list(['certs', 'conf', 'pmodes'])}\n"
+           f"pytest_add_cli_args = {_toml_list(['-p', 'no:cacheprovider', '-q', '-x'])}\n"
+           f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n")
+    target = d / "pyproject.toml"
+    text = base.rstrip() + "\n" + cfg
+    if not target.exists() or target.read_text("utf-8") != text:
+        target.write_text(text, "utf-8")
+    return d
+
+
+def results(group: str) -> dict[str, int]:
+    d = WORK / group
+    out = subprocess.run([str(MUTMUT), "results", "--all", "true"], cwd=d, capture_output=True, text=True, check=False).stdout
+    counts: dict[str, int] = {}
+    for line in out.splitlines():
+        if ":" in line:
+            status = line.rsplit(":", 1)[1].strip()
+            counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def main(argv: list[str]) -> int:
+    extra: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
+    if "--list" in argv:
+        for g, (mods, tests) in GROUPS.items():
+            print(f"{g:14} {' '.join(mods)}\n{'':14} tests: {' '.join(tests)}")
+        return 0
+    show = "--results" in argv
+    fresh = "--fresh" in argv
+    groups = [a for a in argv if not a.startswith("--")] or list(GROUPS)
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown:
+        print(f"unknown group(s) {unknown}; --list shows them", file=sys.stderr)
+        return 2
+    rc = 0
+    for g in groups:
+        if g == "journal" and not all((REPO / m).exists() for m in GROUPS[g][0]):
+            print(f"== {g}: skipped ({' '.join(GROUPS[g][0])} not all present)")
+            continue
+        if fresh and not show:
+            import shutil
+            shutil.rmtree(WORK / g, ignore_errors=True)
+        d = prepare(g)
+        if not show:
+            children = os.environ.get("MUTMUT_CHILDREN", "1")
+            print(f"== {g}: mutmut run in {d.relative_to(REPO)}", flush=True)
+            r = subprocess.run(["nice", "-n", "19", str(MUTMUT), "run", "--max-children", children, *extra], cwd=d, check=False)
+            rc = rc or r.returncode
+        counts = results(g)
+        total = sum(counts.values())
+        killed = counts.get("killed", 0) + counts.get("timeout", 0)
+        score = f"{100 * killed / total:.0f} %" if total else "-"
+        print(f"== {g}: {total} mutants, {counts} -> score {score} (killed + timeout / all)")
+        if show:
+            out = subprocess.run([str(MUTMUT), "results"], cwd=d, capture_output=True, text=True, check=False).stdout
+            print(out.rstrip())
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -767,3 +767,98 @@ def test_structural_refusals_of_the_signature_name_what_is_wrong(trader: Engine,
         ctype, body, mid = _edited(customs, fn)
         exc = _refusal(trader, ctype, body)
         assert exc is not None and (exc.code, exc.message, exc.ref_to_message_id) == ("EBMS:0103", message, mid), exc
+
+
+def test_algorithm_reference_and_token_refusals_name_what_is_wrong(trader: Engine, customs: Engine) -> None:
+    """The refusals of the references and of the key say exactly what is wrong, with their own code (mutation
+    testing of ``verify_envelope``: these messages and codes were not pinned). All are edits after sealing that
+    the verifier must refuse before it checks the signature value."""
+    import copy
+    from gateway.ebms.constants import NS_WSSE
+    wsse = "{%s}" % NS_WSSE
+
+    def double_signature_method(root) -> None:  # type: ignore[no-untyped-def]
+        sm = next(root.iter(DS + "SignatureMethod"))
+        sm.addnext(copy.deepcopy(sm))
+
+    def signature_method(root) -> None:  # type: ignore[no-untyped-def]
+        next(root.iter(DS + "SignatureMethod")).set("Algorithm", "http://www.w3.org/2000/09/xmldsig#rsa-sha1")
+
+    def digest_method(root) -> None:  # type: ignore[no-untyped-def]
+        next(root.iter(DS + "DigestMethod")).set("Algorithm", "http://www.w3.org/2000/09/xmldsig#sha1")
+
+    def attachment_uri(uri: str):  # type: ignore[no-untyped-def]
+        def fn(root) -> None:  # type: ignore[no-untyped-def]
+            next(r for r in root.iter(DS + "Reference") if r.get("URI").startswith("cid:")).set("URI", uri)
+        return fn
+
+    def token_uri(root) -> None:  # type: ignore[no-untyped-def]
+        next(root.iter(wsse + "SecurityTokenReference")).find(wsse + "Reference").set("URI", "#no-such-id")
+
+    for fn, code, message in [
+        (double_signature_method, "EBMS:0103", "expected exactly one ds:SignatureMethod, found 2"),
+        (signature_method, "EBMS:0103",
+         "signature algorithm http://www.w3.org/2000/09/xmldsig#rsa-sha1 is not allowed (rsa-sha256 only)"),
+        (digest_method, "EBMS:0103",
+         "digest algorithm http://www.w3.org/2000/09/xmldsig#sha1 is not allowed (sha256 only)"),
+        (attachment_uri("cid:%zz"), "EBMS:0101",
+         "reference cid:%zz: a % in a cid: URL must be followed by two hexadecimal digits (RFC 2392)"),
+        (attachment_uri("cid:other@sti.test"), "EBMS:0101",
+         "reference cid:other@sti.test names no MIME part of this message"),
+        (token_uri, "EBMS:0101", "the token reference does not resolve to one BinarySecurityToken of this header"),
+    ]:
+        ctype, body, mid = _edited(customs, fn)
+        exc = _refusal(trader, ctype, body)
+        assert exc is not None and (exc.code, exc.message, exc.ref_to_message_id) == (code, message, mid), \
+            (fn.__name__, exc)
+
+
+def _token_signed(customs: Engine, pki: Path, where: str) -> tuple[str, bytes]:
+    """A customs c2t message whose seal also signs a BinarySecurityToken (some stacks sign theirs): the real
+    token (``where="token"``) or a copy of it with another Id in a header of its own (``where="elsewhere"``).
+    The reference is added and SignedInfo signed again with the customs key, so only that reference differs."""
+    from gateway.ebms.constants import NS_WSSE, NS_WSU
+    from gateway.security import rsa_backend
+    from gateway.security.seal import _reference, ancestor_prefixes, c14n, sha256_b64
+    from gateway.security.verify import ALG_EXC_C14N
+    wsse, wsu_id = "{%s}" % NS_WSSE, "{%s}Id" % NS_WSU
+    soap, parts = _soap_and_parts(_c2t(customs))
+    root = parse_xml(soap)
+    bst = next(root.iter(wsse + "BinarySecurityToken"))
+    if where == "elsewhere":
+        header = root.find("{http://www.w3.org/2003/05/soap-envelope}Header")
+        box = etree.SubElement(header, "{urn:x-test}Box")
+        bst = etree.fromstring(etree.tostring(bst))
+        bst.set(wsu_id, "X509-elsewhere")
+        box.append(bst)
+        root = parse_xml(etree.tostring(root))  # the copy is canonicalized as the verifier will read it
+        bst = next(e for e in root.iter(wsse + "BinarySecurityToken") if e.get(wsu_id) == "X509-elsewhere")
+    prefixes = ancestor_prefixes(bst)
+    signed_info = next(root.iter(DS + "SignedInfo"))
+    _reference(signed_info, "#" + bst.get(wsu_id), ALG_EXC_C14N, prefixes, sha256_b64(c14n(bst, prefixes)))
+    root = parse_xml(etree.tostring(root))  # SignedInfo as the verifier will parse it
+    signed_info = next(root.iter(DS + "SignedInfo"))
+    inc = signed_info.find(f"{DS}CanonicalizationMethod/{EC}InclusiveNamespaces")
+    si_prefixes = inc.get("PrefixList").split() if inc is not None else []
+    key = serialization.load_pem_private_key((pki / "customs-seal.key").read_bytes(), None)
+    value = rsa_backend.sign(key, c14n(signed_info, si_prefixes), "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256")
+    import base64
+    next(root.iter(DS + "SignatureValue")).text = base64.b64encode(value).decode("ascii")
+    return _repack(etree.tostring(root, xml_declaration=True, encoding="UTF-8"), parts)
+
+
+def test_a_signed_reference_to_the_security_token_is_accepted(trader: Engine, customs: Engine, pki: Path) -> None:
+    """A seal may sign the BinarySecurityToken of its own wsse:Security header besides eb:Messaging, the Body and
+    the attachments: accepted, and the reference is part of what was verified (its digest is checked)."""
+    opened = trader.open(*_token_signed(customs, pki, "token"))
+    uris = [r.get("URI") for r in opened.signature.references]  # type: ignore[union-attr]
+    assert len(uris) == 4 and any(u.startswith("#X509-") for u in uris), uris
+
+
+def test_a_signed_token_outside_the_security_header_is_wrapping(trader: Engine, customs: Engine, pki: Path) -> None:
+    """A signed reference to a BinarySecurityToken that is not the one in this wsse:Security header is refused
+    as signature wrapping, naming the element."""
+    exc = _refusal(trader, *_token_signed(customs, pki, "elsewhere"))
+    assert exc is not None and (exc.code, exc.message) == (
+        "EBMS:0101", "reference #X509-elsewhere points at BinarySecurityToken, which is not the eb:Messaging or Body "
+                     "of this message (signature wrapping)"), exc

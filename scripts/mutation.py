@@ -66,7 +66,9 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
 # extra pytest arguments of a group (for its stats run and every mutant)
 PYTEST_ARGS: dict[str, list[str]] = {"journal-core": ["-k", "not postgresql"]}
 
-LINKS = ["gateway", "tests", "certs", "conf", "pmodes"]
+LINKS = ["gateway", "tests", "certs", "conf", "pmodes", "docs"]
+# copied into mutmut's mutants/ tree: what the tests read besides the package (test_journal_states reads docs/states.md)
+ALSO_COPY: dict[str, list[str]] = {"journal": ["docs"], "journal-core": ["docs"]}
 
 
 def _toml_list(items: list[str]) -> str:
@@ -84,7 +86,7 @@ def prepare(group: str) -> Path:
     base = (REPO / "pyproject.toml").read_text("utf-8")
     base = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[|\Z)", "", base)
     cfg = (f"\n[tool.mutmut]\nsource_paths = [\"gateway\"]\nonly_mutate = {_toml_list(modules)}\n"
-           f"also_copy = {_toml_list(['certs', 'conf', 'pmodes'])}\n"
+           f"also_copy = {_toml_list(['certs', 'conf', 'pmodes', *ALSO_COPY.get(group, [])])}\n"
            f"pytest_add_cli_args = {_toml_list(['-p', 'no:cacheprovider', '-q', '-x', *PYTEST_ARGS.get(group, [])])}\n"
            f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n")
     target = d / "pyproject.toml"

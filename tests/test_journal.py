@@ -475,3 +475,119 @@ def test_a_healthy_endpoint_is_not_rewritten_on_every_success(journal: SqliteJou
     after = journal.endpoint_state("TI-NL", "P")
     assert after.failing_since is None and after.last_ok_at == "2025-03-01T08:00:04.500Z"
     assert [e.event for e in journal.events() if e.event == "endpoint-recovered"] == ["endpoint-recovered"]
+
+
+def test_outbox_cursor_advances_only_forward(journal: SqliteJournal) -> None:
+    """A sink's cursor is created by its first advance, moves forward, never back (a late report of an older
+    batch must not replay delivered events), and is kept per sink name with the time of its last report."""
+    assert journal.outbox_cursor("erp") is None
+    journal.advance_outbox_cursor("erp", 5, now=T0)
+    assert journal.outbox_cursor("erp") == 5 and journal.outbox_cursor("amqp") is None
+    journal.advance_outbox_cursor("erp", 9, now=T0 + timedelta(seconds=1))
+    assert journal.outbox_cursor("erp") == 9
+    journal.advance_outbox_cursor("erp", 3, now=T0 + timedelta(seconds=2))
+    assert journal.outbox_cursor("erp") == 9
+    journal.advance_outbox_cursor("amqp", 2, now=T0)
+    assert (journal.outbox_cursor("erp"), journal.outbox_cursor("amqp")) == (9, 2)
+    rows = journal._all("SELECT name, updated_at FROM outbox_cursors ORDER BY name")
+    assert [tuple(r) for r in rows] == [("amqp", "2025-03-01T08:00:00.000Z"), ("erp", "2025-03-01T08:00:02.000Z")]
+
+
+def test_purge_counts_every_row_it_deletes_across_chunks(journal: SqliteJournal, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Retention deletes in chunks (bounded SQL parameter lists); with chunks of 2, every list spans several, and
+    the report counts each kind of row exactly. The purge leaves its never-purged marker event first."""
+    from gateway.journal import core
+    from gateway.journal.timeutil import iso
+    monkeypatch.setattr(core, "_CHUNK", 2)
+    old = T0 - timedelta(days=2000)
+    fids = [_with_evidence(journal, f"OLD-{i}", True, old) for i in range(3)]
+    for i in range(3):  # filing-less inbound messages, orphaned long ago
+        journal.record_inbound(InboundMessage(sender_party="customs", message_id=f"orphan-{i}@eu", raw=b"<x/>",
+                                              content_type="text/xml"), now=old, receipt=b"<r/>")
+        journal.record_orphan(f"orphan-{i}@eu", "customs", now=old, reason="matches no filing")
+    before = len(journal._all("SELECT id FROM events"))
+    cutoff = T0 - timedelta(days=1095)
+    report = journal.purge(cutoff, now=T0)
+    after = len(journal._all("SELECT id FROM events"))
+    assert (report.filings, report.messages, report.orphans, report.dedup_entries) == (3, 9, 3, 6)
+    assert report.events == before + 2 - after > 0
+    assert all(journal.get_filing(f) is None for f in fids)
+    assert all(journal.lookup_inbound("customs", f"orphan-{i}@eu") is None for i in range(3))
+    assert journal.list_orphans(include_resolved=True) == []
+    marker, done = [e for e in journal.events() if e.event in ("journal-purge", "purged")]
+    assert (marker.event, marker.detail, marker.filing_id, marker.message_id) == (
+        "journal-purge", {"older_than": iso(cutoff)}, None, None)
+    assert done.event == "purged" and done.detail["filings"] == 3 and done.detail["older_than"] == iso(cutoff)
+
+
+def test_claims_are_renewed_across_chunks(journal: SqliteJournal, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A worker renews many leases at once: every message it still holds is returned, whatever the chunking."""
+    from gateway.journal import core
+    monkeypatch.setattr(core, "_CHUNK", 2)
+    for i in range(5):
+        journal.enqueue_message(out_msg(f"m{i}@x", None), now=T0)
+    held = [m.message_id for m in journal.claim_due_messages(now=T0, worker="w", limit=5, lease_seconds=60)]
+    assert len(held) == 5
+    renewed = journal.renew_claims("w", [*held, "unknown@x"], now=T0 + timedelta(seconds=30), lease_seconds=60)
+    assert sorted(renewed) == sorted(held)
+    assert journal.renew_claims("other", held, now=T0, lease_seconds=60) == []
+
+
+def test_outcomes_of_a_send_are_journalled_with_their_event_and_detail(journal: SqliteJournal) -> None:
+    """Each outcome a worker reports (retry, failure, hold, receipt) and the operator's resend is one event of its
+    own name, on the filing and the message, whose detail says what happened; the returned message is the row
+    as it now is, without its bytes."""
+    from gateway.journal.timeutil import iso
+    f, _ = journal.insert_filing(filing(), now=T0)
+    journal.enqueue_message(out_msg("a@x", f.id), now=T0)
+    journal.claim_due_messages(now=T0, worker="w", lease_seconds=60)
+    t1, next_at = T0 + timedelta(seconds=5), T0 + timedelta(seconds=60)
+    m = journal.schedule_retry("a@x", worker="w", now=t1, next_attempt_at=next_at, error="HTTP 503")
+    assert (m.state, m.last_error, m.next_attempt_at, m.retry_since, m.claimed_by, m.sealed) == (
+        "queued", "HTTP 503", iso(next_at), iso(t1), None, None)
+    journal.claim_due_messages(now=next_at, worker="w", lease_seconds=60)
+    m = journal.fail_message("a@x", worker="w", now=next_at, error="EBMS:0004 refused")
+    assert (m.state, m.last_error, m.next_attempt_at, m.claimed_by, m.sealed) == (
+        "failed", "EBMS:0004 refused", None, None, None)
+    assert journal.get_message("a@x").retry_since == iso(t1)   # the retry budget runs since the first failure
+    m = journal.requeue_message("a@x", now=next_at, reason="operator resend")
+    assert (m.state, m.next_attempt_at, m.retry_since, m.sealed) == ("queued", iso(next_at), None, None)
+    journal.claim_due_messages(now=next_at, worker="w", lease_seconds=60)
+    with pytest.raises(InvalidTransition, match=r"filing message a@x \(operator resend\): invalid state transition "
+                                                r"'sending' -> 'queued'"):
+        journal.requeue_message("a@x", now=next_at, reason="while it is being sent")   # not failed, not held
+    m = journal.fail_message("a@x", worker="w", now=next_at, error="held for the operator", hold=True)
+    assert m.state == "held" and m.sealed is None
+    journal.requeue_message("a@x", now=next_at, reason="checked")
+    journal.claim_due_messages(now=next_at, worker="w", lease_seconds=60)
+    m = journal.record_receipt("a@x", worker="w", now=next_at, outcome="receipt", receipt=b"<r/>",
+                               content_type="application/soap+xml")
+    assert (m.state, m.receipt_outcome, m.claimed_by, m.next_attempt_at, m.retry_since, m.sealed) == (
+        "receipted", "receipt", None, None, None, None)
+    got = [(e.event, e.filing_id, e.detail) for e in journal.events(message_id="a@x")
+           if e.event not in ("message-queued", "message-claimed")]
+    assert got == [
+        ("message-retry-scheduled", f.id, {"error": "HTTP 503", "next_attempt_at": iso(next_at), "attempts": 1}),
+        ("message-failed", f.id, {"error": "EBMS:0004 refused", "attempts": 2}),
+        ("message-requeued", f.id, {"reason": "operator resend"}),
+        ("message-held", f.id, {"error": "held for the operator", "attempts": 3}),
+        ("message-requeued", f.id, {"reason": "checked"}),
+        ("message-receipted", f.id, {"outcome": "receipt", "from": "sending", "receipt_bytes": 4}),
+    ], got
+
+
+@pytest.mark.parametrize("report", ["receipt", "retry", "fail"])
+def test_a_worker_that_lost_its_lease_cannot_report_an_outcome(journal: SqliteJournal, report: str) -> None:
+    """A worker whose lease expired and was taken over reports too late: refused, the message unchanged."""
+    journal.enqueue_message(out_msg("l@x", None), now=T0)
+    journal.claim_due_messages(now=T0, worker="w1", lease_seconds=10)
+    journal.claim_due_messages(now=T0 + timedelta(seconds=20), worker="w2", lease_seconds=60)
+    late = T0 + timedelta(seconds=21)
+    calls = {"receipt": lambda w: journal.record_receipt("l@x", worker=w, now=late, outcome="receipt", receipt=b"r"),
+             "retry": lambda w: journal.schedule_retry("l@x", worker=w, now=late, next_attempt_at=late, error="e"),
+             "fail": lambda w: journal.fail_message("l@x", worker=w, now=late, error="e")}
+    with pytest.raises(LeaseLost, match="worker w1 reported an outcome but the message is now claimed by w2"):
+        calls[report]("w1")
+    m = journal.get_message("l@x")
+    assert (m.state, m.claimed_by, m.attempts) == ("sending", "w2", 2)
+    assert calls[report]("w2").claimed_by is None

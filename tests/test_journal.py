@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.journal import (
-    DuplicateFilingConflict, InboundMessage, InvalidTransition, Journal, JournalLocked, LeaseLost, NewFiling,
+    DuplicateFilingConflict, InboundMessage, InvalidTransition, Journal, JournalLocked, LeaseLost, NewFiling, NotFound,
     OutboundMessage, ReadOnlyJournal, SchemaTooNew, SqliteJournal,
 )
 from gateway.journal import schema
@@ -591,3 +591,60 @@ def test_a_worker_that_lost_its_lease_cannot_report_an_outcome(journal: SqliteJo
     m = journal.get_message("l@x")
     assert (m.state, m.claimed_by, m.attempts) == ("sending", "w2", 2)
     assert calls[report]("w2").claimed_by is None
+
+
+def test_a_transition_is_one_event_saying_from_to_and_what_came_with_it(journal: SqliteJournal) -> None:
+    """``transition`` writes the new state, the MRN, the error and the attempt count, and journals one event
+    (its own name or ``state:<new>``) whose detail holds from, to, the caller's detail, the MRN and the error;
+    a refused transition names the filing by its key, a missing filing by its id."""
+    f, _ = journal.insert_filing(filing("T-1"), now=T0)
+    journal.transition(f.id, "queued", now=T0)
+    g = journal.transition(f.id, "sending", now=T0, detail={"endpoint": "TI-NL"}, count_attempt=True)
+    assert (g.state, g.attempts) == ("sending", 1)
+    g = journal.transition(f.id, "failed", now=T0, error="HTTP 500", event="filing-send-failed")
+    assert (g.state, g.last_error, g.attempts) == ("failed", "HTTP 500", 1)
+    g = journal.transition(f.id, "registered", now=T0, mrn="26NL1234567890ABC1")
+    assert (g.state, g.mrn, g.last_error) == ("registered", "26NL1234567890ABC1", "HTTP 500")
+    got = [(e.event, e.filing_id, e.detail) for e in journal.events(filing_id=f.id) if e.event != "filing-received"]
+    assert got == [
+        ("state:queued", f.id, {"from": "received", "to": "queued"}),
+        ("state:sending", f.id, {"from": "queued", "to": "sending", "endpoint": "TI-NL"}),
+        ("filing-send-failed", f.id, {"from": "sending", "to": "failed", "error": "HTTP 500"}),
+        ("state:registered", f.id, {"from": "failed", "to": "registered", "mrn": "26NL1234567890ABC1"}),
+    ], got
+    with pytest.raises(InvalidTransition, match=r"^filing NL123456789/T-1: invalid state transition 'registered' "
+                                                r"-> 'received'"):
+        journal.transition(f.id, "received", now=T0)
+    with pytest.raises(NotFound, match=r"^filing id 999999 does not exist$"):
+        journal.transition(999999, "queued", now=T0)
+
+
+def test_claims_are_journalled_with_the_worker_the_lease_and_a_takeover(journal: SqliteJournal) -> None:
+    """Each claim is an event on the filing and the message naming the worker and the lease's end; taking over
+    an expired lease also names the worker it was taken from. Without arguments one message is claimed, for
+    300 seconds."""
+    from gateway.journal.timeutil import iso
+    f, _ = journal.insert_filing(filing(), now=T0)
+    journal.enqueue_message(out_msg("c1@x", f.id), now=T0)
+    journal.enqueue_message(out_msg("c2@x", f.id), now=T0)
+    (m,) = journal.claim_due_messages(now=T0, worker="w1")
+    assert (m.message_id, m.claim_expires_at, m.sealed) == ("c1@x", iso(T0 + timedelta(seconds=300)), b"sealed-bytes")
+    later = T0 + timedelta(seconds=301)
+    (m,) = journal.claim_due_messages(now=later, worker="w2", lease_seconds=30)
+    assert (m.message_id, m.claimed_by, m.attempts) == ("c1@x", "w2", 2)   # the expired lease, before c2 (older)
+    got = [(e.event, e.filing_id, e.message_id, e.detail) for e in journal.events(message_id="c1@x")
+           if e.event == "message-claimed"]
+    assert got == [
+        ("message-claimed", f.id, "c1@x", {"worker": "w1", "lease_until": iso(T0 + timedelta(seconds=300))}),
+        ("message-claimed", f.id, "c1@x", {"worker": "w2", "lease_until": iso(later + timedelta(seconds=30)),
+                                           "taken_over_from": "w1"}),
+    ], got
+
+
+def test_a_filing_with_a_bad_priority_or_digest_is_refused_naming_it(journal: SqliteJournal) -> None:
+    with pytest.raises(ValueError, match=r"^filing LRN1: priority must be one of .*, not 'Z'$"):
+        journal.insert_filing(filing(priority="Z"), now=T0)
+    with pytest.raises(ValueError, match=r"^filing LRN1: payload_sha256 must be 64 lowercase hex digits$"):
+        journal.insert_filing(filing(payload_sha256="AB" * 32), now=T0)
+    with pytest.raises(NotFound, match=r"^outbound message none@x does not exist$"):
+        journal.fail_message("none@x", worker=None, now=T0, error="e")

@@ -11,7 +11,8 @@ the suites that exercise them. Everything else in ``pyproject.toml`` (pytest opt
     python scripts/mutation.py --list
     python scripts/mutation.py --fresh GROUP ...     # delete the group's cached mutants and stats first
 
-``MUTMUT_CHILDREN`` (default 1) sets mutmut's parallelism; mutmut runs under ``nice -n 19`` (``MUTMUT_NICE``). A group's mutants
+``MUTMUT_CHILDREN`` (default 1) sets mutmut's parallelism; mutmut runs under ``nice -n 19``
+(``MUTMUT_NICE`` sets another niceness). A group's mutants
 are cached in its directory: a second run only re-checks what changed (delete ``var/mutation/<group>`` to start
 afresh, or pass ``--fresh``). Extra arguments after ``--`` are passed to ``mutmut run`` (e.g. mutant names or globs).
 
@@ -87,7 +88,8 @@ def prepare(group: str) -> Path:
     base = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[|\Z)", "", base)
     cfg = (f"\n[tool.mutmut]\nsource_paths = [\"gateway\"]\nonly_mutate = {_toml_list(modules)}\n"
            f"also_copy = {_toml_list(['certs', 'conf', 'pmodes', *ALSO_COPY.get(group, [])])}\n"
-           f"pytest_add_cli_args = {_toml_list(['-p', 'no:cacheprovider', '-q', '-x', *PYTEST_ARGS.get(group, [])])}\n"
+           f"pytest_add_cli_args = "
+           f"{_toml_list(['-p', 'no:cacheprovider', '-q', '-x', *PYTEST_ARGS.get(group, [])])}\n"
            f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n")
     target = d / "pyproject.toml"
     text = base.rstrip() + "\n" + cfg

@@ -493,7 +493,8 @@ def test_outbox_cursor_advances_only_forward(journal: SqliteJournal) -> None:
     assert [tuple(r) for r in rows] == [("amqp", "2025-03-01T08:00:00.000Z"), ("erp", "2025-03-01T08:00:02.000Z")]
 
 
-def test_purge_counts_every_row_it_deletes_across_chunks(journal: SqliteJournal, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_purge_counts_every_row_it_deletes_across_chunks(journal: SqliteJournal,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Retention deletes in chunks (bounded SQL parameter lists); with chunks of 2, every list spans several, and
     the report counts each kind of row exactly. The purge leaves its never-purged marker event first."""
     from gateway.journal import core
@@ -520,7 +521,7 @@ def test_purge_counts_every_row_it_deletes_across_chunks(journal: SqliteJournal,
     assert done.event == "purged" and done.detail["filings"] == 3 and done.detail["older_than"] == iso(cutoff)
 
 
-def test_claims_are_renewed_across_chunks(journal: SqliteJournal, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_claims_are_renewed_across_chunks(journal: SqliteJournal, monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker renews many leases at once: every message it still holds is returned, whatever the chunking."""
     from gateway.journal import core
     monkeypatch.setattr(core, "_CHUNK", 2)

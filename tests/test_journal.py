@@ -649,3 +649,51 @@ def test_a_filing_with_a_bad_priority_or_digest_is_refused_naming_it(journal: Sq
         journal.insert_filing(filing(payload_sha256="AB" * 32), now=T0)
     with pytest.raises(NotFound, match=r"^outbound message none@x does not exist$"):
         journal.fail_message("none@x", worker=None, now=T0, error="e")
+
+
+def test_inbound_results_events_and_an_attached_orphan(journal: SqliteJournal) -> None:
+    """record_inbound returns the stored message (per sender: the same MessageId from two parties is two messages)
+    and the Receipt; a duplicate returns the first Receipt; attaching an orphan resolves it, and an outcome is
+    copied to the outbound message answered (an attach without outcome leaves it). Each step is one event."""
+    f, _ = journal.insert_filing(filing(), now=T0)
+    journal.enqueue_message(out_msg("req@x", f.id), now=T0)
+    r1 = journal.record_inbound(InboundMessage(sender_party="customs", message_id="in@eu", raw=b"<IE3R01/>",
+                                               content_type="multipart/related", action="IE3R01",
+                                               ref_to_message_id="req@x", functional_reference="LRN1"),
+                                now=T0, receipt=b"<rc/>", receipt_content_type="application/soap+xml")
+    assert (r1.duplicate, r1.receipt, r1.receipt_content_type) == (False, b"<rc/>", "application/soap+xml")
+    assert (r1.message.sender_party, r1.message.ack_state, r1.message.state, r1.message.sealed) == (
+        "customs", None, "received", None)
+    r2 = journal.record_inbound(InboundMessage(sender_party="other", message_id="in@eu", raw=b"x",
+                                               content_type="text/xml"), now=T0, receipt=b"<o/>")
+    assert (r2.duplicate, r2.message.sender_party, r2.receipt) == (False, "other", b"<o/>")
+    with pytest.raises(NotFound, match=r"^filing id 999999 does not exist$"):
+        journal.attach_inbound("in@eu", "customs", 999999, now=T0)
+    journal.record_orphan("in@eu", "customs", now=T0, reason="no filing yet")
+    m = journal.attach_inbound("in@eu", "customs", f.id, now=T0, outcome="IE3R01")
+    assert (m.state, m.filing_id, m.sender_party, m.business_outcome, m.sealed) == (
+        "processed", f.id, "customs", "IE3R01", None)
+    (o,) = journal.list_orphans(include_resolved=True)
+    assert o.resolved_at is not None and o.resolution == f"attached to filing {f.id}"
+    assert journal.get_message("req@x").business_outcome == "IE3R01"
+    journal.record_inbound(InboundMessage(sender_party="customs", message_id="in2@eu", raw=b"y", content_type="x",
+                                          ref_to_message_id="req@x"), now=T0, receipt=b"<r2/>")
+    journal.attach_inbound("in2@eu", "customs", f.id, now=T0)              # no outcome: req@x keeps IE3R01
+    assert journal.get_message("req@x").business_outcome == "IE3R01"
+    d = journal.record_inbound(InboundMessage(sender_party="customs", message_id="in@eu", raw=b"<IE3R01/>",
+                                              content_type="multipart/related"), now=T0, receipt=b"<new/>")
+    assert (d.duplicate, d.receipt, d.receipt_content_type, d.message.id) == (
+        True, b"<rc/>", "application/soap+xml", r1.message.id)
+    got = [(e.event, e.filing_id, e.detail) for e in journal.events(message_id="in@eu")
+           if e.event in ("inbound-received", "inbound-duplicate", "inbound-correlated")]
+    assert got == [
+        ("inbound-received", None, {"sender": "customs", "action": "IE3R01", "ref_to": "req@x", "reference": "LRN1",
+                                    "bytes": 9}),
+        ("inbound-received", None, {"sender": "other", "action": None, "ref_to": None, "reference": None,
+                                    "bytes": 1}),
+        ("inbound-correlated", f.id, {"outcome": "IE3R01", "ref_to": "req@x", "action": "IE3R01"}),
+        ("inbound-duplicate", f.id, {"sender": "customs"}),
+    ], got
+    received = [e for e in journal.events(filing_id=f.id) if e.event == "filing-received"]
+    assert [e.detail for e in received] == [{"lrn": "LRN1", "filer": "NL123456789", "action": "IE3F32",
+                                             "sha256": sha("<ens/>"), "priority": "B", "source": filing().source}]

@@ -506,6 +506,7 @@ def test_purge_counts_every_row_it_deletes_across_chunks(journal: SqliteJournal,
         journal.record_inbound(InboundMessage(sender_party="customs", message_id=f"orphan-{i}@eu", raw=b"<x/>",
                                               content_type="text/xml"), now=old, receipt=b"<r/>")
         journal.record_orphan(f"orphan-{i}@eu", "customs", now=old, reason="matches no filing")
+    journal.append_event("old-note", now=old)   # an old event of no filing and no message goes too
     before = len(journal._all("SELECT id FROM events"))
     cutoff = T0 - timedelta(days=1095)
     report = journal.purge(cutoff, now=T0)
@@ -515,6 +516,8 @@ def test_purge_counts_every_row_it_deletes_across_chunks(journal: SqliteJournal,
     assert all(journal.get_filing(f) is None for f in fids)
     assert all(journal.lookup_inbound("customs", f"orphan-{i}@eu") is None for i in range(3))
     assert journal.list_orphans(include_resolved=True) == []
+    gone = [*(f"orphan-{i}@eu" for i in range(3)), *(f"OLD-{i}-r@eu" for i in range(3))]
+    assert [e for e in journal.events(limit=10000) if e.message_id in gone or e.event == "old-note"] == []
     marker, done = [e for e in journal.events() if e.event in ("journal-purge", "purged")]
     assert (marker.event, marker.detail, marker.filing_id, marker.message_id) == (
         "journal-purge", {"older_than": iso(cutoff)}, None, None)

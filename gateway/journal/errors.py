@@ -31,6 +31,7 @@ class InvalidTransition(JournalError):
     """A filing state change that the state machine does not allow (see docs/states.md)."""
 
     def __init__(self, old: str, new: str, *, filing: str = "") -> None:
+        old, new = str(old), str(new)          # a StrEnum member reads as its value, not <MessageState.X: 'x'>
         self.old, self.new, self.filing = old, new, filing
         where = f"filing {filing}: " if filing else ""
         super().__init__(f"{where}invalid state transition {old!r} -> {new!r} (see docs/states.md for the allowed "

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import time
 import urllib.request
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import payloads
-from bench.e2e import CLI, FILER, REPO, Skip, _configs, _get, _journal, _wait_http
+from bench.e2e import CLI, REPO, Skip, _configs, _get, _journal, _wait_http, stop_processes
 from bench.timing import proc_cpu_seconds
 
 QUEUE, EXCHANGE, TAP = "bench.filings", "bench.events", "bench.tap"
@@ -138,12 +137,5 @@ def run(workdir: Path, *, n: int = 300, timeout: float = 300.0) -> dict[str, Any
     except Skip as exc:
         return {"skipped": str(exc)}
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in reversed(procs):
-            try:
-                p.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
         node.close()

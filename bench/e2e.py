@@ -257,14 +257,19 @@ def run_mode(mode: str, n: int, size: int, tmp: Path, timeout: float) -> dict[st
             res["incomplete"] = f"{n - done} of {n} filings not registered within {timeout:.0f} s"
         return res
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in reversed(procs):
-            try:
-                p.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
+
+
+def stop_processes(procs: list[subprocess.Popen[Any]], timeout: float = 40.0) -> None:
+    """SIGTERM to every process still running (newest first), then wait; a process that does not stop is killed."""
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in reversed(procs):
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def run(workdir: Path, *, n: int = 200, n_big: int = 20, quick: bool = False) -> dict[str, Any]:

@@ -29,7 +29,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import sqlite3
 import subprocess
 import threading
@@ -40,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import payloads
-from bench.e2e import CLI, FILER, REPO, Skip, _abs, _free_port, _get, _set, _wait_http
+from bench.e2e import CLI, FILER, REPO, Skip, _abs, _free_port, _get, _set, _wait_http, stop_processes
 from bench.timing import cores, proc_cpu_seconds
 
 CONFIGS = (("sqlite_1", "sqlite", 1), ("pg_1", "postgresql", 1), ("pg_2", "postgresql", 2), ("pg_3", "postgresql", 3))
@@ -377,14 +376,7 @@ def run_config(key: str, backend: str, k: int, n: int, tmp: Path, pg: Any, timeo
             res["failed"] = problems
         return res
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in reversed(procs):
-            try:
-                p.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
         if pg_conn is not None:
             pg_conn.close()
         lb.close()

@@ -22,6 +22,7 @@ connections" means in practice, and a reviewer reads one state machine, not two.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -76,7 +77,7 @@ def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
         yield ids[i:i + _CHUNK]
 
 
-class JournalCore:
+class JournalCore(ABC):
     """Every ``Journal`` method, written once; subclasses provide the connection and the dialect (see module doc)."""
 
     backend = "?"
@@ -91,17 +92,21 @@ class JournalCore:
     recovered_at_open = 0
 
     # -- what a backend provides ---------------------------------------------------------------------------------
+    @abstractmethod
     def transaction(self) -> AbstractContextManager[None]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _read_snapshot(self) -> AbstractContextManager[None]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _x(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def _is_unique_violation(self, exc: BaseException) -> bool:
-        raise NotImplementedError
+        ...
 
     def _lock_key(self, key: str) -> None:
         """Serialises transactions about one logical key (an inbound MessageId, a filing key) until commit."""

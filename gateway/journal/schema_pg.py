@@ -128,17 +128,15 @@ CREATE TABLE events (
 CREATE INDEX events_filing ON events (filing_id, id);
 CREATE INDEX events_message ON events (message_id);
 
-CREATE FUNCTION ics2gw_events_no_update() RETURNS trigger LANGUAGE plpgsql AS $$
+-- one refusal for every "never": the message is the trigger's argument
+CREATE FUNCTION ics2gw_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'the event log is append-only: events are never updated';
+    RAISE EXCEPTION '%', TG_ARGV[0];
 END $$;
-CREATE TRIGGER events_no_update BEFORE UPDATE ON events FOR EACH ROW EXECUTE FUNCTION ics2gw_events_no_update();
-CREATE FUNCTION ics2gw_events_no_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'the event log is append-only: it is never truncated';
-END $$;
-CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events
-    FOR EACH STATEMENT EXECUTE FUNCTION ics2gw_events_no_truncate();
+CREATE TRIGGER events_no_update BEFORE UPDATE ON events FOR EACH ROW
+    EXECUTE FUNCTION ics2gw_refuse('the event log is append-only: events are never updated');
+CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON events FOR EACH STATEMENT
+    EXECUTE FUNCTION ics2gw_refuse('the event log is append-only: it is never truncated');
 CREATE FUNCTION ics2gw_events_delete_only_purged() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF OLD.filing_id IS NOT NULL AND EXISTS (SELECT 1 FROM filings WHERE id = OLD.filing_id) THEN
@@ -167,12 +165,8 @@ BEGIN
 END $$;
 CREATE TRIGGER messages_keep_nonfinal_evidence BEFORE DELETE ON messages
     FOR EACH ROW EXECUTE FUNCTION ics2gw_messages_keep_nonfinal_evidence();
-CREATE FUNCTION ics2gw_filings_no_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'refusing to truncate filings: retention purges final filings only';
-END $$;
-CREATE TRIGGER filings_no_truncate BEFORE TRUNCATE ON filings
-    FOR EACH STATEMENT EXECUTE FUNCTION ics2gw_filings_no_truncate();
+CREATE TRIGGER filings_no_truncate BEFORE TRUNCATE ON filings FOR EACH STATEMENT
+    EXECUTE FUNCTION ics2gw_refuse('refusing to truncate filings: retention purges final filings only');
 
 CREATE TABLE route_refs (
     route       TEXT NOT NULL,

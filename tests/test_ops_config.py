@@ -7,12 +7,14 @@ The baseline is a working directory made like `ics2gw init` makes one; it passes
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
 import subprocess
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -138,15 +140,34 @@ def test_unknown_key_message_says_where_it_belongs(workdir: GatewayEnv, capsys: 
     assert code == exitcodes.CONFIG and "[intake] validation" in err
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to any folder: the permission check cannot fail")
+@contextlib.contextmanager
+def _unwritable(folder: Path) -> Iterator[None]:
+    """Make `folder` unwritable for this process. Mode bits do not bind root, so as root the folder is made
+    immutable (`chattr +i`: the kernel then refuses writes, and access(W_OK), to root too); where the file system
+    or the container does not allow that, the test is skipped with the reason (reported at the end of the run)."""
+    if os.geteuid() != 0:
+        os.chmod(folder, stat.S_IRUSR | stat.S_IXUSR)
+        try:
+            yield
+        finally:
+            os.chmod(folder, 0o755)
+        return
+    r = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        pytest.skip(f"running as root and `chattr +i` is refused here ({r.stderr.strip()}): "
+                    "no way to make a folder unwritable for root")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
 def test_unwritable_state_folder(workdir: GatewayEnv, capsys: pytest.CaptureFixture[str]) -> None:
     inbox = workdir.var / "inbox"
-    os.chmod(inbox, stat.S_IRUSR | stat.S_IXUSR)
-    try:
+    with _unwritable(inbox):
+        assert not os.access(inbox, os.W_OK)
         code, _, err = _cli(["run", "--conf", str(workdir.conf)], capsys)
-        assert code == exitcodes.CONFIG and "[intake.inbox_dir]" in err and "not writable" in err
-    finally:
-        os.chmod(inbox, 0o755)
+    assert code == exitcodes.CONFIG and "[intake.inbox_dir]" in err and "not writable" in err, err
 
 
 def test_closed_pipe_is_silent(workdir: GatewayEnv) -> None:

@@ -8,6 +8,7 @@ stopped with SIGTERM and must exit 0 (a clean drain).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import json
 import os
@@ -220,6 +221,35 @@ def test_retries_with_backoff_keep_the_message_id(world: Any) -> None:
     assert row["copies"] >= 2 and row["registrations"] == 1
     life = gw.status(lrn)
     assert [m["message_id"] for m in life["messages"] if m["direction"] == "out"] == [message_id]
+
+
+def test_a_503_with_retry_after_is_not_retried_before_that(world: Any) -> None:
+    """RFC 9110 10.2.3: a 503 that says Retry-After: 4 is a floor for the back-off (which starts well under a
+    second here); the wait is journaled with the retry, the next attempt comes after it, and the message goes once
+    the TI is back."""
+    sim, gw = world
+    lrn = new_lrn("RETRYAFTER")
+    sim.faults(http_503=True, retry_after=4)
+    try:
+        status, body = gw.submit(ens(lrn))
+        assert status == 202, body
+
+        def events(name: str) -> list[dict[str, Any]]:
+            life = gw.status(lrn)
+            return [e for e in life["events"] if e["event"] == name] if life else []
+
+        wait_until(lambda: len(events("sending")) >= 2, 30, "a second attempt", gw.logs)
+        first_retry = events("retry-scheduled")[0]
+        second_send = events("sending")[1]
+    finally:
+        sim.faults(http_503=False, retry_after=0)
+    at = dt.datetime.fromisoformat
+    assert first_retry["detail"]["retry_after_seconds"] == 4.0, first_retry
+    due = at(first_retry["detail"]["next_attempt"])
+    assert due - at(first_retry["at"]) >= dt.timedelta(seconds=3.9), first_retry   # journaled to the millisecond
+    assert at(second_send["at"]) >= due - dt.timedelta(milliseconds=1), (first_retry, second_send)
+    gw.wait_state(lrn, "registered", timeout=30)
+    assert sim.report()[lrn]["registrations"] == 1
 
 
 def test_permanent_error_fails_fast_with_an_alert(world: Any, tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ import aiohttp
 
 from gateway.hmrc import protocol
 from gateway.hmrc.oauth import AuthorisationNeeded, TokenManager
+from gateway.transport.retryafter import parse_retry_after
 
 log = logging.getLogger("ics2gw.hmrc.client")
 
@@ -118,13 +119,6 @@ class NotAuthorised:
 SubmitResult = Submitted | Refused | RetryLater | NotAuthorised
 
 
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, min(float(value), 3600.0)) if value else None
-    except ValueError:
-        return None
-
-
 class HmrcClient:
     def __init__(self, base_url: str, tokens: TokenManager, *, ca_file: Path | None = None,
                  timeout_seconds: float = 30.0, test_headers: dict[str, str] | None = None,
@@ -206,9 +200,9 @@ class HmrcClient:
         if status == 401:
             return NotAuthorised("HMRC refused a freshly refreshed access token (HTTP 401)", data, ct)
         if status == 429:
-            return RetryLater("rate limited", status, _retry_after(headers.get("retry-after")), data, ct)
+            return RetryLater("rate limited", status, parse_retry_after(headers.get("retry-after")), data, ct)
         if status >= 500 or status in (408, 425):
-            return RetryLater("HMRC unavailable", status, _retry_after(headers.get("retry-after")), data, ct)
+            return RetryLater("HMRC unavailable", status, parse_retry_after(headers.get("retry-after")), data, ct)
         if status == 400:
             errors = protocol.parse_error_response(data)
             findings = tuple(e.as_finding() for e in errors)
@@ -286,7 +280,7 @@ def _raise_for(status: int, headers: dict[str, str], what: str) -> None:
         return
     if status == 429 or status >= 500:
         raise PollError(f"HMRC {what}: HTTP {status}", status=status,
-                        retry_after=_retry_after(headers.get("retry-after")))
+                        retry_after=parse_retry_after(headers.get("retry-after")))
     if status == 401:
         raise AuthorisationNeeded(f"HMRC {what}: access token refused after a refresh (HTTP 401)")
     raise PollError(f"HMRC {what}: HTTP {status} ({_PERMANENT.get(status, 'unexpected status')})", status=status,

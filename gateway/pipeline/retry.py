@@ -17,6 +17,10 @@ so nobody learns of an outage only when the budget is spent. ``max_attempts`` re
 HTTP 4xx from an endpoint that answered properly before is what a reverse proxy's maintenance page looks like
 (403/404 with an HTML body): it is retried for ``http_4xx_grace_seconds`` before it counts as the definitive
 refusal it would be from an endpoint that never worked (wrong URL, certificate not registered).
+
+A peer that answers 429 / 503 with ``Retry-After`` (RFC 9110 10.2.3; the STI's proxy, HMRC's rate limit) said when
+it will take the message: that wait is a floor for the back-off (bounded to 1 h, ``gateway.transport.retryafter``),
+and the time budget still decides when to give up.
 """
 
 from __future__ import annotations
@@ -53,17 +57,21 @@ class RetryPolicy:
         return base * (1 - self.jitter) + base * self.jitter * r
 
     def next_attempt(self, attempts: int, now: dt.datetime, rng: random.Random | None = None, *,
-                     since: dt.datetime | None = None) -> dt.datetime | None:
+                     since: dt.datetime | None = None, retry_after: float | None = None) -> dt.datetime | None:
         """When to try again, or None when the attempt cap or the time budget (counted from ``since``, the first
-        failure of this run; ``now`` when this is it) is spent. The last retry is pulled in to fall inside the
-        budget rather than dropped, so the message gets one attempt right at its end."""
+        failure of this run; ``now`` when this is it) is spent. ``retry_after`` (seconds, from the peer's
+        ``Retry-After``) is a floor: the peer said it will not take the message earlier. The last retry is pulled
+        in to fall inside the budget rather than dropped, so the message gets one attempt right at its end."""
         if self.max_attempts and attempts >= self.max_attempts:
             return None
         start = since or now
         deadline = start + dt.timedelta(seconds=self.budget_seconds)
         if now >= deadline:
             return None
-        return min(now + dt.timedelta(seconds=self.delay(attempts, rng)), deadline)
+        wait = self.delay(attempts, rng)
+        if retry_after is not None:
+            wait = max(wait, retry_after)
+        return min(now + dt.timedelta(seconds=wait), deadline)
 
     def exhausted_reason(self, attempts: int, now: dt.datetime, since: dt.datetime | None) -> str:
         """Why ``next_attempt`` said no, for the filing's last_error and the alert."""

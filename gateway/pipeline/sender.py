@@ -361,13 +361,18 @@ class Sender:
                 health(j, failed=False)
             elif verdict == "retry":
                 health(j, failed=True)
-            next_at = policy.next_attempt(attempts, now, since=since) if verdict == "retry" else None
+            # the peer's Retry-After (HTTP 429 / 503, AS4 or HMRC) is a floor for the back-off, within the budget
+            asked = getattr(outcome, "retry_after", None)
+            next_at = policy.next_attempt(attempts, now, since=since, retry_after=asked) if verdict == "retry" else None
             if verdict == "retry" and next_at is not None:
                 j.schedule_retry(msg.message_id, worker=msg.claimed_by or self.worker, now=now, next_attempt_at=next_at, error=reason,
                                  receipt=raw, content_type=raw_ct)
                 if first and filing.state == S.SENDING:
+                    detail = {"next_attempt": next_at.isoformat()}
+                    if asked is not None:
+                        detail["retry_after_seconds"] = asked
                     filing = j.transition(filing.id, S.QUEUED, now=now, event="retry-scheduled", error=reason,
-                                          count_attempt=True, detail={"next_attempt": next_at.isoformat()})
+                                          count_attempt=True, detail=detail)
                 return filing
             hold = verdict == "hold"
             if verdict == "retry":

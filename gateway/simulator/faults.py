@@ -21,6 +21,7 @@ SUB_CODE_PLACES = ("ErrorDetail", "Description", "shortDescription")
 KNOBS: dict[str, tuple[str, Any]] = {
     "delay_seconds": ("float", 0.0),          # wait before answering an inbound request
     "http_503": ("count", False),             # answer 503 Service Unavailable, nothing processed
+    "retry_after": ("int", 0),                # seconds announced in Retry-After with those 503s (0: no header)
     "drop_connection": ("count", False),      # close the connection without an answer, nothing processed
     "drop_response": ("count", False),        # process and register, then close without an answer
     "receipt": ("receipt", "signed"),         # how receipts are made (see RECEIPT_MODES)

@@ -69,7 +69,9 @@ class StiEndpoint:
         faults = self.sim.faults
         if faults.take("http_503"):
             log.info("event=inbound fault=http_503")
-            return web.Response(status=503, text="Service Unavailable (simulated)")
+            wait = faults.retry_after
+            return web.Response(status=503, text="Service Unavailable (simulated)",
+                                headers={"Retry-After": str(wait)} if wait else None)
         if faults.take("drop_connection"):
             log.info("event=inbound fault=drop_connection")
             return self._drop(request)

@@ -40,6 +40,7 @@ from gateway.ebms.model import EbmsError, ErrorSignal, Receipt
 from gateway.ops import metrics as ops_metrics
 from gateway.transport.config import Endpoint, TransportConfig
 from gateway.transport.logfmt import log
+from gateway.transport.retryafter import parse_retry_after
 from gateway.transport.tls import client_context, describe_tls_error
 
 USER_AGENT = f"ics2gw/{__version__}"
@@ -90,6 +91,7 @@ class TransportFailure:
     http_status: int | None = None
     kind: str = "connect"          # connect | tls | timeout | http | protocol | proxy | too-large
     elapsed: float = 0.0
+    retry_after: float | None = None   # seconds the peer asked us to wait (Retry-After on 429 / 503), bounded
 
 
 @dataclass(frozen=True)
@@ -152,10 +154,11 @@ class _Raw:
     content_type: str
     body: bytes
     elapsed: float
+    retry_after: float | None = None
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def _http_failure(status: int, what: str, elapsed: float) -> TransportFailure:
+def _http_failure(status: int, what: str, elapsed: float, retry_after: float | None = None) -> TransportFailure:
     """Classifies an HTTP answer that carries no usable AS4 signal."""
     if 200 <= status < 300:
         return TransportFailure(f"HTTP {status} {what}", retryable=True, http_status=status, kind="protocol",
@@ -165,7 +168,7 @@ def _http_failure(status: int, what: str, elapsed: float) -> TransportFailure:
                                 retryable=False, http_status=status, kind="http", elapsed=elapsed)
     if status in (408, 425, 429) or status >= 500:
         return TransportFailure(f"HTTP {status} {what}", retryable=True, http_status=status, kind="http",
-                                elapsed=elapsed)
+                                elapsed=elapsed, retry_after=retry_after)
     hint = {401: ": the TI refused our credentials", 403: ": the TI refused our client certificate or address",
             404: ": wrong endpoint URL", 405: ": wrong endpoint URL or method",
             413: ": the message is larger than the TI accepts"}.get(status, "")
@@ -300,7 +303,7 @@ class As4Client:
                                                 elapsed=time.perf_counter() - start)
                     chunks.append(chunk)
                 return _Raw(resp.status, resp.headers.get("Content-Type", ""), b"".join(chunks),
-                            time.perf_counter() - start)
+                            time.perf_counter() - start, parse_retry_after(resp.headers.get("Retry-After")))
         except aiohttp.ClientConnectorCertificateError as exc:
             cause = describe_tls_error(exc.certificate_error)
             return TransportFailure(f"TLS: {cause}", retryable=False, kind="tls", elapsed=time.perf_counter() - start)
@@ -376,14 +379,15 @@ class As4Client:
         if isinstance(raw, TransportFailure):
             return raw
         if not raw.body.strip():
-            return _http_failure(raw.status, empty, raw.elapsed)
+            return _http_failure(raw.status, empty, raw.elapsed, raw.retry_after)
         if not _looks_as4(raw.content_type, raw.body):
             return _http_failure(raw.status, f"with a non-AS4 body ({raw.content_type or 'no Content-Type'})",
-                                 raw.elapsed)
+                                 raw.elapsed, raw.retry_after)
         opened = await self._open(raw)
         if isinstance(opened, EbmsFault) and raw.status >= 300:
             return _http_failure(raw.status, f"with a SOAP body that is not a readable ebMS {what} "
-                                             f"({_soap_fault_reason(raw.body) or opened.message})", raw.elapsed)
+                                             f"({_soap_fault_reason(raw.body) or opened.message})", raw.elapsed,
+                                 raw.retry_after)
         return opened
 
     async def _classify_send(self, raw: _Raw | TransportFailure, message: OutboundMessage) -> SendOutcome:
@@ -455,11 +459,11 @@ class As4Client:
             elif 200 <= raw.status < 300:
                 outcome = SignalAccepted(raw.status, raw.elapsed)
             else:
-                outcome = _http_failure(raw.status, "to our signal", raw.elapsed)
+                outcome = _http_failure(raw.status, "to our signal", raw.elapsed, raw.retry_after)
         elif 200 <= raw.status < 300:
             outcome = SignalAccepted(raw.status, raw.elapsed)
         else:
-            outcome = _http_failure(raw.status, "to our signal", raw.elapsed)
+            outcome = _http_failure(raw.status, "to our signal", raw.elapsed, raw.retry_after)
         self._log("ack", endpoint, message_id, outcome, ref_to_message_id=ref_to_message_id)
         return outcome
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import queue
 import threading
 import time
@@ -32,6 +33,8 @@ from typing import Any, Generic, TypeVar
 
 from gateway.journal.errors import JournalUnavailable
 from gateway.journal.interface import Journal
+
+log = logging.getLogger("ics2gw.journal")
 
 T = TypeVar("T")
 _STOP = object()
@@ -156,20 +159,20 @@ class JournalWriter:
                 outcomes = self._attempt(live)
             except JournalUnavailable as exc:
                 if exc.before_commit and time.monotonic() < deadline:
-                    self._unavailable(delay)
+                    self._unavailable(delay, exc)
                     delay = min(delay * 2, 2.0)
                     continue
-                self.unavailable_since = None
+                self._available()
                 for it in live:
                     self._resolve(it, False, exc)
                 return
             except Exception:  # noqa: BLE001 - the COMMIT failed: nothing of the batch is durable
-                self.unavailable_since = None
+                self._available()
                 self.stats.fallbacks += 1
                 self._one_by_one(live)
                 return
             break
-        self.unavailable_since = None
+        self._available()
         self.stats.commits += 1
         for it, (ok, value) in zip(live, outcomes):
             self._resolve(it, ok, value)
@@ -187,11 +190,19 @@ class JournalWriter:
                     outcomes.append((False, exc))
         return outcomes
 
-    def _unavailable(self, delay: float) -> None:
+    def _unavailable(self, delay: float, exc: BaseException) -> None:
         if self.unavailable_since is None:
             self.unavailable_since = time.monotonic()
+            log.warning("journal unavailable: the database does not answer, waiting for it (writes retried for up "
+                        "to %.0f s, new API submissions answered 503) error=%s", self.unavailable_budget, exc)
         self.stats.retries += 1
         time.sleep(delay)
+
+    def _available(self) -> None:
+        """The database answered (or the wait ended): the end of an unavailability episode, logged once."""
+        if self.unavailable_since is not None:
+            log.warning("journal available again after %.1f s", time.monotonic() - self.unavailable_since)
+            self.unavailable_since = None
 
     def _one_by_one(self, items: list[_Item[Any]]) -> None:
         for it in items:
@@ -202,7 +213,7 @@ class JournalWriter:
                         value = it.fn(self.journal)
                 except JournalUnavailable as exc:
                     if exc.before_commit and time.monotonic() < deadline:
-                        self._unavailable(delay)
+                        self._unavailable(delay, exc)
                         delay = min(delay * 2, 2.0)
                         continue
                     self._resolve(it, False, exc)
@@ -213,7 +224,7 @@ class JournalWriter:
                 self.stats.commits += 1
                 self._resolve(it, True, value)
                 break
-            self.unavailable_since = None
+            self._available()
 
     def _resolve(self, it: _Item[Any], ok: bool, value: Any) -> None:
         if ok:

@@ -8,6 +8,16 @@ A journal that cannot be written or read (disk full, read-only, I/O error) answe
 the storage (``{"error": "storage-unavailable", "storage": "journal", "path", "condition", "message"}``) and a
 ``Retry-After``: the ERP keeps the filing and tries again; an alert is raised once per episode and a recovery
 is logged when the journal answers again.
+
+A journal database that does not answer (PostgreSQL restarting, failing over, unreachable) is the same 503 with
+``"condition": "unavailable"``. While the group-commit writer is already waiting for the database, a new
+submission is answered at once instead of joining the wait: nothing of it was journaled, and resubmitting later
+is idempotent. A submission that was already waiting when the database went away keeps waiting for its commit
+(up to the writer's budget): answering it 503 while its batch may still commit would tell the ERP "not filed"
+about a filing that is then sent.
+
+Reads run in a worker thread, as every other journal read of the daemon does: a database that takes seconds to
+refuse a connection must not stall the event loop (the inbound server and the senders share it).
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 
 from aiohttp import web
@@ -23,7 +34,7 @@ from gateway.pipeline.accept import Acceptor, IntakeRefused
 from gateway.pipeline.config import ApiConfig
 from gateway.pipeline.delivery import write_status
 from gateway.pipeline.submission import from_body
-from gateway.pipeline.storage import as_storage_error
+from gateway.pipeline.storage import StorageUnavailable, as_storage_error
 
 RETRY_AFTER_SECONDS = 30
 log = logging.getLogger("ics2gw.api")
@@ -74,8 +85,16 @@ def make_app(acceptor: Acceptor, journal: Any, cfg: ApiConfig, on_queued: Any, e
     middlewares.append(_storage_guard(alert or (lambda kind, **detail: None), name))
     app = web.Application(client_max_size=cfg.max_request_bytes, middlewares=middlewares)
 
+    writer = getattr(acceptor, "writer", None)
+
     async def submit(request: web.Request) -> web.Response:
         data = await request.read()
+        since = getattr(writer, "unavailable_since", None)
+        if since is not None:
+            away = max(0.0, time.monotonic() - since)
+            raise StorageUnavailable("journal", str(name), "unavailable",
+                                     f"the journal database has not answered for {away:.0f} s; nothing of this "
+                                     f"request was journaled: submit it again later (idempotent)")
         try:
             sub = from_body(request.headers.get("Content-Type"), data)  # XML alone, or multipart: ENS first
             accepted = await acceptor.accept(sub.payload, action=request.query.get("action"),
@@ -92,19 +111,28 @@ def make_app(acceptor: Acceptor, journal: Any, cfg: ApiConfig, on_queued: Any, e
         return _json(body, 202)
 
     async def status(request: web.Request) -> web.Response:
-        filing = journal.get_filing_by_key(request.match_info["filer"], request.match_info["lrn"])
-        if filing is None:
+        def read() -> Any:
+            filing = journal.get_filing_by_key(request.match_info["filer"], request.match_info["lrn"])
+            return None if filing is None else journal.lifecycle(filing.id)
+
+        life = await asyncio.to_thread(read)
+        if life is None:
             return _json({"error": "not-found"}, 404)
-        return _json(journal.lifecycle(filing.id))
+        return _json(life)
 
     async def by_reference(request: web.Request) -> web.Response:
         ref = request.query.get("lrn") or request.query.get("mrn") or ""
-        filings = journal.find_filings_by_lrn(ref) if "lrn" in request.query else \
-            [f for f in [journal.get_filing_by_mrn(ref)] if f]
-        return _json([f.to_dict() for f in filings])
+
+        def read() -> list[Any]:
+            if "lrn" in request.query:
+                return list(journal.find_filings_by_lrn(ref))
+            return [f for f in [journal.get_filing_by_mrn(ref)] if f]
+
+        return _json([f.to_dict() for f in await asyncio.to_thread(read)])
 
     async def health(_: web.Request) -> web.Response:
-        return _json({"status": "ok", "environment": environment, "filings": journal.count_by_state()})
+        counts = await asyncio.to_thread(journal.count_by_state)
+        return _json({"status": "ok", "environment": environment, "filings": counts})
 
     app.router.add_post("/filings", submit)
     app.router.add_get("/filings", by_reference)

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.journal.errors import JournalUnavailable
+
 log = logging.getLogger("ics2gw.storage")
 
 # errno -> the condition the operator has to fix
@@ -26,13 +28,16 @@ _OS = {errno.ENOSPC: "full", errno.EDQUOT: "full", errno.EROFS: "read-only", err
 
 
 def storage_problem(exc: BaseException) -> str | None:
-    """``"full"``, ``"read-only"``, ``"io-error"`` when ``exc`` (or its cause) is a storage condition, else None."""
+    """``"full"``, ``"read-only"``, ``"io-error"``, ``"unavailable"`` (a journal database that does not answer)
+    when ``exc`` (or its cause) is a storage condition, else None."""
     seen = 0
     cur: BaseException | None = exc
     while cur is not None and seen < 8:
         seen += 1
         if isinstance(cur, StorageUnavailable):
             return cur.condition
+        if isinstance(cur, JournalUnavailable):     # the journal database does not answer (restart, failover)
+            return "unavailable"
         if isinstance(cur, sqlite3.Error):
             name = getattr(cur, "sqlite_errorname", "") or ""
             text = str(cur).lower()

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession, web
 
+from gateway.journal.errors import JournalUnavailable
+
 from gateway.pipeline.config import ApiConfig, IntakeConfig
 from gateway.pipeline.intake import NAME_MAX, SpoolIntake, bounded_name, display_name
 from gateway.pipeline.storage import StorageUnavailable, storage_problem
@@ -260,6 +262,18 @@ def test_storage_problem_classifies_the_real_errors(tmp_path: Path) -> None:
     assert storage_problem(sqlite3.IntegrityError("UNIQUE constraint failed")) is None
     err = StorageUnavailable("journal", "/j", "full", "x")
     assert storage_problem(RuntimeError("wrapped")) is None and storage_problem(err) == "full"
+    # a PostgreSQL journal that does not answer (after the writer's wait): the machine's condition, not the file's,
+    # so the intake keeps the file and retries it (the path above), the API answers 503
+    away = JournalUnavailable("database unavailable (OperationalError): connection refused", before_commit=True)
+    assert storage_problem(away) == "unavailable"
+    try:
+        try:
+            raise away
+        except JournalUnavailable as exc:
+            raise RuntimeError("while filing") from exc
+    except RuntimeError as wrapped:
+        assert storage_problem(wrapped) == "unavailable"
+    assert storage_problem(JournalUnavailable("lost during COMMIT", before_commit=False)) == "unavailable"
 
 
 # ----------------------------------------------------------------------------------------------- API

@@ -20,7 +20,6 @@ import pytest
 from aiohttp import ClientSession, web
 
 from gateway.journal.errors import JournalUnavailable
-
 from gateway.pipeline.config import ApiConfig, IntakeConfig
 from gateway.pipeline.intake import NAME_MAX, SpoolIntake, bounded_name, display_name
 from gateway.pipeline.storage import StorageUnavailable, storage_problem

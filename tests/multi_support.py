@@ -430,3 +430,19 @@ def instance_ports_open(cluster: Cluster) -> dict[int, bool]:
 
 __all__ = ["SETTLED", "Cluster", "PgGatewayEnv", "TcpBalancer", "drop_key", "instance_ports_open",
            "spawn_env"]
+
+
+@contextlib.contextmanager
+def cluster_run(cluster: Cluster, pg_server: Any = None) -> Iterator[Cluster]:
+    """The body of a cluster test: on any failure the instances' and the simulator's logs are printed (pytest shows
+    them with the failure); the cluster is always torn down, and a shared test server the body stopped or killed is
+    started again for the next test."""
+    try:
+        yield cluster
+    except BaseException:
+        print(cluster.logs(120))
+        raise
+    finally:
+        cluster.close()
+        if pg_server is not None and not pg_server.running():
+            pg_server.start()

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from gateway.journal.pglocal import LocalPostgres
-from tests.multi_support import Cluster
+from tests.multi_support import Cluster, cluster_run
 from tests.pg_support import PgDsn
 from tests.pipeline_harness import ens, wait_until
 
@@ -113,7 +113,7 @@ def test_three_instances_killed_and_restarted_lose_and_duplicate_nothing(tmp_pat
     cluster = Cluster.create(tmp_path, pg_dsn, n=INSTANCES, lease_seconds=5)
     t0 = time.monotonic()
     kills = 0
-    try:
+    with cluster_run(cluster):
         cluster.start()
         feeder = Feeder(cluster, lrns, rng)
         feeder.start()
@@ -139,11 +139,6 @@ def test_three_instances_killed_and_restarted_lose_and_duplicate_nothing(tmp_pat
               f"starts={[gw.starts for gw in cluster.instances]} channels={dict(feeder.channels)} "
               f"api_attempts={feeder.api_attempts} pushes_by_instance={dict(cluster.balancer.connections)} "
               f"{' '.join(f'{k}={v}' for k, v in numbers.items())} elapsed={time.monotonic() - t0:.1f}s")
-    except BaseException:
-        print(cluster.logs(120))
-        raise
-    finally:
-        cluster.close()
 
 
 def test_database_restarted_mid_run_instances_reconnect_and_lose_nothing(tmp_path: Path, pki: Path,
@@ -154,7 +149,7 @@ def test_database_restarted_mid_run_instances_reconnect_and_lose_nothing(tmp_pat
     lrns = [f"DB{SEED % 1000:03d}{i:05d}" for i in range(filings)]
     cluster = Cluster.create(tmp_path, pg_dsn, n=INSTANCES, lease_seconds=5)
     t0 = time.monotonic()
-    try:
+    with cluster_run(cluster, pg_server):
         cluster.start()
         feeder = Feeder(cluster, lrns, rng, pause=0.3)
         feeder.start()
@@ -181,13 +176,6 @@ def test_database_restarted_mid_run_instances_reconnect_and_lose_nothing(tmp_pat
         print(f"\ndatabase restart test: seed={SEED + 1} instances={INSTANCES} filings={filings} "
               f"fed_at_disruptions={fed_at} channels={dict(feeder.channels)} api_attempts={feeder.api_attempts} "
               f"{' '.join(f'{k}={v}' for k, v in numbers.items())} elapsed={time.monotonic() - t0:.1f}s")
-    except BaseException:
-        print(cluster.logs(120))
-        raise
-    finally:
-        cluster.close()
-        if not pg_server.running():
-            pg_server.start()
 
 
 def test_three_instances_broker_intake_and_events_published_once(tmp_path: Path, pki: Path, pg_dsn: PgDsn,

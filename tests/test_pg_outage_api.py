@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.journal.pglocal import LocalPostgres
-from tests.multi_support import Cluster
+from tests.multi_support import Cluster, cluster_run
 from tests.pg_support import PgDsn
 from tests.pipeline_harness import PARTY, ens, http, wait_until
 
@@ -24,7 +24,7 @@ def test_new_submissions_get_503_at_once_while_the_database_is_away(tmp_path: Pa
                                                                       pg_dsn: PgDsn) -> None:
     cluster = Cluster.create(tmp_path, pg_dsn, n=1)
     lrns = ["PGAWAY0000001", "PGAWAY0000002", "PGAWAY0000003"]
-    try:
+    with cluster_run(cluster, pg_server):
         cluster.start()
         gw = cluster.instances[0]
         status, body = gw.submit(ens(lrns[0]))
@@ -63,10 +63,3 @@ def test_new_submissions_get_503_at_once_while_the_database_is_away(tmp_path: Pa
         assert [report[lrn]["registrations"] for lrn in lrns] == [1, 1, 1], report
         assert gw.alive() and gw.starts == 1, gw.log_text()[-4000:]
         assert cluster.stop_all() == [0]
-    except BaseException:
-        print(cluster.logs(120))
-        raise
-    finally:
-        cluster.close()
-        if not pg_server.running():
-            pg_server.start()

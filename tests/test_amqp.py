@@ -42,10 +42,10 @@ def sim(tmp_path_factory: pytest.TempPathFactory, pki: Path) -> Any:
 
 
 def make_gateway(tmp_path: Path, sim: Any, rabbit: RabbitNode, names: dict[str, str], monkeypatch: Any,
-                 **extra: Any) -> GatewayEnv:
+                 url: str | None = None, **extra: Any) -> GatewayEnv:
     monkeypatch.setenv("ICS2GW_TEST_AMQP_PASSWORD", rabbit.password)
     gw = GatewayEnv.create(tmp_path / "gw", sim, inbound_port=sim.inbound_port)
-    lines = ["", "[amqp]", "enabled = true", f"url = {q(rabbit.url)}", f"username = {q(rabbit.user)}",
+    lines = ["", "[amqp]", "enabled = true", f"url = {q(url or rabbit.url)}", f"username = {q(rabbit.user)}",
              'password_env = "ICS2GW_TEST_AMQP_PASSWORD"', f"queues = [{q(names['queue'])}]",
              f"exchange = {q(names['exchange'])}", f"dead_letter_queue = {q(names['dlq'])}", "declare = true",
              "reconnect_initial_seconds = 0.2", "reconnect_max_seconds = 1.0"]
@@ -394,3 +394,87 @@ def test_demo_through_the_queue(tmp_path: Path) -> None:
     assert m and int(m.group(2)) > 0 and int(m.group(3)) > 0, r.stdout[-2000:]
     ps = subprocess.run(["ps", "axww", "-o", "args"], capture_output=True, text=True).stdout
     assert str(tmp_path / "demo" / "rabbitmq") not in ps          # the private node is gone with the demo
+
+
+# ------------------------------------------------------------------------------------------------ amqps
+@pytest.fixture(scope="module")
+def rabbit_tls(tmp_path_factory: pytest.TempPathFactory, pki: Path) -> Any:
+    """A node with a TLS listener (the test PKI's server certificate for localhost) that requires a client
+    certificate issued under the trader PKI (mutual TLS, as a broker in a carrier's DMZ would be set up)."""
+    node = RabbitNode(tmp_path_factory.mktemp("rabbit-tls"),
+                      tls=(pki / "trader-ca-bundle.pem", pki / "trader-tls-server.pem", pki / "trader-tls-server.key"))
+    node.start()
+    yield node
+    node.close()
+
+
+def _tls_connections(rabbit: RabbitNode) -> list[list[str]]:
+    r = rabbit.ctl("list_connections", "ssl", "ssl_protocol", "peer_cert_subject", "--no-table-headers", "-q")
+    assert r.returncode == 0, r.stderr
+    return [line.split("\t") for line in r.stdout.splitlines() if line.strip()]
+
+
+def test_amqps_with_a_client_certificate_files_and_publishes(tmp_path: Path, sim: Any, rabbit_tls: RabbitNode,
+                                                            pki: Path, monkeypatch: Any) -> None:
+    """amqps:// end to end: the broker's certificate checked against ca_file and its name (localhost), our client
+    certificate presented; a filing from the queue is registered and its events published, over TLS only."""
+    names = new_names()
+    gw = make_gateway(tmp_path, sim, rabbit_tls, names, monkeypatch, url=rabbit_tls.tls_url,
+                      ca_file=str(pki / "trader-ca-bundle.pem"), client_cert=str(pki / "trader-tls-client.pem"),
+                      client_key=str(pki / "trader-tls-client.key"))
+    gw.start()
+    erp = Erp(rabbit_tls, names).connect()            # the ERP on the plain listener
+    try:
+        lrn = "AMQPS" + uuid.uuid4().hex[:9].upper()
+        erp.publish(ens(lrn), message_id="tls-1", correlation_id="tls-corr")
+        gw.wait_state(lrn, "registered", timeout=30)
+        wait_until(lambda: [e for e in filing_events(erp, lrn) if e["rk"] == "filing.registered"], 20,
+                   "the filing.registered event", gw.logs)
+        tls = [c for c in _tls_connections(rabbit_tls) if c[0] == "true"]
+        assert tls, _tls_connections(rabbit_tls)                  # the gateway's connection is the TLS one
+        assert all(c[1] in ("tlsv1.2", "tlsv1.3") and "CN=ap.trader.test" in c[2] for c in tls), tls
+        log = (gw.dir / "gateway.log").read_text()
+        assert 'msg="amqp connected" url=amqps://localhost' in log and "amqp connect failed" not in log, log[-3000:]
+    finally:
+        erp.close()
+        gw.stop()
+
+
+@pytest.mark.parametrize("case", ["wrong-ca", "no-client-certificate"])
+def test_amqps_refusals_are_logged_retried_and_consume_nothing(tmp_path: Path, sim: Any, rabbit_tls: RabbitNode,
+                                                               pki: Path, monkeypatch: Any, case: str) -> None:
+    """A broker certificate from another CA, or no client certificate for a broker that requires one: the
+    daemon keeps running, logs why it cannot connect (retrying), reports it in /health, and takes nothing from
+    the queue."""
+    names = new_names()
+    tls = {"ca_file": str(pki / ("other-root.pem" if case == "wrong-ca" else "trader-ca-bundle.pem"))}
+    if case == "wrong-ca":
+        tls |= {"client_cert": str(pki / "trader-tls-client.pem"), "client_key": str(pki / "trader-tls-client.key")}
+    gw = make_gateway(tmp_path, sim, rabbit_tls, names, monkeypatch, url=rabbit_tls.tls_url, **tls)
+    erp = Erp(rabbit_tls, names).connect()
+    try:
+        erp.publish(ens("AMQPSNO" + uuid.uuid4().hex[:7].upper()), message_id="tls-refused")
+        gw.start()
+        def failures() -> list[str]:
+            return [line for line in (gw.dir / "gateway.log").read_text().splitlines()
+                    if 'msg="amqp connect failed" url=amqps://localhost' in line]
+
+        wait_until(lambda: len(failures()) >= 2, 30, "two failed connection attempts", gw.logs)
+        if case == "wrong-ca":
+            assert all("CERTIFICATE_VERIFY_FAILED" in line for line in failures()), failures()
+        else:
+            # the broker's alert names the cause (TLS 1.3: certificate required); when the broker closes the socket
+            # before the client has read the alert, the client sees the connection end during the TLS exchange
+            def errors() -> list[str]:
+                return sorted({line.split(" error=", 1)[1] for line in failures()})
+
+            wait_until(lambda: any("CERTIFICATE_REQUIRED" in e or "HANDSHAKE_FAILURE" in e for e in errors()), 30,
+                       "an attempt that names the missing client certificate", gw.logs)
+            assert all("SSL" in e or "Connection reset" in e for e in errors()), errors()
+        assert rabbit_tls.password not in (gw.dir / "gateway.log").read_text()
+        assert gw.proc is not None and gw.proc.alive(), gw.logs()
+        assert erp.queue_depth(names["queue"]) == 1                 # nothing consumed
+    finally:
+        erp.close()
+        gw.stop()
+

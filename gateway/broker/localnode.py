@@ -36,6 +36,11 @@ class RabbitNode:
     user: str = "ics2gw-test"
     password: str = field(default_factory=lambda: secrets.token_hex(12))
     proc: subprocess.Popen[bytes] | None = None
+    # amqps: (CA file that verifies clients, server certificate, its key); a TLS listener on tls_port beside the
+    # plain one, and with verify_peer the broker asks for a client certificate and refuses a connection without one
+    tls: tuple[Path, Path, Path] | None = None
+    verify_peer: bool = True
+    tls_port: int = field(default_factory=free_port)
 
     @property
     def node(self) -> str:
@@ -44,6 +49,11 @@ class RabbitNode:
     @property
     def url(self) -> str:
         return f"amqp://127.0.0.1:{self.port}/"
+
+    @property
+    def tls_url(self) -> str:
+        """The TLS listener by the server certificate's name (localhost), so that hostname checking applies."""
+        return f"amqps://localhost:{self.tls_port}/"
 
     @property
     def url_with_credentials(self) -> str:
@@ -64,11 +74,19 @@ class RabbitNode:
         for d in ("mnesia", "log"):
             (b / d).mkdir(parents=True, exist_ok=True)
         (b / "enabled_plugins").write_text("[].\n")
-        (b / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
-            f"default_user = {self.user}\ndefault_pass = {self.password}\n"
-            "loopback_users = none\n"
-            "disk_free_limit.absolute = 50MB\n")
+        conf = (f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
+                f"default_user = {self.user}\ndefault_pass = {self.password}\n"
+                "loopback_users = none\n"
+                "disk_free_limit.absolute = 50MB\n")
+        if self.tls is not None:
+            ca, cert, key = self.tls
+            verify = "verify_peer" if self.verify_peer else "verify_none"
+            conf += (f"listeners.ssl.default = 127.0.0.1:{self.tls_port}\n"
+                     f"ssl_options.cacertfile = {ca}\nssl_options.certfile = {cert}\nssl_options.keyfile = {key}\n"
+                     f"ssl_options.verify = {verify}\n"
+                     f"ssl_options.fail_if_no_peer_cert = {'true' if self.verify_peer else 'false'}\n"
+                     "ssl_options.versions.1 = tlsv1.3\nssl_options.versions.2 = tlsv1.2\n")
+        (b / "rabbitmq.conf").write_text(conf)
         cookie = b / ".erlang.cookie"
         if not cookie.exists():
             cookie.write_text(secrets.token_hex(16))
@@ -80,7 +98,7 @@ class RabbitNode:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"rabbitmq-server exited with {self.proc.returncode}:\n{self.tail()}")
-            if port_open(self.port):
+            if port_open(self.port) and (self.tls is None or port_open(self.tls_port)):
                 return self
             time.sleep(0.2)
         raise RuntimeError(f"rabbitmq-server did not listen on {self.port} within {timeout:.0f}s:\n{self.tail()}")

@@ -12,6 +12,11 @@ acknowledged when the TI took it (``ack_settled``); after a crash the puller rep
 (``pending_acks``). A crash between pulling and acknowledging therefore neither loses the message (it is
 journaled, and the TI re-offers what it never saw acknowledged) nor delivers it twice (the re-offered copy is a
 duplicate answered with the stored Receipt).
+
+The same (sender, eb:MessageId) arriving twice at once (the TI resends a push whose answer it gave up waiting for,
+while the first copy is still being delivered) is handled one copy at a time in this process: the second waits for
+the first one's commit and is then answered as a duplicate, so the inbox files are written once and never written
+again after the ERP took them.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ class InboundProcessor:
         self.inbox_dir, self.status_dir = inbox_dir, status_dir
         self.limits, self.alerts = limits, alerts
         self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
+        # (sender, MessageId) -> [lock, holders]: copies of one message in flight at once are delivered in turn
+        self._in_flight: dict[tuple[str, str], list[Any]] = {}
 
     # ----------------------------------------------------------------------------------------- correlation
     def _find(self, action: str, ref_to: str | None, facts: PayloadFacts | None) -> tuple[Filing | None, str | None,
@@ -130,16 +137,25 @@ class InboundProcessor:
         um = message.messaging.user_message
         assert um is not None
         sender = um.from_party.party_id
-        known = await asyncio.to_thread(self.journal.lookup_inbound, sender, um.message_id)
-        if known is not None:
-            return Delivered(known.receipt_content_type or receipt.content_type, known.receipt, True)
-        # payloads are decompressed to disk chunk by chunk (delivery.stage_payload), never whole in memory
-        parts = await asyncio.to_thread(self._stage, message)
+        key = (sender, um.message_id)
+        slot = self._in_flight.setdefault(key, [asyncio.Lock(), 0])
+        slot[1] += 1
         try:
-            return await self._deliver(message, content_type, body, receipt, channel, um, sender, parts)
+            async with slot[0]:
+                known = await asyncio.to_thread(self.journal.lookup_inbound, sender, um.message_id)
+                if known is not None:
+                    return Delivered(known.receipt_content_type or receipt.content_type, known.receipt, True)
+                # payloads are decompressed to disk chunk by chunk (delivery.stage_payload), never whole in memory
+                parts = await asyncio.to_thread(self._stage, message)
+                try:
+                    return await self._deliver(message, content_type, body, receipt, channel, um, sender, parts)
+                finally:
+                    for _, staged in parts:
+                        staged.discard()  # no-op for parts already renamed into the inbox
         finally:
-            for _, staged in parts:
-                staged.discard()  # no-op for parts already renamed into the inbox
+            slot[1] -= 1
+            if slot[1] == 0:
+                del self._in_flight[key]
 
     def _stage(self, message: EngineInbound) -> list[tuple[Any, StagedPart]]:
         staged: list[tuple[Any, StagedPart]] = []

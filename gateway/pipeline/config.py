@@ -97,7 +97,9 @@ def read_pipeline(sec: Section) -> PipelineConfig:
         workers=sec.int("workers", 8, min=1, max=256),
         per_endpoint_concurrency=sec.int("per_endpoint_concurrency", 8, min=1, max=256),
         retry=read_retry_policy(sec.section("retry")),
-        lease_seconds=sec.float("lease_seconds", 300.0, min=1.0),
+        # 60 s: renewed every 20 s while a send lasts, so only a dead or frozen holder loses it; with several
+        # instances this is how long a dead instance's in-flight sends wait before another one takes them
+        lease_seconds=sec.float("lease_seconds", 60.0, min=1.0),
         idle_poll_seconds=sec.float("idle_poll_seconds", 0.5, min=0.01),
         answer_timeout_seconds=sec.float("answer_timeout_seconds", 3600.0, min=1.0),
         request_timeout_seconds=sec.float("request_timeout_seconds", 4 * 3600.0, min=1.0),

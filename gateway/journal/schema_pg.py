@@ -2,7 +2,9 @@
 
 Why one creation step at version 5: the PostgreSQL backend starts at the schema SQLite reached through migrations
 1-5, so a PostgreSQL journal is created at 5 directly; from version 6 on, every migration exists in both files with
-the same number and meaning (``schema_version`` compares them). Differences, each for a reason:
+the same number and meaning (``schema_version`` compares them; tests/test_journal_schema_parity.py compares what
+both databases report about their tables, columns, keys, indexes and guards after migrating). Differences, each for
+a reason:
 - ``BIGINT GENERATED ALWAYS AS IDENTITY`` for SQLite's ``INTEGER PRIMARY KEY``; ``BYTEA`` for ``BLOB``. Times stay
   ISO 8601 text (fixed width, ``Z``), so ordering and the core's SQL are identical on both backends.
 - the guard triggers (append-only event log, non-final filings undeletable) are PL/pgSQL functions with the same

@@ -332,7 +332,8 @@ async def _consume_once(rabbit: RabbitNode, names: dict[str, str], acceptor: Any
 
 async def test_transient_failures_and_crash_loops_end_in_the_dead_letter_queue(tmp_path: Path,
                                                                               rabbit: RabbitNode) -> None:
-    """A message whose intake keeps failing is requeued at most ``max_attempts`` times, then dead-lettered with
+    """A message whose intake keeps failing (not for the journal's storage: see the next test) is requeued at most
+    ``max_attempts`` times, then dead-lettered with
     its reason; a message during which the gateway dies every time is counted durably across restarts (the
     journal) and dead-lettered too, instead of a crash loop. Real broker, real journal; the fault is injected in
     the acceptor."""
@@ -344,9 +345,9 @@ async def test_transient_failures_and_crash_loops_end_in_the_dead_letter_queue(t
     journal = SqliteJournal.open(tmp_path / "j.sqlite3")
     writer = JournalWriter(journal).start()
 
-    class FullDisk:                                   # the journal's disk is full: every intake fails
-        async def accept(self, data: bytes, **kw: Any) -> Any:
-            raise OSError(28, "No space left on device")
+    class Broken:                                     # every intake fails, and not for the storage's sake (a bug):
+        async def accept(self, data: bytes, **kw: Any) -> Any:   # a full journal is requeued without end instead
+            raise RuntimeError("the acceptor is broken")          # (test_a_full_journal_requeues_...)
 
     class Dies:                                       # the gateway is killed while taking the message in
         async def accept(self, data: bytes, **kw: Any) -> Any:
@@ -354,11 +355,12 @@ async def test_transient_failures_and_crash_loops_end_in_the_dead_letter_queue(t
 
     try:
         await asyncio.to_thread(erp.publish, b"<IE3F32/>", message_id="poison-1", correlation_id="p1")
-        h = await _consume_once(rabbit, names, FullDisk(), writer, 3, hold_seconds=4.0)
+        h = await _consume_once(rabbit, names, Broken(), writer, 3, hold_seconds=4.0)
         assert h.dead_lettered == 1 and h.retried == 2
         dead = await asyncio.to_thread(erp.drain, names["dlq"])
         assert len(dead) == 1 and dead[0]["message_id"] == "poison-1"
-        assert "No space left" in dead[0]["headers"]["x-ics2gw-reason"] and dead[0]["headers"]["x-ics2gw-attempts"] == 3
+        assert "RuntimeError: the acceptor is broken" in dead[0]["headers"]["x-ics2gw-reason"]
+        assert dead[0]["headers"]["x-ics2gw-attempts"] == 3
         await asyncio.to_thread(erp.publish, b"<IE3F32/>", message_id="poison-2")
         for _ in range(3):                            # three "crashes" in a row while the message is in hand
             await _consume_once(rabbit, names, Dies(), writer, 3, hold_seconds=1.0)
@@ -371,7 +373,7 @@ async def test_transient_failures_and_crash_loops_end_in_the_dead_letter_queue(t
         # a dead-letter queue that does not exist: the broker cannot route the dead letter, so the message is
         # kept in the intake queue (never acknowledged into nowhere)
         await asyncio.to_thread(erp.publish, b"<IE3F32/>", message_id="poison-3")
-        h = await _consume_once(rabbit, names, FullDisk(), writer, 2, hold_seconds=3.0,
+        h = await _consume_once(rabbit, names, Broken(), writer, 2, hold_seconds=3.0,
                                 dlq="no-such-queue-" + names["dlq"], declare=False)
         assert h.dead_lettered == 0
         assert await asyncio.to_thread(erp.queue_depth, names["queue"]) == 1
@@ -478,3 +480,83 @@ def test_amqps_refusals_are_logged_retried_and_consume_nothing(tmp_path: Path, s
         erp.close()
         gw.stop()
 
+
+
+# ------------------------------------------------------------------------------------------------ storage
+async def test_a_full_journal_requeues_without_dead_lettering_and_alerts_once(tmp_path: Path, rabbit: RabbitNode,
+                                                                             pki: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal cannot take filings (SQLite's page budget is its disk: full): the machine's condition, not the
+    messages'. They go back to the queue with back-off however often that happens (max_attempts is 2 here), none
+    is dead-lettered, one intake-blocked alert names the condition, and all are filed once the space is back.
+    In-process (the real consumer, acceptor, SQLite journal and broker) so the journal can be filled exactly."""
+    from gateway.broker.amqp import AmqpBroker, IntakeHandler
+    from gateway.broker.config import AmqpConfig
+    from gateway.config import load_gateway_config
+    from gateway.ebms.engine import Engine
+    from gateway.journal.committer import JournalWriter
+    from gateway.journal.sqlite import SqliteJournal
+    from gateway.pipeline.accept import Acceptor
+    from gateway.transport.config import load_transport_config
+    from gateway.transport.routing import Router
+    from tests.pipeline_harness import REPO
+
+    monkeypatch.setattr(IntakeHandler, "storage_backoff_initial", 0.05)   # the test's time, not the behaviour
+    monkeypatch.setattr(IntakeHandler, "storage_backoff_max", 0.4)
+    cfg = load_gateway_config(REPO / "conf" / "gateway.toml")
+    path = tmp_path / "journal.sqlite3"
+    journal, reader = SqliteJournal.open(path), SqliteJournal.open_reader(path)
+    writer = JournalWriter(journal).start()
+    acceptor = Acceptor(Engine.from_config(cfg), writer, reader, Router(load_transport_config(cfg)))
+    names = new_names()
+    broker = AmqpBroker(AmqpConfig(
+        url=rabbit.url, username=rabbit.user, password=rabbit.password, ca_file=None, client_cert=None,
+        client_key=None, intake=True, queues=(names["queue"],), prefetch=4, max_attempts=2,
+        dead_letter_queue=names["dlq"], events=False, exchange=names["exchange"], declare=True,
+        reconnect_initial=0.2, reconnect_max=1.0))
+    stop = asyncio.Event()
+    alerts: list[tuple[str, dict[str, Any]]] = []
+    erp = await aio_pika.connect(rabbit.url_with_credentials)
+    consumer = None
+    try:
+        assert await broker.connect(stop)
+        conn = journal._conn  # noqa: SLF001 - the writer's own connection: its page budget is the disk
+        conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
+        ch = await erp.channel(publisher_confirms=True)
+        lrns = [f"AMQPFULL{i}{uuid.uuid4().hex[:6].upper()}" for i in range(3)]
+        for i, lrn in enumerate(lrns):
+            await ch.default_exchange.publish(aio_pika.Message(ens(lrn), content_type="application/xml",
+                                                               message_id=f"full-{i}"), routing_key=names["queue"])
+        consumer = asyncio.create_task(broker.consume(acceptor, writer, stop,
+                                                      alert=lambda kind, **d: alerts.append((kind, d))))
+
+        async def until(cond: Any, what: str, timeout: float = 60.0) -> None:
+            for _ in range(int(timeout / 0.1)):
+                if cond():
+                    return
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"{what} not reached; alerts={alerts}")
+
+        await until(lambda: getattr(broker, "intake_handler", None) is not None
+                    and broker.intake_handler.blocked >= 3 * 3,
+                    "every message refused by the full journal three times (more than max_attempts)")
+        handler = broker.intake_handler
+        assert handler.dead_lettered == 0 and handler.accepted == 0
+        assert [(k, d["problem"], d["step"], d["queue"]) for k, d in alerts] == \
+            [("intake-blocked", "full", "journal", names["queue"])]                      # once per episode
+        assert "full" in alerts[0][1]["error"], alerts                                  # the cause, not its echo
+        conn.execute("PRAGMA max_page_count = 1073741823")
+        await until(lambda: handler.accepted == 3, "the three filings taken in after the space came back")
+        assert {f["lrn"] for f in reader.list_filings(limit=100)} == set(lrns)
+        assert handler.dead_lettered == 0 and len(alerts) == 1
+        dlq = await ch.declare_queue(names["dlq"], passive=True)
+        assert dlq.declaration_result.message_count == 0
+    finally:
+        stop.set()
+        if consumer is not None:
+            await asyncio.wait([consumer], timeout=15)
+        await erp.close()
+        await broker.close()
+        await writer.close()
+        reader.close()
+        journal.close()

@@ -8,7 +8,11 @@ Acknowledgement semantics (README "Fed by ERP queues"):
 * a message that can never be a filing (unreadable, invalid, conflicting LRN) is answered with an
   ``intake.rejected.<reason>`` event carrying the reason and findings, confirmed by the broker, then
   acknowledged: never requeued in a loop;
-* any other failure (journal full, broker hiccup) requeues it after a pause; after ``max_attempts`` deliveries
+* the journal cannot take it (disk full, read-only, a PostgreSQL journal that does not answer): the machine's
+  condition, not the message's, so it is requeued with back-off (0.5 s doubling to 30 s) without counting toward
+  dead-lettering, an ``intake-blocked`` alert is raised once per episode and the recovery logged: a valid filing is
+  never dead-lettered because of the gateway's storage;
+* any other failure (a broker hiccup, a bug) requeues it after a pause; after ``max_attempts`` deliveries
   (a quorum queue's ``x-delivery-count``; else redeliveries are counted durably in the journal) it goes to the
   dead-letter queue with the reason in ``x-ics2gw-reason``, so even a message that kills the process each time
   it is read ends there instead of in a crash loop;
@@ -26,6 +30,7 @@ import datetime as dt
 import hashlib
 import logging
 import ssl
+import time
 from typing import Any
 
 import aio_pika
@@ -33,6 +38,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from gateway.broker import formats
 from gateway.broker.config import AmqpConfig
+from gateway.pipeline.storage import storage_cause
 
 log = logging.getLogger("ics2gw.amqp")
 
@@ -134,11 +140,12 @@ class AmqpBroker:
             await ex.publish(message, routing_key=routing_key or msg.routing_key, mandatory=mandatory, timeout=30)
 
     # ------------------------------------------------------------------------------------------------ intake
-    async def consume(self, acceptor: Any, writer: Any, stop: asyncio.Event, *, on_accepted: Any = None) -> None:
+    async def consume(self, acceptor: Any, writer: Any, stop: asyncio.Event, *, on_accepted: Any = None,
+                      alert: Any = None) -> None:
         """Consumes every configured queue until ``stop``; each message through ``IntakeHandler``."""
         ch = await self.connection.channel()
         await ch.set_qos(prefetch_count=self.cfg.prefetch)
-        handler = IntakeHandler(self, acceptor, writer, on_accepted=on_accepted)
+        handler = IntakeHandler(self, acceptor, writer, on_accepted=on_accepted, alert=alert)
         self.intake_handler = handler
         tags = []
         for name in self.cfg.queues:
@@ -160,12 +167,21 @@ class AmqpBroker:
 
 
 class IntakeHandler:
-    def __init__(self, broker: AmqpBroker, acceptor: Any, writer: Any, *, on_accepted: Any = None) -> None:
+    # while the journal cannot take filings: the pause before a message goes back to the queue, doubling per refusal
+    storage_backoff_initial = 0.5
+    storage_backoff_max = 30.0
+
+    def __init__(self, broker: AmqpBroker, acceptor: Any, writer: Any, *, on_accepted: Any = None,
+                 alert: Any = None) -> None:
         self.broker, self.acceptor, self.writer = broker, acceptor, writer
         self.on_accepted = on_accepted
-        self.accepted = self.rejected = self.dead_lettered = self.retried = 0
+        self.alert = alert or (lambda kind, **detail: None)
+        self.accepted = self.rejected = self.dead_lettered = self.retried = self.blocked = 0
         self._attempts: dict[str, int] = {}
         self._inflight: set[asyncio.Task[Any]] = set()
+        self._storage_requeued: set[str] = set()     # put back by us for the storage's sake: not an attempt
+        self._blocked_since: float | None = None     # monotonic start of a storage episode
+        self._blocked_streak = 0
 
     async def drain(self, timeout: float = 10.0) -> None:
         if self._inflight:
@@ -176,8 +192,10 @@ class IntakeHandler:
         kills the gateway each time it is read is bounded across restarts), one we requeued ourselves in memory.
         A first delivery costs no write. Headers are not trusted for this (``x-delivery-count`` can be set by any
         publisher on a classic queue)."""
-        key = hashlib.sha256(f"{message.routing_key}/{message.message_id}/".encode() +
-                             bytes(message.body)).hexdigest()
+        key = self._key(message)
+        if key in self._storage_requeued:   # we put it back because the journal could not take it: not an attempt
+            self._storage_requeued.discard(key)
+            return max(1, self._attempts.get(key, 0))
         mine = self._attempts.get(key, 0)
         if message.redelivered and mine == 0:
             now = dt.datetime.now(dt.timezone.utc)
@@ -187,6 +205,36 @@ class IntakeHandler:
         if len(self._attempts) > 10000:
             self._attempts.clear()
         return mine + 1
+
+    @staticmethod
+    def _key(message: AbstractIncomingMessage) -> str:
+        return hashlib.sha256(f"{message.routing_key}/{message.message_id}/".encode() + bytes(message.body)).hexdigest()
+
+    async def _storage_blocked(self, message: AbstractIncomingMessage, cause: tuple[str, BaseException]) -> None:
+        """The journal cannot take the message now: back to the queue after a pause, not counted as an attempt."""
+        problem, exc = cause
+        if len(self._storage_requeued) > 10000:
+            self._storage_requeued.clear()
+        self._storage_requeued.add(self._key(message))
+        self.blocked += 1
+        error = f"{type(exc).__name__}: {exc}"
+        if self._blocked_since is None:
+            self._blocked_since = time.monotonic()
+            log.error("amqp intake blocked: the journal cannot take filings problem=%s queue=%s error=%s", problem,
+                      message.routing_key, error)
+            self.alert("intake-blocked", channel="amqp", queue=message.routing_key or "?", step="journal",
+                       problem=problem, error=error)
+        delay = min(self.storage_backoff_max, self.storage_backoff_initial * 2 ** min(self._blocked_streak, 10))
+        self._blocked_streak += 1
+        await asyncio.sleep(delay)
+        await message.nack(requeue=True)
+
+    def _storage_ok(self) -> None:
+        if self._blocked_since is not None:
+            log.warning("amqp intake unblocked after %.1f s: the journal takes filings again",
+                        time.monotonic() - self._blocked_since)
+            self._blocked_since = None
+        self._blocked_streak = 0
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
@@ -201,7 +249,14 @@ class IntakeHandler:
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         from gateway.pipeline.accept import IntakeRefused
         queue = message.routing_key or "?"
-        attempt = await self._attempt(message)
+        try:
+            attempt = await self._attempt(message)
+        except Exception as exc:
+            cause = storage_cause(exc)
+            if cause is None:
+                raise
+            await self._storage_blocked(message, cause)
+            return
         ref = {"channel": f"amqp:{queue}", "message_id": message.message_id,
                "correlation_id": message.correlation_id}
         if attempt > self.broker.cfg.max_attempts:
@@ -224,7 +279,11 @@ class IntakeHandler:
             return
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # transient: journal full, a bug; bounded by max_attempts
+        except Exception as exc:  # noqa: BLE001 - the storage's condition, or transient / a bug: bounded
+            cause = storage_cause(exc)
+            if cause is not None:
+                await self._storage_blocked(message, cause)
+                return
             reason = f"{type(exc).__name__}: {exc}"
             if attempt >= self.broker.cfg.max_attempts:
                 await self._dead_letter(message, reason, attempt)
@@ -235,6 +294,7 @@ class IntakeHandler:
             await asyncio.sleep(min(5.0, 0.2 * attempt))
             await message.nack(requeue=True)
             return
+        self._storage_ok()
         self.accepted += 1
         await message.ack()
         if self.on_accepted is not None:

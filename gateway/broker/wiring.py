@@ -21,6 +21,7 @@ class AmqpWiring:
     acceptor: Any
     writer: Any
     on_accepted: Any = None
+    alert: Any = None              # alerts.raise_alert: intake-blocked while the journal cannot take filings
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     consume_failures: int = 0
@@ -70,7 +71,8 @@ class AmqpWiring:
         delay = self.cfg.reconnect_initial
         while not self.stop_event.is_set():
             try:
-                await self.broker.consume(self.acceptor, self.writer, self.stop_event, on_accepted=self.on_accepted)
+                await self.broker.consume(self.acceptor, self.writer, self.stop_event, on_accepted=self.on_accepted,
+                                          alert=self.alert)
                 return
             except asyncio.CancelledError:
                 raise
@@ -103,16 +105,16 @@ class AmqpWiring:
         h = getattr(self.broker, "intake_handler", None)
         if h is not None:
             doc["intake"] = {"accepted": h.accepted, "rejected": h.rejected, "dead_lettered": h.dead_lettered,
-                             "retried": h.retried}
+                             "retried": h.retried, "blocked_by_storage": h.blocked}
         return doc
 
 
 def build_amqp(cfg: GatewayConfig, *, acceptor: Any, writer: Any, journal: Any, inbox_dir: Path,
-               on_accepted: Any = None) -> AmqpWiring | None:
+               on_accepted: Any = None, alert: Any = None) -> AmqpWiring | None:
     acfg = read_amqp_config(cfg)
     if acfg is None:
         return None
     broker = AmqpBroker(acfg)
     outbox = EventOutbox(journal, writer, broker.publish, name="amqp", inbox_dir=inbox_dir,
                          connected=lambda: broker.connected) if acfg.events else None
-    return AmqpWiring(acfg, broker, outbox, acceptor, writer, on_accepted=on_accepted)
+    return AmqpWiring(acfg, broker, outbox, acceptor, writer, on_accepted=on_accepted, alert=alert)

@@ -101,7 +101,7 @@ class Gateway:
         intake = SpoolIntake(dcfg.intake, acceptor, on_queued=sender.wake, alert=alerts.raise_alert)
         from gateway.broker.wiring import build_amqp   # ERP queues: AMQP intake and events, when [amqp] enables it
         amqp = build_amqp(cfg, acceptor=acceptor, writer=writer, journal=reader, inbox_dir=dcfg.intake.inbox_dir,
-                          on_accepted=sender.wake)
+                          on_accepted=sender.wake, alert=alerts.raise_alert)
         if amqp is not None and amqp.outbox is not None:
             # the sink's cursor exists before any intake of this instance opens: with several instances the
             # outbox's singleton may start seconds later, and events committed meanwhile must not be skipped

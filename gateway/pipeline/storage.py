@@ -30,27 +30,41 @@ _OS = {errno.ENOSPC: "full", errno.EDQUOT: "full", errno.EROFS: "read-only", err
 def storage_problem(exc: BaseException) -> str | None:
     """``"full"``, ``"read-only"``, ``"io-error"``, ``"unavailable"`` (a journal database that does not answer)
     when ``exc`` (or its cause) is a storage condition, else None."""
+    found = storage_cause(exc)
+    return None if found is None else found[0]
+
+
+def storage_cause(exc: BaseException) -> tuple[str, BaseException] | None:
+    """(condition, the exception in ``exc``'s chain that shows it): what to report. SQLite's full disk, for one,
+    often surfaces as a later error (a savepoint the failed statement already rolled back) whose context it is."""
     seen = 0
     cur: BaseException | None = exc
     while cur is not None and seen < 8:
         seen += 1
-        if isinstance(cur, StorageUnavailable):
-            return cur.condition
-        if isinstance(cur, JournalUnavailable):     # the journal database does not answer (restart, failover)
-            return "unavailable"
-        if isinstance(cur, sqlite3.Error):
-            name = getattr(cur, "sqlite_errorname", "") or ""
-            text = str(cur).lower()
-            if name.startswith("SQLITE_FULL") or "disk is full" in text:
-                return "full"
-            if name.startswith("SQLITE_READONLY") or "readonly database" in text or "read-only" in text:
-                return "read-only"
-            if name.startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN")) or "disk i/o error" in text \
-                    or "unable to open database" in text:
-                return "io-error"
-        if isinstance(cur, OSError) and cur.errno in _OS:
-            return _OS[cur.errno]
+        condition = _condition(cur)
+        if condition is not None:
+            return condition, cur
         cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def _condition(cur: BaseException) -> str | None:
+    if isinstance(cur, StorageUnavailable):
+        return cur.condition
+    if isinstance(cur, JournalUnavailable):     # the journal database does not answer (restart, failover)
+        return "unavailable"
+    if isinstance(cur, sqlite3.Error):
+        name = getattr(cur, "sqlite_errorname", "") or ""
+        text = str(cur).lower()
+        if name.startswith("SQLITE_FULL") or "disk is full" in text:
+            return "full"
+        if name.startswith("SQLITE_READONLY") or "readonly database" in text or "read-only" in text:
+            return "read-only"
+        if name.startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN")) or "disk i/o error" in text \
+                or "unable to open database" in text:
+            return "io-error"
+    if isinstance(cur, OSError) and cur.errno in _OS:
+        return _OS[cur.errno]
     return None
 
 

@@ -243,6 +243,54 @@ async def test_full_journal_leaves_the_file_for_a_retry_never_rejects_it(world: 
     assert not world.intake.waiting
 
 
+async def test_a_postgresql_journal_away_longer_than_the_writers_wait_keeps_the_file(tmp_path: Path, pki: Path,
+                                                                                    pg_server: Any,
+                                                                                    pg_dsn: Any) -> None:
+    """The database is down for longer than the group-commit writer waits (shortened to 0.5 s here; 5 min in the
+    daemon): the acceptor gets JournalUnavailable, which is the machine's condition, so the spool file stays in
+    the work folder with one intake-blocked alert naming it, and is filed once the database is back."""
+    from gateway.config import load_gateway_config
+    from gateway.ebms.engine import Engine
+    from gateway.journal.committer import JournalWriter
+    from gateway.journal.factory import open_journal, open_reader
+    from gateway.pipeline.accept import Acceptor
+    from gateway.transport.config import load_transport_config
+    from gateway.transport.routing import Router
+    from tests.journal_backends import pg_config
+    jcfg = pg_config(str(pg_dsn), pg_dsn.password)
+    journal = open_journal(jcfg, daemon=False)
+    reader = open_reader(jcfg)
+    writer = JournalWriter(journal, unavailable_budget=0.5).start()
+    cfg = load_gateway_config(REPO / "conf" / "gateway.toml")
+    w = World(tmp_path, Acceptor(Engine.from_config(cfg), writer, reader, Router(load_transport_config(cfg))),
+              journal)
+    try:
+        pg_server.kill()
+        w.drop("away.xml", ens("PGAWAY00SPOOL", base="ens-IE3F10-sea.xml"))
+        await w.intake.poll_once()
+        assert w.names("rejected") == [] and len(w.names("work")) == 1, (w.names("rejected"), w.reasons())
+        assert [(a["alert"], a["problem"], a["step"]) for a in w.alerts] == [("intake-blocked", "unavailable",
+                                                                                "journal")], w.alerts
+        pg_server.start()
+        for entry in w.intake.waiting.values():
+            entry.next_at = 0.0
+        for _ in range(50):                      # the pools reconnect: the first tries may still meet the restart
+            await w.intake.poll_once()
+            if w.names("work") == []:
+                break
+            for entry in w.intake.waiting.values():
+                entry.next_at = 0.0
+            await asyncio.sleep(0.2)
+        assert _filed(w, "PGAWAY00SPOOL") and w.names("work") == [] and len(w.names("archive")) == 1
+        assert w.names("rejected") == [] and len(w.alerts) == 1
+    finally:
+        if not pg_server.running():
+            pg_server.start()
+        await writer.close()
+        reader.close()
+        journal.close()
+
+
 def test_storage_problem_classifies_the_real_errors(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "x.db")
     conn.execute("CREATE TABLE t (x)")

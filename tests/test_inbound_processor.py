@@ -1,0 +1,265 @@
+"""The daemon's inbound sink (``gateway.pipeline.inbound.InboundProcessor``) in-process (issue 16, mutation pass).
+
+Every other test that drives this sink starts the daemon as a subprocess; these drive it in the test's own process,
+so what they check is also what mutation testing sees. Real parts only: customs messages sealed with the customs
+seal key and certificate chain (``gateway.conformance.unsafe.build_message``: any parts, compressed or not) and
+opened and verified by the trader's engine, the trader's Receipt for each, a SQLite journal file with its
+group-commit writer, the inbox and status folders under ``tmp_path``, the P-Modes of ``pmodes/``, the real
+``Acceptor`` for our own filings and requests. The clock is fixed, so every timestamp is exact.
+
+From the ICS2 profile and the module's contract: a customs message is correlated by eb:RefToMessageId first, then
+by its payload's references (MRN, LRN and the person filing); a repeated (sender, MessageId) is answered with the
+first Receipt and delivered once; a message matching nothing is kept as an orphan with the alert its action calls
+for; the P-Mode deviations tolerated are recorded and alerted; inbox files are named by the exact MessageId (a
+digest when it is not a safe name) with a suffix by MIME type, payloads decompressed; the status file is the
+filing's journal view; a pulled message's Receipt is pending until the TI acknowledged it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import gzip
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.conformance.unsafe import Part, Recipe, build_message
+from gateway.ebms.constants import (
+    MIME_GZIP, MIME_XML, PARTY_TYPE_AUTH, PARTY_TYPE_EORI, ROLE_CUSTOMS, ROLE_TRADER, SERVICE_C2T,
+)
+from gateway.ebms.model import Party
+from gateway.journal.states import FilingState as S
+from gateway.pipeline.inbound import _suffix
+from tests.pipeline_harness import REPO, ens, fixture
+
+NOW = dt.datetime(2026, 12, 2, 8, 30, 15, tzinfo=dt.timezone.utc)
+TS = "2026-12-02T08:30:15Z"
+CUSTOMS = "sti-taxud"
+FILER = "NL123456789"
+MRN = "26NLZ8P0RJ4KD5KPA1"
+PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(64)) + b"\xff\xd9"
+
+
+def ts(d: dt.datetime = NOW) -> str:
+    from gateway.journal.core import iso
+    return iso(d)
+
+
+class World:
+    def __init__(self, tmp: Path, pki: Path, **sink_kw: Any) -> None:
+        from cryptography.hazmat.primitives import serialization
+
+        from gateway.config import load_gateway_config
+        from gateway.ebms.engine import Engine
+        from gateway.journal.committer import JournalWriter
+        from gateway.journal.sqlite import SqliteJournal
+        from gateway.pipeline.accept import Acceptor
+        from gateway.pipeline.alerts import Alerts
+        from gateway.pipeline.config import AlertsConfig
+        from gateway.pmode import load_pmodes
+        from gateway.security.keys import load_pem_certificates
+        from gateway.transport.config import load_transport_config
+        from gateway.transport.routing import Router
+        cfg = load_gateway_config(REPO / "conf" / "gateway.toml")
+        path = tmp / "journal.sqlite3"
+        self.journal = SqliteJournal.open(path)
+        self.reader = SqliteJournal.open_reader(path)
+        self.writer = JournalWriter(self.journal).start()
+        self.trader = Engine.from_config(cfg)
+        self.key = serialization.load_pem_private_key((pki / "customs-seal.key").read_bytes(), None)
+        self.chain = load_pem_certificates(pki / "customs-chain.pem")
+        self.inbox, self.status = tmp / "inbox", tmp / "status"
+        self.inbox.mkdir()
+        self.status.mkdir()
+        self.alerts = Alerts(AlertsConfig((), None), "conformance")
+        self.pmodes = load_pmodes(cfg.pmodes_dir, party_id=cfg.identity.party_id)
+        kw: dict[str, Any] = {"limits": self.trader.limits, "clock": lambda: NOW, "pmodes": self.pmodes}
+        kw.update(sink_kw)
+        from gateway.pipeline.inbound import InboundProcessor
+        self.sink = InboundProcessor(self.reader, self.writer, inbox_dir=self.inbox, status_dir=self.status,
+                                     alerts=self.alerts, **kw)
+        self.acceptor = Acceptor(self.trader, self.writer, self.reader, Router(load_transport_config(cfg)))
+
+    async def close(self) -> None:
+        await self.writer.close()
+        self.reader.close()
+        self.journal.close()
+
+    # -- customs' side
+    def sealed(self, action: str, parts: list[Part], *, message_id: str, ref: str | None = None,
+               mpc: str | None = None, service: str = SERVICE_C2T) -> tuple[str, bytes]:
+        recipe = Recipe(action=action, service=service, parts=parts,
+                        from_party=Party(CUSTOMS, PARTY_TYPE_AUTH, ROLE_CUSTOMS),
+                        to_party=Party(FILER, PARTY_TYPE_EORI, ROLE_TRADER), message_id=message_id,
+                        ref_to_message_id=ref, mpc=mpc)
+        return build_message(recipe, self.key, self.chain)
+
+    async def send(self, action: str, payload: bytes | None, *, message_id: str, ref: str | None = None,
+                   channel: str = "push", extra: list[Part] = (), **kw: Any) -> tuple[Any, Any]:  # type: ignore[assignment]
+        parts = ([Part("payload@sti.test", MIME_XML, payload)] if payload is not None
+                 else []) + list(extra)
+        ctype, body = self.sealed(action, parts, message_id=message_id, ref=ref, **kw)
+        opened = self.trader.open(ctype, body)
+        receipt = self.trader.receipt_for(opened)
+        got = await self.sink.deliver(opened, ctype, body, receipt, channel)
+        return got, receipt
+
+    # -- read-outs
+    def inbound(self, message_id: str) -> Any:
+        return self.reader.get_message(message_id, direction="in")
+
+    def events(self, message_id: str) -> list[tuple[str, int | None, dict[str, Any]]]:
+        return [(e.event, e.filing_id, e.detail) for e in self.reader.events(message_id=message_id)]
+
+    def meta(self, message_id: str) -> dict[str, Any]:
+        from gateway.pipeline.delivery import inbox_name
+        return json.loads((self.inbox / f"{inbox_name(message_id)}.json").read_text())
+
+    def status_file(self, filing: Any) -> dict[str, Any]:
+        from gateway.pipeline.delivery import inbox_name
+        return json.loads((self.status / (inbox_name(f"{filing.filer_eori}_{filing.lrn}") + ".json")).read_text())
+
+    def files(self) -> list[str]:
+        return sorted(p.name for p in self.inbox.iterdir())
+
+
+@pytest.fixture
+async def world(tmp_path: Path, pki: Path) -> AsyncIterator[World]:
+    w = World(tmp_path, pki)
+    yield w
+    await w.close()
+
+
+def payload(name: str, **subs: str) -> bytes:
+    import re
+    data = fixture(name)
+    for tag, value in subs.items():
+        data = re.sub(rf"<{tag}>[^<]*</{tag}>".encode(), f"<{tag}>{value}</{tag}>".encode(), data)
+    return data
+
+
+def r01(lrn: str, mrn: str = MRN, filer: str = FILER) -> bytes:
+    return payload("resp-IE3R01-registration.xml", LRN=lrn, MRN=mrn).replace(
+        b"<identificationNumber>NL123456789</identificationNumber>",
+        f"<identificationNumber>{filer}</identificationNumber>".encode())
+
+
+def by_mrn(action: str, mrn: str) -> bytes:
+    return (f'<?xml version="1.0" encoding="UTF-8"?><{action} xmlns="urn:wco:datamodel:eu:ics2:2"><MRN>{mrn}</MRN>'
+            f'<declarant><identificationNumber>{FILER}</identificationNumber></declarant></{action}>').encode()
+
+
+# ----------------------------------------------------------------------------------------------- suffixes
+@pytest.mark.parametrize("mime,suffix", [("application/xml", ".xml"), ("text/xml", ".xml"), ("TEXT/XML", ".xml"),
+                                         ("application/pdf", ".pdf"), ("Application/PDF", ".pdf"),
+                                         ("image/jpeg", ".jpg"), ("application/octet-stream", ".bin"),
+                                         ("", ".bin"), (None, ".bin")])
+def test_inbox_suffix_by_mime_type(mime: str | None, suffix: str) -> None:
+    assert _suffix(mime) == suffix
+
+
+def no_staged_files(w: World) -> bool:
+    return not [n for n in w.files() if n.startswith(".")]
+
+
+# ----------------------------------------------------------------------------------------------- by RefToMessageId
+async def test_registration_by_ref_to_message_id_delivers_journals_and_writes_the_status(world: World) -> None:
+    w = world
+    acc = await w.acceptor.accept(ens("INBREF1"))
+    ours = acc.message_id
+    data = r01("INBREF1")
+    got, receipt = await w.send("IE3R01", data, message_id="r01-ref@sti.test", ref=ours)
+    # the transport answers with our Receipt, journaled with the message
+    assert (got.receipt_content_type, got.receipt_body, got.duplicate) == (receipt.content_type, receipt.body, False)
+    stored = w.reader.get_message("r01-ref@sti.test", direction="in", with_bytes=True)
+    assert stored.receipt == receipt.body and stored.receipt_content_type == receipt.content_type
+    assert (stored.state, stored.filing_id, stored.sender_party, stored.action, stored.ref_to_message_id,
+            stored.functional_reference, stored.business_outcome, stored.ack_state) == \
+        ("processed", acc.filing.id, CUSTOMS, "IE3R01", ours, "INBREF1", "registered", None)
+    # inbox: the payload decompressed, then the metadata
+    assert w.files() == ["r01-ref@sti.test.json", "r01-ref@sti.test.part1.xml"]
+    assert (w.inbox / "r01-ref@sti.test.part1.xml").read_bytes() == data
+    assert w.meta("r01-ref@sti.test") == {
+        "message_id": "r01-ref@sti.test", "ref_to_message_id": ours, "conversation_id": "1", "from": CUSTOMS,
+        "to": FILER, "service": SERVICE_C2T, "action": "IE3R01", "channel": "push", "received": TS,
+        "filing": {"filer_eori": FILER, "lrn": "INBREF1", "mrn": MRN, "state": "registered"},
+        "lrn": "INBREF1", "mrn": MRN, "functional_reference": "INBREF1", "correlated_by": "RefToMessageId",
+        "pmode_tolerated": [], "consultation": None,
+        "parts": [{"file": "r01-ref@sti.test.part1.xml", "order": 1, "href": "cid:payload@sti.test",
+                   "mime_type": MIME_XML, "charset": "utf-8"}]}
+    # journal: the message, its correlation, our IE3F32 answered, the filing registered with its MRN
+    assert w.events("r01-ref@sti.test") == [
+        ("inbound-received", None, {"action": "IE3R01", "bytes": len(stored.sealed), "ref_to": ours,
+                                    "reference": "INBREF1", "sender": CUSTOMS}),
+        ("inbound-correlated", acc.filing.id, {"action": "IE3R01", "outcome": "registered", "ref_to": ours})]
+    assert w.reader.get_message(ours).business_outcome == "registered"
+    filing = w.reader.get_filing(acc.filing.id)
+    assert (filing.state, filing.mrn, filing.updated_at) == (S.REGISTERED, MRN, ts())
+    [ev] = [e for e in w.reader.events(filing_id=filing.id) if e.event == "registered"]
+    assert ev.detail == {"action": "IE3R01", "from": "queued", "message_id": "r01-ref@sti.test", "mrn": MRN,
+                         "to": "registered"}
+    # the status file is the filing's journal view
+    assert w.status_file(filing) == json.loads(json.dumps(filing.to_dict(), default=str))
+    assert w.alerts.raised == []
+    assert no_staged_files(w)
+
+
+async def test_duplicate_is_answered_with_the_first_receipt_and_not_delivered_again(world: World) -> None:
+    w = world
+    acc = await w.acceptor.accept(ens("INBDUP1"))
+    first, receipt1 = await w.send("IE3R01", r01("INBDUP1"), message_id="r01-dup@sti.test", ref=acc.message_id)
+    events = w.reader.events(limit=1_000_000)
+    files = {n: (w.inbox / n).read_bytes() for n in w.files()}
+    (w.status / next(iter(p.name for p in w.status.iterdir()))).unlink()
+    again, receipt2 = await w.send("IE3R01", r01("INBDUP1"), message_id="r01-dup@sti.test", ref=acc.message_id)
+    assert receipt2.body != receipt1.body
+    assert (again.receipt_content_type, again.receipt_body, again.duplicate) == (receipt1.content_type, receipt1.body, True)
+    assert first.duplicate is False
+    assert w.reader.events(limit=1_000_000) == events          # nothing journaled
+    assert {n: (w.inbox / n).read_bytes() for n in w.files()} == files   # nothing delivered, nothing staged left
+    assert list(w.status.iterdir()) == []                        # no status rewritten
+    assert w.alerts.raised == []
+    assert len(w.reader.list_messages(direction="in")) == 1
+
+
+async def test_duplicate_found_only_inside_the_transaction_is_not_applied_twice(world: World) -> None:
+    """Two deliveries of one message racing (two instances, or a re-offer while the first commits): both passed the
+    duplicate look-up; the journal transaction finds the first and the second gets its Receipt, nothing more."""
+    w = world
+    acc = await w.acceptor.accept(ens("INBRACE1"))
+    ctype, body = w.sealed("IE3Q02", [Part("payload@sti.test", MIME_XML, by_mrn("IE3Q02", MRN))],
+                           message_id="q02-race@sti.test")
+    await w.send("IE3R01", r01("INBRACE1"), message_id="r01-race@sti.test", ref=acc.message_id)
+    opened = w.trader.open(ctype, body)
+    receipt1 = w.trader.receipt_for(opened)
+    first = await w.sink.deliver(opened, ctype, body, receipt1, "push")
+    assert first.duplicate is False
+    before = w.reader.events(limit=1_000_000)
+    requests = w.reader.list_requests(filing_id=acc.filing.id, open_only=False)
+    assert [(r.kind, r.request_message_id, r.state) for r in requests] == [("IE3Q02", "q02-race@sti.test", "open")]
+    alerts = list(w.alerts.raised)
+    for p in w.status.iterdir():
+        p.unlink()
+    second = w.trader.open(ctype, body)
+    receipt2 = w.trader.receipt_for(second)
+    um = second.messaging.user_message
+    parts = w.sink._stage(second)
+    try:
+        got = await w.sink._deliver(second, ctype, body, receipt2, "push", um, CUSTOMS, parts)
+    finally:
+        for _, s in parts:
+            s.discard()
+    assert (got.receipt_content_type, got.receipt_body, got.duplicate) == (receipt1.content_type, receipt1.body, True)
+    after = w.reader.events(limit=1_000_000)
+    assert [(e.event, e.filing_id, e.message_id, e.detail) for e in after[len(before):]] == [
+        ("inbound-duplicate", acc.filing.id, "q02-race@sti.test", {"sender": CUSTOMS})]
+    assert w.reader.list_requests(filing_id=acc.filing.id, open_only=False) == requests   # not opened twice
+    assert w.alerts.raised == alerts and list(w.status.iterdir()) == []
+    assert w.reader.get_filing(acc.filing.id).state == S.INFO_REQUESTED
+    assert no_staged_files(w)

@@ -263,3 +263,103 @@ async def test_duplicate_found_only_inside_the_transaction_is_not_applied_twice(
     assert w.alerts.raised == alerts and list(w.status.iterdir()) == []
     assert w.reader.get_filing(acc.filing.id).state == S.INFO_REQUESTED
     assert no_staged_files(w)
+
+
+async def registered(w: World, lrn: str, mrn: str = MRN) -> Any:
+    acc = await w.acceptor.accept(ens(lrn))
+    await w.send("IE3R01", r01(lrn, mrn), message_id=f"r01-{lrn}@sti.test", ref=acc.message_id)
+    filing = w.reader.get_filing(acc.filing.id)
+    assert (filing.state, filing.mrn) == (S.REGISTERED, mrn)
+    return filing
+
+
+# ----------------------------------------------------------------------------------------------- by payload facts
+async def test_registration_without_ref_is_correlated_by_lrn_and_filer(world: World) -> None:
+    w = world
+    acc = await w.acceptor.accept(ens("INBLRN1"))
+    await w.send("IE3R01", r01("INBLRN1"), message_id="r01-lrn@sti.test")
+    meta = w.meta("r01-lrn@sti.test")
+    assert (meta["correlated_by"], meta["ref_to_message_id"], meta["filing"]) == \
+        ("LRN", None, {"filer_eori": FILER, "lrn": "INBLRN1", "mrn": MRN, "state": "registered"})
+    filing = w.reader.get_filing(acc.filing.id)
+    assert (filing.state, filing.mrn) == (S.REGISTERED, MRN)
+    assert w.events("r01-lrn@sti.test")[1] == \
+        ("inbound-correlated", filing.id, {"action": "IE3R01", "outcome": "registered", "ref_to": None})
+    # no RefToMessageId: the IE3F32 it answers is inferred (filing.action), its business outcome left to the sender
+    assert w.reader.get_message(acc.message_id).business_outcome is None
+    assert w.status_file(filing)["state"] == "registered"
+
+
+async def test_a_single_filing_of_that_lrn_is_taken_even_when_the_payload_names_another_filer(world: World) -> None:
+    w = world
+    acc = await w.acceptor.accept(ens("INBLRN2"))
+    await w.send("IE3R01", r01("INBLRN2", filer="DE987654321012"), message_id="r01-other@sti.test")
+    assert w.meta("r01-other@sti.test")["correlated_by"] == "LRN"
+    assert w.reader.get_filing(acc.filing.id).state == S.REGISTERED
+    assert w.reader.list_orphans() == []
+
+
+async def test_registration_is_correlated_by_its_lrn_not_by_an_mrn_of_another_filing(world: World) -> None:
+    """IE3R01's reference is the LRN (ICD table 9): a registration copy of another filer's ENS (unknown LRN) is an
+    orphan even when the MRN it carries is one of ours."""
+    w = world
+    mine = await registered(w, "INBLRN3")
+    await w.send("IE3R01", r01("ELSEWHERE7", MRN), message_id="r01-copy@sti.test")
+    meta = w.meta("r01-copy@sti.test")
+    assert (meta["correlated_by"], meta["filing"], meta["lrn"]) == ("none", None, "ELSEWHERE7")
+    [orphan] = w.reader.list_orphans()
+    assert (orphan.message.message_id, orphan.reason) == \
+        ("r01-copy@sti.test", "IE3R01 matches no filing (reference 'ELSEWHERE7')")
+    assert w.alerts.raised == [{
+        "alert": "registration-copy", "environment": "conformance", "message_id": "r01-copy@sti.test",
+        "action": "IE3R01", "category": "A", "unmatched": True,
+        "why": "an ENS for goods we carry was registered by another filer: its MRN is needed for loading and arrival",
+        "reference": "ELSEWHERE7", "mrn": MRN, "lrn": "ELSEWHERE7"}]
+    assert w.reader.get_filing(mine.id).to_dict() == mine.to_dict()
+
+
+async def test_notification_by_mrn_moves_the_filing_and_writes_the_status(world: World) -> None:
+    w = world
+    filing = await registered(w, "INBMRN1")
+    await w.send("IE3N03", by_mrn("IE3N03", MRN), message_id="n03@sti.test")
+    meta = w.meta("n03@sti.test")
+    assert (meta["correlated_by"], meta["filing"]) == \
+        ("MRN", {"filer_eori": FILER, "lrn": "INBMRN1", "mrn": MRN, "state": "assessment-complete"})
+    now = w.reader.get_filing(filing.id)
+    assert now.state == S.ASSESSMENT_COMPLETE
+    assert w.status_file(now) == json.loads(json.dumps(now.to_dict(), default=str))
+    assert w.events("n03@sti.test") == [
+        ("inbound-received", None, {"action": "IE3N03", "bytes": len(w.reader.get_message(
+            "n03@sti.test", direction="in", with_bytes=True).sealed), "ref_to": None, "reference": MRN,
+            "sender": CUSTOMS}),
+        ("inbound-correlated", filing.id, {"action": "IE3N03", "outcome": "assessment-complete", "ref_to": None})]
+    assert w.alerts.raised == []
+
+
+async def test_request_opens_a_customs_request_and_alerts(world: World) -> None:
+    w = world
+    filing = await registered(w, "INBQ02A")
+    await w.send("IE3Q02", by_mrn("IE3Q02", MRN), message_id="q02@sti.test")
+    assert w.reader.get_filing(filing.id).state == S.INFO_REQUESTED
+    [req] = w.reader.list_requests(filing_id=filing.id)
+    assert (req.kind, req.request_message_id, req.state, req.opened_at) == ("IE3Q02", "q02@sti.test", "open", ts())
+    assert w.alerts.raised == [{"alert": "information-requested", "environment": "conformance", "lrn": "INBQ02A",
+                                "mrn": MRN, "action": "IE3Q02", "message_id": "q02@sti.test"}]
+
+
+async def test_learned_mrn_without_a_state_change_is_written_to_the_filing(world: World) -> None:
+    """A late IE3R01 (the filing already moved on) changes no state, but an MRN the filing lacks is kept."""
+    w = world
+    acc = await w.acceptor.accept(ens("INBLATE1"))
+    q01 = by_mrn("IE3Q01", MRN).replace(f"<MRN>{MRN}</MRN>".encode(), b"<LRN>INBLATE1</LRN>")
+    await w.send("IE3Q01", q01, message_id="q01@sti.test")       # by LRN, no MRN yet
+    filing = w.reader.get_filing(acc.filing.id)
+    assert (filing.state, filing.mrn) == (S.DO_NOT_LOAD, None)
+    await w.send("IE3R01", r01("INBLATE1"), message_id="r01-late@sti.test", ref=acc.message_id)
+    after = w.reader.get_filing(acc.filing.id)
+    assert (after.mrn, after.state, after.updated_at) == (MRN, S.DO_NOT_LOAD, ts())
+    assert [(e.event, e.message_id, e.detail) for e in w.reader.events(filing_id=filing.id)][-1] == \
+        ("registered", "r01-late@sti.test", {"action": "IE3R01"})
+    assert w.status_file(after)["mrn"] == MRN
+    assert w.meta("r01-late@sti.test")["filing"] == {"filer_eori": FILER, "lrn": "INBLATE1", "mrn": MRN,
+                                                     "state": "do-not-load"}

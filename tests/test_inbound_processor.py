@@ -363,3 +363,175 @@ async def test_learned_mrn_without_a_state_change_is_written_to_the_filing(world
     assert w.status_file(after)["mrn"] == MRN
     assert w.meta("r01-late@sti.test")["filing"] == {"filer_eori": FILER, "lrn": "INBLATE1", "mrn": MRN,
                                                      "state": "do-not-load"}
+
+
+# ----------------------------------------------------------------------------------------------- orphans
+@pytest.mark.parametrize("content,reason", [
+    (b"not xml at all", "payload cannot be read: payload is not acceptable XML: payload is not well-formed XML: "
+                        "Start tag expected, '<' not found, line 1, column 1 (<string>, line 1)"),
+    (None, "no payload")])
+async def test_unreadable_or_missing_payload_is_kept_as_an_orphan(world: World, content: bytes | None,
+                                                                  reason: str) -> None:
+    w = world
+    await registered(w, "INBORPH1")
+    got, receipt = await w.send("IE3N03", content, message_id="orph@sti.test")
+    assert (got.receipt_body, got.duplicate) == (receipt.body, False)   # answered all the same: never dropped
+    [orphan] = w.reader.list_orphans()
+    assert (orphan.message.message_id, orphan.message.state, orphan.reason, orphan.created_at) == \
+        ("orph@sti.test", "orphan", reason, ts())
+    assert w.events("orph@sti.test")[1:] == [("inbound-orphan", None, {"reason": reason, "sender": CUSTOMS})]
+    meta = w.meta("orph@sti.test")
+    assert (meta["filing"], meta["correlated_by"], meta["lrn"], meta["mrn"], meta["functional_reference"]) == \
+        (None, "none", None, None, None)
+    assert [p["file"] for p in meta["parts"]] == (["orph@sti.test.part1.xml"] if content else [])
+    if content:
+        assert (w.inbox / "orph@sti.test.part1.xml").read_bytes() == content
+    assert w.alerts.raised[-1] == {"alert": "orphan", "environment": "conformance", "message_id": "orph@sti.test",
+                                   "action": "IE3N03", "category": "B", "unmatched": True,
+                                   "why": "matches no filing", "reference": None, "mrn": None, "lrn": None}
+    assert len(w.alerts.raised) == 1 and len(list(w.status.iterdir())) == 1   # only the registration's status
+
+
+async def test_notification_for_an_unknown_mrn_is_an_orphan_with_its_reference(world: World) -> None:
+    w = world
+    await w.send("IE3Q03", by_mrn("IE3Q03", "26NLZ8P0RJ4KD5KPZ9"), message_id="q03-orph@sti.test")
+    [orphan] = w.reader.list_orphans()
+    assert orphan.reason == "IE3Q03 matches no filing (reference '26NLZ8P0RJ4KD5KPZ9')"
+    assert w.alerts.raised == [{
+        "alert": "screening-requested", "environment": "conformance", "message_id": "q03-orph@sti.test",
+        "action": "IE3Q03", "category": "A", "unmatched": True,
+        "why": "customs asks for HRCM screening of goods we carry", "reference": "26NLZ8P0RJ4KD5KPZ9",
+        "mrn": "26NLZ8P0RJ4KD5KPZ9", "lrn": None}]
+    assert w.reader.get_message("q03-orph@sti.test", direction="in").functional_reference == "26NLZ8P0RJ4KD5KPZ9"
+    assert list(w.status.iterdir()) == [] and w.reader.list_requests(open_only=False) == []
+
+
+# ----------------------------------------------------------------------------------------------- P-Mode tolerance
+async def test_tolerated_deviation_is_delivered_journaled_and_alerted(world: World) -> None:
+    w = world
+    filing = await registered(w, "INBTOL1")
+    why = "EBMS:0001: Service 'urn:other:service' of message tol-push@sti.test is not known to any P-Mode"
+    await w.send("IE3N03", by_mrn("IE3N03", MRN), message_id="tol-push@sti.test", service="urn:other:service")
+    assert w.meta("tol-push@sti.test")["pmode_tolerated"] == [why]
+    assert w.events("tol-push@sti.test")[1] == \
+        ("pmode-tolerated", filing.id, {"action": "IE3N03", "channel": "push", "deviations": [why]})
+    assert w.alerts.raised == [{"alert": "pmode-tolerated", "environment": "conformance",
+                                "message_id": "tol-push@sti.test", "action": "IE3N03", "channel": "push",
+                                "deviations": why}]
+    assert w.reader.get_filing(filing.id).state == S.ASSESSMENT_COMPLETE    # delivered and applied as usual
+
+
+async def test_pulled_message_gets_the_pull_p_mode_with_its_deviations(world: World) -> None:
+    w = world
+    why = ["Service: 'urn:other:service' instead of 'eu_ics2_c2t'"]
+    await w.send("IE3N77", by_mrn("IE3N77", MRN), message_id="tol-pull@sti.test", service="urn:other:service",
+                 channel="pull")
+    tolerated = w.meta("tol-pull@sti.test")["pmode_tolerated"]
+    # a pulled message is never refused (its ebMS error would be final at the TI): every mismatch is tolerated
+    assert tolerated == [*why, "Action: 'IE3N77' is not one of its actions (catalogue:c2t)"]
+    assert w.events("tol-pull@sti.test")[1] == \
+        ("pmode-tolerated", None, {"action": "IE3N77", "channel": "pull", "deviations": tolerated})
+    assert w.alerts.raised[0] == {"alert": "pmode-tolerated", "environment": "conformance",
+                                  "message_id": "tol-pull@sti.test", "action": "IE3N77", "channel": "pull",
+                                  "deviations": "; ".join(tolerated)}
+
+
+async def test_conformant_messages_have_no_deviations_on_either_channel(world: World) -> None:
+    w = world
+    for channel in ("push", "pull"):
+        await w.send("IE3N03", by_mrn("IE3N03", MRN), message_id=f"ok-{channel}@sti.test", channel=channel)
+        assert w.meta(f"ok-{channel}@sti.test")["pmode_tolerated"] == []
+        assert "pmode-tolerated" not in [e[0] for e in w.events(f"ok-{channel}@sti.test")]
+    assert [a["alert"] for a in w.alerts.raised] == ["orphan", "orphan"]
+
+
+async def test_without_p_modes_nothing_is_reported_tolerated(tmp_path: Path, pki: Path) -> None:
+    w = World(tmp_path, pki, pmodes=None)
+    try:
+        await w.send("IE3N03", by_mrn("IE3N03", MRN), message_id="nopm@sti.test", service="urn:other:service")
+        assert w.meta("nopm@sti.test")["pmode_tolerated"] == []
+        assert [a["alert"] for a in w.alerts.raised] == ["orphan"]
+    finally:
+        await w.close()
+
+
+# ----------------------------------------------------------------------------------------------- consultations (IE3Q05)
+def q05(mrn: str) -> bytes:
+    return by_mrn("IE3Q05", mrn)
+
+
+async def test_answer_to_a_consultation_without_filing_is_settled_not_orphaned(world: World) -> None:
+    w = world
+    other = "26DEZ8P0RJ4KD5KPB2"
+    acc = await w.acceptor.accept(q05(other))
+    assert acc.filing is None and acc.message_id
+    await w.send("IE3R08", by_mrn("IE3R08", other), message_id="r08@sti.test", ref=acc.message_id)
+    meta = w.meta("r08@sti.test")
+    assert (meta["filing"], meta["correlated_by"], meta["consultation"]) == \
+        (None, "RefToMessageId", {"request_message_id": acc.message_id, "action": "IE3Q05"})
+    got = w.inbound("r08@sti.test")
+    assert (got.state, got.business_outcome, got.filing_id) == ("processed", "answered", None)
+    assert w.reader.get_message(acc.message_id).business_outcome == "answered"
+    assert w.events("r08@sti.test")[1:] == [
+        ("inbound-answered-request", None, {"action": "IE3R08", "answers": acc.message_id, "outcome": "answered"})]
+    assert w.reader.list_orphans() == [] and w.alerts.raised == [] and list(w.status.iterdir()) == []
+
+
+async def test_rejected_consultation_is_settled_rejected_and_alerted(world: World) -> None:
+    w = world
+    other = "26DEZ8P0RJ4KD5KPB3"
+    acc = await w.acceptor.accept(q05(other))
+    n99 = payload("resp-IE3N99-error.xml", functionalReference=other)
+    await w.send("IE3N99", n99, message_id="n99-q05@sti.test", ref=acc.message_id)
+    got = w.inbound("n99-q05@sti.test")
+    assert (got.state, got.business_outcome) == ("processed", "rejected")
+    assert w.reader.get_message(acc.message_id).business_outcome == "rejected"
+    assert w.events("n99-q05@sti.test")[1:] == [
+        ("inbound-answered-request", None, {"action": "IE3N99", "answers": acc.message_id, "outcome": "rejected"})]
+    assert w.alerts.raised == [{"alert": "consultation-rejected", "environment": "conformance",
+                                "message_id": "n99-q05@sti.test", "action": "IE3N99",
+                                "request_message_id": acc.message_id}]
+
+
+async def test_pulled_consultation_answer_without_ref_finds_the_oldest_unanswered_request(world: World) -> None:
+    """ICD 4.1.3.3: a pulled IE3R08 has no RefToMessageId; it answers our oldest unanswered IE3Q05 about its MRN."""
+    w = world
+    other = "26DEZ8P0RJ4KD5KPB4"
+    first = await w.acceptor.accept(q05(other))
+    unrelated = await w.acceptor.accept(q05("26DEZ8P0RJ4KD5KPB5"))
+    await w.send("IE3R08", by_mrn("IE3R08", other), message_id="r08-pull1@sti.test", channel="pull")
+    meta = w.meta("r08-pull1@sti.test")
+    assert (meta["correlated_by"], meta["consultation"]) == \
+        ("request-reference", {"request_message_id": first.message_id, "action": "IE3Q05"})
+    assert w.reader.get_message(first.message_id).business_outcome == "answered"
+    assert w.reader.get_message(unrelated.message_id).business_outcome is None
+    # the next answer about the same MRN: no unanswered request left, an orphan (reported, not guessed)
+    await w.send("IE3R08", by_mrn("IE3R08", other), message_id="r08-pull2@sti.test", channel="pull")
+    assert w.meta("r08-pull2@sti.test")["correlated_by"] == "none"
+    [orphan] = w.reader.list_orphans()
+    assert (orphan.message.message_id, orphan.reason) == \
+        ("r08-pull2@sti.test", f"IE3R08 matches no filing (reference {other!r})")
+
+
+async def test_consultation_answer_of_our_own_filing_is_attached_and_answers_the_request(world: World) -> None:
+    w = world
+    filing = await registered(w, "INBQ05A")
+    acc = await w.acceptor.accept(q05(MRN))
+    await w.send("IE3R08", by_mrn("IE3R08", MRN), message_id="r08-own@sti.test", channel="pull")
+    meta = w.meta("r08-own@sti.test")
+    assert (meta["correlated_by"], meta["consultation"], meta["filing"]["lrn"]) == \
+        ("request-reference", None, "INBQ05A")
+    assert w.inbound("r08-own@sti.test").filing_id == filing.id
+    assert w.reader.get_message(acc.message_id).business_outcome == "answered"
+    assert w.reader.get_filing(filing.id).state == S.REGISTERED
+    assert [(e.event, e.message_id, e.detail) for e in w.reader.events(filing_id=filing.id)][-2:] == [
+        ("message-answered", acc.message_id, {"outcome": "answered"}),
+        ("notification-IE3R08", "r08-own@sti.test", {"action": "IE3R08"})]
+
+
+async def test_answer_with_an_unknown_ref_to_message_id_falls_back_to_its_references(world: World) -> None:
+    w = world
+    filing = await registered(w, "INBREF2")
+    await w.send("IE3N03", by_mrn("IE3N03", MRN), message_id="n03-badref@sti.test", ref="nobody@ap.trader.test")
+    assert w.meta("n03-badref@sti.test")["correlated_by"] == "MRN"
+    assert w.reader.get_filing(filing.id).state == S.ASSESSMENT_COMPLETE

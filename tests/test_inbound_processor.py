@@ -340,7 +340,7 @@ async def test_request_opens_a_customs_request_and_alerts(world: World) -> None:
     w = world
     filing = await registered(w, "INBQ02A")
     await w.send("IE3Q02", by_mrn("IE3Q02", MRN), message_id="q02@sti.test")
-    assert w.reader.get_filing(filing.id).state == S.INFO_REQUESTED
+    assert w.reader.get_filing(filing.id).state == S.ASSESSMENT_COMPLETE     # IE3N03, then IE3Q02: no way back
     [req] = w.reader.list_requests(filing_id=filing.id)
     assert (req.kind, req.request_message_id, req.state, req.opened_at) == ("IE3Q02", "q02@sti.test", "open", ts())
     assert w.alerts.raised == [{"alert": "information-requested", "environment": "conformance", "lrn": "INBQ02A",
@@ -535,3 +535,100 @@ async def test_answer_with_an_unknown_ref_to_message_id_falls_back_to_its_refere
     await w.send("IE3N03", by_mrn("IE3N03", MRN), message_id="n03-badref@sti.test", ref="nobody@ap.trader.test")
     assert w.meta("n03-badref@sti.test")["correlated_by"] == "MRN"
     assert w.reader.get_filing(filing.id).state == S.ASSESSMENT_COMPLETE
+
+
+# ----------------------------------------------------------------------------------------------- pulled Receipts
+async def test_pulled_receipt_is_pending_until_acknowledged_and_abandonment_alerts(world: World) -> None:
+    w = world
+    filing = await registered(w, "INBACK1")
+    _, r1 = await w.send("IE3N03", by_mrn("IE3N03", MRN), message_id="ack1@sti.test", channel="pull")
+    _, r2 = await w.send("IE3Q02", by_mrn("IE3Q02", MRN), message_id="ack2@sti.test", channel="pull")
+    assert w.inbound("r01-INBACK1@sti.test").ack_state is None          # pushed: answered on the HTTP response
+    assert [(a.sender_party, a.message_id, a.receipt, a.receipt_content_type) for a in await w.sink.pending_acks()] \
+        == [(CUSTOMS, "ack1@sti.test", r1.body, r1.content_type), (CUSTOMS, "ack2@sti.test", r2.body, r2.content_type)]
+    alerts = len(w.alerts.raised)
+    await w.sink.ack_settled("ack1@sti.test", "acknowledged")
+    assert [a.message_id for a in await w.sink.pending_acks()] == ["ack2@sti.test"]
+    assert w.inbound("ack1@sti.test").ack_state == "acknowledged"
+    assert w.events("ack1@sti.test")[-1] == ("ack-acknowledged", None, {"sender": None})
+    assert len(w.alerts.raised) == alerts
+    await w.sink.ack_settled("ack2@sti.test", "abandoned", {"attempts": 7, "error": "HTTP 503"})
+    assert await w.sink.pending_acks() == []
+    assert w.inbound("ack2@sti.test").ack_state == "abandoned"
+    [ev] = [e for e in w.reader.events(message_id="ack2@sti.test") if e.event == "ack-abandoned"]
+    assert (ev.at, ev.detail) == (ts(), {"sender": None, "attempts": 7, "error": "HTTP 503"})
+    assert w.alerts.raised[alerts:] == [{"alert": "receipt-not-acknowledged", "environment": "conformance",
+                                         "message_id": "ack2@sti.test", "attempts": 7, "error": "HTTP 503"}]
+    await w.sink.ack_settled("ack1@sti.test", "abandoned")
+    assert w.alerts.raised[-1] == {"alert": "receipt-not-acknowledged", "environment": "conformance",
+                                   "message_id": "ack1@sti.test"}
+    assert w.reader.get_filing(filing.id).state == S.ASSESSMENT_COMPLETE     # IE3N03, then IE3Q02: no way back
+
+
+# ----------------------------------------------------------------------------------------------- inbox names
+async def test_inbox_files_are_named_injectively_by_the_exact_message_id(world: World) -> None:
+    w = world
+    digest = hashlib.sha256(b"a/b@sti.test").hexdigest()[:16]
+    await w.send("IE3N03", by_mrn("IE3N03", "26NLZ8P0RJ4KD5KPN1"), message_id="a/b@sti.test")
+    await w.send("IE3N03", by_mrn("IE3N03", "26NLZ8P0RJ4KD5KPN2"), message_id="a_b@sti.test")
+    assert w.files() == [f"a_b@sti.test.json", "a_b@sti.test.part1.xml",
+                         f"a_b@sti.test~{digest}.json", f"a_b@sti.test~{digest}.part1.xml"]
+    unsafe = json.loads((w.inbox / f"a_b@sti.test~{digest}.json").read_text())
+    assert (unsafe["message_id"], unsafe["mrn"], unsafe["parts"][0]["file"]) == \
+        ("a/b@sti.test", "26NLZ8P0RJ4KD5KPN1", f"a_b@sti.test~{digest}.part1.xml")
+    assert json.loads((w.inbox / "a_b@sti.test.json").read_text())["mrn"] == "26NLZ8P0RJ4KD5KPN2"
+
+
+# ----------------------------------------------------------------------------------------------- parts
+async def test_parts_are_delivered_decompressed_in_order_with_suffixes_and_declarations(world: World) -> None:
+    w = world
+    filing = await registered(w, "INBPARTS")
+    q02 = by_mrn("IE3Q02", MRN).replace(
+        b"</IE3Q02>", b"<binaryFile><identification>doc1@sti.test</identification><filename>invoice.pdf</filename>"
+                      b"<MIME>application/pdf</MIME><description>Commercial invoice</description></binaryFile>"
+                      b"</IE3Q02>")
+    extra = [Part("doc1@sti.test", "application/pdf", PDF, compress=False),          # uncompressed: accepted (eDel 1.4.3.1)
+             Part("photo@sti.test", "image/jpeg", JPEG),                     # compressed
+             Part("blob@sti.test", "application/octet-stream", b"\x00\x01raw")]
+    await w.send("IE3Q02", q02, message_id="parts@sti.test", extra=extra)
+    assert [n for n in w.files() if n.startswith("parts@")] == [
+        "parts@sti.test.json", "parts@sti.test.part1.xml", "parts@sti.test.part2.pdf", "parts@sti.test.part3.jpg",
+        "parts@sti.test.part4.bin"]
+    assert (w.inbox / "parts@sti.test.part1.xml").read_bytes() == q02
+    assert (w.inbox / "parts@sti.test.part2.pdf").read_bytes() == PDF
+    assert (w.inbox / "parts@sti.test.part3.jpg").read_bytes() == JPEG
+    assert (w.inbox / "parts@sti.test.part4.bin").read_bytes() == b"\x00\x01raw"
+    assert w.meta("parts@sti.test")["parts"] == [
+        {"file": "parts@sti.test.part1.xml", "order": 1, "href": "cid:payload@sti.test", "mime_type": MIME_XML,
+         "charset": "utf-8"},
+        {"file": "parts@sti.test.part2.pdf", "order": 2, "href": "cid:doc1@sti.test", "mime_type": "application/pdf",
+         "charset": None, "identification": "doc1@sti.test", "filename": "invoice.pdf",
+         "description": "Commercial invoice"},
+        {"file": "parts@sti.test.part3.jpg", "order": 3, "href": "cid:photo@sti.test", "mime_type": "image/jpeg",
+         "charset": None},
+        {"file": "parts@sti.test.part4.bin", "order": 4, "href": "cid:blob@sti.test",
+         "mime_type": "application/octet-stream", "charset": None}]
+    assert w.reader.get_filing(filing.id).state == S.INFO_REQUESTED       # correlated by the first part
+    assert no_staged_files(w)
+
+
+async def test_a_payload_over_the_receive_cap_is_refused_and_leaves_nothing_behind(tmp_path: Path, pki: Path) -> None:
+    """The decompression cap of the sink's limits (EBMS:0303): the parts staged before the failing one are removed,
+    nothing is journaled, nothing delivered."""
+    from gateway.ebms.errors import EbmsFault
+    from gateway.config import load_gateway_config
+    limits = dataclasses.replace(load_gateway_config(REPO / "conf" / "gateway.toml").limits,
+                                 recv_max_payload_bytes=4096)
+    w = World(tmp_path, pki, limits=limits)
+    try:
+        big = [Part("big@sti.test", "application/pdf", PDF + b"\x00" * 5000)]
+        with pytest.raises(EbmsFault) as exc:
+            await w.send("IE3N03", by_mrn("IE3N03", MRN), message_id="big@sti.test", extra=big)
+        assert exc.value.code == "EBMS:0303" and "payload big@sti.test cannot be decompressed" in exc.value.message
+        assert w.files() == [] and w.inbound("big@sti.test") is None and w.alerts.raised == []
+        # within the cap: delivered
+        await w.send("IE3N03", by_mrn("IE3N03", MRN), message_id="small@sti.test",
+                     extra=[Part("small@sti.test", "application/pdf", PDF)])
+        assert w.files() == ["small@sti.test.json", "small@sti.test.part1.xml", "small@sti.test.part2.pdf"]
+    finally:
+        await w.close()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import gzip
+import functools
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -51,40 +51,45 @@ def ts(d: dt.datetime = NOW) -> str:
     return iso(d)
 
 
+@functools.lru_cache(maxsize=None)
+def _static(pki: Path) -> tuple[Any, ...]:
+    """What every test shares and none changes (loading an RSA key costs about half a second)."""
+    from cryptography.hazmat.primitives import serialization
+
+    from gateway.config import load_gateway_config
+    from gateway.ebms.engine import Engine
+    from gateway.pmode import load_pmodes
+    from gateway.security.keys import load_pem_certificates
+    from gateway.transport.config import load_transport_config
+    cfg = load_gateway_config(REPO / "conf" / "gateway.toml")
+    key = serialization.load_pem_private_key((pki / "customs-seal.key").read_bytes(), None)
+    return (Engine.from_config(cfg), key, load_pem_certificates(pki / "customs-chain.pem"),
+            load_pmodes(cfg.pmodes_dir, party_id=cfg.identity.party_id), load_transport_config(cfg))
+
+
 class World:
     def __init__(self, tmp: Path, pki: Path, **sink_kw: Any) -> None:
-        from cryptography.hazmat.primitives import serialization
-
-        from gateway.config import load_gateway_config
-        from gateway.ebms.engine import Engine
         from gateway.journal.committer import JournalWriter
         from gateway.journal.sqlite import SqliteJournal
         from gateway.pipeline.accept import Acceptor
         from gateway.pipeline.alerts import Alerts
         from gateway.pipeline.config import AlertsConfig
-        from gateway.pmode import load_pmodes
-        from gateway.security.keys import load_pem_certificates
-        from gateway.transport.config import load_transport_config
+        from gateway.pipeline.inbound import InboundProcessor
         from gateway.transport.routing import Router
-        cfg = load_gateway_config(REPO / "conf" / "gateway.toml")
+        self.trader, self.key, self.chain, self.pmodes, tcfg = _static(pki)
         path = tmp / "journal.sqlite3"
         self.journal = SqliteJournal.open(path)
         self.reader = SqliteJournal.open_reader(path)
         self.writer = JournalWriter(self.journal).start()
-        self.trader = Engine.from_config(cfg)
-        self.key = serialization.load_pem_private_key((pki / "customs-seal.key").read_bytes(), None)
-        self.chain = load_pem_certificates(pki / "customs-chain.pem")
         self.inbox, self.status = tmp / "inbox", tmp / "status"
         self.inbox.mkdir()
         self.status.mkdir()
         self.alerts = Alerts(AlertsConfig((), None), "conformance")
-        self.pmodes = load_pmodes(cfg.pmodes_dir, party_id=cfg.identity.party_id)
         kw: dict[str, Any] = {"limits": self.trader.limits, "clock": lambda: NOW, "pmodes": self.pmodes}
         kw.update(sink_kw)
-        from gateway.pipeline.inbound import InboundProcessor
         self.sink = InboundProcessor(self.reader, self.writer, inbox_dir=self.inbox, status_dir=self.status,
                                      alerts=self.alerts, **kw)
-        self.acceptor = Acceptor(self.trader, self.writer, self.reader, Router(load_transport_config(cfg)))
+        self.acceptor = Acceptor(self.trader, self.writer, self.reader, Router(tcfg))
 
     async def close(self) -> None:
         await self.writer.close()
@@ -340,7 +345,7 @@ async def test_request_opens_a_customs_request_and_alerts(world: World) -> None:
     w = world
     filing = await registered(w, "INBQ02A")
     await w.send("IE3Q02", by_mrn("IE3Q02", MRN), message_id="q02@sti.test")
-    assert w.reader.get_filing(filing.id).state == S.ASSESSMENT_COMPLETE     # IE3N03, then IE3Q02: no way back
+    assert w.reader.get_filing(filing.id).state == S.INFO_REQUESTED
     [req] = w.reader.list_requests(filing_id=filing.id)
     assert (req.kind, req.request_message_id, req.state, req.opened_at) == ("IE3Q02", "q02@sti.test", "open", ts())
     assert w.alerts.raised == [{"alert": "information-requested", "environment": "conformance", "lrn": "INBQ02A",
@@ -358,8 +363,8 @@ async def test_learned_mrn_without_a_state_change_is_written_to_the_filing(world
     await w.send("IE3R01", r01("INBLATE1"), message_id="r01-late@sti.test", ref=acc.message_id)
     after = w.reader.get_filing(acc.filing.id)
     assert (after.mrn, after.state, after.updated_at) == (MRN, S.DO_NOT_LOAD, ts())
-    assert [(e.event, e.message_id, e.detail) for e in w.reader.events(filing_id=filing.id)][-1] == \
-        ("registered", "r01-late@sti.test", {"action": "IE3R01"})
+    assert [(e.event, e.message_id, e.detail) for e in w.reader.events(filing_id=filing.id)][-2:] == [
+        ("registered", "r01-late@sti.test", {"action": "IE3R01"}), ("updated", None, {"mrn": MRN})]
     assert w.status_file(after)["mrn"] == MRN
     assert w.meta("r01-late@sti.test")["filing"] == {"filer_eori": FILER, "lrn": "INBLATE1", "mrn": MRN,
                                                      "state": "do-not-load"}
@@ -632,3 +637,118 @@ async def test_a_payload_over_the_receive_cap_is_refused_and_leaves_nothing_behi
         assert w.files() == ["small@sti.test.json", "small@sti.test.part1.xml", "small@sti.test.part2.pdf"]
     finally:
         await w.close()
+
+
+# ----------------------------------------------------------------------------------------------- rejections
+async def test_rejection_of_the_filing_message_rejects_the_filing_and_alerts(world: World) -> None:
+    w = world
+    acc = await w.acceptor.accept(ens("INBREJ1"))
+    n99 = payload("resp-IE3N99-error.xml", functionalReference="INBREJ1")
+    await w.send("IE3N99", n99, message_id="n99-rej@sti.test", ref=acc.message_id)
+    filing = w.reader.get_filing(acc.filing.id)
+    assert filing.state == S.REJECTED
+    assert w.reader.get_message(acc.message_id).business_outcome == "rejected"
+    assert w.meta("n99-rej@sti.test")["filing"] == {"filer_eori": FILER, "lrn": "INBREJ1", "mrn": None,
+                                                    "state": "rejected"}
+    assert w.alerts.raised == [{"alert": "filing-rejected", "environment": "conformance", "lrn": "INBREJ1",
+                                "mrn": None, "action": "IE3N99", "message_id": "n99-rej@sti.test"}]
+    assert w.status_file(filing)["state"] == "rejected"
+
+
+async def test_rejection_found_by_lrn_rejects_the_filing_message(world: World) -> None:
+    w = world
+    acc = await w.acceptor.accept(ens("INBREJ2"))
+    await w.send("IE3N99", payload("resp-IE3N99-error.xml", functionalReference="INBREJ2"), message_id="n99-l@sti.test")
+    assert w.meta("n99-l@sti.test")["correlated_by"] == "LRN"
+    assert w.reader.get_filing(acc.filing.id).state == S.REJECTED
+    assert [a["alert"] for a in w.alerts.raised] == ["filing-rejected"]
+
+
+async def answered_request(w: World, lrn: str) -> tuple[Any, str, str]:
+    """A registered filing, customs' IE3Q02, our IE3R02 answer receipted (the sender's journal steps: the request
+    closed as answered, the follow-up transition): (filing, the IE3Q02's MessageId, the IE3R02's MessageId)."""
+    filing = await registered(w, lrn)
+    await w.send("IE3Q02", by_mrn("IE3Q02", MRN), message_id=f"q02-{lrn}@sti.test")
+    answer = await w.acceptor.accept(by_mrn("IE3R02", MRN))
+    assert answer.follow_up and answer.filing.id == filing.id
+    [req] = w.reader.list_requests(filing_id=filing.id)
+
+    def receipted(j: Any) -> None:
+        j.close_request(req.id, now=NOW, answer_message_id=answer.message_id)
+        j.transition(filing.id, S.REGISTERED, now=NOW, event="follow-up-IE3R02",
+                     detail={"message_id": answer.message_id})
+    await w.writer.submit(receipted)
+    assert w.reader.get_filing(filing.id).state == S.REGISTERED
+    return filing, f"q02-{lrn}@sti.test", answer.message_id
+
+
+async def test_rejected_answer_reopens_the_request_and_restores_the_state(world: World) -> None:
+    """IE3N99 on our IE3R02: customs did not accept the answer, the question stands (ICD Annex 1): the request is
+    open again, the filing back in info-requested, the IE3R02 rejected, the operator alerted."""
+    w = world
+    filing, q02, r02 = await answered_request(w, "INBFUP1")
+    alerts = len(w.alerts.raised)
+    n99 = payload("resp-IE3N99-error.xml", functionalReference=MRN)
+    await w.send("IE3N99", n99, message_id="n99-fup@sti.test", ref=r02)
+    now = w.reader.get_filing(filing.id)
+    assert now.state == S.INFO_REQUESTED
+    [req] = w.reader.list_requests(filing_id=filing.id, open_only=False)
+    assert (req.kind, req.state, req.answer_message_id, req.opened_at) == ("IE3Q02", "open", None, ts())
+    [ev] = [e for e in w.reader.events(filing_id=filing.id) if e.event == "request-reopened"]
+    assert ev.detail == {"kind": "IE3Q02", "request": q02, "rejected_answer": r02,
+                         "reason": f"IE3N99 n99-fup@sti.test rejected the answer"}
+    assert w.reader.get_message(r02).business_outcome == "rejected"
+    assert [(e.event, e.detail) for e in w.reader.events(filing_id=filing.id)][-1] == \
+        ("follow-up-rejected", {"action": "IE3N99", "from": "registered", "message_id": "n99-fup@sti.test",
+                                "to": "info-requested"})
+    assert w.alerts.raised[alerts:] == [{"alert": "follow-up-rejected", "environment": "conformance",
+                                         "lrn": "INBFUP1", "mrn": MRN, "action": "IE3N99",
+                                         "message_id": "n99-fup@sti.test", "reopened_request": "IE3Q02"}]
+    assert w.status_file(now)["state"] == "info-requested"
+
+
+async def test_rejected_follow_up_found_without_ref_is_the_pending_one(world: World) -> None:
+    """An IE3N01 found by MRN (no RefToMessageId) answers our newest follow-up still waiting for an answer."""
+    w = world
+    filing, q02, r02 = await answered_request(w, "INBFUP2")
+    n01 = payload("resp-IE3N01-lifecycle-error.xml", functionalReference=MRN)
+    await w.send("IE3N01", n01, message_id="n01-fup@sti.test")
+    assert w.meta("n01-fup@sti.test")["correlated_by"] == "MRN"
+    assert w.reader.get_filing(filing.id).state == S.INFO_REQUESTED
+    [req] = w.reader.list_requests(filing_id=filing.id, open_only=False)
+    assert req.state == "open"
+    assert w.alerts.raised[-1] == {"alert": "follow-up-rejected", "environment": "conformance", "lrn": "INBFUP2",
+                                   "mrn": MRN, "action": "IE3N01", "message_id": "n01-fup@sti.test",
+                                   "reopened_request": "IE3Q02"}
+
+
+async def test_rejected_invalidation_request_leaves_the_filing_registered(world: World) -> None:
+    w = world
+    filing = await registered(w, "INBFUP3")
+    q04 = await w.acceptor.accept(by_mrn("IE3Q04", MRN))
+    n01 = payload("resp-IE3N01-lifecycle-error.xml", functionalReference=MRN)
+    await w.send("IE3N01", n01, message_id="n01-q04@sti.test", ref=q04.message_id)
+    assert w.reader.get_filing(filing.id).state == S.REGISTERED
+    assert w.reader.get_message(q04.message_id).business_outcome == "rejected"
+    assert w.reader.list_requests(filing_id=filing.id, open_only=False) == []
+    assert w.alerts.raised[-1] == {"alert": "follow-up-rejected", "environment": "conformance", "lrn": "INBFUP3",
+                                   "mrn": MRN, "action": "IE3N01", "message_id": "n01-q04@sti.test"}
+    assert [(e.event, e.message_id, e.detail) for e in w.reader.events(filing_id=filing.id)][-1] == \
+        ("follow-up-rejected", "n01-q04@sti.test", {"action": "IE3N01"})
+
+
+async def test_risk_message_outrunning_the_registration_registers_on_the_way(world: World) -> None:
+    w = world
+    acc = await w.acceptor.accept(ens("INBVIA1"))
+    q01 = by_mrn("IE3Q01", MRN).replace(b"<MRN>", b"<LRN>INBVIA1</LRN><MRN>")
+    await w.send("IE3Q01", q01, message_id="q01-via@sti.test")
+    filing = w.reader.get_filing(acc.filing.id)
+    assert (filing.state, filing.mrn) == (S.DO_NOT_LOAD, MRN)
+    moves = [(e.event, e.detail) for e in w.reader.events(filing_id=filing.id) if "from" in e.detail]
+    assert moves[-2:] == [
+        ("do-not-load", {"action": "IE3Q01", "from": "queued", "message_id": "q01-via@sti.test", "mrn": MRN,
+                         "to": "registered"}),
+        ("do-not-load", {"action": "IE3Q01", "from": "registered", "message_id": "q01-via@sti.test",
+                         "to": "do-not-load"})]
+    assert w.alerts.raised == [{"alert": "do-not-load", "environment": "conformance", "lrn": "INBVIA1",
+                                "mrn": MRN, "action": "IE3Q01", "message_id": "q01-via@sti.test"}]

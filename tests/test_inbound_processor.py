@@ -752,3 +752,45 @@ async def test_risk_message_outrunning_the_registration_registers_on_the_way(wor
                          "to": "do-not-load"})]
     assert w.alerts.raised == [{"alert": "do-not-load", "environment": "conformance", "lrn": "INBVIA1",
                                 "mrn": MRN, "action": "IE3Q01", "message_id": "q01-via@sti.test"}]
+
+
+# ----------------------------------------------------------------------------------------------- operator read-outs
+def answers_observed(action: str) -> float:
+    from gateway.ops.metrics import REGISTRY
+    return REGISTRY.get_sample_value("ics2gw_business_answer_latency_seconds_count", {"action": action}) or 0.0
+
+
+async def test_each_delivery_is_logged_once_and_answers_to_filings_are_measured(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    w = world
+    caplog.set_level("INFO", logger="ics2gw.inbound")
+    before = answers_observed("IE3N03"), answers_observed("IE3Q03")
+    filing = await registered(w, "INBLOG1")
+    await w.send("IE3N03", by_mrn("IE3N03", MRN), message_id="log/1@sti.test", channel="pull")
+    await w.send("IE3N03", by_mrn("IE3N03", MRN), message_id="log/1@sti.test", channel="pull")   # duplicate
+    await w.send("IE3Q03", by_mrn("IE3Q03", "26NLZ8P0RJ4KD5KPZ8"), message_id="log-2@sti.test")   # orphan
+    from gateway.pipeline.delivery import inbox_name
+    assert [r.getMessage() for r in caplog.records if r.name == "ics2gw.inbound"] == [
+        f"inbound message_id=r01-INBLOG1@sti.test action=IE3R01 channel=push correlated_by=RefToMessageId "
+        f"file=r01-INBLOG1@sti.test",
+        f"inbound message_id=log/1@sti.test action=IE3N03 channel=pull correlated_by=MRN "
+        f"file={inbox_name('log/1@sti.test')}",
+        "inbound message_id=log-2@sti.test action=IE3Q03 channel=push correlated_by=none file=log-2@sti.test"]
+    # the answer latency histogram: one observation per business answer about a filing, none for the duplicate or
+    # the orphan
+    assert (answers_observed("IE3N03"), answers_observed("IE3Q03")) == (before[0] + 1, before[1])
+    assert w.reader.get_filing(filing.id).state == S.ASSESSMENT_COMPLETE
+
+
+async def test_a_delivery_that_fails_leaves_no_staged_payload_behind(world: World) -> None:
+    """The inbox cannot take the payload (its file name is taken by a folder): the delivery fails (the transport
+    then answers with an error and customs resends), the decompressed payload staged in the inbox is removed and
+    nothing is journaled."""
+    w = world
+    blocker = w.inbox / "blocked@sti.test.part1.xml"
+    blocker.mkdir()
+    (blocker / "keep").write_bytes(b"x")
+    with pytest.raises(OSError):
+        await w.send("IE3N03", by_mrn("IE3N03", MRN), message_id="blocked@sti.test")
+    assert w.files() == ["blocked@sti.test.part1.xml"]                  # only the folder that was there
+    assert w.inbound("blocked@sti.test") is None and w.alerts.raised == []

@@ -794,3 +794,31 @@ async def test_a_delivery_that_fails_leaves_no_staged_payload_behind(world: Worl
         await w.send("IE3N03", by_mrn("IE3N03", MRN), message_id="blocked@sti.test")
     assert w.files() == ["blocked@sti.test.part1.xml"]                  # only the folder that was there
     assert w.inbound("blocked@sti.test") is None and w.alerts.raised == []
+
+
+async def test_without_a_clock_the_sink_stamps_utc_now(tmp_path: Path, pki: Path) -> None:
+    w = World(tmp_path, pki, clock=None)
+    try:
+        start = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+        await w.send("IE3N03", by_mrn("IE3N03", MRN), message_id="clock@sti.test", channel="pull")
+        await w.sink.ack_settled("clock@sti.test", "acknowledged")
+        end = dt.datetime.now(dt.timezone.utc)
+        received = dt.datetime.strptime(w.meta("clock@sti.test")["received"], "%Y-%m-%dT%H:%M:%SZ")
+        assert start <= received.replace(tzinfo=dt.timezone.utc) <= end
+        got = w.reader.get_message("clock@sti.test", direction="in")
+        stamped = dt.datetime.fromisoformat(got.created_at.replace("Z", "+00:00"))
+        assert start <= stamped <= end and got.ack_state == "acknowledged"
+    finally:
+        await w.close()
+
+
+async def test_the_journal_keeps_the_message_as_received(world: World) -> None:
+    w = world
+    ctype, body = w.sealed("IE3N03", [Part("payload@sti.test", MIME_XML, by_mrn("IE3N03", MRN))],
+                           message_id="asis@sti.test")
+    opened = w.trader.open(ctype, body)
+    receipt = w.trader.receipt_for(opened)
+    await w.sink.deliver(opened, ctype, body, receipt, "push")
+    got = w.reader.get_message("asis@sti.test", direction="in", with_bytes=True)
+    assert (got.content_type, got.sealed, got.receipt, got.receipt_content_type, got.sender_party) == \
+        (ctype, body, receipt.body, receipt.content_type, CUSTOMS)

@@ -822,3 +822,17 @@ async def test_the_journal_keeps_the_message_as_received(world: World) -> None:
     got = w.reader.get_message("asis@sti.test", direction="in", with_bytes=True)
     assert (got.content_type, got.sealed, got.receipt, got.receipt_content_type, got.sender_party) == \
         (ctype, body, receipt.body, receipt.content_type, CUSTOMS)
+
+
+async def test_inbox_metadata_of_a_rejected_answer_says_where_the_filing_goes(world: World) -> None:
+    """The inbox metadata tells the ERP what the message does to the filing: for an IE3N99 rejecting our answer to
+    an information request that is info-requested again (as the journal and the status file say), not registered."""
+    w = world
+    filing, q02, r02 = await answered_request(w, "INBFUP4")
+    n99 = payload("resp-IE3N99-error.xml", functionalReference=MRN)
+    await w.send("IE3N99", n99, message_id="n99-meta@sti.test", ref=r02)
+    now = w.reader.get_filing(filing.id)
+    assert now.state == S.INFO_REQUESTED
+    assert w.meta("n99-meta@sti.test")["filing"] == {"filer_eori": FILER, "lrn": "INBFUP4", "mrn": MRN,
+                                                     "state": "info-requested"}
+    assert w.status_file(now)["state"] == "info-requested"

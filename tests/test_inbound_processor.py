@@ -664,6 +664,22 @@ async def test_rejection_found_by_lrn_rejects_the_filing_message(world: World) -
     assert [a["alert"] for a in w.alerts.raised] == ["filing-rejected"]
 
 
+async def receipted_follow_up(w: World, filing: Any, data: bytes) -> str:
+    """Our follow-up ``data`` accepted, sent and receipted: the sender's journal steps on its Receipt (the follow-up
+    transition of ``correlate.follow_up_state``). Returns its MessageId."""
+    from gateway.pipeline.correlate import follow_up_state
+    acc = await w.acceptor.accept(data)
+    assert acc.follow_up and acc.filing.id == filing.id
+    msg = w.reader.get_message(acc.message_id)
+
+    def receipted(j: Any) -> None:
+        nxt = follow_up_state(msg.action, j.get_filing(filing.id).state)
+        assert nxt
+        j.transition(filing.id, nxt, now=NOW, event=f"follow-up-{msg.action}", detail={"message_id": msg.message_id})
+    await w.writer.submit(receipted)
+    return acc.message_id
+
+
 async def answered_request(w: World, lrn: str) -> tuple[Any, str, str]:
     """A registered filing, customs' IE3Q02, our IE3R02 answer receipted (the sender's journal steps: the request
     closed as answered, the follow-up transition): (filing, the IE3Q02's MessageId, the IE3R02's MessageId)."""
@@ -836,3 +852,145 @@ async def test_inbox_metadata_of_a_rejected_answer_says_where_the_filing_goes(wo
     assert w.meta("n99-meta@sti.test")["filing"] == {"filer_eori": FILER, "lrn": "INBFUP4", "mrn": MRN,
                                                      "state": "info-requested"}
     assert w.status_file(now)["state"] == "info-requested"
+
+
+# ----------------------------------------------------------------------------------------------- more correlation cases
+@pytest.mark.parametrize("action,fixture_name", [("IE3N99", "resp-IE3N99-error.xml"),
+                                                 ("IE3N01", "resp-IE3N01-lifecycle-error.xml")])
+async def test_both_error_notifications_reject_a_consultation(world: World, action: str, fixture_name: str) -> None:
+    w = world
+    other = "26DEZ8P0RJ4KD5KPB6"
+    acc = await w.acceptor.accept(q05(other))
+    await w.send(action, payload(fixture_name, functionalReference=other), message_id=f"{action}-q05@sti.test",
+                 ref=acc.message_id)
+    assert w.reader.get_message(acc.message_id).business_outcome == "rejected"
+    assert [a["alert"] for a in w.alerts.raised] == ["consultation-rejected"]
+
+
+async def test_notification_after_our_answer_neither_reopens_the_request_nor_marks_the_answer(world: World) -> None:
+    """An IE3N03 after our IE3R02 was receipted: the request stays answered, the IE3R02 has no business outcome."""
+    w = world
+    filing, q02, r02 = await answered_request(w, "INBAFTER")
+    await w.send("IE3N03", by_mrn("IE3N03", MRN), message_id="n03-after@sti.test")
+    [req] = w.reader.list_requests(filing_id=filing.id, open_only=False)
+    assert (req.state, req.answer_message_id) == ("answered", r02)
+    assert w.reader.get_message(r02).business_outcome is None
+    assert w.reader.get_filing(filing.id).state == S.ASSESSMENT_COMPLETE
+    assert "request-reopened" not in [e.event for e in w.reader.events(filing_id=filing.id)]
+    assert [a["alert"] for a in w.alerts.raised] == ["information-requested"]
+
+
+async def test_message_with_ref_but_unreadable_payload_is_still_applied_to_its_filing(world: World) -> None:
+    """Correlated by RefToMessageId alone: an IE3R01 whose payload cannot be read still registers the filing it
+    answers (no MRN learned), and is not an orphan."""
+    w = world
+    acc = await w.acceptor.accept(ens("INBNOFACTS"))
+    await w.send("IE3R01", b"<<not xml>>", message_id="r01-nofacts@sti.test", ref=acc.message_id)
+    filing = w.reader.get_filing(acc.filing.id)
+    assert (filing.state, filing.mrn) == (S.REGISTERED, None)
+    meta = w.meta("r01-nofacts@sti.test")
+    assert (meta["correlated_by"], meta["filing"], meta["lrn"], meta["mrn"]) == \
+        ("RefToMessageId", {"filer_eori": FILER, "lrn": "INBNOFACTS", "mrn": None, "state": "registered"},
+         None, None)
+    assert w.reader.list_orphans() == []
+    assert w.reader.get_message(acc.message_id).business_outcome == "registered"
+
+
+async def test_notification_with_ref_records_its_event_on_the_message_it_references(world: World) -> None:
+    """A notification has no message outcome of its own (ICD: information only): the message it references gets
+    the notification's event (as the journal's correlation records it), not a cleared or an 'answered' outcome."""
+    w = world
+    acc = await w.acceptor.accept(ens("INBKEEP"))
+    await w.send("IE3R01", r01("INBKEEP"), message_id="r01-keep@sti.test", ref=acc.message_id)
+    await w.send("IE3N03", by_mrn("IE3N03", MRN), message_id="n03-keep@sti.test", ref=acc.message_id)
+    assert w.reader.get_message(acc.message_id).business_outcome == "assessment-complete"
+    assert w.reader.get_filing(acc.filing.id).state == S.ASSESSMENT_COMPLETE
+    assert [e.detail for e in w.reader.events(message_id=acc.message_id) if e.event == "message-answered"] == \
+        [{"outcome": "registered"}]
+
+
+async def test_a_later_message_naming_another_mrn_does_not_replace_the_registered_one(world: World) -> None:
+    w = world
+    acc = await w.acceptor.accept(ens("INBMRN2"))
+    await w.send("IE3R01", r01("INBMRN2"), message_id="r01-mrn2@sti.test", ref=acc.message_id)
+    await w.send("IE3Q02", by_mrn("IE3Q02", "26NLZ8P0RJ4KD5KPX9"), message_id="q02-mrn2@sti.test",
+                 ref=acc.message_id)
+    filing = w.reader.get_filing(acc.filing.id)
+    assert (filing.state, filing.mrn) == (S.INFO_REQUESTED, MRN)
+    await w.send("IE3N10", by_mrn("IE3N10", "26NLZ8P0RJ4KD5KPX8"), message_id="n10-mrn2@sti.test",
+                 ref=acc.message_id)
+    assert w.reader.get_filing(acc.filing.id).mrn == MRN
+
+
+async def test_two_part_message_carries_the_declaration_of_its_attachment(world: World) -> None:
+    w = world
+    await registered(w, "INB2PART")
+    q03 = by_mrn("IE3Q03", MRN).replace(
+        b"</IE3Q03>", b"<binaryFile><identification>scan@sti.test</identification><filename>scan.jpg</filename>"
+                      b"<MIME>image/jpeg</MIME><description>X-ray image</description></binaryFile></IE3Q03>")
+    await w.send("IE3Q03", q03, message_id="two@sti.test", extra=[Part("scan@sti.test", "image/jpeg", JPEG)])
+    assert w.meta("two@sti.test")["parts"][1] == {
+        "file": "two@sti.test.part2.jpg", "order": 2, "href": "cid:scan@sti.test", "mime_type": "image/jpeg",
+        "charset": None, "identification": "scan@sti.test", "filename": "scan.jpg", "description": "X-ray image"}
+
+
+async def test_invalidation_accepted_keeps_the_mrn_in_the_inbox_metadata(world: World) -> None:
+    w = world
+    filing = await registered(w, "INBR07")
+    q04 = await receipted_follow_up(w, filing, by_mrn("IE3Q04", MRN))
+    assert w.reader.get_filing(filing.id).state == S.INVALIDATION_REQUESTED
+    r07 = payload("resp-IE3R07-invalidation-accepted.xml", MRN=MRN)
+    await w.send("IE3R07", r07, message_id="r07@sti.test", ref=q04)
+    assert w.meta("r07@sti.test")["filing"] == {"filer_eori": FILER, "lrn": "INBR07", "mrn": MRN,
+                                                "state": "invalidated"}
+    assert w.reader.get_filing(filing.id).state == S.INVALIDATED
+    assert w.reader.get_message(q04).business_outcome == "invalidated"
+
+
+async def test_rejected_invalidation_of_an_amended_filing_leaves_it_amended(world: World) -> None:
+    w = world
+    filing = await registered(w, "INBAMD1")
+    amendment = fixture("amd-IE3A32-express.xml").replace(b"24NLZ8P0RJ4KD5KPA1", MRN.encode())
+    a32 = await receipted_follow_up(w, filing, amendment)
+    assert w.reader.get_filing(filing.id).state == S.PENDING_AMENDMENT
+    await w.send("IE3N10", by_mrn("IE3N10", MRN), message_id="n10-amd@sti.test", ref=a32)
+    assert w.reader.get_filing(filing.id).state == S.AMENDED
+    q04 = await receipted_follow_up(w, filing, by_mrn("IE3Q04", MRN))
+    n01 = payload("resp-IE3N01-lifecycle-error.xml", functionalReference=MRN)
+    await w.send("IE3N01", n01, message_id="n01-amd@sti.test", ref=q04)
+    assert w.reader.get_filing(filing.id).state == S.AMENDED
+    assert w.meta("n01-amd@sti.test")["filing"]["state"] == "amended"
+
+
+async def test_rejection_naming_the_lrn_answers_the_filing_message_not_a_pending_follow_up(world: World) -> None:
+    """IE3N99 found by the LRN (the IE3F32's functional reference) answers the filing message, even when a
+    follow-up (found by MRN) is still waiting for its answer."""
+    w = world
+    acc = await w.acceptor.accept(ens("INBLRNREJ"))
+    await w.send("IE3R01", r01("INBLRNREJ"), message_id="r01-lrnrej@sti.test")     # no ref: IE3F32 left unanswered
+    await w.acceptor.accept(by_mrn("IE3Q04", MRN))
+    await w.send("IE3N99", payload("resp-IE3N99-error.xml", functionalReference="INBLRNREJ"),
+                 message_id="n99-lrnrej@sti.test")
+    assert w.meta("n99-lrnrej@sti.test")["correlated_by"] == "LRN"
+    assert [a["alert"] for a in w.alerts.raised] == ["filing-rejected"]
+
+
+async def test_unknown_action_with_a_readable_payload_is_correlated_by_the_payload(world: World) -> None:
+    """A newer-catalogue action (tolerated by the P-Mode) carrying a payload we can read: correlated by its
+    references all the same."""
+    w = world
+    filing = await registered(w, "INBNEWACT")
+    await w.send("IE3N88", by_mrn("IE3N03", MRN), message_id="n88@sti.test")
+    meta = w.meta("n88@sti.test")
+    assert (meta["correlated_by"], meta["filing"]["lrn"], meta["action"]) == ("MRN", "INBNEWACT", "IE3N88")
+    assert w.inbound("n88@sti.test").filing_id == filing.id
+
+
+async def test_pulled_consultation_answer_with_unreadable_payload_is_an_orphan(world: World) -> None:
+    w = world
+    await w.acceptor.accept(q05("26DEZ8P0RJ4KD5KPB7"))
+    await w.send("IE3R08", b"garbage", message_id="r08-garbage@sti.test", channel="pull")
+    meta = w.meta("r08-garbage@sti.test")
+    assert (meta["correlated_by"], meta["consultation"], meta["filing"]) == ("none", None, None)
+    [orphan] = w.reader.list_orphans()
+    assert orphan.reason.startswith("payload cannot be read: ")

@@ -994,3 +994,20 @@ async def test_pulled_consultation_answer_with_unreadable_payload_is_an_orphan(w
     assert (meta["correlated_by"], meta["consultation"], meta["filing"]) == ("none", None, None)
     [orphan] = w.reader.list_orphans()
     assert orphan.reason.startswith("payload cannot be read: ")
+
+
+async def test_a_message_the_operator_attached_is_not_taken_for_a_follow_up_of_ours(world: World) -> None:
+    """Only our own outbound user messages wait for an answer: an orphan the operator resolved onto the filing (it
+    has no outcome) is not what a later IE3N01 by MRN answers."""
+    w = world
+    filing = await registered(w, "INBRESOLVED")
+    await w.send("IE3N03", by_mrn("IE3N03", "26NLZ8P0RJ4KD5KPZ7"), message_id="n03-stray@sti.test")
+    [orphan] = w.reader.list_orphans()
+    await w.writer.submit(lambda j: j.resolve_orphan(orphan.id, now=NOW, resolution="operator: ours",
+                                                      filing_id=filing.id))
+    assert w.inbound("n03-stray@sti.test").filing_id == filing.id
+    w.alerts.raised.clear()
+    await w.send("IE3N01", payload("resp-IE3N01-lifecycle-error.xml", functionalReference=MRN),
+                 message_id="n01-resolved@sti.test")
+    assert [a["alert"] for a in w.alerts.raised] == ["filing-rejected"]
+    assert w.reader.list_requests(filing_id=filing.id, open_only=False) == []

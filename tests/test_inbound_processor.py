@@ -1011,3 +1011,17 @@ async def test_a_message_the_operator_attached_is_not_taken_for_a_follow_up_of_o
                  message_id="n01-resolved@sti.test")
     assert [a["alert"] for a in w.alerts.raised] == ["filing-rejected"]
     assert w.reader.list_requests(filing_id=filing.id, open_only=False) == []
+
+
+async def test_an_answered_follow_up_is_not_waiting_for_an_answer_any_more(world: World) -> None:
+    """Our IE3Q04, rejected once (IE3N01 with RefToMessageId), has its answer: a later IE3N01 found by MRN does not
+    answer it again (nothing of ours is pending, so it is taken as about the filing)."""
+    w = world
+    filing = await registered(w, "INBANSWERED")
+    q04 = await receipted_follow_up(w, filing, by_mrn("IE3Q04", MRN))
+    n01 = payload("resp-IE3N01-lifecycle-error.xml", functionalReference=MRN)
+    await w.send("IE3N01", n01, message_id="n01-first@sti.test", ref=q04)
+    assert w.reader.get_message(q04).business_outcome == "rejected"
+    assert w.reader.get_filing(filing.id).state == S.REGISTERED
+    await w.send("IE3N01", n01, message_id="n01-again@sti.test")
+    assert [a["alert"] for a in w.alerts.raised] == ["follow-up-rejected", "filing-rejected"]

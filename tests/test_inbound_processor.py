@@ -1025,3 +1025,21 @@ async def test_an_answered_follow_up_is_not_waiting_for_an_answer_any_more(world
     assert w.reader.get_filing(filing.id).state == S.REGISTERED
     await w.send("IE3N01", n01, message_id="n01-again@sti.test")
     assert [a["alert"] for a in w.alerts.raised] == ["follow-up-rejected", "filing-rejected"]
+
+
+async def test_rejected_invalidation_over_a_pending_amendment_falls_back_to_registered(world: World) -> None:
+    """IE3Q04 sent while an amendment was pending, then rejected (IE3N01): the state before it (pending-amendment)
+    cannot be reached from invalidation-requested, so the registered ENS stands: registered, in the journal, the
+    status file and the inbox metadata alike."""
+    w = world
+    filing = await registered(w, "INBFALLBACK")
+    amendment = fixture("amd-IE3A32-express.xml").replace(b"24NLZ8P0RJ4KD5KPA1", MRN.encode())
+    await receipted_follow_up(w, filing, amendment)
+    q04 = await receipted_follow_up(w, filing, by_mrn("IE3Q04", MRN))
+    assert w.reader.get_filing(filing.id).state == S.INVALIDATION_REQUESTED
+    n01 = payload("resp-IE3N01-lifecycle-error.xml", functionalReference=MRN)
+    await w.send("IE3N01", n01, message_id="n01-fallback@sti.test", ref=q04)
+    now = w.reader.get_filing(filing.id)
+    assert now.state == S.REGISTERED
+    assert w.meta("n01-fallback@sti.test")["filing"]["state"] == "registered"
+    assert w.status_file(now)["state"] == "registered"

@@ -1043,3 +1043,14 @@ async def test_rejected_invalidation_over_a_pending_amendment_falls_back_to_regi
     assert now.state == S.REGISTERED
     assert w.meta("n01-fallback@sti.test")["filing"]["state"] == "registered"
     assert w.status_file(now)["state"] == "registered"
+
+
+async def test_orphan_without_its_own_reference_is_reported_by_the_mrn_it_names(world: World) -> None:
+    """An IE3R01 naming no LRN (its reference) but an MRN: unmatched, kept and reported under that MRN."""
+    w = world
+    data = r01("UNUSED", "26NLZ8P0RJ4KD5KPZ6").replace(b"<LRN>UNUSED</LRN>", b"")
+    await w.send("IE3R01", data, message_id="r01-nolrn@sti.test")
+    [orphan] = w.reader.list_orphans()
+    assert orphan.reason == "IE3R01 matches no filing (reference '26NLZ8P0RJ4KD5KPZ6')"
+    assert w.inbound("r01-nolrn@sti.test").functional_reference == "26NLZ8P0RJ4KD5KPZ6"
+    assert (w.alerts.raised[0]["reference"], w.alerts.raised[0]["lrn"]) == ("26NLZ8P0RJ4KD5KPZ6", None)

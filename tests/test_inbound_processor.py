@@ -1054,3 +1054,19 @@ async def test_orphan_without_its_own_reference_is_reported_by_the_mrn_it_names(
     assert orphan.reason == "IE3R01 matches no filing (reference '26NLZ8P0RJ4KD5KPZ6')"
     assert w.inbound("r01-nolrn@sti.test").functional_reference == "26NLZ8P0RJ4KD5KPZ6"
     assert (w.alerts.raised[0]["reference"], w.alerts.raised[0]["lrn"]) == ("26NLZ8P0RJ4KD5KPZ6", None)
+
+
+async def test_rejected_answer_reopens_only_the_request_it_answered(world: World) -> None:
+    """Two requests answered (IE3Q02 by our IE3R02, IE3Q03 by our IE3R03); customs rejects the IE3R02: the
+    IE3Q02 is open again, the IE3Q03 stays answered."""
+    w = world
+    filing, q02, r02 = await answered_request(w, "INBTWOREQ")
+    await w.send("IE3Q03", by_mrn("IE3Q03", MRN), message_id="q03-two@sti.test")
+    r03 = await w.acceptor.accept(by_mrn("IE3R03", MRN))
+    [q03] = w.reader.list_requests(filing_id=filing.id)
+    await w.writer.submit(lambda j: j.close_request(q03.id, now=NOW, answer_message_id=r03.message_id))
+    n99 = payload("resp-IE3N99-error.xml", functionalReference=MRN)
+    await w.send("IE3N99", n99, message_id="n99-two@sti.test", ref=r02)
+    assert sorted((r.kind, r.state, r.answer_message_id)
+                  for r in w.reader.list_requests(filing_id=filing.id, open_only=False)) == \
+        [("IE3Q02", "open", None), ("IE3Q03", "answered", r03.message_id)]

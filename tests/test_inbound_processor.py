@@ -30,7 +30,7 @@ import pytest
 
 from gateway.conformance.unsafe import Part, Recipe, build_message
 from gateway.ebms.constants import (
-    MIME_GZIP, MIME_XML, PARTY_TYPE_AUTH, PARTY_TYPE_EORI, ROLE_CUSTOMS, ROLE_TRADER, SERVICE_C2T,
+    MIME_XML, PARTY_TYPE_AUTH, PARTY_TYPE_EORI, ROLE_CUSTOMS, ROLE_TRADER, SERVICE_C2T,
 )
 from gateway.ebms.model import Party
 from gateway.journal.states import FilingState as S

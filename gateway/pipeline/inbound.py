@@ -49,6 +49,12 @@ from gateway.transport.server import DeliveryResult as Delivered
 log = logging.getLogger("ics2gw.inbound")
 
 
+def _rejects_follow_up(action: str, answered: str | None, answered_id: str | None) -> bool:
+    """IE3N99 / IE3N01 answering one of our follow-ups (an amendment, invalidation or answer), not the filing."""
+    return bool(action in ("IE3N99", "IE3N01") and answered_id and answered and not is_filing_action(answered)
+                and answered != "IE3N06")
+
+
 def _suffix(mime_type: str | None) -> str:
     return {"application/xml": ".xml", "text/xml": ".xml", "application/pdf": ".pdf",
             "image/jpeg": ".jpg"}.get((mime_type or "").lower(), ".bin")
@@ -189,9 +195,14 @@ class InboundProcessor:
         now = self.clock()
         preview = None
         if filing is not None:  # what this message does to the filing: the inbox metadata says where it leads
+            restore = None      # a rejected follow-up: the state before it, as the transaction below finds it
+            if _rejects_follow_up(um.action, answered, answered_id):
+                events = await asyncio.to_thread(self.journal.events, filing_id=filing.id, limit=1_000_000)
+                restore = state_before_follow_up([e.to_dict() for e in events], answered_id) or filing.state
             preview = inbound_effect(um.action, current_state=filing.state, answered_action=answered,
                                      mrn=facts.mrn if facts else None,
-                                     registered_state=S.AMENDED if filing.state == S.AMENDED else S.REGISTERED)
+                                     registered_state=S.AMENDED if filing.state == S.AMENDED else S.REGISTERED,
+                                     restore_state=restore)
         metadata = {
             "message_id": um.message_id, "ref_to_message_id": um.ref_to_message_id,
             "conversation_id": um.conversation_id, "from": um.from_party.party_id, "to": um.to_party.party_id,
@@ -241,9 +252,7 @@ class InboundProcessor:
             current = j.get_filing(filing.id)
             registered = S.AMENDED if current.state == S.AMENDED else S.REGISTERED
             restore = None
-            rejected_follow_up = um.action in ("IE3N99", "IE3N01") and answered_id and answered \
-                and not is_filing_action(answered) and answered != "IE3N06"
-            if rejected_follow_up:
+            if _rejects_follow_up(um.action, answered, answered_id):
                 # undo what the follow-up's receipt did (nothing, if it did nothing yet), and reopen the request
                 # it answered: customs did not accept the answer, so the question stands and its timer restarts
                 events = [e.to_dict() for e in j.events(filing_id=filing.id, limit=1_000_000)]

@@ -1070,3 +1070,34 @@ async def test_rejected_answer_reopens_only_the_request_it_answered(world: World
     assert sorted((r.kind, r.state, r.answer_message_id)
                   for r in w.reader.list_requests(filing_id=filing.id, open_only=False)) == \
         [("IE3Q02", "open", None), ("IE3Q03", "answered", r03.message_id)]
+
+
+# ----------------------------------------------------------------------------------------------- copies at once
+async def test_two_copies_at_once_are_delivered_in_turn(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The TI resends a push whose answer it gave up waiting for while the first copy is still being delivered:
+    the second copy waits for the first one's commit, is answered with the first Receipt, and writes nothing;
+    the inbox files are written once, so they never reappear after the ERP took them."""
+    import asyncio
+
+    import gateway.pipeline.inbound as inbound_module
+    w = world
+    acc = await w.acceptor.accept(ens("INBCONC1"))
+    ctype, body = w.sealed("IE3R01", [Part("payload@sti.test", MIME_XML, r01("INBCONC1"))],
+                           message_id="r01-conc@sti.test", ref=acc.message_id)
+    writes: list[str] = []
+    real_write = inbound_module.write_inbox
+
+    def counted(inbox: Any, message_id: str, *args: Any, **kw: Any) -> Any:   # the real write, counted
+        writes.append(message_id)
+        return real_write(inbox, message_id, *args, **kw)
+
+    monkeypatch.setattr(inbound_module, "write_inbox", counted)
+    copies = [w.trader.open(ctype, body) for _ in range(3)]
+    receipts = [w.trader.receipt_for(c) for c in copies]
+    results = await asyncio.gather(*(w.sink.deliver(c, ctype, body, r, "push") for c, r in zip(copies, receipts)))
+    assert [r.duplicate for r in results] == [False, True, True]          # in arrival order
+    assert {r.receipt_body for r in results} == {receipts[0].body}        # the first Receipt, for every copy
+    assert writes == ["r01-conc@sti.test"]
+    assert w.files() == ["r01-conc@sti.test.json", "r01-conc@sti.test.part1.xml"]
+    assert len(w.reader.list_messages(direction="in")) == 1
+    assert w.sink._in_flight == {}                                         # nothing kept per message afterwards

@@ -515,3 +515,35 @@ def test_decoded_size_limit_is_exact_and_a_leading_semicolon_means_no_media_type
         _one_part("base64", base64.b64encode(b"x" * (n + 1)), n)
     assert str(exc.value) == f"MIME part 2 is {n + 1} bytes after decoding, over the limit of {n}"
     assert parse_header_value("; a=1") == ("", {"a": "1"})
+
+
+# ---------------------------------------------------------------------------------------------- 4th pass: packing, exact
+@pytest.mark.parametrize("boundary", ["Z", "ZY", "XBOUNDARYX"])
+def test_write_multipart_finds_the_boundary_in_a_stream_at_every_offset_and_chunk_size(boundary: str) -> None:
+    """Wherever the boundary falls against the copy chunks (inside one, split across two, at a chunk's start or
+    end), the copy refuses it; content without it is copied intact with every chunk size."""
+    needle = boundary.encode()
+    for chunk in range(1, 2 * len(needle) + 3):
+        for at in range(0, 2 * len(needle) + 2):
+            evil = b"a" * at + needle + b"b" * 3
+            with pytest.raises(ValueError) as exc:
+                write_multipart(io.BytesIO(), SOAP, [("e@x", "application/gzip", io.BytesIO(evil))], boundary=boundary,
+                                chunk=chunk)
+            assert str(exc.value) == "the MIME boundary occurs in attachment 'e@x'; write the message again", (chunk, at)
+        clean = (needle[:-1] + b"." + needle[1:]) * 3 + b"q"
+        assert needle not in clean
+        dst = io.BytesIO()
+        ctype = write_multipart(dst, SOAP, [("c@x", "application/gzip", io.BytesIO(clean))], boundary=boundary,
+                                chunk=chunk)
+        assert unpack(ctype, dst.getvalue(), **LIMITS).attachments[0].content == clean, chunk
+
+
+def test_the_boundary_is_looked_for_across_the_chunks_of_a_stream_only() -> None:
+    """The end of one chunk and the start of the next make the boundary: refused; the same bytes spread over
+    chunks with other bytes in between are not the boundary."""
+    for chunk in (4, 5, 6, 7):
+        data = b"xxBOUND" + b"." * chunk + b"ARYxx"
+        dst = io.BytesIO()
+        ctype = write_multipart(dst, SOAP, [("c@x", "application/gzip", io.BytesIO(data))], boundary="BOUNDARY",
+                                chunk=chunk)
+        assert unpack(ctype, dst.getvalue(), **LIMITS).attachments[0].content == data

@@ -1190,3 +1190,17 @@ def test_part_info_count_against_the_attachments_is_exact(parts: int, limit: int
     assert (exc.value.code, exc.value.message, exc.value.ref_to_message_id) == (
         "EBMS:0011", f"eb:PayloadInfo lists {parts} parts, but the message has only {limit} MIME attachment(s)",
         "u1@peer.test")
+
+
+@pytest.mark.parametrize("element", ["PartyInfo", "CollaborationInfo"])
+def test_a_user_message_without_party_or_collaboration_info_is_refused_naming_both(element: str) -> None:
+    import re
+    wire = re.sub(rf"<eb:{element}>.*</eb:{element}>".encode(), b"", _full_um())
+    assert f"eb:{element}".encode() not in wire
+    exc = _parse_refusal(wire)
+    assert (exc.code, exc.message, exc.ref_to_message_id) == (
+        "EBMS:0009", f"eb:UserMessage: expected one eb:{element}, found 0", "u1@peer.test")
+    doubled = _full_um().replace(f"</eb:{element}>".encode(), f"</eb:{element}><eb:{element}/>".encode())
+    exc = _parse_refusal(doubled)
+    assert (exc.code, exc.message, exc.ref_to_message_id) == (
+        "EBMS:0009", f"eb:UserMessage: expected one eb:{element}, found 2", "u1@peer.test")

@@ -1204,3 +1204,19 @@ def test_a_user_message_without_party_or_collaboration_info_is_refused_naming_bo
     exc = _parse_refusal(doubled)
     assert (exc.code, exc.message, exc.ref_to_message_id) == (
         "EBMS:0009", f"eb:UserMessage: expected one eb:{element}, found 2", "u1@peer.test")
+
+
+@pytest.mark.parametrize("old,new,what,ref", [
+    ("<eb:Action> IE3F32 </eb:Action>", "<eb:Action>IE3F<eb:b/>32</eb:Action>", "eb:CollaborationInfo/eb:Action",
+     "u1@peer.test"),
+    ("<eb:MessageId>u1@peer.test</eb:MessageId>", "<eb:MessageId>u1<eb:b/>@peer.test</eb:MessageId>",
+     "eb:UserMessage/eb:MessageId", None),
+    ("<eb:Role> urn:x:trader </eb:Role>", "<eb:Role>urn:x:<eb:b/>trader</eb:Role>", "eb:From/eb:Role", "u1@peer.test"),
+])
+def test_an_element_inside_a_value_is_refused_naming_the_element_path(old: str, new: str, what: str,
+                                                                      ref: str | None) -> None:
+    wire = _full_um().replace(old.encode(), new.encode())
+    assert new.encode() in wire
+    exc = _parse_refusal(wire)
+    assert (exc.code, exc.message, exc.ref_to_message_id) == (
+        "EBMS:0009", f"{what} must hold text only, but contains element {{{NS_EB}}}b", ref)

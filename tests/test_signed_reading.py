@@ -1220,3 +1220,12 @@ def test_an_element_inside_a_value_is_refused_naming_the_element_path(old: str, 
     exc = _parse_refusal(wire)
     assert (exc.code, exc.message, exc.ref_to_message_id) == (
         "EBMS:0009", f"{what} must hold text only, but contains element {{{NS_EB}}}b", ref)
+
+
+@pytest.mark.parametrize("children", ["<S12:Header/><S12:Header/>", "<S12:Body/><x:After/>", "<x:Before/><S12:Body/>",
+                                      "<S12:Header/><x:After/>"])
+def test_two_envelope_children_that_are_not_header_and_body_are_refused(children: str) -> None:
+    """Exactly two children, but not one Header then one Body: refused as such (not an IndexError later)."""
+    exc = _parse_refusal(_envelope(children, ""))
+    assert (exc.code, exc.message, exc.ref_to_message_id) == (
+        "EBMS:0009", "the envelope must hold exactly one SOAP Header followed by one SOAP Body", None)

@@ -768,3 +768,57 @@ def test_cid_url_refusals_say_why(uri: str, message: str) -> None:
 def test_cid_uri_escapes_only_what_a_url_cannot_carry(cid: str, uri: str) -> None:
     from gateway.ebms.mime import cid_from_uri, cid_uri
     assert cid_uri(cid) == uri and cid_from_uri(uri) == cid
+
+
+# ---------------------------------------------------------------------------------------------- 4th pass: streams
+def test_write_multipart_writes_every_part_whatever_kind_of_content() -> None:
+    """In-memory contents (bytes, bytearray, memoryview) and streams, mixed in any order: every part is written,
+    in order, and the body is the one `pack` makes."""
+    atts = [("a@x", "application/pdf", b"%PDF-1"), ("b@x", "application/gzip", b"\x1f\x8b-2"),
+            ("c@x", "image/jpeg", b"\xff\xd8-3"), ("d@x", "application/pdf", b"%PDF-4")]
+    expected = pack(SOAP, atts, boundary="QQ", root_content_id="r@x")
+    mixed = [(atts[0][0], atts[0][1], bytearray(atts[0][2])), (atts[1][0], atts[1][1], io.BytesIO(atts[1][2])),
+             (atts[2][0], atts[2][1], memoryview(atts[2][2])), (atts[3][0], atts[3][1], io.BytesIO(atts[3][2]))]
+    dst = io.BytesIO()
+    assert write_multipart(dst, SOAP, mixed, boundary="QQ", root_content_id="r@x", chunk=3) == expected[0]
+    assert dst.getvalue() == expected[1]
+
+
+@pytest.mark.parametrize("boundary,content", [("X", b"abcd"), ("XX-B", b"-Babc"), ("XXXX", b"abcdef"),
+                                              ("XY", b"Yab")])
+def test_the_stream_scan_finds_only_what_is_in_the_stream(boundary: str, content: bytes) -> None:
+    """No false alarm: the bytes kept from the previous read are stream bytes only (a boundary made of
+    letters the stream does not start or end with is not found)."""
+    for chunk in (1, 2, 3, 64):
+        dst = io.BytesIO()
+        ctype = write_multipart(dst, SOAP, [("s@x", "application/gzip", io.BytesIO(content)),
+                                            ("t@x", "application/gzip", io.BytesIO(content))], boundary=boundary,
+                                chunk=chunk)
+        assert [a.content for a in unpack(ctype, dst.getvalue(), **LIMITS).attachments] == [content, content]
+
+
+def test_write_multipart_reads_a_stream_chunk_by_chunk() -> None:
+    """The point of the streaming writer: an attachment stream is never read whole (messages too large to hold
+    twice in memory), only `chunk` bytes at a time."""
+    class Recording(io.BytesIO):
+        def __init__(self, data: bytes) -> None:
+            super().__init__(data)
+            self.sizes: list[int | None] = []
+
+        def read(self, size: int | None = -1) -> bytes:  # type: ignore[override]
+            self.sizes.append(size)
+            return super().read(size)
+
+    stream = Recording(b"z" * 10_000)
+    write_multipart(io.BytesIO(), SOAP, [("s@x", "application/gzip", stream)], boundary="QQ", chunk=4096)
+    assert stream.sizes == [4096, 4096, 4096, 4096]
+
+
+@pytest.mark.parametrize("value,expected", [
+    ('a/b; XY=1; x-z="X"; aXb=XYZ', ("a/b", {"xy": "1", "x-z": "X", "axb": "XYZ"})),
+    ("a/b;X", ("a/b", {"x": ""})),
+    ('a/b; q="X\\X"; r=X', ("a/b", {"q": "XX", "r": "X"})),
+])
+def test_header_values_with_letters_anywhere(value: str, expected: tuple[str, dict[str, str]]) -> None:
+    """Parameter names and values that start with, or contain, any letter are read whole."""
+    assert parse_header_value(value) == expected

@@ -822,3 +822,15 @@ def test_write_multipart_reads_a_stream_chunk_by_chunk() -> None:
 def test_header_values_with_letters_anywhere(value: str, expected: tuple[str, dict[str, str]]) -> None:
     """Parameter names and values that start with, or contain, any letter are read whole."""
     assert parse_header_value(value) == expected
+
+
+def test_header_text_with_any_printable_character_is_written() -> None:
+    """Only control characters are refused in a Content-ID or Content-Type: every printable one is written as is
+    (capitals, quotes, spaces and Latin-1 letters included)."""
+    text = "X-Id_1 \"q\" \xe9@EXAMPLE.X"
+    ctype, body = pack(SOAP, [(text, "application/X-" + text, b"1")], boundary="QQ", root_content_id="r@x")
+    assert f"Content-ID: <{text}>\r\nContent-Type".encode("latin-1") not in body  # the order is Type, CTE, ID
+    assert f"Content-Type: application/X-{text}\r\n".encode("latin-1") in body
+    assert f"Content-ID: <{text}>\r\n".encode("latin-1") in body
+    assert write_message_file("application/X-" + text, b"") == (
+        f"MIME-Version: 1.0\r\nContent-Type: application/X-{text}\r\n\r\n".encode("latin-1"))

@@ -834,3 +834,9 @@ def test_header_text_with_any_printable_character_is_written() -> None:
     assert f"Content-ID: <{text}>\r\n".encode("latin-1") in body
     assert write_message_file("application/X-" + text, b"") == (
         f"MIME-Version: 1.0\r\nContent-Type: application/X-{text}\r\n\r\n".encode("latin-1"))
+
+
+@pytest.mark.parametrize("uri,cid", [("cid:X@Y", "X@Y"), ("cid:%58X", "XX"), ("cid:a%20X%22'", "a X\"'")])
+def test_cid_urls_with_capitals_and_quotes_name_that_content_id(uri: str, cid: str) -> None:
+    from gateway.ebms.mime import cid_from_uri, cid_uri
+    assert cid_from_uri(uri) == cid and cid_from_uri(cid_uri(cid)) == cid

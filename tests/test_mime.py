@@ -840,3 +840,8 @@ def test_header_text_with_any_printable_character_is_written() -> None:
 def test_cid_urls_with_capitals_and_quotes_name_that_content_id(uri: str, cid: str) -> None:
     from gateway.ebms.mime import cid_from_uri, cid_uri
     assert cid_from_uri(uri) == cid and cid_from_uri(cid_uri(cid)) == cid
+
+
+def test_an_escaped_quote_at_the_very_end_of_a_header_value_is_kept() -> None:
+    """`c="x\\"` (cut after an escaped quote): the escape still applies, the value is `x"`."""
+    assert parse_header_value('a/b; c="x\\"') == ("a/b", {"c": 'x"'})

@@ -515,3 +515,333 @@ def test_decoded_size_limit_is_exact_and_a_leading_semicolon_means_no_media_type
         _one_part("base64", base64.b64encode(b"x" * (n + 1)), n)
     assert str(exc.value) == f"MIME part 2 is {n + 1} bytes after decoding, over the limit of {n}"
     assert parse_header_value("; a=1") == ("", {"a": "1"})
+
+
+# ---------------------------------------------------------------------------------------------- 4th pass: packing, exact
+def test_pack_writes_exactly_these_bytes() -> None:
+    """The whole body and Content-Type of a pack, byte for byte (RFC 2046 framing, SwA start, binary parts)."""
+    ctype, body = pack(SOAP, [("a@x", "application/gzip", b"\x1f\x8b"), MimePart({}, b"%PDF", "b@x", "application/pdf")],
+                       boundary="Q-1", root_content_id="r@x")
+    assert ctype == 'multipart/related; type="application/soap+xml"; boundary="Q-1"; start="<r@x>"'
+    assert body == (b"--Q-1\r\nContent-Type: application/soap+xml; charset=UTF-8\r\nContent-Transfer-Encoding: binary"
+                    b"\r\nContent-ID: <r@x>\r\n\r\n" + SOAP
+                    + b"\r\n--Q-1\r\nContent-Type: application/gzip\r\nContent-Transfer-Encoding: binary\r\n"
+                      b"Content-ID: <a@x>\r\n\r\n\x1f\x8b"
+                    + b"\r\n--Q-1\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: binary\r\n"
+                      b"Content-ID: <b@x>\r\n\r\n%PDF\r\n--Q-1--\r\n")
+    dst = io.BytesIO()
+    assert write_multipart(dst, SOAP, [("a@x", "application/gzip", io.BytesIO(b"\x1f\x8b")),
+                                       ("b@x", "application/pdf", b"%PDF")], boundary="Q-1",
+                           root_content_id="r@x") == ctype
+    assert dst.getvalue() == body
+    # Latin-1 header text is written as Latin-1 (one byte per character), never as UTF-8
+    ctype, body = pack(SOAP, [("\xe9@x", "application/x-\xe9", b"1")], boundary="Q", root_content_id="\xe0@x")
+    assert b"Content-ID: <\xe0@x>\r\n" in body and b"Content-Type: application/x-\xe9\r\n" in body
+    assert b"Content-ID: <\xe9@x>\r\n" in body and ctype.endswith('start="<\xe0@x>"')
+
+
+def test_default_boundary_and_root_content_id() -> None:
+    import re
+    for ctype, _ in (pack(SOAP, []), (write_multipart(io.BytesIO(), SOAP, []), b"")):
+        _, params = parse_header_value(ctype)
+        assert re.fullmatch(r"MIMEBoundary_[0-9a-f]{32}", params["boundary"]), params
+        assert re.fullmatch(r"<root\.[0-9a-f]{32}@ics2gw>", params["start"]), params
+    assert parse_header_value(write_multipart(io.BytesIO(), SOAP, []))[1]["boundary"] != \
+        parse_header_value(write_multipart(io.BytesIO(), SOAP, []))[1]["boundary"]
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_a_given_boundary_that_occurs_in_any_content_is_refused(kind: type) -> None:
+    for atts in ([("a", "application/gzip", kind(b"..BND.."))], [("a", "application/gzip", kind(b"x")),
+                                                                   ("b", "application/pdf", kind(b"xBNDx"))]):
+        with pytest.raises(ValueError) as exc:
+            pack(SOAP, atts, boundary="BND")  # type: ignore[arg-type]
+        assert str(exc.value) == "boundary 'BND' occurs in the content"
+        with pytest.raises(ValueError) as exc:
+            write_multipart(io.BytesIO(), SOAP, atts, boundary="BND")  # type: ignore[arg-type]
+        assert str(exc.value) == "boundary 'BND' occurs in the content"
+    with pytest.raises(ValueError) as exc:
+        pack(SOAP + b"BND", [], boundary="BND")
+    assert str(exc.value) == "boundary 'BND' occurs in the content"
+    # a random boundary is drawn again while it occurs in a bytearray / memoryview content
+    from gateway.ebms import mime
+    seq = iter(["MIMEBoundary_clash", "MIMEBoundary_free"])
+    original = mime._new_boundary
+    mime._new_boundary = lambda: next(seq)  # type: ignore[assignment]
+    try:
+        ctype = write_multipart(io.BytesIO(), SOAP, [("a", "application/gzip", kind(b"MIMEBoundary_clash"))])
+    finally:
+        mime._new_boundary = original  # type: ignore[assignment]
+    assert parse_header_value(ctype)[1]["boundary"] == "MIMEBoundary_free"
+
+
+@pytest.mark.parametrize("boundary,ok", [("x" * 70, True), ("x" * 71, False), ("", False), ("a b", True),
+                                         ("a ", False), ("'()+_,-./:=?", True), ("a\"b", False), ("a;b", False)])
+def test_a_given_boundary_must_be_an_rfc_2046_boundary(boundary: str, ok: bool) -> None:
+    if ok:
+        ctype, body = pack(SOAP, [], boundary=boundary)
+        assert parse_header_value(ctype)[1]["boundary"] == boundary
+        assert unpack(ctype, body, **LIMITS).soap.content == SOAP
+        return
+    with pytest.raises(ValueError) as exc:
+        pack(SOAP, [], boundary=boundary)
+    assert str(exc.value) == f"boundary {boundary!r} is not a valid MIME boundary (RFC 2046: 1-70 characters)"
+
+
+@pytest.mark.parametrize("att,message", [
+    ([("a", "application/gzip", b"1"), ("a", "application/gzip", b"2")], "Content-ID 'a' is used twice"),
+    ([("r@x", "application/gzip", b"1")], "Content-ID 'r@x' is used twice"),
+    ([("<a>", "application/gzip", b"1")], "Content-ID '<a>' must be given without angle brackets"),
+    ([("<a", "application/gzip", b"1")], "Content-ID '<a' must be given without angle brackets"),
+    ([("a>", "application/gzip", b"1")], "Content-ID 'a>' must be given without angle brackets"),
+    ([("", "application/gzip", b"1")], "Content-ID '' must be given without angle brackets"),
+    ([("a\r\nX-Injected: 1", "application/gzip", b"1")], "Content-ID 'a\\r\\nX-Injected: 1' contains control characters"),
+    ([("a\nb", "application/gzip", b"1")], "Content-ID 'a\\nb' contains control characters"),
+    ([("a\0b", "application/gzip", b"1")], "Content-ID 'a\\x00b' contains control characters"),
+    ([("a\tb", "application/gzip", b"1")], "Content-ID 'a\\tb' contains control characters"),
+    ([("a", "application/gzip\rX: y", b"1")], "Content-Type 'application/gzip\\rX: y' contains control characters"),
+    ([("a", "application/gzip\x7f", b"1")], "Content-Type 'application/gzip\\x7f' contains control characters"),
+    ([MimePart({}, b"1", None, "application/gzip")], "an attachment needs a Content-ID (eb:PartInfo/@href refers to it)"),
+    ([MimePart({}, b"1", "", "application/gzip")], "an attachment needs a Content-ID (eb:PartInfo/@href refers to it)"),
+])
+def test_pack_refusals_say_what_is_wrong(att: list, message: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ValueError) as exc:
+        pack(SOAP, att, root_content_id="r@x")
+    assert str(exc.value) == message
+    if not isinstance(att[0], MimePart):
+        with pytest.raises(ValueError) as exc:
+            write_multipart(io.BytesIO(), SOAP, att, root_content_id="r@x")
+        assert str(exc.value) == message
+
+
+@pytest.mark.parametrize("boundary", ["Z", "ZY", "XBOUNDARYX"])
+def test_write_multipart_finds_the_boundary_in_a_stream_at_every_offset_and_chunk_size(boundary: str) -> None:
+    """Wherever the boundary falls against the copy chunks (inside one, split across two, at a chunk's start or
+    end), the copy refuses it; content without it is copied intact with every chunk size."""
+    needle = boundary.encode()
+    for chunk in range(1, 2 * len(needle) + 3):
+        for at in range(0, 2 * len(needle) + 2):
+            evil = b"a" * at + needle + b"b" * 3
+            with pytest.raises(ValueError) as exc:
+                write_multipart(io.BytesIO(), SOAP, [("e@x", "application/gzip", io.BytesIO(evil))], boundary=boundary,
+                                chunk=chunk)
+            assert str(exc.value) == "the MIME boundary occurs in attachment 'e@x'; write the message again", (chunk, at)
+        clean = (needle[:-1] + b"." + needle[1:]) * 3 + b"q"
+        assert needle not in clean
+        dst = io.BytesIO()
+        ctype = write_multipart(dst, SOAP, [("c@x", "application/gzip", io.BytesIO(clean))], boundary=boundary,
+                                chunk=chunk)
+        assert unpack(ctype, dst.getvalue(), **LIMITS).attachments[0].content == clean, chunk
+
+
+def test_the_boundary_is_looked_for_across_the_chunks_of_a_stream_only() -> None:
+    """The end of one chunk and the start of the next make the boundary: refused; the same bytes spread over
+    chunks with other bytes in between are not the boundary."""
+    for chunk in (4, 5, 6, 7):
+        data = b"xxBOUND" + b"." * chunk + b"ARYxx"
+        dst = io.BytesIO()
+        ctype = write_multipart(dst, SOAP, [("c@x", "application/gzip", io.BytesIO(data))], boundary="BOUNDARY",
+                                chunk=chunk)
+        assert unpack(ctype, dst.getvalue(), **LIMITS).attachments[0].content == data
+
+
+# ---------------------------------------------------------------------------------------------- 4th pass: wire files
+def test_message_file_exact_bytes_and_refusal() -> None:
+    assert write_message_file("text/xml", b"<a/>") == b"MIME-Version: 1.0\r\nContent-Type: text/xml\r\n\r\n<a/>"
+    assert write_message_file("text/x-\xe9", b"") == b"MIME-Version: 1.0\r\nContent-Type: text/x-\xe9\r\n\r\n"
+    for bad in ("text/xml\nX: 1", "text/xml\0", "text/\x01xml"):
+        with pytest.raises(ValueError) as exc:
+            write_message_file(bad, b"")
+        assert str(exc.value) == f"Content-Type {bad!r} contains control characters"
+
+
+@pytest.mark.parametrize("data,sidecar,expected", [
+    (b"Content-Type: text/xml\r\n\r\n<a/>", None, ("text/xml", b"<a/>")),
+    (b"content-type: text/xml\n\n<a/>\n\n<b/>", None, ("text/xml", b"<a/>\n\n<b/>")),
+    (b"X-1: a\r\nContent-Type: text/xml\r\n\r\n", None, ("text/xml", b"")),
+    (b"<a/>", "  Content-Type:  text/xml ; charset=utf-8 \n", ("text/xml ; charset=utf-8", b"<a/>")),
+    (b"<a/>", "CONTENT-TYPE: text/xml", ("text/xml", b"<a/>")),
+    (b"<a/>", "multipart/related;\r\n\tboundary=b;\n  start=x\n", ("multipart/related; boundary=b; start=x", b"<a/>")),
+    (b"Not a header\r\n\r\n<a/>", "text/xml", ("text/xml", b"Not a header\r\n\r\n<a/>")),
+    (b"X-Other: 1\r\n\r\n<a/>", "text/xml", ("text/xml", b"X-Other: 1\r\n\r\n<a/>")),
+    (b"Content-Type: text/xml\r\nbad line\r\n\r\n<a/>", "application/soap+xml",
+     ("application/soap+xml", b"Content-Type: text/xml\r\nbad line\r\n\r\n<a/>")),
+    (b"Content-Type: text/xml", "text/plain", ("text/plain", b"Content-Type: text/xml")),
+    (b"Content-Type: \r\n\r\n<a/>", "text/plain", ("text/plain", b"Content-Type: \r\n\r\n<a/>")),
+])
+def test_message_files_as_the_interop_tools_write_them(data: bytes, sidecar: str | None,
+                                                       expected: tuple[str, bytes]) -> None:
+    assert read_message_file(data, sidecar) == expected
+
+
+@pytest.mark.parametrize("data,sidecar", [(b"<a/>", None), (b"<a/>", ""), (b"<a/>", "Content-Type:  \n"),
+                                          (b"<a/>", " \r\n "), (b"X-Other: 1\r\n\r\n<a/>", None)])
+def test_a_message_file_without_content_type_is_refused(data: bytes, sidecar: str | None) -> None:
+    with pytest.raises(MimeError) as exc:
+        read_message_file(data, sidecar)
+    assert str(exc.value) == "the message file has no Content-Type (no header block and no .ctype sidecar)"
+
+
+def test_the_message_file_header_block_is_bounded() -> None:
+    """The empty line ending the header block is looked for in the first 64 KiB only; later, the file is a bare
+    body and needs a sidecar."""
+    head = b"Content-Type: text/xml\r\nX-Pad: " + b"p" * (64 * 1024) + b"\r\n\r\n"
+    assert read_message_file(head + b"<a/>", "text/plain") == ("text/plain", head + b"<a/>")
+    near = b"Content-Type: text/xml\r\nX-Pad: " + b"p" * (64 * 1024 - 48) + b"\r\n\r\n"
+    assert len(near) <= 64 * 1024
+    assert read_message_file(near + b"<a/>", "text/plain") == ("text/xml", b"<a/>")
+
+
+# ---------------------------------------------------------------------------------------------- 4th pass: header values
+@pytest.mark.parametrize("value,expected", [
+    ("", ("", {})),
+    (" A/B ", ("a/b", {})),
+    ("A/B;", ("a/b", {})),
+    ("a/b;\t\r\n c=1", ("a/b", {"c": "1"})),
+    ("a/b; c = 1 ", ("a/b", {"c": "1"})),
+    ('a/b; c\t=\t"v"', ("a/b", {"c": "v"})),
+    ('a/b; c="x" junk; d=2', ("a/b", {"c": "x", "d": "2"})),
+    ('a/b ; c="x;y"z;w=1', ("a/b", {"c": "x;y", "w": "1"})),
+    ('a/b; c="a\\\\b\\"q"', ("a/b", {"c": 'a\\b"q'})),
+    ('a/b; c="ab\\', ("a/b", {"c": "ab\\"})),
+    ('a/b; c="";d=1', ("a/b", {"c": "", "d": "1"})),
+    ("a/b; c=", ("a/b", {"c": ""})),
+    ("a/b; ;c=1", ("a/b", {"c": "1"})),
+    ("a/b;c=1;;", ("a/b", {"c": "1"})),
+    ("a/b;  ;  d  =  e f  ", ("a/b", {"d": "e f"})),
+    ("a/b; flag; c=1", ("a/b", {"flag": "", "c": "1"})),
+    ("a/b; flag", ("a/b", {"flag": ""})),
+    ("a/b; FLAG; flag=1", ("a/b", {"flag": ""})),
+    ("a/b; x=1; x", ("a/b", {"x": "1"})),
+    ("a/b; =1", ("a/b", {})),
+    ('Multipart/Related; Boundary="MIME_b"; START="<Root@x>"; type="application/soap+xml"',
+     ("multipart/related", {"boundary": "MIME_b", "start": "<Root@x>", "type": "application/soap+xml"})),
+])
+def test_header_values_as_peers_spell_them(value: str, expected: tuple[str, dict[str, str]]) -> None:
+    """RFC 2045 parameters: names in any case, quoted strings with escapes and ';', spaces and folding
+    whitespace around them, empty and valueless parameters; the first of two same-named parameters wins."""
+    assert parse_header_value(value) == expected
+
+
+@pytest.mark.parametrize("start,cid", [("<root@x>", "root@x"), (" < root@x > ", "root@x"), ("root@x", "root@x")])
+def test_start_and_content_id_angle_brackets_are_optional(start: str, cid: str) -> None:
+    body = handmade([att_part("a", b"x"), soap_part(cid=" root@x ")])
+    u = unpack(f'multipart/related; boundary=b1; start="{start}"', body, **LIMITS)
+    assert (u.soap.content_id, [a.content_id for a in u.attachments]) == ("root@x", ["a"])
+    with pytest.raises(MimeError) as exc:
+        unpack('multipart/related; boundary=b1; start="<root@x"', body, **LIMITS)
+    assert str(exc.value) == "the start parameter names <<root@x>, which is no part of the message"
+    nameless = handmade([soap_part(), b"Content-Type: application/gzip\r\nContent-ID: <  >\r\n\r\nz"])
+    assert unpack("multipart/related; boundary=b1", nameless, **LIMITS).attachments[0].content_id is None
+
+
+# ---------------------------------------------------------------------------------------------- 4th pass: cid: URLs
+@pytest.mark.parametrize("uri,cid", [("cid:a@b", "a@b"), ("CiD:a@b", "a@b"), ("cid:a%40b", "a@b"), ("cid:%7e%7E", "~~"),
+                                     ("cid:a%2540b", "a%40b"), ("cid:%E2%82%AC@x", "\u20ac@x"), ("cid:a b", "a b")])
+def test_cid_urls_name_this_content_id(uri: str, cid: str) -> None:
+    from gateway.ebms.mime import cid_from_uri
+    assert cid_from_uri(uri) == cid
+
+
+@pytest.mark.parametrize("uri,message", [
+    ("mid:a@b", "not a cid: URL"), ("ci:", "not a cid: URL"), ("", "not a cid: URL"), ("xcid:a", "not a cid: URL"),
+    ("cid:", "the cid: URL names no Content-ID"),
+    ("cid:%", "a % in a cid: URL must be followed by two hexadecimal digits (RFC 2392)"),
+    ("cid:a%4g", "a % in a cid: URL must be followed by two hexadecimal digits (RFC 2392)"),
+    ("cid:%41%", "a % in a cid: URL must be followed by two hexadecimal digits (RFC 2392)"),
+    ("cid:%FF", "the %-escapes of the cid: URL are not UTF-8"),
+    ("cid:%C3", "the %-escapes of the cid: URL are not UTF-8"),
+    ("cid:a%0Ab", "the Content-ID named by the cid: URL contains control characters or angle brackets"),
+    ("cid:a\tb", "the Content-ID named by the cid: URL contains control characters or angle brackets"),
+    ("cid:<a>", "the Content-ID named by the cid: URL contains control characters or angle brackets"),
+    ("cid:a%3E", "the Content-ID named by the cid: URL contains control characters or angle brackets"),
+])
+def test_cid_url_refusals_say_why(uri: str, message: str) -> None:
+    from gateway.ebms.mime import cid_from_uri
+    with pytest.raises(ValueError) as exc:
+        cid_from_uri(uri)
+    assert str(exc.value) == message
+
+
+@pytest.mark.parametrize("cid,uri", [("a@b.c-d_e", "cid:a@b.c-d_e"), ("!$&'()*+,;=:/?~@", "cid:!$&'()*+,;=:/?~@"),
+                                     ("a b%\u00e9@x", "cid:a%20b%25%C3%A9@x"), ('a"b#c[d]', "cid:a%22b%23c%5Bd%5D")])
+def test_cid_uri_escapes_only_what_a_url_cannot_carry(cid: str, uri: str) -> None:
+    from gateway.ebms.mime import cid_from_uri, cid_uri
+    assert cid_uri(cid) == uri and cid_from_uri(uri) == cid
+
+
+# ---------------------------------------------------------------------------------------------- 4th pass: streams
+def test_write_multipart_writes_every_part_whatever_kind_of_content() -> None:
+    """In-memory contents (bytes, bytearray, memoryview) and streams, mixed in any order: every part is written,
+    in order, and the body is the one `pack` makes."""
+    atts = [("a@x", "application/pdf", b"%PDF-1"), ("b@x", "application/gzip", b"\x1f\x8b-2"),
+            ("c@x", "image/jpeg", b"\xff\xd8-3"), ("d@x", "application/pdf", b"%PDF-4")]
+    expected = pack(SOAP, atts, boundary="QQ", root_content_id="r@x")
+    mixed = [(atts[0][0], atts[0][1], bytearray(atts[0][2])), (atts[1][0], atts[1][1], io.BytesIO(atts[1][2])),
+             (atts[2][0], atts[2][1], memoryview(atts[2][2])), (atts[3][0], atts[3][1], io.BytesIO(atts[3][2]))]
+    dst = io.BytesIO()
+    assert write_multipart(dst, SOAP, mixed, boundary="QQ", root_content_id="r@x", chunk=3) == expected[0]
+    assert dst.getvalue() == expected[1]
+
+
+@pytest.mark.parametrize("boundary,content", [("X", b"abcd"), ("XX-B", b"-Babc"), ("XXXX", b"abcdef"),
+                                              ("XY", b"Yab")])
+def test_the_stream_scan_finds_only_what_is_in_the_stream(boundary: str, content: bytes) -> None:
+    """No false alarm: the bytes kept from the previous read are stream bytes only (a boundary made of
+    letters the stream does not start or end with is not found)."""
+    for chunk in (1, 2, 3, 64):
+        dst = io.BytesIO()
+        ctype = write_multipart(dst, SOAP, [("s@x", "application/gzip", io.BytesIO(content)),
+                                            ("t@x", "application/gzip", io.BytesIO(content))], boundary=boundary,
+                                chunk=chunk)
+        assert [a.content for a in unpack(ctype, dst.getvalue(), **LIMITS).attachments] == [content, content]
+
+
+def test_write_multipart_reads_a_stream_chunk_by_chunk() -> None:
+    """The point of the streaming writer: an attachment stream is never read whole (messages too large to hold
+    twice in memory), only `chunk` bytes at a time."""
+    class Recording(io.BytesIO):
+        def __init__(self, data: bytes) -> None:
+            super().__init__(data)
+            self.sizes: list[int | None] = []
+
+        def read(self, size: int | None = -1) -> bytes:  # type: ignore[override]
+            self.sizes.append(size)
+            return super().read(size)
+
+    stream = Recording(b"z" * 10_000)
+    write_multipart(io.BytesIO(), SOAP, [("s@x", "application/gzip", stream)], boundary="QQ", chunk=4096)
+    assert stream.sizes == [4096, 4096, 4096, 4096]
+
+
+@pytest.mark.parametrize("value,expected", [
+    ('a/b; XY=1; x-z="X"; aXb=XYZ', ("a/b", {"xy": "1", "x-z": "X", "axb": "XYZ"})),
+    ("a/b;X", ("a/b", {"x": ""})),
+    ('a/b; q="X\\X"; r=X', ("a/b", {"q": "XX", "r": "X"})),
+])
+def test_header_values_with_letters_anywhere(value: str, expected: tuple[str, dict[str, str]]) -> None:
+    """Parameter names and values that start with, or contain, any letter are read whole."""
+    assert parse_header_value(value) == expected
+
+
+def test_header_text_with_any_printable_character_is_written() -> None:
+    """Only control characters are refused in a Content-ID or Content-Type: every printable one is written as is
+    (capitals, quotes, spaces and Latin-1 letters included)."""
+    text = "X-Id_1 \"q\" \xe9@EXAMPLE.X"
+    ctype, body = pack(SOAP, [(text, "application/X-" + text, b"1")], boundary="QQ", root_content_id="r@x")
+    assert f"Content-ID: <{text}>\r\nContent-Type".encode("latin-1") not in body  # the order is Type, CTE, ID
+    assert f"Content-Type: application/X-{text}\r\n".encode("latin-1") in body
+    assert f"Content-ID: <{text}>\r\n".encode("latin-1") in body
+    assert write_message_file("application/X-" + text, b"") == (
+        f"MIME-Version: 1.0\r\nContent-Type: application/X-{text}\r\n\r\n".encode("latin-1"))
+
+
+@pytest.mark.parametrize("uri,cid", [("cid:X@Y", "X@Y"), ("cid:%58X", "XX"), ("cid:a%20X%22'", "a X\"'")])
+def test_cid_urls_with_capitals_and_quotes_name_that_content_id(uri: str, cid: str) -> None:
+    from gateway.ebms.mime import cid_from_uri, cid_uri
+    assert cid_from_uri(uri) == cid and cid_from_uri(cid_uri(cid)) == cid
+
+
+def test_an_escaped_quote_at_the_very_end_of_a_header_value_is_kept() -> None:
+    """`c="x\\"` (cut after an escaped quote): the escape still applies, the value is `x"`."""
+    assert parse_header_value('a/b; c="x\\"') == ("a/b", {"c": 'x"'})

@@ -19,7 +19,7 @@ from gateway.config import GatewayConfig, load_gateway_config
 from gateway.conformance.unsafe import Part, Recipe, build_message
 from gateway.ebms import build, compression, mime
 from gateway.ebms.constants import (
-    MIME_GZIP, MIME_XML, NS_EB, PARTY_TYPE_AUTH, PARTY_TYPE_EORI, ROLE_CUSTOMS, ROLE_TRADER, SERVICE_C2T,
+    MIME_GZIP, MIME_XML, NS_EB, NS_WSSE, PARTY_TYPE_AUTH, PARTY_TYPE_EORI, ROLE_CUSTOMS, ROLE_TRADER, SERVICE_C2T,
 )
 from gateway.ebms.engine import Engine, OutboundMessage
 from gateway.ebms.errors import EbmsFault
@@ -862,3 +862,370 @@ def test_a_signed_token_outside_the_security_header_is_wrapping(trader: Engine, 
     assert exc is not None and (exc.code, exc.message) == (
         "EBMS:0101", "reference #X509-elsewhere points at BinarySecurityToken, which is not the eb:Messaging or Body "
                      "of this message (signature wrapping)"), exc
+
+
+# ------------------------------------------------------------------ the envelope and the signals on the wire (4th pass)
+S12 = "http://www.w3.org/2003/05/soap-envelope"
+_MI = "<eb:MessageInfo><eb:MessageId>s1@peer.test</eb:MessageId><eb:Timestamp>2026-06-01T12:00:00Z</eb:Timestamp>"
+_PULL = f"<eb:SignalMessage>{_MI}</eb:MessageInfo><eb:PullRequest/></eb:SignalMessage>"
+_ERR = (f'<eb:SignalMessage>{_MI}</eb:MessageInfo><eb:Error errorCode="EBMS:0006" severity="warning"/>'
+        '</eb:SignalMessage>')
+
+
+def _envelope(header: str, body: str = "<S12:Body/>", *, root: str = "S12:Envelope") -> bytes:
+    return (f'<{root} xmlns:S12="{S12}" xmlns:eb="{NS_EB}" xmlns:x="urn:x-test">{header}{body}</{root}>').encode()
+
+
+def _header(messaging: str, *, extra: str = "") -> str:
+    return f"<S12:Header>{extra}<eb:Messaging>{messaging}</eb:Messaging></S12:Header>"
+
+
+@pytest.mark.parametrize("wire,code,message", [
+    (b'<S11:Envelope xmlns:S11="http://schemas.xmlsoap.org/soap/envelope/"><S11:Header/><S11:Body/></S11:Envelope>',
+     "EBMS:0009", "SOAP 1.1 is not supported: AS4 uses SOAP 1.2"),
+    (b'<x:Message xmlns:x="urn:x-test"/>', "EBMS:0009", "the root element is Message, not a SOAP 1.2 Envelope"),
+    (b'<Envelope xmlns="urn:x-test"/>', "EBMS:0009", "the root element is Envelope, not a SOAP 1.2 Envelope"),
+    (_envelope("<S12:Body/>" + _header(_PULL), ""), "EBMS:0009",
+     "the envelope must hold exactly one SOAP Header followed by one SOAP Body"),
+    (_envelope(_header(_PULL)[:-len("</S12:Header>")] + "</S12:Header><S12:Header/>"), "EBMS:0009",
+     "the envelope must hold exactly one SOAP Header followed by one SOAP Body"),
+    (_envelope(_header(_PULL), "<S12:Body/><S12:Body/>"), "EBMS:0009",
+     "the envelope must hold exactly one SOAP Header followed by one SOAP Body"),
+    (_envelope(_header(_PULL), "<S12:Body/><x:After/>"), "EBMS:0009",
+     "the envelope must hold exactly one SOAP Header followed by one SOAP Body"),
+    (_envelope(_header(_PULL), ""), "EBMS:0009",
+     "the envelope must hold exactly one SOAP Header followed by one SOAP Body"),
+    (_envelope("", "<S12:Body/>"), "EBMS:0009",
+     "the envelope must hold exactly one SOAP Header followed by one SOAP Body"),
+    (_envelope("<S12:Header/>"), "EBMS:0009", "the message must carry exactly one eb:Messaging, found 0"),
+    (_envelope(f"<S12:Header><eb:Messaging>{_PULL}</eb:Messaging><eb:Messaging>{_PULL}</eb:Messaging></S12:Header>"),
+     "EBMS:0009", "the message must carry exactly one eb:Messaging, found 2"),
+    (_envelope(_header(_PULL), f"<S12:Body><eb:Messaging>{_PULL}</eb:Messaging></S12:Body>"), "EBMS:0009",
+     "the message must carry exactly one eb:Messaging, found 2"),
+    (_envelope(f"<S12:Header><x:Wrap><eb:Messaging>{_PULL}</eb:Messaging></x:Wrap></S12:Header>"), "EBMS:0009",
+     "eb:Messaging must be a child of the SOAP Header"),
+    (_envelope("<S12:Header/>", f"<S12:Body><eb:Messaging>{_PULL}</eb:Messaging></S12:Body>"), "EBMS:0009",
+     "eb:Messaging must be a child of the SOAP Header"),
+    (_envelope(_header(_PULL, extra="<x:Wrap><eb:UserMessage/></x:Wrap>")), "EBMS:0009",
+     "AS4 allows one eb:UserMessage per message, found 1"),
+    (_envelope(_header("<eb:UserMessage/><eb:UserMessage/>")), "EBMS:0009",
+     "AS4 allows one eb:UserMessage per message, found 2"),
+    (_envelope(_header(_PULL), "<S12:Body><eb:UserMessage/></S12:Body>"), "EBMS:0009",
+     "AS4 allows one eb:UserMessage per message, found 1"),
+    (_envelope(_header(_PULL), "<S12:Body><x:Payload/></S12:Body>"), "EBMS:0103",
+     "the SOAP Body must be empty: ICS2 payloads travel only as MIME parts"),
+    (_envelope(_header(_PULL), "<S12:Body>payload</S12:Body>"), "EBMS:0103",
+     "the SOAP Body must be empty: ICS2 payloads travel only as MIME parts"),
+    (_envelope(_header(_PULL), "<S12:Body><S12:Fault/></S12:Body>"), "EBMS:0103",
+     "the SOAP Body must be empty: ICS2 payloads travel only as MIME parts"),
+    (_envelope(_header(_ERR), "<S12:Body><S12:Fault/><S12:Fault/></S12:Body>"), "EBMS:0103",
+     "the SOAP Body must be empty: ICS2 payloads travel only as MIME parts"),
+    (_envelope(_header(_ERR), "<S12:Body><x:Fault/></S12:Body>"), "EBMS:0103",
+     "the SOAP Body must be empty: ICS2 payloads travel only as MIME parts"),
+    (_envelope(_header(_ERR + _PULL), "<S12:Body><S12:Fault/></S12:Body>"), "EBMS:0103",
+     "the SOAP Body must be empty: ICS2 payloads travel only as MIME parts"),
+    (_envelope(_header("")), "EBMS:0009", "eb:Messaging carries neither a UserMessage nor a SignalMessage"),
+    (_envelope(_header("<x:Other/>")), "EBMS:0009", "eb:Messaging carries neither a UserMessage nor a SignalMessage"),
+])
+def test_envelope_structure_refusals_name_the_cause(wire: bytes, code: str, message: str) -> None:
+    """What a peer (or an attacker moving signed elements around) may put on the wire around eb:Messaging:
+    each structure is refused with its own code and message, before any value is read."""
+    exc = _parse_refusal(wire)
+    assert (exc.code, exc.message, exc.ref_to_message_id) == (code, message, None)
+
+
+def test_a_user_message_in_the_body_or_a_fault_with_a_user_message_is_refused() -> None:
+    """The Body check names the UserMessage: a SOAP Fault next to a UserMessage is not the Domibus error form."""
+    wire = _um().replace(b"<S12:Body></S12:Body>", f"<S12:Body><S12:Fault/></S12:Body>".encode())
+    assert b"S12:Fault" in wire
+    exc = _parse_refusal(wire)
+    assert (exc.code, exc.message) == ("EBMS:0103", "the SOAP Body must be empty: ICS2 payloads travel only as MIME parts")
+    wire = _um().replace(b"</eb:UserMessage>", f"</eb:UserMessage>{_ERR}".encode()).replace(
+        b"<S12:Body></S12:Body>", b"<S12:Body><S12:Fault/></S12:Body>")
+    exc = _parse_refusal(wire)
+    assert (exc.code, exc.message) == ("EBMS:0103", "the SOAP Body must be empty: ICS2 payloads travel only as MIME parts")
+
+
+def test_what_the_envelope_parse_returns() -> None:
+    """The parse result points at the elements of the document itself (the verifier checks those very nodes)."""
+    from gateway.ebms.parse import parse_envelope
+    wsu = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
+    env = parse_xml(_envelope(f'<S12:Header><x:Other/><eb:Messaging xmlns:wsu="{wsu}" wsu:Id="_m1">{_PULL}'
+                              '</eb:Messaging></S12:Header>', "<S12:Body>\n  </S12:Body>"))
+    parsed = parse_envelope(env)
+    assert parsed.envelope is env and parsed.header is env[0] and parsed.body is env[1]
+    assert parsed.messaging_element is env[0][1]
+    assert parsed.messaging.wsu_id == "_m1" and parsed.messaging.user_message is None
+    plain = parse_envelope(parse_xml(_envelope(_header(_PULL))))
+    assert plain.messaging.wsu_id is None and len(plain.messaging.signals) == 1
+    # comments and processing-instruction-free text between the Header and the Body are not children
+    spaced = parse_envelope(parse_xml(_envelope(_header(_PULL) + "\n<!-- between -->\n")))
+    assert len(spaced.messaging.signals) == 1
+
+
+def test_the_domibus_error_form_is_read() -> None:
+    """eb:Error signals with a SOAP Fault as the only Body child (Domibus, HTTP 500) are read, not refused."""
+    from gateway.ebms.model import EbmsError, ErrorSignal
+    from gateway.ebms.parse import parse_envelope
+    body = "<S12:Body><S12:Fault><S12:Code><S12:Value>S12:Receiver</S12:Value></S12:Code></S12:Fault></S12:Body>"
+    for header in (_header(_ERR), _header(_ERR + _ERR.replace("s1@", "s2@"))):
+        signals = parse_envelope(parse_xml(_envelope(header, body))).messaging.signals
+        assert signals[0] == ErrorSignal(message_id="s1@peer.test", timestamp="2026-06-01T12:00:00Z",
+                                         errors=(EbmsError(error_code="EBMS:0006", severity="warning"),))
+        assert all(isinstance(s, ErrorSignal) for s in signals)
+    assert len(parse_envelope(parse_xml(_envelope(_header(_ERR + _ERR.replace("s1@", "s2@")), body))
+                              ).messaging.signals) == 2
+
+
+@pytest.mark.parametrize("where,shown", [("messaging", "Messaging"), ("security", "Security"), ("body", "the SOAP Body")])
+def test_a_comment_where_values_are_read_is_refused_naming_the_place(where: str, shown: str) -> None:
+    wsse = f'<wsse:Security xmlns:wsse="{NS_WSSE}">{"<x:a><!-- c --></x:a>" if where == "security" else ""}</wsse:Security>'
+    pull = _PULL.replace("<eb:PullRequest/>", "<eb:PullRequest><!-- c --></eb:PullRequest>") if where == "messaging" \
+        else _PULL
+    wire = _envelope(_header(pull, extra=wsse), "<S12:Body><!-- c --></S12:Body>" if where == "body" else "<S12:Body/>")
+    exc = _parse_refusal(wire)
+    assert (exc.code, exc.message, exc.ref_to_message_id) == (
+        "EBMS:0009", f"a comment inside {shown} is not allowed: canonicalization drops it, so what is read could "
+                     "differ from what was signed", None)
+
+
+@pytest.mark.parametrize("before,inside,after", [(True, False, False), (False, True, False), (False, False, True)])
+def test_a_processing_instruction_anywhere_is_refused_naming_it(before: bool, inside: bool, after: bool) -> None:
+    wire = _envelope(_header(_PULL, extra="<x:a><?x-in y?></x:a>" if inside else ""))
+    if before:
+        wire = b"<?x-before y?>" + wire
+    if after:
+        wire = wire + b"<?x-after y?>"
+    exc = _parse_refusal(wire)
+    target = "x-before" if before else "x-in" if inside else "x-after"
+    assert (exc.code, exc.message, exc.ref_to_message_id) == (
+        "EBMS:0009", f"the SOAP envelope contains a processing instruction <?{target}?>, which SOAP 1.2 forbids", None)
+
+
+def test_comments_outside_read_blocks_are_accepted_on_the_wire() -> None:
+    from gateway.ebms.parse import parse_envelope
+    wire = b"<!-- a -->" + _envelope(_header(_PULL, extra="<x:a><!-- b --></x:a>")) + b"<!-- c -->"
+    assert len(parse_envelope(parse_xml(wire)).messaging.signals) == 1
+
+
+def _signal(content: str, *, ref: str | None = "u1@trader.test") -> bytes:
+    ref_el = f"<eb:RefToMessageId>{ref}</eb:RefToMessageId>" if ref is not None else ""
+    return _envelope(_header(f"<eb:SignalMessage>{_MI}{ref_el}</eb:MessageInfo>{content}</eb:SignalMessage>"))
+
+
+def _signals_of(wire: bytes):  # type: ignore[no-untyped-def]
+    from gateway.ebms.parse import parse_envelope
+    return parse_envelope(parse_xml(wire)).messaging.signals
+
+
+def test_a_receipt_is_read_with_its_nrr_references() -> None:
+    """ebbp:NonRepudiationInformation as customs sends it: every ds:Reference with URI, digest method, digest
+    value (line-wrapped base64 read compact) and transforms, in document order; missing parts read as empty."""
+    from gateway.ebms.model import NrrReference, Receipt
+    ds = "http://www.w3.org/2000/09/xmldsig#"
+    receipt = (f'<eb:Receipt><ebbp:NonRepudiationInformation xmlns:ebbp="urn:ebbp" xmlns:ds="{ds}">'
+               '<ebbp:MessagePartNRInformation><ds:Reference URI="#_m1"><ds:Transforms>'
+               '<ds:Transform Algorithm="urn:t1"/><ds:Transform Algorithm="urn:t2"/><ds:Transform/></ds:Transforms>'
+               f'<ds:DigestMethod Algorithm="{ds}sha256"/><ds:DigestValue> AAAA\n BBBB\r\n\tCC== </ds:DigestValue>'
+               '</ds:Reference></ebbp:MessagePartNRInformation>'
+               '<ebbp:MessagePartNRInformation><ds:Reference/>'
+               '</ebbp:MessagePartNRInformation></ebbp:NonRepudiationInformation></eb:Receipt>')
+    signals = _signals_of(_signal(receipt))
+    assert signals == (Receipt(message_id="s1@peer.test", timestamp="2026-06-01T12:00:00Z",
+                               ref_to_message_id="u1@trader.test",
+                               nrr_references=(NrrReference(uri="#_m1", digest_method=ds + "sha256",
+                                                            digest_value="AAAABBBBCC==",
+                                                            transforms=("urn:t1", "urn:t2", "")),
+                                               NrrReference(uri="", digest_method="", digest_value="",
+                                                            transforms=()))),)
+    # only the first eb:Receipt is read (a signal carries one)
+    second = receipt.replace('URI="#_m1"', 'URI="#_other"')
+    assert _signals_of(_signal("<eb:Receipt/>" + second)) == (Receipt(
+        message_id="s1@peer.test", timestamp="2026-06-01T12:00:00Z", ref_to_message_id="u1@trader.test",
+        nrr_references=()),)
+
+
+@pytest.mark.parametrize("content,ref,message", [
+    ("<eb:Receipt/>", None, "a receipt must carry eb:RefToMessageId"),
+    ("", "u1@trader.test", "eb:SignalMessage carries no Receipt, Error or PullRequest"),
+    ("<x:Other/>", None, "eb:SignalMessage carries no Receipt, Error or PullRequest"),
+    ("<eb:PullRequest/><eb:PullRequest/>", None, "more than one eb:PullRequest"),
+    ('<eb:Receipt><ds:Reference xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:DigestValue>AA<x:b/>'
+     '</ds:DigestValue></ds:Reference></eb:Receipt>', "u1@trader.test",
+     "ds:DigestValue must hold text only, but contains element {urn:x-test}b"),
+    ('<eb:Error errorCode="EBMS:0004"><eb:Description>a<x:b/></eb:Description></eb:Error>', None,
+     "eb:Description must hold text only, but contains element {urn:x-test}b"),
+    ('<eb:Error errorCode="EBMS:0004"><eb:ErrorDetail>a<x:b/></eb:ErrorDetail></eb:Error>', None,
+     "eb:ErrorDetail must hold text only, but contains element {urn:x-test}b"),
+])
+def test_signal_refusals_name_the_cause_and_the_signal(content: str, ref: str | None, message: str) -> None:
+    exc = _parse_refusal(_signal(content, ref=ref))
+    assert (exc.code, exc.message, exc.ref_to_message_id) == ("EBMS:0009", message, "s1@peer.test")
+
+
+def test_error_signals_are_read_attribute_by_attribute() -> None:
+    """Every eb:Error of the signal, in order, each attribute as sent (codes and severities trimmed), a
+    missing severity read as failure (ebMS3 6.2), Description and ErrorDetail trimmed."""
+    from gateway.ebms.model import EbmsError, ErrorSignal
+    errors = ('<eb:Error errorCode=" EBMS:0004 " severity=" warning " category="Content" shortDescription="Other" '
+              'origin="ebMS" refToMessageInError="u1@trader.test"><eb:Description xml:lang="en"> why </eb:Description>'
+              '<eb:ErrorDetail> A001 sender </eb:ErrorDetail></eb:Error><eb:Error/>')
+    assert _signals_of(_signal(errors)) == (ErrorSignal(
+        message_id="s1@peer.test", timestamp="2026-06-01T12:00:00Z", ref_to_message_id="u1@trader.test",
+        errors=(EbmsError(error_code="EBMS:0004", severity="warning", category="Content", short_description="Other",
+                          description="why", error_detail="A001 sender", origin="ebMS",
+                          ref_to_message_in_error="u1@trader.test"),
+                EbmsError(error_code="", severity="failure", category=None, short_description=None,
+                          description=None, error_detail=None, origin=None, ref_to_message_in_error=None))),)
+    (unreferenced,) = _signals_of(_signal('<eb:Error errorCode="EBMS:0006" severity=""/>', ref=None))
+    assert unreferenced.ref_to_message_id is None and unreferenced.errors[0].severity == "failure"
+
+
+def test_pull_requests_and_several_signals_are_read_in_order() -> None:
+    from gateway.ebms.model import EbmsError, ErrorSignal, PullRequest, Receipt
+    default = "http://docs.oasis-open.org/ebxml-msg/ebms/v3.0/ns/core/200704/defaultMPC"
+    assert _signals_of(_signal('<eb:PullRequest mpc="urn:x:mpc"/>', ref=None)) == (
+        PullRequest(message_id="s1@peer.test", timestamp="2026-06-01T12:00:00Z", mpc="urn:x:mpc"),)
+    for pull in ("<eb:PullRequest/>", '<eb:PullRequest mpc=""/>'):
+        assert _signals_of(_signal(pull, ref=None)) == (
+            PullRequest(message_id="s1@peer.test", timestamp="2026-06-01T12:00:00Z", mpc=default),)
+    both = _signals_of(_signal('<eb:PullRequest/><eb:Error errorCode="EBMS:0006"/><eb:Receipt/>'))
+    assert both == (Receipt(message_id="s1@peer.test", timestamp="2026-06-01T12:00:00Z",
+                            ref_to_message_id="u1@trader.test", nrr_references=()),
+                    ErrorSignal(message_id="s1@peer.test", timestamp="2026-06-01T12:00:00Z",
+                                errors=(EbmsError(error_code="EBMS:0006", severity="failure"),),
+                                ref_to_message_id="u1@trader.test"),
+                    PullRequest(message_id="s1@peer.test", timestamp="2026-06-01T12:00:00Z", mpc=default))
+    two = _signals_of(_envelope(_header(_PULL + _PULL.replace("s1@", "s2@"))))
+    assert [s.message_id for s in two] == ["s1@peer.test", "s2@peer.test"]
+
+
+def _full_um(*, collab: str | None = None, payload: str = "", party: str | None = None) -> bytes:
+    collab = collab if collab is not None else (
+        '<eb:AgreementRef type="urn:x:agreement-type"> urn:x:agreement </eb:AgreementRef>'
+        '<eb:Service type=" urn:x:service-type "> urn:x:svc </eb:Service><eb:Action> IE3F32 </eb:Action>'
+        '<eb:ConversationId> c1 </eb:ConversationId>')
+    party = party if party is not None else (
+        '<eb:From><eb:PartyId type="urn:x:eori"> NL123456789 </eb:PartyId><eb:Role> urn:x:trader </eb:Role></eb:From>'
+        '<eb:To><eb:PartyId type="urn:x:auth">sti-taxud</eb:PartyId><eb:Role>urn:x:customs</eb:Role></eb:To>')
+    return _wire('<eb:UserMessage mpc="urn:x:mpc"><eb:MessageInfo><eb:MessageId>u1@peer.test</eb:MessageId>'
+                 '<eb:Timestamp> 2026-06-01T12:00:00Z </eb:Timestamp><eb:RefToMessageId>r1@sti.test</eb:RefToMessageId>'
+                 f'</eb:MessageInfo><eb:PartyInfo>{party}</eb:PartyInfo>'
+                 f'<eb:CollaborationInfo>{collab}</eb:CollaborationInfo>{payload}</eb:UserMessage>')
+
+
+def test_a_user_message_is_read_field_by_field() -> None:
+    """Every field of eb:UserMessage as read from the wire (token values trimmed, attributes as sent), and the
+    PartInfo properties under the names other stacks use."""
+    from gateway.ebms.model import PartInfo, UserMessage
+    from gateway.ebms.parse import parse_envelope
+    payload = ('<eb:PayloadInfo><eb:PartInfo href="cid:p1@peer.test"><eb:PartProperties>'
+               '<eb:Property name="mime-type">application/xml</eb:Property><eb:Property name="charset"> utf-8 </eb:Property>'
+               '<eb:Property name="Compression-Type">application/gzip</eb:Property></eb:PartProperties></eb:PartInfo>'
+               '<eb:PartInfo href="cid:p2@peer.test"><eb:PartProperties><eb:Property name="MimeType">text/plain'
+               '</eb:Property><eb:Property name="CharacterSet">us-ascii</eb:Property>'
+               '<eb:Property name="compressiontype">x</eb:Property></eb:PartProperties></eb:PartInfo></eb:PayloadInfo>')
+    parsed = parse_envelope(parse_xml(_full_um(payload=payload)), max_part_infos=2)
+    assert parsed.messaging.signals == ()
+    assert parsed.messaging.user_message == UserMessage(
+        message_id="u1@peer.test", timestamp="2026-06-01T12:00:00Z", ref_to_message_id="r1@sti.test",
+        from_party=Party("NL123456789", "urn:x:eori", "urn:x:trader"),
+        to_party=Party("sti-taxud", "urn:x:auth", "urn:x:customs"),
+        service="urn:x:svc", service_type=" urn:x:service-type ", action="IE3F32",
+        agreement="urn:x:agreement", agreement_type="urn:x:agreement-type", conversation_id="c1",
+        part_infos=(PartInfo(href="cid:p1@peer.test", mime_type="application/xml", charset="utf-8",
+                             compression="application/gzip",
+                             properties=(("MimeType", "application/xml"), ("CharacterSet", "utf-8"),
+                                         ("CompressionType", "application/gzip"))),
+                    PartInfo(href="cid:p2@peer.test", mime_type="text/plain", charset="us-ascii", compression="x",
+                             properties=(("MimeType", "text/plain"), ("CharacterSet", "us-ascii"),
+                                         ("CompressionType", "x")))),
+        mpc="urn:x:mpc")
+    bare = parse_envelope(parse_xml(_full_um(collab='<eb:Service>s</eb:Service><eb:Action>a</eb:Action>'
+                                                    '<eb:ConversationId>c</eb:ConversationId>')), max_part_infos=0)
+    um = bare.messaging.user_message
+    assert um is not None and (um.agreement, um.agreement_type, um.service_type, um.part_infos) == (None, None, None, ())
+
+
+@pytest.mark.parametrize("kw,code,message", [
+    ({"party": ""}, "EBMS:0009", "eb:PartyInfo: expected one eb:From, found 0"),
+    ({"party": '<eb:From><eb:PartyId>A</eb:PartyId><eb:Role>r</eb:Role></eb:From>'}, "EBMS:0009",
+     "eb:PartyInfo: expected one eb:To, found 0"),
+    ({"party": '<eb:From><eb:PartyId>A</eb:PartyId><eb:Role>r</eb:Role></eb:From>'
+               '<eb:To><eb:PartyId>B</eb:PartyId></eb:To>'}, "EBMS:0009", "eb:To: eb:Role is missing or empty"),
+    ({"collab": ""}, "EBMS:0009", "eb:CollaborationInfo: expected one eb:Service, found 0"),
+    ({"collab": "<eb:Service>s</eb:Service><eb:Service>t</eb:Service><eb:Action>a</eb:Action>"}, "EBMS:0009",
+     "eb:CollaborationInfo: expected one eb:Service, found 2"),
+    ({"collab": "<eb:Service>s<eb:b/></eb:Service><eb:Action>a</eb:Action><eb:ConversationId>c</eb:ConversationId>"},
+     "EBMS:0009", f"eb:Service must hold text only, but contains element {{{NS_EB}}}b"),
+    ({"collab": "<eb:AgreementRef>a<eb:b/></eb:AgreementRef><eb:Service>s</eb:Service><eb:Action>a</eb:Action>"
+                "<eb:ConversationId>c</eb:ConversationId>"},
+     "EBMS:0009", f"eb:AgreementRef must hold text only, but contains element {{{NS_EB}}}b"),
+    ({"collab": "<eb:AgreementRef>a</eb:AgreementRef><eb:AgreementRef>b</eb:AgreementRef><eb:Service>s</eb:Service>"
+                "<eb:Action>a</eb:Action><eb:ConversationId>c</eb:ConversationId>"},
+     "EBMS:0009", "more than one eb:AgreementRef"),
+    ({"collab": "<eb:Service>s</eb:Service><eb:ConversationId>c</eb:ConversationId>"}, "EBMS:0009",
+     "eb:CollaborationInfo: eb:Action is missing or empty"),
+    ({"collab": "<eb:Service>s</eb:Service><eb:Action>a</eb:Action>"}, "EBMS:0009",
+     "eb:CollaborationInfo: eb:ConversationId is missing or empty"),
+    ({"payload": "<eb:PayloadInfo/><eb:PayloadInfo/>"}, "EBMS:0009", "more than one eb:PayloadInfo"),
+])
+def test_more_user_message_refusals_name_the_cause_and_the_message(kw: dict, code: str, message: str) -> None:  # type: ignore[type-arg]
+    exc = _parse_refusal(_full_um(**kw))
+    assert (exc.code, exc.message, exc.ref_to_message_id) == (code, message, "u1@peer.test")
+
+
+@pytest.mark.parametrize("parts,limit,refused", [(0, 0, False), (1, 0, True), (2, 2, False), (3, 2, True),
+                                                 (3, None, False)])
+def test_part_info_count_against_the_attachments_is_exact(parts: int, limit: int | None, refused: bool) -> None:
+    from gateway.ebms.parse import parse_envelope
+    infos = "".join(f'<eb:PartInfo href="cid:p{i}@peer.test"/>' for i in range(parts))
+    wire = _full_um(payload=f"<eb:PayloadInfo>{infos}</eb:PayloadInfo>" if parts else "")
+    if not refused:
+        um = parse_envelope(parse_xml(wire), max_part_infos=limit).messaging.user_message
+        assert um is not None and [p.content_id for p in um.part_infos] == [f"p{i}@peer.test" for i in range(parts)]
+        return
+    with pytest.raises(EbmsFault) as exc:
+        parse_envelope(parse_xml(wire), max_part_infos=limit)
+    assert (exc.value.code, exc.value.message, exc.value.ref_to_message_id) == (
+        "EBMS:0011", f"eb:PayloadInfo lists {parts} parts, but the message has only {limit} MIME attachment(s)",
+        "u1@peer.test")
+
+
+@pytest.mark.parametrize("element", ["PartyInfo", "CollaborationInfo"])
+def test_a_user_message_without_party_or_collaboration_info_is_refused_naming_both(element: str) -> None:
+    import re
+    wire = re.sub(rf"<eb:{element}>.*</eb:{element}>".encode(), b"", _full_um())
+    assert f"eb:{element}".encode() not in wire
+    exc = _parse_refusal(wire)
+    assert (exc.code, exc.message, exc.ref_to_message_id) == (
+        "EBMS:0009", f"eb:UserMessage: expected one eb:{element}, found 0", "u1@peer.test")
+    doubled = _full_um().replace(f"</eb:{element}>".encode(), f"</eb:{element}><eb:{element}/>".encode())
+    exc = _parse_refusal(doubled)
+    assert (exc.code, exc.message, exc.ref_to_message_id) == (
+        "EBMS:0009", f"eb:UserMessage: expected one eb:{element}, found 2", "u1@peer.test")
+
+
+@pytest.mark.parametrize("old,new,what,ref", [
+    ("<eb:Action> IE3F32 </eb:Action>", "<eb:Action>IE3F<eb:b/>32</eb:Action>", "eb:CollaborationInfo/eb:Action",
+     "u1@peer.test"),
+    ("<eb:MessageId>u1@peer.test</eb:MessageId>", "<eb:MessageId>u1<eb:b/>@peer.test</eb:MessageId>",
+     "eb:UserMessage/eb:MessageId", None),
+    ("<eb:Role> urn:x:trader </eb:Role>", "<eb:Role>urn:x:<eb:b/>trader</eb:Role>", "eb:From/eb:Role", "u1@peer.test"),
+])
+def test_an_element_inside_a_value_is_refused_naming_the_element_path(old: str, new: str, what: str,
+                                                                      ref: str | None) -> None:
+    wire = _full_um().replace(old.encode(), new.encode())
+    assert new.encode() in wire
+    exc = _parse_refusal(wire)
+    assert (exc.code, exc.message, exc.ref_to_message_id) == (
+        "EBMS:0009", f"{what} must hold text only, but contains element {{{NS_EB}}}b", ref)
+
+
+@pytest.mark.parametrize("children", ["<S12:Header/><S12:Header/>", "<S12:Body/><x:After/>", "<x:Before/><S12:Body/>",
+                                      "<S12:Header/><x:After/>"])
+def test_two_envelope_children_that_are_not_header_and_body_are_refused(children: str) -> None:
+    """Exactly two children, but not one Header then one Body: refused as such (not an IndexError later)."""
+    exc = _parse_refusal(_envelope(children, ""))
+    assert (exc.code, exc.message, exc.ref_to_message_id) == (
+        "EBMS:0009", "the envelope must hold exactly one SOAP Header followed by one SOAP Body", None)

@@ -244,7 +244,7 @@ def write_multipart(dst: BinaryIO, soap_xml: bytes, attachments: list[tuple[str,
                 break
             if needle in tail + block[:len(needle)] or needle in block:
                 raise ValueError(f"the MIME boundary occurs in attachment {cid!r}; write the message again")
-            tail = block[-(len(needle) - 1):] if len(needle) > 1 else b""
+            tail = (tail + block)[-(len(needle) - 1):] if len(needle) > 1 else b""
             dst.write(block)
     dst.write(CRLF + b"--" + bb + b"--" + CRLF)
     return _content_type(b, root_cid)

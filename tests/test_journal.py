@@ -700,3 +700,506 @@ def test_inbound_results_events_and_an_attached_orphan(journal: SqliteJournal) -
     received = [e for e in journal.events(filing_id=f.id) if e.event == "filing-received"]
     assert [e.detail for e in received] == [{"lrn": "LRN1", "filer": "NL123456789", "action": "IE3F32",
                                              "sha256": sha("<ens/>"), "priority": "B", "source": filing().source}]
+
+
+# -- fourth pass of issue 16 (mutation testing of the journal core): exact outcomes, refusals and events -----------
+
+def _iso(t: datetime) -> str:
+    from gateway.journal.timeutil import iso
+    return iso(t)
+
+
+def _ev(j, **where: object) -> list[tuple]:
+    return [(e.event, e.filing_id, e.message_id, e.detail) for e in j.events(limit=100000, **where)]
+
+
+def test_a_refused_message_transition_names_the_message_and_both_states_by_value(journal: SqliteJournal) -> None:
+    journal.enqueue_message(out_msg("t@x", None), now=T0)
+    with pytest.raises(InvalidTransition) as exc:
+        journal.record_receipt("t@x", worker=None, now=T0, outcome="receipt", receipt=b"<r/>")   # never sent
+    assert str(exc.value) == ("filing message t@x: invalid state transition 'queued' -> 'receipted' (see "
+                              "docs/states.md for the allowed transitions out of 'queued')")
+    assert (exc.value.old, exc.value.new, exc.value.filing) == ("queued", "receipted", "message t@x")
+    journal.claim_due_messages(now=T0, worker="w")
+    journal.record_receipt("t@x", worker="w", now=T0, outcome="receipt", receipt=b"<r/>")
+    with pytest.raises(InvalidTransition) as exc:
+        journal.cancel_message("t@x", now=T0, reason="too late")
+    assert str(exc.value) == ("filing message t@x: invalid state transition 'receipted' -> 'cancelled' (see "
+                              "docs/states.md for the allowed transitions out of 'receipted')")
+    with pytest.raises(NotFound, match=r"^outbound message nope@x does not exist$"):
+        journal.cancel_message("nope@x", now=T0, reason="r")
+    assert journal.get_message("t@x").state == "receipted"
+
+
+def test_a_pause_requeues_without_starting_or_moving_the_retry_budget(journal: SqliteJournal) -> None:
+    """``failed=False`` (the sender was refused, not the message) requeues it and leaves ``retry_since`` as it
+    was: unset before any failure, the first failure's time after one."""
+    t1, t2, t3 = (T0 + timedelta(seconds=s) for s in (10, 20, 30))
+    journal.enqueue_message(out_msg("p@x", None), now=T0)
+    journal.claim_due_messages(now=T0, worker="w")
+    m = journal.schedule_retry("p@x", worker="w", now=t1, next_attempt_at=t1, error="EBMS:0004 paused",
+                               event="message-paused", failed=False)
+    assert (m.state, m.retry_since, m.last_error, m.next_attempt_at) == ("queued", None, "EBMS:0004 paused", _iso(t1))
+    journal.claim_due_messages(now=t1, worker="w")
+    assert journal.schedule_retry("p@x", worker="w", now=t2, next_attempt_at=t2, error="HTTP 503").retry_since \
+        == _iso(t2)
+    journal.claim_due_messages(now=t2, worker="w")
+    m = journal.schedule_retry("p@x", worker="w", now=t3, next_attempt_at=t3, error="paused again", failed=False)
+    assert m.retry_since == _iso(t2)
+    assert [e[0] for e in _ev(journal, message_id="p@x") if e[0] != "message-claimed"] == [
+        "message-queued", "message-paused", "message-retry-scheduled", "message-retry-scheduled"]
+
+
+def test_a_failure_without_a_receipt_keeps_the_receipt_and_outcome_it_had(journal: SqliteJournal) -> None:
+    journal.enqueue_message(out_msg("f@x", None), now=T0)
+    journal.claim_due_messages(now=T0, worker="w")
+    m = journal.fail_message("f@x", worker="w", now=T0, error="timeout")       # no signal at all
+    assert (m.state, m.receipt_outcome, m.receipt_content_type) == ("failed", None, None)
+    journal.requeue_message("f@x", now=T0, reason="again")
+    journal.claim_due_messages(now=T0, worker="w")
+    m = journal.fail_message("f@x", worker="w", now=T0, error="EBMS:0004", hold=True, receipt=b"<err/>",
+                             content_type="application/soap+xml")
+    assert (m.state, m.receipt_outcome, m.receipt_content_type) == ("held", "EBMS:0004", "application/soap+xml")
+    journal.requeue_message("f@x", now=T0, reason="again")
+    journal.claim_due_messages(now=T0, worker="w")
+    m = journal.fail_message("f@x", worker="w", now=T0, error="connection reset")
+    assert (m.state, m.last_error, m.receipt_outcome, m.receipt_content_type) == (
+        "failed", "connection reset", "EBMS:0004", "application/soap+xml")
+    assert journal.get_message("f@x", with_bytes=True).receipt == b"<err/>"
+
+
+def test_claims_skip_excluded_endpoints_and_messages_without_one_go_to_the_default(journal: SqliteJournal) -> None:
+    """A message without endpoint goes to the default endpoint, so it is held back when that one is excluded;
+    several endpoints may be excluded at once."""
+    for mid, ep in (("none@x", None), ("nl@x", "TI-NL"), ("be@x", "TI-BE"), ("fr@x", "TI-FR")):
+        journal.enqueue_message(OutboundMessage(message_id=mid, action="IE3F32", sealed=b"s", content_type="x",
+                                                endpoint=ep), now=T0)
+    got = journal.claim_due_messages(now=T0, worker="w", limit=10, exclude_endpoints=["TI-NL", "TI-BE"],
+                                     default_endpoint="TI-NL")
+    assert [m.message_id for m in got] == ["fr@x"]
+    got = journal.claim_due_messages(now=T0, worker="w", limit=10, exclude_endpoints=["TI-NL"],
+                                     default_endpoint="TI-BE")
+    assert [m.message_id for m in got] == ["none@x", "be@x"]      # "none@x" goes to TI-BE: not excluded
+    journal.enqueue_message(OutboundMessage(message_id="none2@x", action="IE3F32", sealed=b"s", content_type="x"),
+                            now=T0)
+    got = journal.claim_due_messages(now=T0, worker="w", limit=10, exclude_endpoints=["TI-NL"])
+    assert [m.message_id for m in got] == ["none2@x"]             # no default endpoint known: not held back
+
+
+def test_a_conflicting_filing_names_its_filer_lrn_digests_and_state(journal: SqliteJournal) -> None:
+    journal.insert_filing(filing("C-1"), now=T0)
+    with pytest.raises(DuplicateFilingConflict) as exc:
+        journal.insert_filing(filing("C-1", payload="<ens>2</ens>"), now=T0)
+    e = exc.value
+    assert (e.filer_eori, e.lrn, e.state, e.existing_digest, e.new_digest) == (
+        "NL123456789", "C-1", "received", sha("<ens/>"), sha("<ens>2</ens>"))
+    assert str(e).startswith(f"filing (NL123456789, LRN C-1) already exists in state 'received' with payload sha256 "
+                             f"{sha('<ens/>')[:16]}..., the new payload has sha256 {sha('<ens>2</ens>')[:16]}...")
+
+
+def test_purge_of_filing_less_messages_only_deletes_each_ones_events(journal: SqliteJournal) -> None:
+    """No filing is old enough: the purge list holds only filing-less messages, and the events of every one of
+    them (the first included) go with it, the younger one's stay."""
+    old = T0 - timedelta(days=2000)
+    for i in range(2):
+        journal.record_inbound(InboundMessage(sender_party="customs", message_id=f"lo-{i}@eu", raw=b"<x/>",
+                                              content_type="text/xml"), now=old, receipt=b"<r/>")
+        journal.record_orphan(f"lo-{i}@eu", "customs", now=old, reason="matches no filing")
+    journal.record_inbound(InboundMessage(sender_party="customs", message_id="young@eu", raw=b"<x/>",
+                                          content_type="text/xml"), now=T0, receipt=b"<r/>")
+    journal.record_orphan("young@eu", "customs", now=T0, reason="matches no filing")
+    report = journal.purge(T0 - timedelta(days=1095), now=T0)
+    assert (report.filings, report.messages, report.orphans, report.dedup_entries, report.events) == (0, 2, 2, 2, 4)
+    assert _ev(journal, message_id="lo-0@eu") == [] and _ev(journal, message_id="lo-1@eu") == []
+    assert [e[0] for e in _ev(journal, message_id="young@eu")] == ["inbound-received", "inbound-orphan"]
+
+
+def test_recovery_requeues_what_was_in_flight_and_says_who_held_it(sqlite_journal: SqliteJournal) -> None:
+    """After a crash every outbound message in ``sending`` is due again (claim and lease cleared, one event naming
+    the worker that held it) and filings left in ``sending`` are ``queued``; nothing else is touched. (SQLite,
+    where one daemon owns the journal: ``JournalCore.recover_in_flight``; PostgreSQL overrides it and recovers
+    only expired leases, since other instances' sends are live.)"""
+    journal = sqlite_journal
+    t1 = T0 + timedelta(minutes=1)
+    f, _ = journal.insert_filing(filing("R-1"), now=T0)
+    g, _ = journal.insert_filing(filing("R-2"), now=T0)
+    for fil in (f, g):
+        journal.transition(fil.id, "queued", now=T0)
+    journal.transition(f.id, "sending", now=T0)
+    journal.enqueue_message(out_msg("r1@x", f.id), now=T0)
+    journal.enqueue_message(out_msg("r2@x", None), now=T0)
+    journal.claim_due_messages(now=T0, worker="w1", lease_seconds=3600)
+    journal.claim_due_messages(now=T0, worker="w2", lease_seconds=3600)
+    journal.enqueue_message(out_msg("r3@x", g.id), now=T0, not_before=T0 + timedelta(hours=1))   # stays as it is
+    journal.record_inbound(InboundMessage(sender_party="customs", message_id="r1@x", raw=b"<x/>",
+                                          content_type="text/xml"), now=T0, receipt=b"<r/>")
+    before = journal.last_event_id()
+    assert journal.recover_in_flight(now=t1) == 2
+    for mid in ("r1@x", "r2@x"):
+        m = journal.get_message(mid)
+        assert (m.state, m.next_attempt_at, m.claimed_by, m.claim_expires_at, m.updated_at, m.attempts) == (
+            "queued", _iso(t1), None, None, _iso(t1), 1)
+    r3 = journal.get_message("r3@x")
+    assert (r3.state, r3.next_attempt_at, r3.updated_at) == ("queued", _iso(T0 + timedelta(hours=1)), _iso(T0))
+    assert journal.get_message("r1@x", direction="in", sender_party="customs").state == "received"
+    assert [(e.event, e.filing_id, e.message_id, e.detail) for e in journal.events_after(before)] == [("message-recovered", f.id, "r1@x", {"was_claimed_by": "w1"}),
+                  ("message-recovered", None, "r2@x", {"was_claimed_by": "w2"}),
+                  ("state:queued", f.id, None, {"from": "sending", "to": "queued", "reason": "recovered after restart"})]
+    assert (journal.get_filing(f.id).state, journal.get_filing(f.id).updated_at) == ("queued", _iso(t1))
+    assert (journal.get_filing(g.id).state, journal.get_filing(g.id).updated_at) == ("queued", _iso(T0))
+    assert journal.recover_in_flight(now=t1) == 0
+
+
+def test_enqueue_refusals_name_the_message_and_the_rule(journal: SqliteJournal) -> None:
+    from gateway.journal import JournalError
+    f, _ = journal.insert_filing(filing(), now=T0)
+    with pytest.raises(ValueError, match=r"^message k@x: kind must be one of \('user-message', 'receipt', 'error', "
+                                         r"'pull-request', 'ping'\)$"):
+        journal.enqueue_message(OutboundMessage(message_id="k@x", action=None, sealed=b"s", content_type="x",
+                                                kind="signal"), now=T0)
+    with pytest.raises(ValueError, match=r"^message k@x: priority must be one of \('A', 'B', 'C'\)$"):
+        journal.enqueue_message(out_msg("k@x", f.id, priority="D"), now=T0)
+    journal.enqueue_message(out_msg("k@x", f.id), now=T0)
+    with pytest.raises(JournalError, match=r"^outbound MessageId k@x is already journaled; every message sealed "
+                                           r"gets a fresh MessageId$"):
+        journal.enqueue_message(out_msg("k@x", f.id), now=T0)
+    with pytest.raises(JournalError, match=r"^message k2@x: filing id 999999 does not exist$"):
+        journal.enqueue_message(out_msg("k2@x", 999999), now=T0)
+    assert journal.get_message("k2@x") is None
+
+
+def test_an_enqueued_message_is_stored_as_given_and_due_at_not_before(journal: SqliteJournal) -> None:
+    f, _ = journal.insert_filing(filing(), now=T0)
+    later = T0 + timedelta(minutes=10)
+    msg = OutboundMessage(message_id="e@x", action="IE3Q05", sealed=b"0123456789", content_type="multipart/related",
+                          filing_id=f.id, kind="user-message", ref_to_message_id="prev@x", priority="A",
+                          endpoint="TI-BE", functional_reference="26NLMRN")
+    m = journal.enqueue_message(msg, now=T0, not_before=later)
+    assert (m.message_id, m.ref_to_message_id, m.direction, m.kind, m.action, m.filing_id, m.priority, m.endpoint,
+            m.state, m.next_attempt_at, m.content_type, m.functional_reference, m.attempts, m.created_at,
+            m.updated_at, m.sealed, m.sender_party) == (
+        "e@x", "prev@x", "out", "user-message", "IE3Q05", f.id, "A", "TI-BE", "queued", _iso(later),
+        "multipart/related", "26NLMRN", 0, _iso(T0), _iso(T0), None, None)
+    assert journal.get_message("e@x", with_bytes=True).sealed == b"0123456789"
+    assert journal.claim_due_messages(now=later - timedelta(seconds=1), worker="w") == []
+    assert [m.message_id for m in journal.claim_due_messages(now=later, worker="w")] == ["e@x"]
+    assert _ev(journal, message_id="e@x")[0] == ("message-queued", f.id, "e@x", {
+        "action": "IE3Q05", "kind": "user-message", "priority": "A", "bytes": 10, "endpoint": "TI-BE"})
+    n = journal.enqueue_message(out_msg("n@x", None), now=T0)
+    assert n.next_attempt_at == _iso(T0)
+
+
+def test_cancel_records_the_reason_and_the_state_it_left(journal: SqliteJournal) -> None:
+    t1 = T0 + timedelta(seconds=7)
+    journal.enqueue_message(out_msg("c@x", None), now=T0)
+    journal.claim_due_messages(now=T0, worker="w")
+    journal.fail_message("c@x", worker="w", now=T0, error="e")
+    m = journal.cancel_message("c@x", now=t1, reason="operator gave up")
+    assert (m.state, m.next_attempt_at, m.updated_at, m.sealed) == ("cancelled", None, _iso(t1), None)
+    journal.enqueue_message(out_msg("q@x", None), now=T0)
+    m = journal.cancel_message("q@x", now=t1, reason="wrong ENS")
+    assert (m.state, m.next_attempt_at) == ("cancelled", None)
+    assert [e for e in _ev(journal) if e[0] == "message-cancelled"] == [
+        ("message-cancelled", None, "c@x", {"reason": "operator gave up", "from": "failed"}),
+        ("message-cancelled", None, "q@x", {"reason": "wrong ENS", "from": "queued"})]
+
+
+def test_update_filing_records_what_it_is_given_keeps_the_rest_and_says_so(journal: SqliteJournal) -> None:
+    t1, t2 = T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)
+    f, _ = journal.insert_filing(filing("U-1"), now=T0)
+    g = journal.update_filing(f.id, now=t1, mrn="26NLMRN000000001", error="late")
+    assert (g.state, g.mrn, g.endpoint, g.last_error, g.updated_at) == (
+        "received", "26NLMRN000000001", "TI-NL", "late", _iso(t1))
+    g = journal.update_filing(f.id, now=t2, endpoint="TI-BE", event="endpoint-chosen", detail={"why": "config"})
+    assert (g.mrn, g.endpoint, g.last_error, g.updated_at) == ("26NLMRN000000001", "TI-BE", "late", _iso(t2))
+    assert journal.get_filing(f.id) == g
+    assert [e for e in _ev(journal, filing_id=f.id) if e[0] != "filing-received"] == [
+        ("updated", f.id, None, {"mrn": "26NLMRN000000001", "error": "late"}),
+        ("endpoint-chosen", f.id, None, {"endpoint": "TI-BE", "why": "config"})]
+    with pytest.raises(NotFound, match=r"^filing id 999999 does not exist$"):
+        journal.update_filing(999999, now=t1, mrn="X")
+
+
+def test_a_business_outcome_is_recorded_on_the_outbound_message_only(journal: SqliteJournal) -> None:
+    t1 = T0 + timedelta(seconds=3)
+    f, _ = journal.insert_filing(filing(), now=T0)
+    journal.enqueue_message(out_msg("b@x", f.id), now=T0)
+    journal.record_inbound(InboundMessage(sender_party="customs", message_id="in-b@eu", raw=b"<x/>",
+                                          content_type="text/xml"), now=T0, receipt=b"<r/>")
+    m = journal.set_business_outcome("b@x", "IE3R01", now=t1)
+    assert (m.message_id, m.business_outcome, m.updated_at, m.state, m.sealed) == ("b@x", "IE3R01", _iso(t1),
+                                                                                  "queued", None)
+    assert _ev(journal, message_id="b@x")[-1] == ("message-answered", f.id, "b@x", {"outcome": "IE3R01"})
+    with pytest.raises(NotFound, match=r"^outbound message in-b@eu does not exist$"):
+        journal.set_business_outcome("in-b@eu", "IE3R01", now=t1)
+
+
+def test_an_answer_to_a_request_without_filing_is_processed_and_recorded_on_the_request(
+        journal: SqliteJournal) -> None:
+    t1 = T0 + timedelta(seconds=4)
+    journal.enqueue_message(out_msg("q05@x", None), now=T0)
+    journal.enqueue_message(out_msg("other@x", None), now=T0)
+    for mid in ("r08@eu", "r08b@eu"):
+        journal.record_inbound(InboundMessage(sender_party="customs", message_id=mid, raw=b"<x/>", action="IE3R08",
+                                              content_type="text/xml", ref_to_message_id="q05@x"), now=T0,
+                               receipt=b"<r/>")
+    m = journal.settle_inbound_without_filing("r08@eu", "customs", now=t1, outcome="IE3R08", answers="q05@x")
+    assert (m.message_id, m.direction, m.state, m.business_outcome, m.filing_id, m.updated_at, m.sealed) == (
+        "r08@eu", "in", "processed", "IE3R08", None, _iso(t1), None)
+    q = journal.get_message("q05@x")
+    assert (q.business_outcome, q.updated_at) == ("IE3R08", _iso(t1))
+    m = journal.settle_inbound_without_filing("r08b@eu", "customs", now=t1, outcome="IE3N99")
+    assert (m.state, m.business_outcome) == ("processed", "IE3N99")
+    assert journal.get_message("q05@x").business_outcome == "IE3R08"
+    assert journal.get_message("other@x").business_outcome is None
+    assert [e for e in _ev(journal) if e[0] == "inbound-answered-request"] == [
+        ("inbound-answered-request", None, "r08@eu", {"outcome": "IE3R08", "answers": "q05@x", "action": "IE3R08"}),
+        ("inbound-answered-request", None, "r08b@eu", {"outcome": "IE3N99", "answers": None, "action": "IE3R08"})]
+    with pytest.raises(InvalidTransition, match=r"^filing inbound message r08@eu: invalid state transition "
+                                                r"'processed' -> 'processed'"):
+        journal.settle_inbound_without_filing("r08@eu", "customs", now=t1, outcome="IE3R08")
+    with pytest.raises(NotFound, match=r"^inbound message r08@eu from other does not exist$"):
+        journal.settle_inbound_without_filing("r08@eu", "other", now=t1, outcome="IE3R08")
+
+
+def test_the_fate_of_a_pulled_messages_receipt_is_recorded_once_per_change(journal: SqliteJournal) -> None:
+    t1 = T0 + timedelta(seconds=5)
+    with pytest.raises(ValueError, match=r"^ack state must be pending, acknowledged or abandoned, not 'lost'$"):
+        journal.set_ack_state("ti", "pl@eu", "lost", now=T0)
+    for mid, sender, pending in (("pl@eu", "ti", True), ("pl2@eu", "ti", True), ("pushed@eu", "ti", False)):
+        journal.record_inbound(InboundMessage(sender_party=sender, message_id=mid, raw=b"<x/>", content_type="x"),
+                               now=T0, receipt=f"<r-{mid}/>".encode(), receipt_content_type="application/xml",
+                               ack_pending=pending)
+    assert [(a.sender_party, a.message_id, a.receipt, a.receipt_content_type) for a in journal.pending_acks()] == [
+        ("ti", "pl@eu", b"<r-pl@eu/>", "application/xml"), ("ti", "pl2@eu", b"<r-pl2@eu/>", "application/xml")]
+    assert journal.set_ack_state("other", "pl@eu", "acknowledged", now=t1) is False      # not from that sender
+    assert journal.set_ack_state("ti", "pushed@eu", "acknowledged", now=t1) is False     # not a pulled message
+    assert journal.set_ack_state("ti", "pl@eu", "acknowledged", now=t1, detail={"http": 200}) is True
+    assert journal.set_ack_state("ti", "pl@eu", "acknowledged", now=t1) is False         # no change
+    assert journal.set_ack_state(None, "pl2@eu", "abandoned", now=t1) is True            # whoever sent it
+    m = journal.get_message("pl@eu", direction="in", sender_party="ti")
+    assert (m.ack_state, m.updated_at) == ("acknowledged", _iso(t1))
+    assert journal.get_message("pushed@eu", direction="in").ack_state is None
+    assert journal.pending_acks() == []
+    assert [e for e in _ev(journal) if e[0].startswith("ack-")] == [
+        ("ack-acknowledged", None, "pl@eu", {"sender": "ti", "http": 200}),
+        ("ack-abandoned", None, "pl2@eu", {"sender": None})]
+    assert journal.set_ack_state("ti", "pl2@eu", "pending", now=t1) is True
+    assert [a.message_id for a in journal.pending_acks(limit=1)] == ["pl2@eu"]
+
+
+def test_an_orphan_is_kept_with_its_reason_and_resolved_with_or_without_a_filing(journal: SqliteJournal) -> None:
+    t1, t2 = T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)
+    for mid in ("o1@eu", "o2@eu"):
+        journal.record_inbound(InboundMessage(sender_party="customs", message_id=mid, raw=b"<x/>",
+                                              content_type="text/xml", action="IE3Q02"), now=T0, receipt=b"<r/>")
+    with pytest.raises(NotFound, match=r"^inbound message o1@eu from other does not exist$"):
+        journal.record_orphan("o1@eu", "other", now=t1, reason="r")
+    o1 = journal.record_orphan("o1@eu", "customs", now=t1, reason="no filing with MRN X")
+    assert (o1.reason, o1.created_at, o1.resolved_at, o1.resolution, o1.message.message_id, o1.message.state,
+            o1.message.updated_at) == ("no filing with MRN X", _iso(t1), None, None, "o1@eu", "orphan", _iso(t1))
+    with pytest.raises(InvalidTransition, match=r"^filing inbound message o1@eu: invalid state transition "
+                                                r"'orphan' -> 'orphan'"):
+        journal.record_orphan("o1@eu", "customs", now=t1, reason="again")
+    o2 = journal.record_orphan("o2@eu", "customs", now=t1, reason="no LRN")
+    r = journal.resolve_orphan(o1.id, now=t2, resolution="not ours, ignored")
+    assert (r.id, r.resolved_at, r.resolution, r.message.state, r.message.filing_id) == (
+        o1.id, _iso(t2), "not ours, ignored", "orphan", None)
+    f, _ = journal.insert_filing(filing(), now=T0)
+    r = journal.resolve_orphan(o2.id, now=t2, resolution="matched by hand", filing_id=f.id)
+    assert (r.resolution, r.message.state, r.message.filing_id) == ("matched by hand", "processed", f.id)
+    assert [e for e in _ev(journal) if e[0] in ("inbound-orphan", "orphan-resolved")] == [
+        ("inbound-orphan", None, "o1@eu", {"sender": "customs", "reason": "no filing with MRN X"}),
+        ("inbound-orphan", None, "o2@eu", {"sender": "customs", "reason": "no LRN"}),
+        ("orphan-resolved", None, "o1@eu", {"resolution": "not ours, ignored"}),
+        ("orphan-resolved", f.id, "o2@eu", {"resolution": "matched by hand"})]
+    assert [o.id for o in journal.list_orphans(include_resolved=True, limit=1)] == [o1.id]
+    with pytest.raises(NotFound, match=r"^orphan 999999 does not exist$"):
+        journal.resolve_orphan(999999, now=t2, resolution="x")
+
+
+def test_evidence_is_every_stored_message_and_signal_named_in_order(journal: SqliteJournal) -> None:
+    f, _ = journal.insert_filing(filing(), now=T0)
+    journal.enqueue_message(out_msg("a/b c@x", f.id), now=T0)
+    journal.claim_due_messages(now=T0, worker="w")
+    journal.record_receipt("a/b c@x", worker="w", now=T0, outcome="receipt", receipt=b"<receipt/>",
+                           content_type="application/soap+xml")
+    long_id = "L" * 130 + "@x"
+    journal.enqueue_message(OutboundMessage(message_id=long_id, action=None, kind="ping", sealed=b"ping",
+                                            content_type=None, filing_id=f.id), now=T0)
+    journal.record_inbound(InboundMessage(sender_party="customs", message_id="in.1@eu", raw=b"<IE3R01/>",
+                                          content_type="Application/XML", action="IE3R01"), now=T0,
+                           receipt=b"<ours/>", receipt_content_type="multipart/related")
+    journal.attach_inbound("in.1@eu", "customs", f.id, now=T0)
+    got = [(e.name, e.kind, e.message_id, e.content_type, e.data) for e in journal.evidence(f.id)]
+    assert got == [
+        ("001-out-IE3F32-a_b_c@x.mime", "sealed-message", "a/b c@x", "multipart/related", b"sealed-bytes"),
+        ("001-out-IE3F32-a_b_c@x-receipt.xml", "receipt", "a/b c@x", "application/soap+xml", b"<receipt/>"),
+        (f"002-out-ping-{'L' * 120}.bin", "sealed-message", long_id, None, b"ping"),
+        ("003-in-IE3R01-in.1@eu.xml", "inbound-message", "in.1@eu", "Application/XML", b"<IE3R01/>"),
+        ("003-in-IE3R01-in.1@eu-receipt.mime", "returned-receipt", "in.1@eu", "multipart/related", b"<ours/>"),
+    ], got
+    assert journal.evidence(999999) == []
+
+
+def test_events_are_read_by_filing_message_or_both_oldest_first_within_a_limit(journal: SqliteJournal) -> None:
+    journal.append_event("a", now=T0, filing_id=None, message_id="m1", detail={"n": 1})
+    f, _ = journal.insert_filing(filing(), now=T0)
+    journal.append_event("b", now=T0, filing_id=f.id, message_id="m1")
+    journal.append_event("c", now=T0, filing_id=f.id, message_id="m2", detail={"n": 3})
+    journal.append_event("d", now=T0 + timedelta(seconds=1), filing_id=f.id)
+    assert [e.event for e in journal.events(message_id="m1")] == ["a", "b"]
+    assert [e.event for e in journal.events(filing_id=f.id)] == ["filing-received", "b", "c", "d"]
+    assert [e.event for e in journal.events(filing_id=f.id, message_id="m1")] == ["b"]
+    assert [e.event for e in journal.events(filing_id=f.id, limit=2)] == ["filing-received", "b"]
+    (c,) = journal.events(message_id="m2")
+    assert (c.at, c.filing_id, c.message_id, c.event, c.detail) == (_iso(T0), f.id, "m2", "c", {"n": 3})
+    everything = journal.events()
+    assert [e.event for e in everything] == ["a", "filing-received", "b", "c", "d"]
+    first = everything[0].id
+    after = journal.events_after(first, limit=2)
+    assert [(e.id, e.event) for e in after] == [(everything[1].id, "filing-received"), (everything[2].id, "b")]
+    (d,) = journal.events_after(everything[3].id)
+    assert (d.at, d.filing_id, d.message_id, d.event, d.detail) == (
+        _iso(T0 + timedelta(seconds=1)), f.id, None, "d", {})
+    assert journal.events_after(everything[-1].id) == [] and journal.last_event_id() == everything[-1].id
+
+
+def test_customs_requests_open_close_reopen_with_their_events(journal: SqliteJournal) -> None:
+    t1, t2, t3 = (T0 + timedelta(seconds=s) for s in (1, 2, 3))
+    f, _ = journal.insert_filing(filing(), now=T0)
+    with pytest.raises(ValueError, match=r"^request kind must be one of \('IE3Q01', 'IE3Q02', 'IE3Q03'\), "
+                                         r"not 'IE3Q04'$"):
+        journal.open_request(f.id, "IE3Q04", "q@eu", now=T0)
+    with pytest.raises(NotFound, match=r"^filing id 999999 does not exist$"):
+        journal.open_request(999999, "IE3Q01", "q@eu", now=T0)
+    q = journal.open_request(f.id, "IE3Q01", "q01@eu", now=T0)
+    assert (q.filing_id, q.kind, q.request_message_id, q.state, q.answer_message_id, q.opened_at, q.updated_at) == (
+        f.id, "IE3Q01", "q01@eu", "open", None, _iso(T0), _iso(T0))
+    q3 = journal.open_request(f.id, "IE3Q03", "q03@eu", now=T0)
+    for bad in ("open", "pending"):
+        with pytest.raises(ValueError, match=rf"^a request is closed as 'answered' or 'closed', not '{bad}'$"):
+            journal.close_request(q.id, now=t1, state=bad)
+    a = journal.close_request(q.id, now=t1, answer_message_id="r01@x")
+    assert (a.state, a.answer_message_id, a.updated_at, a.opened_at) == ("answered", "r01@x", _iso(t1), _iso(T0))
+    c = journal.close_request(q3.id, now=t1, state="closed")
+    assert (c.state, c.answer_message_id) == ("closed", None)
+    with pytest.raises(InvalidTransition, match=r"^filing request \d+ \(IE3Q03\): invalid state transition "
+                                                r"'closed' -> 'answered'"):
+        journal.close_request(q3.id, now=t1)
+    r = journal.reopen_request(q.id, now=t2, reason="IE3N99 on our IE3R01")
+    assert (r.state, r.answer_message_id, r.opened_at, r.updated_at) == ("open", None, _iso(t2), _iso(t2))
+    assert journal.reopen_request(q.id, now=t3, reason="again") == r          # already open: unchanged
+    assert [x.id for x in journal.list_requests()] == [q.id]
+    assert [x.id for x in journal.list_requests(filing_id=f.id, open_only=False)] == [q.id, q3.id]
+    assert journal.list_requests(filing_id=999999, open_only=False) == []
+    with pytest.raises(NotFound, match=r"^customs request 999999 does not exist$"):
+        journal.reopen_request(999999, now=t2, reason="x")
+    assert [e for e in _ev(journal, filing_id=f.id) if e[0].startswith("request-")] == [
+        ("request-opened", f.id, "q01@eu", {"kind": "IE3Q01"}),
+        ("request-opened", f.id, "q03@eu", {"kind": "IE3Q03"}),
+        ("request-answered", f.id, "r01@x", {"kind": "IE3Q01", "request": "q01@eu"}),
+        ("request-closed", f.id, "q03@eu", {"kind": "IE3Q03", "request": "q03@eu"}),
+        ("request-reopened", f.id, "r01@x", {"kind": "IE3Q01", "request": "q01@eu", "rejected_answer": "r01@x",
+                                             "reason": "IE3N99 on our IE3R01"})]
+
+
+def test_an_answer_without_ref_finds_the_oldest_unanswered_request_about_its_reference(
+        journal: SqliteJournal) -> None:
+    def q05(mid: str, ref: str, action: str = "IE3Q05") -> None:
+        journal.enqueue_message(OutboundMessage(message_id=mid, action=action, sealed=b"s", content_type="x",
+                                                functional_reference=ref), now=T0)
+    q05("q1@x", "MRN1")
+    q05("q2@x", "MRN1")
+    q05("q3@x", "MRN2")
+    q05("f1@x", "MRN1", action="IE3F32")
+    assert journal.find_unanswered_request("IE3Q05", "MRN1").message_id == "q1@x"
+    journal.set_business_outcome("q1@x", "IE3R08", now=T0)
+    assert journal.find_unanswered_request("IE3Q05", "MRN1").message_id == "q2@x"
+    journal.cancel_message("q2@x", now=T0, reason="r")
+    assert journal.find_unanswered_request("IE3Q05", "MRN1") is None
+    assert journal.find_unanswered_request("IE3Q05", "MRN2").message_id == "q3@x"
+    assert journal.find_unanswered_request("IE3F32", "MRN1").message_id == "f1@x"
+
+
+def test_an_endpoint_pause_is_journalled_once_and_resumed_per_party(journal: SqliteJournal) -> None:
+    t1, t2, t3 = (T0 + timedelta(seconds=s) for s in (1, 2, 3))
+    s, new = journal.pause_endpoint("TI-NL", "P1", now=t1, reason="EBMS:0004 A001", message_id="m@x")
+    assert new is True
+    assert (s.endpoint, s.party_id, s.paused_at, s.pause_reason, s.pause_message_id, s.resumed_at, s.resumed_by,
+            s.updated_at) == ("TI-NL", "P1", _iso(t1), "EBMS:0004 A001", "m@x", None, None, _iso(t1))
+    s2, new = journal.pause_endpoint("TI-NL", "P1", now=t2, reason="again")
+    assert new is False and s2 == s
+    journal.pause_endpoint("TI-NL", "P2", now=t1, reason="r2")
+    journal.pause_endpoint("TI-BE", "P1", now=t1, reason="r3")
+    assert journal.paused_endpoints("P1") == ["TI-BE", "TI-NL"] and journal.paused_endpoints("P2") == ["TI-NL"]
+    assert journal.paused_endpoints("P3") == []
+    # what waited behind the pause: its retry budget restarts on resume (only on this endpoint, or none)
+    for mid, ep in (("nl@x", "TI-NL"), ("none@x", None), ("be@x", "TI-BE")):
+        journal.enqueue_message(OutboundMessage(message_id=mid, action="IE3F32", sealed=b"s", content_type="x",
+                                                endpoint=ep), now=T0)
+    assert len(journal.claim_due_messages(now=T0, worker="w", limit=5)) == 3
+    for mid in ("nl@x", "none@x", "be@x"):
+        journal.schedule_retry(mid, worker="w", now=T0, next_attempt_at=T0, error="e")
+    journal.note_endpoint_failure("TI-NL", "P1", now=t1)
+    journal.mark_outage_alerted("TI-NL", "P1", now=t1)
+    (r,) = journal.resume_endpoint("TI-NL", "P1", now=t3, by="alice")
+    assert (r.party_id, r.paused_at, r.resumed_at, r.resumed_by, r.failing_since, r.outage_alerted_at,
+            r.pause_reason, r.updated_at) == ("P1", None, _iso(t3), "alice", None, None, "EBMS:0004 A001", _iso(t3))
+    assert journal.paused_endpoints("P1") == ["TI-BE"] and journal.paused_endpoints("P2") == ["TI-NL"]
+    assert [(mid, journal.get_message(mid).retry_since) for mid in ("nl@x", "none@x", "be@x")] == [
+        ("nl@x", None), ("none@x", None), ("be@x", _iso(T0))]
+    assert journal.resume_endpoint("TI-NL", "P1", now=t3) == []           # not paused: nothing to do
+    assert [x.party_id for x in journal.resume_endpoint("TI-NL", now=t3)] == ["P2"]
+    assert journal.endpoint_state("TI-NL", "P2").resumed_by == "operator"
+    assert [e for e in _ev(journal) if e[0].startswith("endpoint-")] == [
+        ("endpoint-paused", None, "m@x", {"endpoint": "TI-NL", "party_id": "P1", "reason": "EBMS:0004 A001"}),
+        ("endpoint-paused", None, None, {"endpoint": "TI-NL", "party_id": "P2", "reason": "r2"}),
+        ("endpoint-paused", None, None, {"endpoint": "TI-BE", "party_id": "P1", "reason": "r3"}),
+        ("endpoint-resumed", None, None, {"endpoint": "TI-NL", "party_id": "P1", "by": "alice"}),
+        ("endpoint-resumed", None, None, {"endpoint": "TI-NL", "party_id": "P2", "by": "operator"})]
+
+
+def test_endpoint_health_failing_since_the_first_failure_and_the_outage_alert(journal: SqliteJournal) -> None:
+    t1, t2, t3 = (T0 + timedelta(seconds=s) for s in (1, 2, 3))
+    assert journal.endpoint_state("TI-NL", "P") is None
+    s = journal.note_endpoint_failure("TI-NL", "P", now=t1)
+    assert (s.endpoint, s.party_id, s.failing_since, s.last_ok_at, s.outage_alerted_at, s.paused_at,
+            s.updated_at) == ("TI-NL", "P", _iso(t1), None, None, None, _iso(t1))
+    s = journal.note_endpoint_failure("TI-NL", "P", now=t2)
+    assert (s.failing_since, s.updated_at) == (_iso(t1), _iso(t2))
+    journal.mark_outage_alerted("TI-NL", "P", now=t2)
+    journal.mark_outage_alerted("TI-NL", "Q", now=t2)                     # no such row: nothing
+    s = journal.endpoint_state("TI-NL", "P")
+    assert (s.outage_alerted_at, s.updated_at) == (_iso(t2), _iso(t2)) and journal.endpoint_state("TI-NL", "Q") is None
+    before = journal.note_endpoint_ok("TI-NL", "P", now=t3)
+    assert (before.failing_since, before.outage_alerted_at) == (_iso(t1), _iso(t2))
+    s = journal.endpoint_state("TI-NL", "P")
+    assert (s.failing_since, s.outage_alerted_at, s.last_ok_at, s.updated_at) == (None, None, _iso(t3), _iso(t3))
+    first = journal.note_endpoint_ok("TI-BE", "P", now=t1)                # a first success creates the row
+    assert (first.endpoint, first.last_ok_at, first.failing_since) == ("TI-BE", None, None)
+    journal.mark_outage_alerted("TI-BE", "P", now=t2)                     # alerted while healthy: written again
+    journal.note_endpoint_ok("TI-BE", "P", now=t2)
+    assert journal.endpoint_state("TI-BE", "P").outage_alerted_at is None
+    assert [(e[0], e[3]) for e in _ev(journal) if e[0] == "endpoint-recovered"] == [
+        ("endpoint-recovered", {"endpoint": "TI-NL", "party_id": "P", "failing_since": _iso(t1)})]
+    assert [(s.endpoint, s.party_id) for s in journal.list_endpoint_states()] == [("TI-BE", "P"), ("TI-NL", "P")]
+
+
+def test_intake_and_route_references_keep_the_first_and_refuse_another_message(journal: SqliteJournal) -> None:
+    from gateway.journal import JournalError
+    f, _ = journal.insert_filing(filing(), now=T0)
+    assert journal.intake_ref(f.id) is None
+    journal.record_intake_ref(f.id, channel="amqp", message_id="erp-1", correlation_id="c-1", now=T0)
+    journal.record_intake_ref(f.id, channel="spool", message_id="erp-2", correlation_id=None, now=T0)
+    assert journal.intake_ref(f.id) == {"channel": "amqp", "message_id": "erp-1", "correlation_id": "c-1"}
+    assert [journal.bump_intake_attempt("k1", now=T0) for _ in range(3)] == [1, 2, 3]
+    assert journal.bump_intake_attempt("k2", now=T0) == 1
+    assert journal.find_route_ref("hmrc", "R1") is None
+    assert journal.record_route_ref("hmrc", "R1", message_id="m@x", filing_id=f.id, now=T0) is True
+    assert journal.record_route_ref("hmrc", "R1", message_id="m@x", filing_id=f.id, now=T0) is False
+    assert journal.record_route_ref("other", "R1", message_id="n@x", filing_id=None, now=T0) is True
+    with pytest.raises(JournalError, match=r"^hmrc reference R1 already names message m@x, not n@x$"):
+        journal.record_route_ref("hmrc", "R1", message_id="n@x", filing_id=None, now=T0)
+    assert journal.find_route_ref("hmrc", "R1") == ("m@x", f.id)
+    assert journal.find_route_ref("other", "R1") == ("n@x", None)

@@ -1203,3 +1203,148 @@ def test_intake_and_route_references_keep_the_first_and_refuse_another_message(j
         journal.record_route_ref("hmrc", "R1", message_id="n@x", filing_id=None, now=T0)
     assert journal.find_route_ref("hmrc", "R1") == ("m@x", f.id)
     assert journal.find_route_ref("other", "R1") == ("n@x", None)
+
+
+# -- the SQLite backend itself (gateway/journal/sqlite.py) --------------------------------------------------------
+
+def test_a_second_daemon_is_refused_naming_the_holder_and_may_start_once_the_first_closed(jpath: Path) -> None:
+    import os
+    first = SqliteJournal.open(jpath, now=T0)
+    lock = jpath.with_name(jpath.name + ".lock")
+    assert lock.read_text() == str(os.getpid())
+    with pytest.raises(JournalLocked) as exc:
+        SqliteJournal.open(jpath, now=T0)
+    assert str(exc.value) == (f"{jpath}: another gateway daemon uses this journal (pid {os.getpid()}, lock file "
+                              f"{lock}); stop it first, or open without daemon=True for CLI commands")
+    first.close()
+    first.close()                                          # closing twice is harmless
+    second = SqliteJournal.open(jpath, now=T0)
+    try:
+        assert second.describe() == f"sqlite:{jpath}" and second.readonly is False
+    finally:
+        second.close()
+
+
+def test_only_the_daemon_recovers_at_open(jpath: Path) -> None:
+    j = SqliteJournal.open(jpath, now=T0)
+    j.enqueue_message(out_msg("s@x", None), now=T0)
+    j.claim_due_messages(now=T0, worker="dead", lease_seconds=3600)
+    j.close()
+    tool = SqliteJournal.open(jpath, now=T0, daemon=False)   # a CLI write command: no lock, no recovery
+    try:
+        assert tool.recovered_at_open == 0 and tool.get_message("s@x").state == "sending"
+        d = SqliteJournal.open(jpath, now=T0 + timedelta(seconds=1))   # the tool holds no daemon lock
+        try:
+            assert d.recovered_at_open == 1 and d.get_message("s@x").state == "queued"
+            assert d.get_message("s@x").next_attempt_at == _iso(T0 + timedelta(seconds=1))
+        finally:
+            d.close()
+    finally:
+        tool.close()
+
+
+def test_open_settings_and_pragma_names(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "dir" / "j.sqlite3"                 # parents are created
+    j = SqliteJournal.open(path, busy_timeout_ms=1234, now=T0)
+    try:
+        assert (j.pragma("busy_timeout"), j.pragma("journal_mode"), j.pragma("synchronous"),
+                j.pragma("foreign_keys")) == (1234, "wal", 2, 1)
+        with pytest.raises(ValueError, match=r"^not a pragma name: 'user_version; DROP TABLE filings'$"):
+            j.pragma("user_version; DROP TABLE filings")
+        with pytest.raises(ValueError, match=r"^not a pragma name: 'User_version'$"):
+            j.pragma("User_version")
+        s = j.singleton("timers")
+        assert (s.name, s.held()) == ("timers", False)
+        assert s.try_acquire() is True and s.held() is True
+        s.release()
+        assert s.held() is False
+        assert j.integrity_check() == "ok"
+    finally:
+        j.close()
+    r = SqliteJournal.open_reader(path, busy_timeout_ms=4321)
+    try:
+        assert (r.pragma("busy_timeout"), r.pragma("query_only"), r.readonly, r.describe()) == (
+            4321, 1, True, f"sqlite:{path}")
+    finally:
+        r.close()
+
+
+def test_a_reader_refuses_writes_a_missing_file_and_another_schema_version(jpath: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.sqlite3"
+    with pytest.raises(NotFound) as exc:
+        SqliteJournal.open_reader(missing)
+    assert str(exc.value) == (f"{missing}: no journal here (the daemon creates it on first start; check [journal] "
+                              "path)")
+    SqliteJournal.open(jpath, now=T0).close()
+    r = SqliteJournal.open_reader(jpath)
+    try:
+        with pytest.raises(ReadOnlyJournal) as exc2:
+            r.append_event("x", now=T0)
+        assert str(exc2.value) == f"{jpath}: opened read-only (open_reader); writes go through the daemon"
+        assert r.events() == [] and r.lifecycle.__self__ is r
+    finally:
+        r.close()
+    conn = sqlite3.connect(jpath)
+    conn.execute(f"PRAGMA user_version = {schema.LATEST - 1}")
+    conn.close()
+    from gateway.journal import JournalError
+    with pytest.raises(JournalError) as exc3:
+        SqliteJournal.open_reader(jpath)
+    assert str(exc3.value) == (f"{jpath}: schema version {schema.LATEST - 1}, this ics2gw reads version "
+                               f"{schema.LATEST}; start the daemon of this version once to migrate it")
+
+
+def test_nested_transactions_are_savepoints_rolled_back_alone_and_commits_are_counted(
+        sqlite_journal: SqliteJournal, jpath: Path) -> None:
+    j = sqlite_journal
+    c0, r0 = j.commits, j.rollbacks
+    with j.transaction():
+        j.append_event("outer", now=T0)
+        with pytest.raises(RuntimeError):
+            with j.transaction():
+                j.append_event("inner-lost", now=T0)
+                with j.transaction():                       # a savepoint inside a savepoint
+                    j.append_event("inner-inner-lost", now=T0)
+                raise RuntimeError("one submission fails")
+        with j.transaction():
+            j.append_event("inner-kept", now=T0)
+            with pytest.raises(RuntimeError):
+                with j.transaction():
+                    j.append_event("deepest-lost", now=T0)
+                    raise RuntimeError("x")
+            j.append_event("after-deepest", now=T0)
+        reader = SqliteJournal.open_reader(jpath)
+        try:
+            assert reader.events() == []                   # nothing committed before the outer COMMIT
+        finally:
+            reader.close()
+    assert [e.event for e in j.events()] == ["outer", "inner-kept", "after-deepest"]
+    assert (j.commits, j.rollbacks) == (c0 + 1, r0)        # one COMMIT; savepoint rollbacks are not counted
+    with pytest.raises(RuntimeError):
+        with j.transaction():
+            j.append_event("lost", now=T0)
+            raise RuntimeError("whole batch fails")
+    assert (j.commits, j.rollbacks) == (c0 + 1, r0 + 1)
+    assert [e.event for e in j.events()] == ["outer", "inner-kept", "after-deepest"]
+    j.append_event("next", now=T0)                          # the connection is usable again
+    assert (j.commits, [e.event for e in j.events()][-1]) == (c0 + 2, "next")
+    assert not j._conn.in_transaction
+
+
+def test_a_snapshot_read_inside_and_outside_a_transaction(sqlite_journal: SqliteJournal, jpath: Path) -> None:
+    j = sqlite_journal
+    f, _ = j.insert_filing(filing(), now=T0)
+    life = j.lifecycle(f.id)                                # outside: its own read transaction, then closed
+    assert life["filing"]["id"] == f.id and not j._conn.in_transaction
+    with j.transaction():
+        j.append_event("in-tx", now=T0, filing_id=f.id)
+        life = j.lifecycle(f.id)                            # inside: sees the transaction's own writes
+        assert [e["event"] for e in life["events"]] == ["filing-received", "in-tx"]
+        assert j._conn.in_transaction
+    assert [e.event for e in j.events(filing_id=f.id)] == ["filing-received", "in-tx"]
+    r = SqliteJournal.open_reader(jpath)
+    try:
+        assert [e["event"] for e in r.lifecycle(f.id)["events"]] == ["filing-received", "in-tx"]
+        assert not r._conn.in_transaction
+    finally:
+        r.close()

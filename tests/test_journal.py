@@ -1348,3 +1348,11 @@ def test_a_snapshot_read_inside_and_outside_a_transaction(sqlite_journal: Sqlite
         assert not r._conn.in_transaction
     finally:
         r.close()
+
+
+def test_a_cancelled_message_of_a_filing_is_journalled_on_the_filing(journal: SqliteJournal) -> None:
+    f, _ = journal.insert_filing(filing(), now=T0)
+    journal.enqueue_message(out_msg("cf@x", f.id), now=T0)
+    journal.cancel_message("cf@x", now=T0, reason="ENS withdrawn")
+    assert _ev(journal, filing_id=f.id)[-1] == ("message-cancelled", f.id, "cf@x",
+                                                {"reason": "ENS withdrawn", "from": "queued"})

@@ -1356,3 +1356,14 @@ def test_a_cancelled_message_of_a_filing_is_journalled_on_the_filing(journal: Sq
     journal.cancel_message("cf@x", now=T0, reason="ENS withdrawn")
     assert _ev(journal, filing_id=f.id)[-1] == ("message-cancelled", f.id, "cf@x",
                                                 {"reason": "ENS withdrawn", "from": "queued"})
+
+
+def test_a_success_exactly_the_refresh_interval_after_the_last_one_is_not_written(journal: SqliteJournal) -> None:
+    """``last_ok_at`` may be up to 2 s stale, inclusive: a success 2 s after the last one noted writes nothing."""
+    journal.note_endpoint_ok("TI-NL", "P", now=T0)
+    journal.note_endpoint_ok("TI-NL", "P", now=T0)               # the row exists now: last_ok_at = T0
+    journal.note_endpoint_ok("TI-NL", "P", now=T0 + timedelta(seconds=2))
+    s = journal.endpoint_state("TI-NL", "P")
+    assert (s.last_ok_at, s.updated_at) == (_iso(T0), _iso(T0))
+    journal.note_endpoint_ok("TI-NL", "P", now=T0 + timedelta(seconds=2, milliseconds=1))
+    assert journal.endpoint_state("TI-NL", "P").last_ok_at == _iso(T0 + timedelta(seconds=2, milliseconds=1))

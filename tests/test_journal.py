@@ -1367,3 +1367,14 @@ def test_a_success_exactly_the_refresh_interval_after_the_last_one_is_not_writte
     assert (s.last_ok_at, s.updated_at) == (_iso(T0), _iso(T0))
     journal.note_endpoint_ok("TI-NL", "P", now=T0 + timedelta(seconds=2, milliseconds=1))
     assert journal.endpoint_state("TI-NL", "P").last_ok_at == _iso(T0 + timedelta(seconds=2, milliseconds=1))
+
+
+def test_settling_an_answer_returns_that_senders_message_when_another_sent_the_same_id(
+        journal: SqliteJournal) -> None:
+    for sender in ("customs", "other"):
+        journal.record_inbound(InboundMessage(sender_party=sender, message_id="same@eu", raw=b"<x/>",
+                                              content_type="text/xml", action="IE3R08"), now=T0, receipt=b"<r/>")
+    m = journal.settle_inbound_without_filing("same@eu", "customs", now=T0, outcome="IE3R08")
+    assert (m.sender_party, m.state, m.business_outcome) == ("customs", "processed", "IE3R08")
+    o = journal.get_message("same@eu", direction="in", sender_party="other")
+    assert (o.state, o.business_outcome) == ("received", None)

@@ -1378,3 +1378,14 @@ def test_settling_an_answer_returns_that_senders_message_when_another_sent_the_s
     assert (m.sender_party, m.state, m.business_outcome) == ("customs", "processed", "IE3R08")
     o = journal.get_message("same@eu", direction="in", sender_party="other")
     assert (o.state, o.business_outcome) == ("received", None)
+
+
+def test_event_reads_are_bounded_by_default(journal: SqliteJournal) -> None:
+    """An outbox batch is 500 events and an event listing 1000 unless the caller asks otherwise."""
+    with journal.transaction():
+        for i in range(1001):
+            journal.append_event(f"e{i}", now=T0)
+    batch = journal.events_after(0)
+    assert (len(batch), batch[0].event, batch[-1].event) == (500, "e0", "e499")
+    listed = journal.events()
+    assert (len(listed), listed[-1].event) == (1000, "e999")

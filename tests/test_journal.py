@@ -1389,3 +1389,14 @@ def test_event_reads_are_bounded_by_default(journal: SqliteJournal) -> None:
     assert (len(batch), batch[0].event, batch[-1].event) == (500, "e0", "e499")
     listed = journal.events()
     assert (len(listed), listed[-1].event) == (1000, "e999")
+
+
+def test_open_requests_of_one_filing(journal: SqliteJournal) -> None:
+    f, _ = journal.insert_filing(filing("RQ-1"), now=T0)
+    g, _ = journal.insert_filing(filing("RQ-2"), now=T0)
+    a = journal.open_request(f.id, "IE3Q01", "a@eu", now=T0)
+    b = journal.open_request(f.id, "IE3Q02", "b@eu", now=T0)
+    c = journal.open_request(g.id, "IE3Q02", "c@eu", now=T0)
+    journal.close_request(a.id, now=T0, state="closed")
+    assert [r.id for r in journal.list_requests(filing_id=f.id)] == [b.id]
+    assert [r.id for r in journal.list_requests()] == [b.id, c.id]

@@ -1400,3 +1400,13 @@ def test_open_requests_of_one_filing(journal: SqliteJournal) -> None:
     journal.close_request(a.id, now=T0, state="closed")
     assert [r.id for r in journal.list_requests(filing_id=f.id)] == [b.id]
     assert [r.id for r in journal.list_requests()] == [b.id, c.id]
+
+
+def test_every_failed_batch_is_one_rollback(sqlite_journal: SqliteJournal) -> None:
+    j = sqlite_journal
+    r0 = j.rollbacks
+    for _ in range(3):
+        with pytest.raises(RuntimeError), j.transaction():
+            j.append_event("lost", now=T0)
+            raise RuntimeError("batch fails")
+    assert j.rollbacks == r0 + 3 and j.events() == []

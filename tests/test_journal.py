@@ -1410,3 +1410,45 @@ def test_every_failed_batch_is_one_rollback(sqlite_journal: SqliteJournal) -> No
             j.append_event("lost", now=T0)
             raise RuntimeError("batch fails")
     assert j.rollbacks == r0 + 3 and j.events() == []
+
+
+def test_the_daemon_lock_file_is_private_and_names_whoever_holds_it(jpath: Path) -> None:
+    """The lock file is created 0600 and holds the daemon's pid; a refusal quotes what the file says (at most 64
+    bytes, undecodable bytes replaced, "?" when it is empty)."""
+    import fcntl
+    import os
+    import stat
+    j = SqliteJournal.open(jpath, now=T0)
+    lock = jpath.with_name(jpath.name + ".lock")
+    try:
+        assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+    finally:
+        j.close()
+    for content, shown in ((b"", "?"), (b"12\xff", "12\ufffd"), (b"9" * 70, "9" * 64)):
+        lock.write_bytes(content)
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)       # another daemon holds it
+            with pytest.raises(JournalLocked) as exc:
+                SqliteJournal.open(jpath, now=T0)
+            assert f"(pid {shown}, lock file {lock})" in str(exc.value)
+        finally:
+            os.close(fd)
+
+
+def test_counters_of_a_fresh_connection(jpath: Path) -> None:
+    """A connection starts with no commits, rollbacks or recovered messages; a daemon's open commits its recovery
+    (one transaction), a tool's and a reader's open commit nothing through the journal."""
+    d = SqliteJournal.open(jpath, now=T0)
+    try:
+        assert (d.commits, d.rollbacks, d.recovered_at_open) == (1, 0, 0)
+    finally:
+        d.close()
+    tool = SqliteJournal.open(jpath, now=T0, daemon=False)
+    r = SqliteJournal.open_reader(jpath)
+    try:
+        assert (tool.commits, tool.rollbacks, tool.recovered_at_open) == (0, 0, 0)
+        assert (r.commits, r.rollbacks, r.recovered_at_open) == (0, 0, 0)
+    finally:
+        tool.close()
+        r.close()

@@ -1452,3 +1452,26 @@ def test_counters_of_a_fresh_connection(jpath: Path) -> None:
     finally:
         tool.close()
         r.close()
+
+
+def test_a_daemon_refused_for_a_newer_schema_names_the_file_and_releases_its_lock(jpath: Path) -> None:
+    SqliteJournal.open(jpath, now=T0).close()
+    conn = sqlite3.connect(jpath)
+    conn.execute(f"PRAGMA user_version = {schema.LATEST + 1}")
+    conn.close()
+    with pytest.raises(SchemaTooNew) as exc:
+        SqliteJournal.open(jpath, now=T0)
+    assert str(exc.value).startswith(f"{jpath}: schema version {schema.LATEST + 1} is newer than this ics2gw knows")
+    conn = sqlite3.connect(jpath)
+    conn.execute(f"PRAGMA user_version = {schema.LATEST}")
+    conn.close()
+    SqliteJournal.open(jpath, now=T0).close()          # the refused open left no lock behind
+
+
+def test_the_operations_read_side_reads_this_journal(sqlite_journal: SqliteJournal) -> None:
+    sqlite_journal.insert_filing(filing("Q-1"), now=T0)
+    q = sqlite_journal.queries()
+    try:
+        assert q.counts_by_state(fresh=True).get("received") == 1
+    finally:
+        q.close()

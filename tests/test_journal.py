@@ -1475,3 +1475,11 @@ def test_the_operations_read_side_reads_this_journal(sqlite_journal: SqliteJourn
         assert q.counts_by_state(fresh=True).get("received") == 1
     finally:
         q.close()
+
+
+def test_a_reader_waits_five_seconds_for_a_lock_by_default(sqlite_journal: SqliteJournal, jpath: Path) -> None:
+    r = SqliteJournal.open_reader(jpath)
+    try:
+        assert r.pragma("busy_timeout") == 5000
+    finally:
+        r.close()

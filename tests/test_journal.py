@@ -1483,3 +1483,63 @@ def test_a_reader_waits_five_seconds_for_a_lock_by_default(sqlite_journal: Sqlit
         assert r.pragma("busy_timeout") == 5000
     finally:
         r.close()
+
+
+def test_readers_of_messages_filings_and_queues(journal: SqliteJournal) -> None:
+    """``list_messages`` (one direction, one state, oldest first, bounded), ``queued_by_endpoint`` (queued
+    outbound only), ``list_filings`` (states, since inclusive, newest first, bounded) and ``get_message``."""
+    t1, t2 = T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)
+    f, _ = journal.insert_filing(filing("LF-1"), now=T0)
+    g, _ = journal.insert_filing(filing("LF-2"), now=t1)
+    h, _ = journal.insert_filing(filing("LF-3"), now=t2)
+    journal.transition(g.id, "queued", now=t1)
+    for mid, ep in (("o1@x", "TI-NL"), ("o2@x", None), ("o3@x", "TI-NL"), ("o4@x", "TI-BE")):
+        journal.enqueue_message(OutboundMessage(message_id=mid, action="IE3F32", sealed=b"s", content_type="x",
+                                                endpoint=ep), now=T0)
+    journal.claim_due_messages(now=T0, worker="w")                      # o1@x is sending
+    journal.record_inbound(InboundMessage(sender_party="customs", message_id="i1@eu", raw=b"<x/>",
+                                          content_type="x"), now=T0, receipt=b"<r/>")
+    assert [m.message_id for m in journal.list_messages()] == ["o1@x", "o2@x", "o3@x", "o4@x"]
+    assert [m.message_id for m in journal.list_messages(state="queued", limit=2)] == ["o2@x", "o3@x"]
+    assert [(m.message_id, m.direction, m.sealed) for m in journal.list_messages(direction="in")] == [
+        ("i1@eu", "in", None)]
+    assert journal.list_messages(state="sending", direction="in") == []
+    assert journal.queued_by_endpoint() == {"TI-NL": 1, None: 1, "TI-BE": 1}
+    assert [d["lrn"] for d in journal.list_filings()] == ["LF-3", "LF-2", "LF-1"]
+    assert [d["lrn"] for d in journal.list_filings(limit=1)] == ["LF-3"]
+    assert [d["lrn"] for d in journal.list_filings(state="received")] == ["LF-3", "LF-1"]
+    assert [d["lrn"] for d in journal.list_filings(state=["queued", "received"], since=t1)] == ["LF-3", "LF-2"]
+    assert journal.list_filings(state=["sent"]) == []
+    assert journal.list_filings(since=t2)[0] == journal.get_filing(h.id).to_dict()
+    with pytest.raises(ValueError, match=r"^direction must be one of \('in', 'out'\)$"):
+        journal.get_message("o1@x", direction="both")
+    assert journal.get_message("o1@x", with_bytes=True).sealed == b"s"
+    assert journal.get_message("i1@eu", direction="in", sender_party="other") is None
+    assert journal.get_filing_by_message_id("nope@x") is None and f.id
+
+
+def test_the_lifecycle_of_a_filing_is_everything_about_it_in_one_read(journal: SqliteJournal) -> None:
+    f, _ = journal.insert_filing(filing("LC-1"), now=T0)
+    journal.enqueue_message(out_msg("lc@x", f.id, body=b"12345"), now=T0)
+    journal.claim_due_messages(now=T0, worker="w")
+    journal.record_receipt("lc@x", worker="w", now=T0, outcome="receipt", receipt=b"<r/>")
+    q = journal.open_request(f.id, "IE3Q02", "q@eu", now=T0)
+    journal.close_request(q.id, now=T0, state="closed")
+    life = journal.lifecycle(f.id)
+    assert life["filing"] == journal.get_filing(f.id).to_dict()
+    (m,) = life["messages"]
+    assert (m["message_id"], m["state"], m["sealed_bytes"], m["receipt_bytes"]) == ("lc@x", "receipted", 5, 4)
+    assert "sealed" not in m and "receipt" not in m
+    assert [(r["id"], r["state"]) for r in life["requests"]] == [(q.id, "closed")]
+    assert life["events"] == [e.to_dict() for e in journal.events(filing_id=f.id)]
+    assert [e["event"] for e in life["events"]] == ["filing-received", "message-queued", "message-claimed",
+                                                    "message-receipted", "request-opened", "request-closed"]
+    with pytest.raises(NotFound, match=r"^filing id 999999 does not exist$"):
+        journal.lifecycle(999999)
+
+
+def test_event_detail_is_stored_as_compact_sorted_json(journal: SqliteJournal) -> None:
+    journal.append_event("d", now=T0, detail={"b": 1, "a": T0, "c": [1, 2]})
+    journal.append_event("n", now=T0)
+    rows = journal._all("SELECT detail FROM events ORDER BY id")
+    assert [r[0] for r in rows] == ['{"a":"2025-03-01 08:00:00+00:00","b":1,"c":[1,2]}', "{}"]

@@ -1543,3 +1543,32 @@ def test_event_detail_is_stored_as_compact_sorted_json(journal: SqliteJournal) -
     journal.append_event("n", now=T0)
     rows = journal._all("SELECT detail FROM events ORDER BY id")
     assert [r[0] for r in rows] == ['{"a":"2025-03-01 08:00:00+00:00","b":1,"c":[1,2]}', "{}"]
+
+
+def test_reader_defaults_and_one_filings_lifecycle_among_others(journal: SqliteJournal) -> None:
+    """Listings are bounded by default (100 filings, messages, orphans; 10 000 pending acks), a message is read
+    without its bytes unless asked, a filing's lifecycle holds only its own requests and events, and a MessageId
+    names the filing of our outbound message before that of an inbound one."""
+    with journal.transaction():
+        for i in range(101):
+            journal.insert_filing(filing(f"D-{i:03d}"), now=T0)
+            journal.enqueue_message(out_msg(f"d{i}@x", None), now=T0)
+            journal.record_inbound(InboundMessage(sender_party="ti", message_id=f"p{i}@eu", raw=b"x",
+                                                  content_type="x"), now=T0, receipt=b"r", ack_pending=True)
+            journal.record_orphan(f"p{i}@eu", "ti", now=T0, reason="r")
+    assert len(journal.list_filings()) == 100 and len(journal.list_messages()) == 100
+    assert len(journal.list_orphans()) == 100 and len(journal.pending_acks()) == 101
+    assert len(journal.pending_acks(limit=100)) == 100
+    assert journal.get_message("d0@x").sealed is None
+    a, _ = journal.insert_filing(filing("LC-A"), now=T0)
+    b, _ = journal.insert_filing(filing("LC-B"), now=T0)
+    journal.open_request(a.id, "IE3Q01", "qa@eu", now=T0)
+    journal.open_request(b.id, "IE3Q02", "qb@eu", now=T0)
+    journal.record_inbound(InboundMessage(sender_party="customs", message_id="same@x", raw=b"x", content_type="x"),
+                           now=T0, receipt=b"r")
+    journal.attach_inbound("same@x", "customs", a.id, now=T0)
+    journal.enqueue_message(out_msg("same@x", b.id), now=T0)
+    assert journal.get_filing_by_message_id("same@x").id == b.id
+    life = journal.lifecycle(a.id)
+    assert [r["request_message_id"] for r in life["requests"]] == ["qa@eu"]
+    assert {e["filing_id"] for e in life["events"]} == {a.id}

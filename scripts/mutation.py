@@ -65,14 +65,20 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "journal-core": (["gateway/journal/core.py"],
                      ["tests/test_journal.py", "tests/test_journal_reliab.py", "tests/test_journal_states.py",
                       "tests/test_journal_writer.py"]),
+    # the SQLite backend alone (its mutants can only be killed by the SQLite parametrisations)
+    "journal-sqlite": (["gateway/journal/sqlite.py"],
+                       ["tests/test_journal.py", "tests/test_journal_writer.py", "tests/test_journal_reliab.py"]),
 }
 
 # extra pytest arguments of a group (for its stats run and every mutant)
-PYTEST_ARGS: dict[str, list[str]] = {"journal-core": ["-k", "not postgresql"]}
+# (journal-core: test_sigkill_leaves_no_torn_state needs its child to journal 400 changes within 15 s, which a
+# niced run on a loaded machine does not; its failure in the stats run aborts the whole run)
+PYTEST_ARGS: dict[str, list[str]] = {"journal-core": ["-k", "not postgresql and not sigkill"],
+                                     "journal-sqlite": ["-k", "not postgresql and not sigkill"]}
 
 LINKS = ["gateway", "tests", "certs", "conf", "pmodes", "docs"]
 # copied into mutmut's mutants/ tree: what the tests read besides the package (test_journal_states reads docs/states.md)
-ALSO_COPY: dict[str, list[str]] = {"journal": ["docs"], "journal-core": ["docs"]}
+ALSO_COPY: dict[str, list[str]] = {"journal": ["docs"], "journal-core": ["docs"], "journal-sqlite": ["docs"]}
 
 
 def _toml_list(items: list[str]) -> str:

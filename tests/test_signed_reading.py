@@ -1070,17 +1070,106 @@ def test_each_refusal_of_the_seal_has_its_code_message_and_message_id(trader: En
     assert exc is not None and (exc.code, exc.message, exc.ref_to_message_id) == (code, expected[0], mid), exc
 
 
+def _security_header_removed(root) -> str:  # type: ignore[no-untyped-def]
+    security = next(root.iter(WSSE + "Security"))
+    security.getparent().remove(security)
+    return "the message is not sealed (no wsse:Security header)"
+
+
+def _reference_flood(root) -> str:  # type: ignore[no-untyped-def]
+    import copy
+    ref = _ref_to(root, "messaging")
+    for _ in range(2):
+        ref.addnext(copy.deepcopy(ref))
+    return ("the signature has 5 references; this message has only 4 signable parts (eb:Messaging, Body, token, "
+            "1 attachment(s))")
+
+
+def _duplicate_id(root) -> str:  # type: ignore[no-untyped-def]
+    uri = _ref_to(root, "body").get("URI")
+    etree.SubElement(root.find(SOAP_HEADER), "{urn:x-test}Box", {WSU_ID: uri[1:]})
+    return f"reference {uri} resolves to 2 elements (duplicate or missing Id: possible signature wrapping)"
+
+
+def _missing_id(root) -> str:  # type: ignore[no-untyped-def]
+    _ref_to(root, "body").set("URI", "#nothing")
+    return "reference #nothing resolves to 0 elements (duplicate or missing Id: possible signature wrapping)"
+
+
+def _referenced_twice(kind: str):  # type: ignore[no-untyped-def]
+    def fn(root) -> str:  # type: ignore[no-untyped-def]
+        import copy
+        ref = _ref_to(root, kind)
+        ref.addnext(copy.deepcopy(ref))
+        if kind == "attachment":
+            return f"attachment {mime.cid_from_uri(ref.get('URI'))} is referenced more than once"
+        return f"reference {ref.get('URI')} names an element that is already referenced"
+    fn.__name__ = f"{kind}_referenced_twice"
+    return fn
+
+
+def _signature_method_without_algorithm(root) -> str:  # type: ignore[no-untyped-def]
+    del next(root.iter(DS + "SignatureMethod")).attrib["Algorithm"]
+    return "signature algorithm  is not allowed (rsa-sha256 only)"
+
+
+def _token_too_large(root) -> str:  # type: ignore[no-untyped-def]
+    next(root.iter(WSSE + "BinarySecurityToken")).text = "A" * (64 * 1024 + 4)
+    return "the BinarySecurityToken is 65540 characters, over the limit of 65536"
+
+
+def _token_reference_to_a_token_in_another_header(root) -> str:  # type: ignore[no-untyped-def]
+    """A copy of the real token in a header of its own: the right element type, in the wrong place."""
+    import copy
+    bst = copy.deepcopy(next(root.iter(WSSE + "BinarySecurityToken")))
+    bst.set(WSU_ID, "token-elsewhere")
+    etree.SubElement(root.find(SOAP_HEADER), "{urn:x-test}Box").append(bst)
+    next(root.iter(WSSE + "SecurityTokenReference")).find(WSSE + "Reference").set("URI", "#token-elsewhere")
+    return "the token reference does not resolve to one BinarySecurityToken of this header"
+
+
+def _token_without_value_type(root) -> str:  # type: ignore[no-untyped-def]
+    del next(root.iter(WSSE + "BinarySecurityToken")).attrib["ValueType"]
+    return "token type  is not accepted here (accepted: X509PKIPathv1, X509v3)"
+
+
+@pytest.mark.parametrize("fn,code", [
+    (_security_header_removed, "EBMS:0103"),
+    (_reference_flood, "EBMS:0103"),
+    (_duplicate_id, "EBMS:0101"),
+    (_missing_id, "EBMS:0101"),
+    (_referenced_twice("messaging"), "EBMS:0101"),
+    (_referenced_twice("attachment"), "EBMS:0101"),
+    (_token_without_value_type, "EBMS:0101"),
+    (_signature_method_without_algorithm, "EBMS:0103"),
+    (_token_too_large, "EBMS:0101"),
+    (_token_reference_to_a_token_in_another_header, "EBMS:0101"),
+], ids=lambda v: getattr(v, "__name__", v).strip("_"))
+def test_more_refusals_of_the_seal_have_their_code_message_and_message_id(trader: Engine, customs: Engine, fn,  # type: ignore[no-untyped-def]
+                                                                         code: str) -> None:
+    """As above: no wsse:Security at all, one reference too many, an Id that resolves to two elements or none,
+    a part referenced twice, a token without ValueType; each with its code, exact message and the MessageId."""
+    expected: list[str] = []
+    ctype, body, mid = _edited(customs, lambda root: expected.append(fn(root)))
+    exc = _refusal(trader, ctype, body)
+    assert exc is not None and (exc.code, exc.message, exc.ref_to_message_id) == (code, expected[0], mid), exc
+
+
 def test_strict_policy_refuses_a_leaf_only_token_and_accepts_the_full_customs_chain(trader: Engine, customs: Engine,
                                                                                     pki: Path) -> None:
     """ICD 4.6.2: X509PKIPathv1 with the full chain. The customs chain is two certificates (seal, root): enough.
     The same message with only the leaf in its PkiPath is refused, naming the message."""
     import base64
 
+    from gateway.ebms.constants import VT_PKIPATH
     from gateway.security import pkipath
     from gateway.security.verify import STRICT
     msg = _c2t(customs)
     opened = trader.open(msg.content_type, msg.body, policy=STRICT)
-    assert opened.signature is not None and opened.signature.token_chain_length == 2
+    chain = load_pem_certificates(pki / "customs-chain.pem")
+    sig = opened.signature
+    assert sig is not None and (sig.signer, sig.chain, sig.token_chain_length) == (chain[0], tuple(chain), 2)
+    assert sig.token_type == VT_PKIPATH and sig.signer_subject == chain[0].subject.rfc4514_string()
     leaf = load_pem_certificates(pki / "customs-chain.pem")[0]
 
     def leaf_only(root) -> None:  # type: ignore[no-untyped-def]
@@ -1106,3 +1195,20 @@ def test_a_seal_that_is_not_a_customs_certificate_is_refused_by_subject(trader: 
     assert (err.value.code, err.value.message, err.value.ref_to_message_id) == (
         "EBMS:0101", f"the message is sealed by {signer.subject.rfc4514_string()}, which is not a configured customs "
                      "sealing certificate", sent.message_id)
+
+
+def test_a_signed_xml_attachment_holding_a_comment_is_refused_naming_part_and_message(trader: Engine,
+                                                                                     pki: Path) -> None:
+    """An uncompressed XML part is digested canonicalized without comments (SwA 5.4.2), so a comment could have
+    been added after sealing and would cut what a payload reader sees: refused, even under a valid seal."""
+    recipe = Recipe(action="IE3R01", service=SERVICE_C2T,
+                    parts=[Part("p@sti.test", MIME_XML, PAYLOAD.replace(b"<MRN>", b"<MRN><!-- x -->"), compress=False)],
+                    from_party=Party("sti-taxud", PARTY_TYPE_AUTH, ROLE_CUSTOMS),
+                    to_party=Party("NL123456789", PARTY_TYPE_EORI, ROLE_TRADER), message_id="xml-part@sti.test",
+                    ref_to_message_id="earlier@trader.test")
+    key = serialization.load_pem_private_key((pki / "customs-seal.key").read_bytes(), None)
+    exc = _refusal(trader, *build_message(recipe, key, load_pem_certificates(pki / "customs-chain.pem")))
+    assert exc is not None and (exc.code, exc.message, exc.ref_to_message_id) == (
+        "EBMS:0101", "attachment p@sti.test cannot be canonicalized: the XML part contains a comment or processing "
+                     "instruction, which its signature does not cover (SwA 5.4.2 canonicalization)",
+        "xml-part@sti.test"), exc

@@ -1212,3 +1212,24 @@ def test_a_signed_xml_attachment_holding_a_comment_is_refused_naming_part_and_me
         "EBMS:0101", "attachment p@sti.test cannot be canonicalized: the XML part contains a comment or processing "
                      "instruction, which its signature does not cover (SwA 5.4.2 canonicalization)",
         "xml-part@sti.test"), exc
+
+
+def test_a_namespace_the_seal_lists_as_inclusive_is_part_of_the_digest(trader: Engine, pki: Path) -> None:
+    """Exclusive c14n with an InclusiveNamespaces PrefixList (WSS4J lists the ancestors' prefixes): a namespace
+    declared on the Envelope and listed is rendered into eb:Messaging's and the Body's digest input, so the
+    verifier must canonicalize with the same list, or a correct seal fails."""
+    def declare(env) -> None:  # type: ignore[no-untyped-def]
+        env.set("{urn:x-test:stack}flag", "1")  # the Envelope declares a namespace nothing inside uses
+    ctype, body = _signed(pki, [declare])
+    assert b'xmlns:ns0="urn:x-test:stack"' in body
+    soap, parts = _soap_and_parts_of(ctype, body)
+    root = parse_xml(soap)
+    lists = [inc.get("PrefixList").split() for inc in root.iter(EC + "InclusiveNamespaces")]
+    assert all("ns0" in prefixes for prefixes in lists[1:3]), lists  # the two Id references (Messaging, Body)
+    opened = trader.open(ctype, body)
+    assert opened.message_id == "signed@sti.test" and opened.signature is not None
+
+
+def _soap_and_parts_of(ctype: str, body: bytes) -> tuple[bytes, list[mime.MimePart]]:
+    unpacked = mime.unpack(ctype, body, max_parts=8, max_part_bytes=len(body))
+    return bytes(unpacked.soap.content), unpacked.attachments

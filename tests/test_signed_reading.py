@@ -1229,3 +1229,373 @@ def test_two_envelope_children_that_are_not_header_and_body_are_refused(children
     exc = _parse_refusal(_envelope(children, ""))
     assert (exc.code, exc.message, exc.ref_to_message_id) == (
         "EBMS:0009", "the envelope must hold exactly one SOAP Header followed by one SOAP Body", None)
+
+# ------------------------------------------------------------------ refusals of verify_envelope, each pinned exactly
+WSSE = "{http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd}"
+WSU_ID = "{http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd}Id"
+SOAP_HEADER = "{http://www.w3.org/2003/05/soap-envelope}Header"
+
+
+def _ref_to(root, kind: str):  # type: ignore[no-untyped-def]
+    """The ds:Reference of a customs c2t message that covers eb:Messaging, the Body or the attachment."""
+    refs = list(root.iter(DS + "Reference"))
+    prefix = {"messaging": "#_messaging", "body": "#_body", "attachment": "cid:"}[kind]
+    return next(r for r in refs if r.get("URI").startswith(prefix))
+
+
+def _signature_moved_out_of_security(root) -> str:  # type: ignore[no-untyped-def]
+    sig = next(root.iter(DS + "Signature"))
+    etree.SubElement(root.find(SOAP_HEADER), "{urn:x-test}Box").append(sig)  # moved: still one ds:Signature
+    return "expected exactly one ds:Signature in wsse:Security, found 0"
+
+
+def _signed_info_prefix_flood(root) -> str:  # type: ignore[no-untyped-def]
+    cm = next(root.iter(DS + "CanonicalizationMethod"))
+    for inc in cm.findall(EC + "InclusiveNamespaces"):
+        cm.remove(inc)
+    names = " ".join(f"p{i}" for i in range(17))
+    etree.SubElement(cm, EC + "InclusiveNamespaces", PrefixList=names)
+    return (f"ds:CanonicalizationMethod: the InclusiveNamespaces PrefixList holds 17 prefixes ({len(names)} "
+            "characters), over the limit of 16 (512 characters)")
+
+
+def _transform_prefix_flood(root) -> str:  # type: ignore[no-untyped-def]
+    ref = _ref_to(root, "body")
+    transform = ref.find(f"{DS}Transforms/{DS}Transform")
+    names = " ".join(f"p{i}" for i in range(17))
+    etree.SubElement(transform, EC + "InclusiveNamespaces", PrefixList=names)
+    return (f"reference {ref.get('URI')}: the InclusiveNamespaces PrefixList holds 17 prefixes ({len(names)} "
+            "characters), over the limit of 16 (512 characters)")
+
+
+def _no_reference(root) -> str:  # type: ignore[no-untyped-def]
+    for r in list(root.iter(DS + "Reference")):
+        r.getparent().remove(r)
+    return "the signature has no reference"
+
+
+def _doubled_digest_method(root) -> str:  # type: ignore[no-untyped-def]
+    import copy
+    dm = _ref_to(root, "body").find(DS + "DigestMethod")
+    dm.addnext(copy.deepcopy(dm))
+    return "expected exactly one ds:DigestMethod, found 2"
+
+
+def _digest_value_not_base64(root) -> str:  # type: ignore[no-untyped-def]
+    dv = _ref_to(root, "body").find(DS + "DigestValue")
+    dv.text = dv.text[:8] + "!" + dv.text[8:]
+    return "a DigestValue is not valid base64"
+
+
+def _element_in_digest_value(root) -> str:  # type: ignore[no-untyped-def]
+    etree.SubElement(_ref_to(root, "body").find(DS + "DigestValue"), "{urn:x-test}b")
+    return "a DigestValue must hold text only"
+
+
+def _short_digest_value(root) -> str:  # type: ignore[no-untyped-def]
+    import base64
+    ref = _ref_to(root, "messaging")
+    dv = ref.find(DS + "DigestValue")
+    dv.text = base64.b64encode(base64.b64decode(dv.text)[:31]).decode()
+    return f"the DigestValue of {ref.get('URI')} is 31 bytes, not a SHA-256 digest"
+
+
+def _reference_without_uri(root) -> str:  # type: ignore[no-untyped-def]
+    del _ref_to(root, "body").attrib["URI"]
+    return "a reference without URI is not allowed"
+
+
+def _id_reference_with_inclusive_c14n(root) -> str:  # type: ignore[no-untyped-def]
+    ref = _ref_to(root, "body")
+    ref.find(f"{DS}Transforms/{DS}Transform").set("Algorithm", "http://www.w3.org/2001/10/xml-c14n#")
+    return (f"reference {ref.get('URI')}: transforms ['http://www.w3.org/2001/10/xml-c14n#'] not allowed "
+            "(exclusive c14n only)")
+
+
+def _attachment_reference_with_c14n(root) -> str:  # type: ignore[no-untyped-def]
+    ref = _ref_to(root, "attachment")
+    ref.find(f"{DS}Transforms/{DS}Transform").set("Algorithm", "http://www.w3.org/2001/10/xml-exc-c14n#")
+    return (f"reference {ref.get('URI')}: transforms ['http://www.w3.org/2001/10/xml-exc-c14n#'] not allowed "
+            "(Attachment-Content-Signature-Transform only)")
+
+
+def _external_reference(root) -> str:  # type: ignore[no-untyped-def]
+    _ref_to(root, "body").set("URI", "http://attacker.test/body.xml")
+    return "reference URI 'http://attacker.test/body.xml' is neither a same-document Id nor a cid:"
+
+
+def _reference_to_another_header(root) -> str:  # type: ignore[no-untyped-def]
+    etree.SubElement(root.find(SOAP_HEADER), "{urn:x-test}Box", {WSU_ID: "boxed"})
+    _ref_to(root, "messaging").set("URI", "#boxed")
+    return ("reference #boxed points at Box, which is not the eb:Messaging or Body of this message "
+            "(signature wrapping)")
+
+
+def _unsigned(kind: str):  # type: ignore[no-untyped-def]
+    def fn(root) -> str:  # type: ignore[no-untyped-def]
+        ref = _ref_to(root, kind)
+        ref.getparent().remove(ref)
+        if kind == "attachment":
+            return f"attachment {mime.cid_from_uri(ref.get('URI'))} is not signed"
+        return {"messaging": "eb:Messaging", "body": "the SOAP Body"}[kind] + " is not signed"
+    fn.__name__ = f"unsigned_{kind}"
+    return fn
+
+
+def _token_reference(uri: str | None):  # type: ignore[no-untyped-def]
+    def fn(root) -> str:  # type: ignore[no-untyped-def]
+        str_ref = next(root.iter(WSSE + "SecurityTokenReference"))
+        if uri is None:
+            str_ref.getparent().remove(str_ref)
+        else:
+            str_ref.find(WSSE + "Reference").set("URI", uri)
+        return "the signature does not reference a wsse:BinarySecurityToken"
+    fn.__name__ = f"token_reference_{uri}"
+    return fn
+
+
+def _token_reference_to_another_element(root) -> str:  # type: ignore[no-untyped-def]
+    security = next(root.iter(WSSE + "Security"))
+    etree.SubElement(security, "{urn:x-test}Token", {WSU_ID: "not-a-token"})
+    next(root.iter(WSSE + "SecurityTokenReference")).find(WSSE + "Reference").set("URI", "#not-a-token")
+    return "the token reference does not resolve to one BinarySecurityToken of this header"
+
+
+def _token_type(value_type: str, shown: str):  # type: ignore[no-untyped-def]
+    def fn(root) -> str:  # type: ignore[no-untyped-def]
+        next(root.iter(WSSE + "BinarySecurityToken")).set("ValueType", value_type)
+        return f"token type {shown} is not accepted here (accepted: X509PKIPathv1, X509v3)"
+    fn.__name__ = f"token_type_{shown}"
+    return fn
+
+
+def _element_in(tag: str, what: str):  # type: ignore[no-untyped-def]
+    def fn(root) -> str:  # type: ignore[no-untyped-def]
+        etree.SubElement(next(e for e in root.iter() if isinstance(e.tag, str) and e.tag.endswith("}" + tag)),
+                         "{urn:x-test}b")
+        return f"{what} must hold text only"
+    fn.__name__ = f"element_in_{tag}"
+    return fn
+
+
+def _not_base64(tag: str, what: str):  # type: ignore[no-untyped-def]
+    def fn(root) -> str:  # type: ignore[no-untyped-def]
+        el = next(e for e in root.iter() if isinstance(e.tag, str) and e.tag.endswith("}" + tag))
+        el.text = el.text.strip()[:8] + "!" + el.text.strip()[8:]
+        return f"{what} is not valid base64"
+    fn.__name__ = f"not_base64_{tag}"
+    return fn
+
+
+def _other_signature_value(root) -> str:  # type: ignore[no-untyped-def]
+    import base64
+    sv = next(root.iter(DS + "SignatureValue"))
+    value = bytearray(base64.b64decode(sv.text))
+    value[-1] ^= 1
+    sv.text = base64.b64encode(bytes(value)).decode()
+    return "the signature value does not verify with the signer's key"
+
+
+@pytest.mark.parametrize("fn,code", [
+    (_signature_moved_out_of_security, "EBMS:0103"),
+    (_signed_info_prefix_flood, "EBMS:0103"),
+    (_transform_prefix_flood, "EBMS:0103"),
+    (_no_reference, "EBMS:0103"),
+    (_doubled_digest_method, "EBMS:0103"),
+    (_digest_value_not_base64, "EBMS:0101"),
+    (_element_in_digest_value, "EBMS:0101"),
+    (_short_digest_value, "EBMS:0101"),
+    (_reference_without_uri, "EBMS:0103"),
+    (_id_reference_with_inclusive_c14n, "EBMS:0103"),
+    (_attachment_reference_with_c14n, "EBMS:0103"),
+    (_external_reference, "EBMS:0103"),
+    (_reference_to_another_header, "EBMS:0101"),
+    (_unsigned("messaging"), "EBMS:0103"),
+    (_unsigned("body"), "EBMS:0103"),
+    (_unsigned("attachment"), "EBMS:0103"),
+    (_token_reference(None), "EBMS:0101"),
+    (_token_reference("X509-without-hash"), "EBMS:0101"),
+    (_token_reference_to_another_element, "EBMS:0101"),
+    (_token_type("urn:x-test:token", "urn:x-test:token"), "EBMS:0101"),
+    (_token_type("urn:x-test#profile#Mine", "Mine"), "EBMS:0101"),
+    (_element_in("BinarySecurityToken", "the BinarySecurityToken"), "EBMS:0101"),
+    (_not_base64("BinarySecurityToken", "the BinarySecurityToken"), "EBMS:0101"),
+    (_element_in("SignatureValue", "ds:SignatureValue"), "EBMS:0101"),
+    (_not_base64("SignatureValue", "SignatureValue"), "EBMS:0101"),
+    (_other_signature_value, "EBMS:0101"),
+], ids=lambda v: getattr(v, "__name__", v).strip("_"))
+def test_each_refusal_of_the_seal_has_its_code_message_and_message_id(trader: Engine, customs: Engine, fn,  # type: ignore[no-untyped-def]
+                                                                     code: str) -> None:
+    """A real customs-sealed message edited after sealing, one defect at a time: the verifier refuses it with
+    the code the profile wants, a message that says exactly what is wrong (the peer's operator reads it in the
+    ebMS Error) and the MessageId of the refused message (eb:RefToMessageId). Token types are attacker text:
+    one without '#' or with several is shown by its last fragment, not an index error."""
+    expected: list[str] = []
+    ctype, body, mid = _edited(customs, lambda root: expected.append(fn(root)))
+    exc = _refusal(trader, ctype, body)
+    assert exc is not None and (exc.code, exc.message, exc.ref_to_message_id) == (code, expected[0], mid), exc
+
+
+def _security_header_removed(root) -> str:  # type: ignore[no-untyped-def]
+    security = next(root.iter(WSSE + "Security"))
+    security.getparent().remove(security)
+    return "the message is not sealed (no wsse:Security header)"
+
+
+def _reference_flood(root) -> str:  # type: ignore[no-untyped-def]
+    import copy
+    ref = _ref_to(root, "messaging")
+    for _ in range(2):
+        ref.addnext(copy.deepcopy(ref))
+    return ("the signature has 5 references; this message has only 4 signable parts (eb:Messaging, Body, token, "
+            "1 attachment(s))")
+
+
+def _duplicate_id(root) -> str:  # type: ignore[no-untyped-def]
+    uri = _ref_to(root, "body").get("URI")
+    etree.SubElement(root.find(SOAP_HEADER), "{urn:x-test}Box", {WSU_ID: uri[1:]})
+    return f"reference {uri} resolves to 2 elements (duplicate or missing Id: possible signature wrapping)"
+
+
+def _missing_id(root) -> str:  # type: ignore[no-untyped-def]
+    _ref_to(root, "body").set("URI", "#nothing")
+    return "reference #nothing resolves to 0 elements (duplicate or missing Id: possible signature wrapping)"
+
+
+def _referenced_twice(kind: str):  # type: ignore[no-untyped-def]
+    def fn(root) -> str:  # type: ignore[no-untyped-def]
+        import copy
+        ref = _ref_to(root, kind)
+        ref.addnext(copy.deepcopy(ref))
+        if kind == "attachment":
+            return f"attachment {mime.cid_from_uri(ref.get('URI'))} is referenced more than once"
+        return f"reference {ref.get('URI')} names an element that is already referenced"
+    fn.__name__ = f"{kind}_referenced_twice"
+    return fn
+
+
+def _signature_method_without_algorithm(root) -> str:  # type: ignore[no-untyped-def]
+    del next(root.iter(DS + "SignatureMethod")).attrib["Algorithm"]
+    return "signature algorithm  is not allowed (rsa-sha256 only)"
+
+
+def _token_too_large(root) -> str:  # type: ignore[no-untyped-def]
+    next(root.iter(WSSE + "BinarySecurityToken")).text = "A" * (64 * 1024 + 4)
+    return "the BinarySecurityToken is 65540 characters, over the limit of 65536"
+
+
+def _token_reference_to_a_token_in_another_header(root) -> str:  # type: ignore[no-untyped-def]
+    """A copy of the real token in a header of its own: the right element type, in the wrong place."""
+    import copy
+    bst = copy.deepcopy(next(root.iter(WSSE + "BinarySecurityToken")))
+    bst.set(WSU_ID, "token-elsewhere")
+    etree.SubElement(root.find(SOAP_HEADER), "{urn:x-test}Box").append(bst)
+    next(root.iter(WSSE + "SecurityTokenReference")).find(WSSE + "Reference").set("URI", "#token-elsewhere")
+    return "the token reference does not resolve to one BinarySecurityToken of this header"
+
+
+def _token_without_value_type(root) -> str:  # type: ignore[no-untyped-def]
+    del next(root.iter(WSSE + "BinarySecurityToken")).attrib["ValueType"]
+    return "token type  is not accepted here (accepted: X509PKIPathv1, X509v3)"
+
+
+@pytest.mark.parametrize("fn,code", [
+    (_security_header_removed, "EBMS:0103"),
+    (_reference_flood, "EBMS:0103"),
+    (_duplicate_id, "EBMS:0101"),
+    (_missing_id, "EBMS:0101"),
+    (_referenced_twice("messaging"), "EBMS:0101"),
+    (_referenced_twice("attachment"), "EBMS:0101"),
+    (_token_without_value_type, "EBMS:0101"),
+    (_signature_method_without_algorithm, "EBMS:0103"),
+    (_token_too_large, "EBMS:0101"),
+    (_token_reference_to_a_token_in_another_header, "EBMS:0101"),
+], ids=lambda v: getattr(v, "__name__", v).strip("_"))
+def test_more_refusals_of_the_seal_have_their_code_message_and_message_id(trader: Engine, customs: Engine, fn,  # type: ignore[no-untyped-def]
+                                                                         code: str) -> None:
+    """As above: no wsse:Security at all, one reference too many, an Id that resolves to two elements or none,
+    a part referenced twice, a token without ValueType; each with its code, exact message and the MessageId."""
+    expected: list[str] = []
+    ctype, body, mid = _edited(customs, lambda root: expected.append(fn(root)))
+    exc = _refusal(trader, ctype, body)
+    assert exc is not None and (exc.code, exc.message, exc.ref_to_message_id) == (code, expected[0], mid), exc
+
+
+def test_strict_policy_refuses_a_leaf_only_token_and_accepts_the_full_customs_chain(trader: Engine, customs: Engine,
+                                                                                    pki: Path) -> None:
+    """ICD 4.6.2: X509PKIPathv1 with the full chain. The customs chain is two certificates (seal, root): enough.
+    The same message with only the leaf in its PkiPath is refused, naming the message."""
+    import base64
+
+    from gateway.ebms.constants import VT_PKIPATH
+    from gateway.security import pkipath
+    from gateway.security.verify import STRICT
+    msg = _c2t(customs)
+    opened = trader.open(msg.content_type, msg.body, policy=STRICT)
+    chain = load_pem_certificates(pki / "customs-chain.pem")
+    sig = opened.signature
+    assert sig is not None and (sig.signer, sig.chain, sig.token_chain_length) == (chain[0], tuple(chain), 2)
+    assert sig.token_type == VT_PKIPATH and sig.signer_subject == chain[0].subject.rfc4514_string()
+    leaf = load_pem_certificates(pki / "customs-chain.pem")[0]
+
+    def leaf_only(root) -> None:  # type: ignore[no-untyped-def]
+        next(root.iter(WSSE + "BinarySecurityToken")).text = base64.b64encode(pkipath.encode([leaf])).decode()
+    ctype, body, mid = _edited(customs, leaf_only)
+    assert _refusal(trader, ctype, body) is None  # TOLERANT completes a leaf from the configured trust
+    with pytest.raises(EbmsFault) as err:
+        trader.open(ctype, body, policy=STRICT)
+    assert (err.value.code, err.value.message, err.value.ref_to_message_id) == (
+        "EBMS:0101", "the X509PKIPathv1 token holds only the leaf certificate; the full chain is required "
+                     "(ICD 4.6.2, X509PKIPathv1)", mid)
+
+
+def test_a_seal_that_is_not_a_customs_certificate_is_refused_by_subject(trader: Engine, customs: Engine,
+                                                                        pki: Path) -> None:
+    """Where customs sealing certificates are required, a trader's seal that chains to a trusted root is
+    refused, naming the subject that sealed it and the refused message."""
+    sent = trader.user_message(action="IE3F32", payload=PAYLOAD, to_party=Engine.customs_party())
+    signer = load_pem_certificates(pki / "trader-chain.pem")[0]
+    with pytest.raises(EbmsFault) as err:
+        customs.open(sent.content_type, sent.body, policy=dataclasses.replace(customs.policy,
+                                                                              require_customs_signer=True))
+    assert (err.value.code, err.value.message, err.value.ref_to_message_id) == (
+        "EBMS:0101", f"the message is sealed by {signer.subject.rfc4514_string()}, which is not a configured customs "
+                     "sealing certificate", sent.message_id)
+
+
+def test_a_signed_xml_attachment_holding_a_comment_is_refused_naming_part_and_message(trader: Engine,
+                                                                                     pki: Path) -> None:
+    """An uncompressed XML part is digested canonicalized without comments (SwA 5.4.2), so a comment could have
+    been added after sealing and would cut what a payload reader sees: refused, even under a valid seal."""
+    recipe = Recipe(action="IE3R01", service=SERVICE_C2T,
+                    parts=[Part("p@sti.test", MIME_XML, PAYLOAD.replace(b"<MRN>", b"<MRN><!-- x -->"), compress=False)],
+                    from_party=Party("sti-taxud", PARTY_TYPE_AUTH, ROLE_CUSTOMS),
+                    to_party=Party("NL123456789", PARTY_TYPE_EORI, ROLE_TRADER), message_id="xml-part@sti.test",
+                    ref_to_message_id="earlier@trader.test")
+    key = serialization.load_pem_private_key((pki / "customs-seal.key").read_bytes(), None)
+    exc = _refusal(trader, *build_message(recipe, key, load_pem_certificates(pki / "customs-chain.pem")))
+    assert exc is not None and (exc.code, exc.message, exc.ref_to_message_id) == (
+        "EBMS:0101", "attachment p@sti.test cannot be canonicalized: the XML part contains a comment or processing "
+                     "instruction, which its signature does not cover (SwA 5.4.2 canonicalization)",
+        "xml-part@sti.test"), exc
+
+
+def test_a_namespace_the_seal_lists_as_inclusive_is_part_of_the_digest(trader: Engine, pki: Path) -> None:
+    """Exclusive c14n with an InclusiveNamespaces PrefixList (WSS4J lists the ancestors' prefixes): a namespace
+    declared on the Envelope and listed is rendered into eb:Messaging's and the Body's digest input, so the
+    verifier must canonicalize with the same list, or a correct seal fails."""
+    def declare(env) -> None:  # type: ignore[no-untyped-def]
+        env.set("{urn:x-test:stack}flag", "1")  # the Envelope declares a namespace nothing inside uses
+    ctype, body = _signed(pki, [declare])
+    assert b'xmlns:ns0="urn:x-test:stack"' in body
+    soap, parts = _soap_and_parts_of(ctype, body)
+    root = parse_xml(soap)
+    lists = [inc.get("PrefixList").split() for inc in root.iter(EC + "InclusiveNamespaces")]
+    assert all("ns0" in prefixes for prefixes in lists[1:3]), lists  # the two Id references (Messaging, Body)
+    opened = trader.open(ctype, body)
+    assert opened.message_id == "signed@sti.test" and opened.signature is not None
+
+
+def _soap_and_parts_of(ctype: str, body: bytes) -> tuple[bytes, list[mime.MimePart]]:
+    unpacked = mime.unpack(ctype, body, max_parts=8, max_part_bytes=len(body))
+    return bytes(unpacked.soap.content), unpacked.attachments

@@ -325,6 +325,11 @@ def test_trust_store_from_files_reads_every_setting(pki: Path, tmp_path: Path) -
         store.validate(load_pem_certificates(pki / "revoked-chain.pem"))
     assert exc.value.reason == "revoked"
     assert TrustStore.from_files([pki / "trader-root.pem"]).crls is None
+    # the documented default (docs/security.md): CRL files are re-examined at most every hour
+    by_default = TrustStore.from_files([pki / "trader-root.pem"], crls=[pki / "trader-int.crl.pem"])
+    assert by_default.crls is not None and by_default.crls.refresh_seconds == 3600
+    assert CrlCache([pki / "trader-int.crl.pem"]).refresh_seconds == 3600
+    assert by_default.eori_binding == "refuse" and TrustStore([]).eori_binding == "refuse"
 
 
 def test_chain_links_are_checked_before_anything_else(h: Hierarchy) -> None:

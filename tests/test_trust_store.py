@@ -541,3 +541,17 @@ def test_is_ca_reads_basic_constraints_only(h: Hierarchy) -> None:
     no_bc = issue(name("No BC"), rsa_key(2048, 44), h.inter, ca=False, basic_constraints=False,
                   ku=key_usage(ds=True))
     assert not _is_ca(no_bc.cert)
+
+
+def test_crl_signature_checks_are_remembered_per_crl_and_issuer_within_a_bound(h: Hierarchy, tmp_path: Path) -> None:
+    forger = Node(h.inter.cert, rsa_key(2048, 43))
+    crls = CrlCache([_crl(tmp_path / "root.crl", h.root, []), _crl(tmp_path / "forged.crl", forger, [h.leaf.cert]),
+                     _crl(tmp_path / "int.crl", h.inter, [h.leaf.cert])])
+    assert crls.is_revoked(h.leaf.cert, h.inter.cert)
+    # the root's CRL is not looked at for the issuing CA; the forged one is remembered as not signed by it
+    assert crls._signature_ok == {(1, h.inter.cert): (crls._crls[1], False), (2, h.inter.cert): (crls._crls[2], True)}
+    for filler, left in ((1024, 1), (1025, 2)):
+        crls._signature_ok = {(100 + i, h.root.cert): (crls._crls[0], True) for i in range(filler)}
+        assert crls.is_revoked(h.leaf.cert, h.inter.cert)
+        # more than 1024 remembered checks: forgotten before the next one is remembered
+        assert len(crls._signature_ok) == left and (2, h.inter.cert) in crls._signature_ok

@@ -183,9 +183,13 @@ def test_strict_digest_input_refuses_what_the_signature_cannot_cover() -> None:
         assert str(exc.value) == ("the XML part contains a comment or processing instruction, which its signature "
                                   "does not cover (SwA 5.4.2 canonicalization)")
     assert attachment_digest_input(b"<x>y</x>", "application/xml", strict=True) == b"<x>y</x>"
-    for bad in (b"", b"<x>", b"<!DOCTYPE x [<!ENTITY e 'v'>]><x>&e;</x>"):
-        with pytest.raises(ValueError):
+    for bad, message in ((b"", "XML attachment is not well-formed XML: Document is empty"),
+                         (b"<x>", "XML attachment is not well-formed XML: Premature end of data"),
+                         (b"<!DOCTYPE x [<!ENTITY e 'v'>]><x>&e;</x>",
+                          "XML attachment contains a DTD or entity declaration, which is not allowed")):
+        with pytest.raises(ValueError) as exc:
             attachment_digest_input(bad, "application/xml")
+        assert type(exc.value) is ValueError and str(exc.value).startswith(message)
 
 
 def test_signed_info_of_an_envelope_with_other_prefixes_verifies(identity: SealingIdentity, pki: Path) -> None:

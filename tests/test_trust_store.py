@@ -555,3 +555,25 @@ def test_crl_signature_checks_are_remembered_per_crl_and_issuer_within_a_bound(h
         assert crls.is_revoked(h.leaf.cert, h.inter.cert)
         # more than 1024 remembered checks: forgotten before the next one is remembered
         assert len(crls._signature_ok) == left and (2, h.inter.cert) in crls._signature_ok
+
+
+def test_a_stricter_policy_of_the_store_is_the_one_applied(h: Hierarchy) -> None:
+    from gateway.security.pathvalidate import SealPolicy
+    assert TrustStore([h.root.cert]).validate(h.chain, at=NOW).anchor == h.root.cert     # 2048-bit keys: enough
+    strict = TrustStore([h.root.cert], policy=SealPolicy(min_rsa_bits=3072))
+    with pytest.raises(ChainError) as exc:
+        strict.validate(h.chain, at=NOW)
+    assert exc.value.reason == "weak-key" and "2048" in str(exc.value)
+
+
+def test_nothing_beyond_a_pinned_anchor_is_held_against_the_chain() -> None:
+    """A chain sent past the configured anchor (here an issuing CA pinned as the anchor, whose own certificate
+    the root signed with SHA-1) is cut at the anchor: what lies beyond it is not validated."""
+    root = root_ca("Beyond Root CA", slot=14)
+    inter = issue(name("Pinned Issuing CA"), rsa_key(2048, 15), root, ca=True, pathlen=0, hash_alg=hashes.SHA1())
+    leaf = issue(name("Pinned Seal", eori=EORI), rsa_key(2048, 2), inter, ca=False)
+    with pytest.raises(ChainError) as exc:                        # trusted through the root: SHA-1 is refused
+        TrustStore([root.cert]).validate([leaf.cert, inter.cert, root.cert], at=NOW)
+    assert exc.value.reason == "weak-algorithm"
+    result = TrustStore([inter.cert]).validate([leaf.cert, inter.cert, root.cert], at=NOW)
+    assert result.chain == (leaf.cert, inter.cert) and result.anchor == inter.cert

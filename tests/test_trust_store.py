@@ -577,3 +577,20 @@ def test_nothing_beyond_a_pinned_anchor_is_held_against_the_chain() -> None:
     assert exc.value.reason == "weak-algorithm"
     result = TrustStore([inter.cert]).validate([leaf.cert, inter.cert, root.cert], at=NOW)
     assert result.chain == (leaf.cert, inter.cert) and result.anchor == inter.cert
+
+
+def test_start_up_check_holds_the_chain_to_the_policy_up_to_its_root() -> None:
+    """The root closing the configured chain is its anchor (its self-signature may be SHA-1, like the path
+    validator allows); every certificate below it is held to the policy (an issuing CA the root signed with SHA-1
+    is refused at start-up, where customs would refuse every message)."""
+    sha1_root = issue(name("SHA-1 Self-Signed Root"), rsa_key(2048, 16), None, ca=True, hash_alg=hashes.SHA1())
+    inter = issue(name("Start-up Issuing CA"), rsa_key(2048, 17), sha1_root, ca=True, pathlen=0)
+    leaf = issue(name("Start-up Seal", eori=EORI), rsa_key(2048, 2), inter, ca=False)
+    check_identity(leaf.key, [leaf.cert, inter.cert, sha1_root.cert])
+    root = root_ca("Start-up Root CA", slot=18)
+    weak_inter = issue(name("Start-up Issuing CA"), rsa_key(2048, 17), root, ca=True, pathlen=0,
+                       hash_alg=hashes.SHA1())
+    leaf = issue(name("Start-up Seal", eori=EORI), rsa_key(2048, 2), weak_inter, ca=False)
+    with pytest.raises(KeyMaterialError) as exc:
+        check_identity(leaf.key, [leaf.cert, weak_inter.cert, root.cert])
+    assert str(exc.value).startswith("the sealing chain is not acceptable (weak-algorithm): ")

@@ -594,3 +594,49 @@ def test_start_up_check_holds_the_chain_to_the_policy_up_to_its_root() -> None:
     with pytest.raises(KeyMaterialError) as exc:
         check_identity(leaf.key, [leaf.cert, weak_inter.cert, root.cert])
     assert str(exc.value).startswith("the sealing chain is not acceptable (weak-algorithm): ")
+
+
+def test_the_path_the_validator_found_is_the_result(h: Hierarchy) -> None:
+    """Two certificates for the same root (same name and key, e.g. a re-issued root) are both anchors: the chain is
+    cut at the one it carries, the RFC 5280 validator takes the first configured one, and the result (chain and
+    anchor) is the validator's path, held to the policy like the chain was."""
+    reissued = issue(h.root.cert.subject, h.root.key, None, ca=True)
+    result = TrustStore([reissued.cert, h.root.cert]).validate(h.chain, at=NOW)
+    assert result.chain == (h.leaf.cert, h.inter.cert, reissued.cert)
+    assert result.anchor == reissued.cert
+    result = TrustStore([h.root.cert, reissued.cert]).validate(h.chain, at=NOW)
+    assert result.chain == tuple(h.chain) and result.anchor == h.root.cert
+
+
+def test_the_validator_applies_the_store_policy_depth(h: Hierarchy) -> None:
+    from gateway.security.pathvalidate import SealPolicy
+    with pytest.raises(ChainError) as exc:
+        TrustStore([h.root.cert], policy=SealPolicy(max_chain_depth=0)).validate(h.chain, at=NOW)
+    assert exc.value.reason == "path"
+    assert TrustStore([h.root.cert], policy=SealPolicy(max_chain_depth=1)).validate(h.chain, at=NOW).chain == tuple(
+        h.chain)
+
+
+def test_a_cache_hit_answers_without_looking_at_the_chain_inside_the_validity(h: Hierarchy) -> None:
+    store = TrustStore([h.root.cert])
+    not_before = max(c.not_valid_before_utc for c in h.chain)
+    not_after = min(c.not_valid_after_utc for c in h.chain)
+    first = store.validate_cached(b"k", h.chain, at=NOW)
+    for at in (not_before, not_after):                     # both ends: answered from the cache
+        assert store.validate_cached(b"k", [h.leaf.cert], at=at) is first
+    with pytest.raises(ChainError) as exc:                 # a microsecond outside: the (bare) chain is validated
+        store.validate_cached(b"k", [h.leaf.cert], at=not_before - dt.timedelta(microseconds=1))
+    assert exc.value.reason == "untrusted"
+
+
+def test_validation_without_a_time_is_at_the_current_time(pki: Path) -> None:
+    store = TrustStore.from_files([pki / "trader-root.pem"])
+    chain = load_pem_certificates(pki / "trader-chain.pem")
+    assert store.validate_cached(b"now", chain).chain == tuple(chain)
+    assert store.validate_cached(b"now", chain[:1]).chain == tuple(chain)     # the cached answer
+    with pytest.raises(ChainError) as exc:
+        store.validate(load_pem_certificates(pki / "expired-chain.pem"))
+    assert exc.value.reason == "expired"
+    with pytest.raises(ChainError) as exc:
+        store.validate_cached(b"expired", load_pem_certificates(pki / "expired-chain.pem"))
+    assert exc.value.reason == "expired"

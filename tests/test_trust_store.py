@@ -640,3 +640,11 @@ def test_validation_without_a_time_is_at_the_current_time(pki: Path) -> None:
     with pytest.raises(ChainError) as exc:
         store.validate_cached(b"expired", load_pem_certificates(pki / "expired-chain.pem"))
     assert exc.value.reason == "expired"
+
+
+def test_the_anchor_of_the_validators_path_is_not_held_to_the_policy(h: Hierarchy) -> None:
+    """A re-issued root the validator prefers, self-signed with SHA-1: like any anchor, its own signature is not
+    held against the path it ends."""
+    reissued = issue(h.root.cert.subject, h.root.key, None, ca=True, hash_alg=hashes.SHA1())
+    result = TrustStore([reissued.cert, h.root.cert]).validate(h.chain, at=NOW)
+    assert result.chain == (h.leaf.cert, h.inter.cert, reissued.cert) and result.anchor == reissued.cert

@@ -166,6 +166,7 @@ def test_every_attachment_is_signed_by_its_content_id_under_the_swa_rules(identi
     ("Text/XML; charset=UTF-8", b"<x><!--c--></x>", b"<x></x>"),
     ("application/soap+xml", b"<x  a='1'/>", b'<x a="1"></x>'),
     (" application/xml ;x=1", b"<x/>", b"<x></x>"),
+    ("application/xml; charset=utf-8; x=1", b"<x  a='1'/>", b'<x a="1"></x>'),      # the type is before the first ;
     ("text/plain", b"a\nb\r\nc\rd\r\r\n", b"a\r\nb\r\nc\r\nd\r\n\r\n"),
     ("TEXT/csv", b"a;b\n", b"a;b\r\n"),
     ("application/gzip", b"a\nb<x/>", b"a\nb<x/>"),

@@ -167,6 +167,7 @@ def test_every_attachment_is_signed_by_its_content_id_under_the_swa_rules(identi
     ("application/soap+xml", b"<x  a='1'/>", b'<x a="1"></x>'),
     (" application/xml ;x=1", b"<x/>", b"<x></x>"),
     ("application/xml; charset=utf-8; x=1", b"<x  a='1'/>", b'<x a="1"></x>'),      # the type is before the first ;
+    ("application/xml", b"<x xmlns:u='urn:unused'><y/></x>", b"<x><y></y></x>"),   # exclusive: unused ns dropped
     ("text/plain", b"a\nb\r\nc\rd\r\r\n", b"a\r\nb\r\nc\r\nd\r\n\r\n"),
     ("TEXT/csv", b"a;b\n", b"a;b\r\n"),
     ("application/gzip", b"a\nb<x/>", b"a\nb<x/>"),
@@ -175,6 +176,15 @@ def test_every_attachment_is_signed_by_its_content_id_under_the_swa_rules(identi
 ])
 def test_attachment_digest_input_follows_swa_5_4_2(content_type: str, content: bytes, digested: bytes) -> None:
     assert attachment_digest_input(content, content_type) == digested
+
+
+def test_an_xml_attachment_above_the_xml_reading_default_is_still_canonicalized() -> None:
+    """The attachment's own size is its bound here (the message limits apply before): a 5 MiB XML part (over the
+    4 MiB default of the XML reader) is canonicalized, not refused."""
+    body = b"<r>" + b"<i  a='1'/>" * (5 * 1024 * 1024 // 11) + b"</r>"
+    assert len(body) > 4 * 1024 * 1024
+    digested = attachment_digest_input(body, "application/xml")
+    assert digested == body.replace(b"<i  a='1'/>", b'<i a="1"></i>')
 
 
 def test_strict_digest_input_refuses_what_the_signature_cannot_cover() -> None:

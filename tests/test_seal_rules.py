@@ -425,3 +425,24 @@ def test_a_built_envelope_lxml_would_canonicalize_wrongly_is_sealed_from_its_par
     identity.certificate.public_key().verify(  # type: ignore[call-arg]
         base64.b64decode(sealed.find(f".//{DS}SignatureValue").text),
         excl_c14n(signed_info, ancestor_prefixes(signed_info)), padding.PKCS1v15(), hashes.SHA256())
+
+
+def test_a_declaration_lxml_drops_from_the_apex_is_not_mistaken_for_one_further_down(
+        identity: SealingIdentity, pki: Path) -> None:
+    """lxml drops the unused root prefix from eb:Messaging's canonical form while an element inside it declares the
+    same prefix: the exactness guard must look at the apex start tag only, or we would sign bytes the receiver
+    does not compute (libxmlsec1 refuses them)."""
+    p = "xsi" + uuid.uuid4().hex[:8]
+    built = envelope()
+    env = etree.Element(S + "Envelope", nsmap={"env": NS_SOAP12})
+    header = etree.SubElement(env, S + "Header", nsmap={p: XSI})         # declared on the Header: not the Body's
+    for child in list(built.find(S + "Header")):
+        header.append(child)
+    env.append(built.find(S + "Body"))
+    user_message = env.find(f"{S}Header/{{{NS_EB}}}Messaging")[0]
+    ext = etree.SubElement(user_message, "{urn:x-ext}Ext", nsmap={p: XSI, "x": "urn:x-ext"})
+    ext.set("{%s}nil" % XSI, "true")
+    sealed, refs = seal(env, [], identity)
+    assert xmlsec_verifies(wire(sealed), pki / "trader-seal.pem")
+    messaging = sealed.find(f"{S}Header/{{{NS_EB}}}Messaging")
+    assert refs[0].find(DS + "DigestValue").text == b64_sha256(excl_c14n(messaging, ["env", p]))

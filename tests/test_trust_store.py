@@ -281,6 +281,8 @@ OI, SN = x509.NameOID.ORGANIZATION_IDENTIFIER, x509.NameOID.SERIAL_NUMBER
     ([(OI, "EORI:NL123456789"), (SN, "DE987654321")], "NL123456789", ["NL123456789", "DE987654321"]),
     ([(OI, "EORI:NL1"), (OI, "EORI:NL1"), (OI, "EORI:DE2")], "NL1", ["NL1", "DE2"]),
     ([(SN, "NL123456789"), (SN, "NL123456789")], "NL123456789", ["NL123456789"]),
+    ([(OI, "EORI-XI123456789")], "XI123456789", ["XI123456789"]),            # Northern Ireland: only ":-" go
+    ([(OI, "EORIXI123456789")], "XI123456789", ["XI123456789"]),
 ])
 def test_eori_named_by_a_certificate(h: Hierarchy, attrs: list[tuple[x509.ObjectIdentifier, str]],
                                      first: str | None, every: list[str]) -> None:

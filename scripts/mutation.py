@@ -56,8 +56,8 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                  "tests/test_inbound_processor.py"]),
     "security-rest": (["gateway/security/trust.py", "gateway/security/keys.py", "gateway/security/seal.py",
                        "gateway/security/pkipath.py", "gateway/security/rsa_backend.py"],
-                      ["tests/test_pathvalidate.py", "tests/test_certpath_vectors.py", "tests/test_engine.py",
-                       "tests/test_signed_reading.py"]),
+                      ["tests/test_trust_store.py", "tests/test_seal_rules.py", "tests/test_pathvalidate.py",
+                       "tests/test_certpath_vectors.py", "tests/test_engine.py", "tests/test_signed_reading.py"]),
     "journal": (["gateway/journal/core.py", "gateway/journal/sqlite.py"],
                 ["tests/test_journal.py", "tests/test_journal_states.py", "tests/test_journal_writer.py"]),
     # the backend-neutral journal alone, on SQLite only (fast: the PostgreSQL parametrisations need a server and

@@ -127,10 +127,6 @@ def _strip_angle(value: str) -> str:
     return v
 
 
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def _check_header_text(what: str, value: str) -> None:
     if any(c in value for c in "\r\n\0") or not value.isprintable():
         raise ValueError(f"{what} {value!r} contains control characters")

@@ -650,3 +650,24 @@ def test_the_anchor_of_the_validators_path_is_not_held_to_the_policy(h: Hierarch
     reissued = issue(h.root.cert.subject, h.root.key, None, ca=True, hash_alg=hashes.SHA1())
     result = TrustStore([reissued.cert, h.root.cert]).validate(h.chain, at=NOW)
     assert result.chain == (h.leaf.cert, h.inter.cert, reissued.cert) and result.anchor == reissued.cert
+
+
+def test_pkcs12_without_a_certificate_is_refused_and_a_loaded_identity_carries_its_key(pki: Path,
+                                                                                       tmp_path: Path) -> None:
+    """A PKCS#12 holding the key but no certificate is refused like one holding certificates only (naming the
+    configuration file and key); a good bundle gives the identity with the very key in it (it signs)."""
+    key = serialization.load_pem_private_key((pki / "trader-seal.key").read_bytes(), None)
+    leaf, inter, root = load_pem_certificates(pki / "trader-chain.pem")
+    f = _p12(tmp_path, key, None, [inter, root], b"pw")                 # the key, its issuers, no leaf
+    with pytest.raises(ConfigError) as exc:
+        load_sealing_identity(SealConfig(None, None, f, "pw"), conf_file="gw.toml")
+    assert (exc.value.file, exc.value.key, exc.value.message) == \
+        ("gw.toml", "seal.pkcs12", "the PKCS#12 file has no key or no certificate")
+    f = _p12(tmp_path, key, leaf, [inter, root], b"pw")
+    ident = load_sealing_identity(SealConfig(None, None, f, "pw"), conf_file="gw.toml")
+    assert ident.key is not None
+    assert ident.key.private_numbers() == key.private_numbers()  # type: ignore[union-attr]
+    f = _p12(tmp_path, None, leaf, [inter, root], b"pw")                # certificates only: the file is named too
+    with pytest.raises(ConfigError) as exc:
+        load_sealing_identity(SealConfig(None, None, f, "pw"), conf_file="gw.toml")
+    assert exc.value.file == "gw.toml" and str(exc.value).startswith("gw.toml: [seal.pkcs12] ")

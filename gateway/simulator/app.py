@@ -38,6 +38,7 @@ from gateway.transport.config import KeyMaterial
 from gateway.transport.tls import build_client_context, build_server_context
 
 log = logging.getLogger("ics2gw.simulator")
+STOP_STEP_SECONDS = 15.0   # each step of a stop (pusher, each listener) is given this long
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -119,13 +120,18 @@ class Simulator:
                  self.admin_url, cfg.registry_path)
 
     async def stop(self) -> None:
+        # bounded: a stop must end even if a peer never completes a TLS close (a test suite once hung here for
+        # its whole 600 s timeout after every assertion had passed)
         if self._pusher_task is not None:
             self._pusher_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._pusher_task
+            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError, Exception):
+                await asyncio.wait_for(self._pusher_task, STOP_STEP_SECONDS)
             self._pusher_task = None
         for r in reversed(self._runners):
-            await r.cleanup()
+            try:
+                await asyncio.wait_for(r.cleanup(), STOP_STEP_SECONDS)
+            except asyncio.TimeoutError:
+                log.warning("event=stop_slow step=listener_cleanup seconds=%s", STOP_STEP_SECONDS)
         self._runners.clear()
         if self.registry is not None:
             self.registry.close()

@@ -845,3 +845,11 @@ def test_cid_urls_with_capitals_and_quotes_name_that_content_id(uri: str, cid: s
 def test_an_escaped_quote_at_the_very_end_of_a_header_value_is_kept() -> None:
     """`c="x\\"` (cut after an escaped quote): the escape still applies, the value is `x"`."""
     assert parse_header_value('a/b; c="x\\"') == ("a/b", {"c": 'x"'})
+
+
+def test_a_quoted_value_ending_in_a_semicolon_ends_at_its_closing_quote() -> None:
+    """RFC 2045 quoted-string: a ';' inside the quotes is part of the value, also as its last character; the next
+    parameter starts after the closing quote (no stray parameter made of the quote)."""
+    assert parse_header_value('multipart/related; boundary="x;"; type="application/soap+xml"') == \
+        ("multipart/related", {"boundary": "x;", "type": "application/soap+xml"})
+    assert parse_header_value('a/b; p=";"; q=1') == ("a/b", {"p": ";", "q": "1"})

@@ -23,11 +23,14 @@ so mutants "survive" against a handful of tests. Start such a group again with `
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,17 +71,43 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     # the SQLite backend alone (its mutants can only be killed by the SQLite parametrisations)
     "journal-sqlite": (["gateway/journal/sqlite.py"],
                        ["tests/test_journal.py", "tests/test_journal_writer.py", "tests/test_journal_reliab.py"]),
+    # the PostgreSQL backend: its suites run against one private server that this script starts for the whole group
+    # (SHARED_PG); one mutant at a time, since two of the selected tests restart or SIGKILL that server
+    "journal-pg": (["gateway/journal/postgres.py", "gateway/journal/committer.py", "gateway/journal/schema_pg.py",
+                    "gateway/journal/pgconn.py"],
+                   ["tests/test_journal.py", "tests/test_journal_pg.py", "tests/test_journal_schema_parity.py",
+                    "tests/test_journal_writer.py", "tests/test_sender_leases.py", "tests/test_pipeline_units.py",
+                    "tests/test_pipeline_robust.py"]),
+    # the rest of the journal package: configuration, backend choice, operators' queries, the SQLite schema, records,
+    # the state machine and the time format (both backends, on the shared server)
+    "journal-rest": (["gateway/journal/config.py", "gateway/journal/factory.py", "gateway/journal/queries.py",
+                      "gateway/journal/schema.py", "gateway/journal/records.py", "gateway/journal/states.py",
+                      "gateway/journal/timeutil.py", "gateway/journal/errors.py"],
+                     ["tests/test_journal_config.py", "tests/test_journal.py", "tests/test_journal_states.py",
+                      "tests/test_journal_schema_parity.py", "tests/test_ops_units.py", "tests/test_journal_reliab.py",
+                      "tests/test_journal_pg.py"]),
+    # the private server of the tests themselves (each test of test_pglocal starts its own: no shared server)
+    "pglocal": (["gateway/journal/pglocal.py"], ["tests/test_pglocal.py"]),
 }
+
+# groups whose suites use one PostgreSQL server started here for the group (tests/pg_support.py SHARED_ENV), and the
+# most mutants each may run at once (None: MUTMUT_CHILDREN)
+SHARED_PG: dict[str, int | None] = {"journal-pg": 1, "journal-rest": None}
 
 # extra pytest arguments of a group (for its stats run and every mutant)
 # (journal-core: test_sigkill_leaves_no_torn_state needs its child to journal 400 changes within 15 s, which a
 # niced run on a loaded machine does not; its failure in the stats run aborts the whole run)
 PYTEST_ARGS: dict[str, list[str]] = {"journal-core": ["-k", "not postgresql and not sigkill"],
-                                     "journal-sqlite": ["-k", "not postgresql and not sigkill"]}
+                                     "journal-sqlite": ["-k", "not postgresql and not sigkill"],
+                                     "journal-pg": ["-k", "not sigkill"],
+                                     # (these two restart / SIGKILL the server under mutants run two at a time)
+                                     "journal-rest": ["-k", "not sigkill and not database_restart and not "
+                                                            "killed_database"]}
 
 LINKS = ["gateway", "tests", "certs", "conf", "pmodes", "docs"]
 # copied into mutmut's mutants/ tree: what the tests read besides the package (test_journal_states reads docs/states.md)
-ALSO_COPY: dict[str, list[str]] = {"journal": ["docs"], "journal-core": ["docs"], "journal-sqlite": ["docs"]}
+ALSO_COPY: dict[str, list[str]] = {g: ["docs"] for g in ("journal", "journal-core", "journal-sqlite", "journal-pg",
+                                                          "journal-rest")}
 
 
 def _toml_list(items: list[str]) -> str:
@@ -105,6 +134,32 @@ def prepare(group: str) -> Path:
     if not target.exists() or target.read_text("utf-8") != text:
         target.write_text(text, "utf-8")
     return d
+
+
+@contextlib.contextmanager
+def shared_postgres(group: str, d: Path) -> Iterator[dict[str, str]]:
+    """The environment of a group's mutmut run: for a SHARED_PG group, one private PostgreSQL server (started here,
+    stopped at the end) that every forked test run attaches to instead of starting its own (a few seconds each)."""
+    env = dict(os.environ)
+    if group not in SHARED_PG:
+        yield env
+        return
+    sys.path.insert(0, str(REPO))
+    from gateway.journal.pglocal import LocalPostgres
+    from tests.pg_support import ROLE, SHARED_ENV
+
+    with LocalPostgres() as server:
+        role_password = secrets.token_urlsafe(12)
+        server.create_role(ROLE, role_password)
+        info = d / "shared-postgres.json"
+        fd = os.open(info, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({**server.describe(), "role_password": role_password}, f)
+        env[SHARED_ENV] = str(info)
+        try:
+            yield env
+        finally:
+            info.unlink(missing_ok=True)
 
 
 def results(group: str) -> dict[str, int]:
@@ -145,8 +200,12 @@ def main(argv: list[str]) -> int:
         d = prepare(g)
         if not show:
             children = os.environ.get("MUTMUT_CHILDREN", "1")
-            print(f"== {g}: mutmut run in {d.relative_to(REPO)}", flush=True)
-            r = subprocess.run(["nice", "-n", os.environ.get("MUTMUT_NICE", "19"), str(MUTMUT), "run", "--max-children", children, *extra], cwd=d, check=False)
+            if SHARED_PG.get(g):
+                children = str(min(int(children), SHARED_PG[g] or 1))
+            print(f"== {g}: mutmut run in {d.relative_to(REPO)} ({children} at a time)", flush=True)
+            with shared_postgres(g, d) as env:
+                r = subprocess.run(["nice", "-n", os.environ.get("MUTMUT_NICE", "19"), str(MUTMUT), "run",
+                                    "--max-children", children, *extra], cwd=d, env=env, check=False)
             rc = rc or r.returncode
         counts = results(g)
         total = sum(counts.values())

@@ -9,9 +9,11 @@ the run lists them (tests/conftest.py). A server that is installed but fails to 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Self
 
 import pytest
@@ -57,10 +59,26 @@ class PgDsn(str):
         return {password_env: self.password}
 
 
+# a JSON file (``LocalPostgres.describe()`` + ``role_password``) naming a running server to use instead of starting one:
+# scripts/mutation.py starts one server for all the forked test runs of a mutation group
+SHARED_ENV = "ICS2GW_TEST_PG_SHARED"
+
+
+def _attach_shared(path: str) -> LocalPostgres:
+    info = json.loads(Path(path).read_text("utf-8"))
+    server = LocalPostgres.attach(info)
+    if not server.running():        # a test that restarts or kills its server was interrupted: start it again
+        server.start()
+    server.role_password = info["role_password"]  # type: ignore[attr-defined]
+    return server
+
+
 def _start_server() -> LocalPostgres:
     reason = pglocal.available()
     if reason:
         pytest.skip(reason)
+    if os.environ.get(SHARED_ENV):
+        return _attach_shared(os.environ[SHARED_ENV])
     server = LocalPostgres()
     try:
         server.start()

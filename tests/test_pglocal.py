@@ -53,6 +53,41 @@ def test_start_stop_close() -> None:
 
 
 @needs_pg
+def test_an_attached_handle_uses_the_server_and_never_stops_it() -> None:
+    """`describe()` / `attach()` (scripts/mutation.py shares one server among forked test runs): the handle connects
+    with the owner's superuser password, starts the server again when it is down, and its close() leaves the server
+    running and its folder in place; only the owner stops it."""
+    owner = LocalPostgres()
+    try:
+        owner.start()
+        info = owner.describe()
+        assert set(info) == {"base", "port", "tls", "superuser", "superuser_password"}
+        handle = LocalPostgres.attach(info)
+        assert (handle.port, handle.base, handle.superuser) == (owner.port, owner.base, owner.superuser)
+        assert handle.running()
+        handle.create_role("shared", "pw-1")
+        with psycopg.connect(owner.dsn("postgres", "shared", "pw-1")) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("shared",)
+        handle.close()
+        assert owner.running() and _port_open(owner.port) and owner.data_dir.exists()
+        handle.kill()
+        assert not owner.running()
+        handle.start()                       # an attached handle can bring a stopped server back
+        assert owner.running()
+        with owner.connect() as conn:
+            assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'shared'").fetchone() == (1,)
+    finally:
+        owner.close()
+    assert owner.base is not None and not owner.base.exists() and not _port_open(owner.port)
+
+
+@needs_pg
+def test_describe_before_start_is_refused() -> None:
+    with pytest.raises(RuntimeError, match="not set up yet"):
+        LocalPostgres().describe()
+
+
+@needs_pg
 def test_failed_start_raises_with_the_log() -> None:
     pg = LocalPostgres(settings={"shared_buffers": "not-a-size"})
     try:

@@ -125,6 +125,7 @@ class LocalPostgres:
         self._initialised = False
         self._user: pwd.struct_passwd | None = None
         self._atexit = False
+        self._owned = True
 
     # ---------------------------------------------------------------------------------------------- paths
     def _dir(self, *parts: str) -> Path:
@@ -300,7 +301,7 @@ class LocalPostgres:
         """Creates the cluster on first use, then starts the server and waits until it accepts connections."""
         if not self._initialised:
             self._setup()
-        if not self._atexit:
+        if not self._atexit and self._owned:
             atexit.register(self._atexit_kill)
             self._atexit = True
         attempts = 1 if self._port_given else 3
@@ -373,7 +374,9 @@ class LocalPostgres:
             time.sleep(0.05)
 
     def close(self) -> None:
-        """Stops the server and removes its folder (unless ``keep``)."""
+        """Stops the server and removes its folder (unless ``keep``); a server we only attached to keeps running."""
+        if not self._owned:
+            return
         try:
             self.stop()
         finally:
@@ -386,6 +389,29 @@ class LocalPostgres:
     def _atexit_kill(self) -> None:    # a test process that dies without its finalisers must not leave a server
         with contextlib.suppress(OSError, RuntimeError):
             self.kill()
+
+    # ---------------------------------------------------------------------------------------------- sharing
+    def describe(self) -> dict[str, Any]:
+        """What another process needs to use this running server (``attach``). Holds the superuser password: write
+        it only to a file that is the caller's own (mode 0600)."""
+        if self.base is None:
+            raise RuntimeError("LocalPostgres: not set up yet (call start())")
+        return {"base": str(self.base), "port": self.port, "tls": self.tls, "superuser": self.superuser,
+                "superuser_password": self.superuser_password}
+
+    @classmethod
+    def attach(cls, info: dict[str, Any]) -> LocalPostgres:
+        """A handle on a server that another process set up and owns (``describe``): start() starts it again if
+        it is down, but close() leaves it running and its folder in place (``scripts/mutation.py`` shares one
+        server among the test runs of every mutant)."""
+        server = cls(port=int(info["port"]), tls=bool(info["tls"]), superuser=str(info["superuser"]), keep=True)
+        server.superuser_password = str(info["superuser_password"])
+        server.base = Path(info["base"])
+        server._initialised = True
+        server._owned = False
+        if os.geteuid() == 0:
+            server._user = _ensure_run_user()
+        return server
 
     def __enter__(self) -> Self:
         return self.start()

@@ -112,10 +112,6 @@ class JournalCore(ABC):
         """Serialises transactions about one logical key (an inbound MessageId, a filing key) until commit."""
 
     # -- shared helpers ---------------------------------------------------------------------------------------------
-    def _q(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
-        with self._lock:
-            return self._x(sql, params)
-
     def _one(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
         with self._lock:
             return self._x(sql, params).fetchone()

@@ -41,7 +41,7 @@ MUTMUT = REPO / ".venv" / "bin" / "mutmut"
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "verify": (["gateway/security/verify.py"],
                ["tests/test_vectors.py", "tests/test_signed_reading.py", "tests/test_engine.py",
-                "tests/test_certpath_vectors.py"]),
+                "tests/test_certpath_vectors.py", "tests/test_pathvalidate.py"]),
     "pathvalidate": (["gateway/security/pathvalidate.py"],
                      ["tests/test_pathvalidate.py", "tests/test_certpath_vectors.py"]),
     "binding": (["gateway/security/binding.py"],

@@ -8,6 +8,8 @@ from the cause under test; the good chain is accepted by the same receiver in th
 
 from __future__ import annotations
 
+import dataclasses
+
 import datetime as dt
 import os
 from collections.abc import Callable
@@ -56,11 +58,15 @@ def receiver(root: Node, *, clock: Callable[[], dt.datetime] = lambda: NOW, crls
                   party_id="sti-taxud", fqdn="sti.path.test", role="Customs", policy=policy, clock=clock)
 
 
+MESSAGE_ID = "path-test@ap.path.test"
+
+
 def send(h: Hierarchy, to: Engine, *, party_id: str = EORI, chain: list[x509.Certificate] | None = None,
          token_type: str = VT_PKIPATH) -> None:
-    """Seals an IE3F32 with ``h``'s seal (the token carrying ``chain``, default the full chain) and opens it."""
+    """Seals an IE3F32 (MessageId ``MESSAGE_ID``) with ``h``'s seal (the token carrying ``chain``, default the full
+    chain) and opens it."""
     recipe = Recipe(parts=[xml_part(ENS)], from_party=Party(party_id, PARTY_TYPE_EORI, ROLE_TRADER),
-                    token_type=token_type)
+                    token_type=token_type, message_id=MESSAGE_ID)
     content_type, body = build_message(recipe, h.leaf.key, chain if chain is not None else h.chain)
     to.open(content_type, body)
 
@@ -134,10 +140,36 @@ def test_each_refusal_names_its_cause_and_maps_to_ebms_0101(root: Node, cause: s
     assert f"not acceptable ({cause})" in fault.message
     assert phrase in fault.message
     assert "\n" not in fault.message
+    assert fault.ref_to_message_id == MESSAGE_ID     # the error signal names the refused message (RefToMessageInError)
     # the same cause straight from the trust store, for the chain the token carried
     with pytest.raises(ChainError) as exc:
         TrustStore([root.cert]).validate(h.chain, at=NOW)
     assert exc.value.reason == cause
+
+
+RSA_SHA512 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512"
+
+
+def test_the_signature_value_is_checked_with_the_declared_algorithm(root: Node) -> None:
+    """A policy that admits rsa-sha512 besides rsa-sha256 (ICS2 uses rsa-sha256 only) checks a SignatureValue with
+    the hash its SignatureMethod names, not with a default: a seal made with rsa-sha512 verifies, and the same seal
+    declared as rsa-sha256 does not."""
+    policy = dataclasses.replace(STRICT, signature_methods=(STRICT.signature_methods[0], RSA_SHA512))
+    h = good(root=root)
+
+    def sealed(method: str) -> tuple[str, bytes]:
+        recipe = Recipe(parts=[xml_part(ENS)], from_party=Party(EORI, PARTY_TYPE_EORI, ROLE_TRADER),
+                        message_id=MESSAGE_ID, signature_method=method)
+        return build_message(recipe, h.leaf.key, h.chain)
+
+    ctype, body = sealed(RSA_SHA512)
+    assert b"rsa-sha512" in body
+    receiver(root, policy=policy).open(ctype, body)
+    swapped = body.replace(b"xmldsig-more#rsa-sha512", b"xmldsig-more#rsa-sha256")
+    with pytest.raises(EbmsFault) as exc:
+        receiver(root, policy=policy).open(ctype, swapped)
+    assert exc.value.code == "EBMS:0101", exc.value.message
+    assert exc.value.ref_to_message_id == MESSAGE_ID
 
 
 def test_path_validator_refuses_what_the_named_checks_do_not(root: Node) -> None:

@@ -1572,3 +1572,30 @@ def test_reader_defaults_and_one_filings_lifecycle_among_others(journal: SqliteJ
     life = journal.lifecycle(a.id)
     assert [r["request_message_id"] for r in life["requests"]] == ["qa@eu"]
     assert {e["filing_id"] for e in life["events"]} == {a.id}
+
+
+def test_timestamps_read_back_in_utc_whatever_the_hosts_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The journal's timestamps are UTC with a Z; reading one back gives an aware UTC datetime even on a host whose
+    local zone is not UTC (a gateway in a carrier's DMZ in Brussels), so deadlines computed from it do not shift."""
+    import time
+
+    from gateway.journal.timeutil import iso, parse_iso
+    monkeypatch.setenv("TZ", "Europe/Brussels")
+    time.tzset()
+    try:
+        t = parse_iso("2026-07-01T10:00:00.250Z")
+        assert t.utcoffset() == timedelta(0) and t.tzinfo is timezone.utc
+        assert (t.hour, t.isoformat()) == (10, "2026-07-01T10:00:00.250000+00:00")
+        assert iso(t) == "2026-07-01T10:00:00.250Z"
+        assert parse_iso("2026-07-01T12:00:00+02:00").isoformat() == "2026-07-01T10:00:00+00:00"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_unavailable_means_nothing_was_committed_unless_said_otherwise() -> None:
+    """`JournalUnavailable` defaults to "before the COMMIT" (the group-commit writer may run the batch again);
+    only a failure during the COMMIT itself says otherwise (its outcome is unknown)."""
+    from gateway.journal.errors import JournalUnavailable
+    assert JournalUnavailable("database unavailable").before_commit is True
+    assert JournalUnavailable("lost during COMMIT", before_commit=False).before_commit is False

@@ -98,3 +98,17 @@ def test_sqlite_migrate_and_checks(tmp_path: Path) -> None:
         assert j.renew_claims("w", [], now=datetime.now(timezone.utc), lease_seconds=5) == []
     finally:
         j.close()
+
+
+def test_a_reader_opened_from_the_configuration_uses_its_busy_timeout(tmp_path: Path) -> None:
+    """`[journal] busy_timeout_ms` reaches the read-only connection too (status page, CLI readers), not only the
+    writer: a reader that gave up after the default would fail while the daemon holds a long write."""
+    from gateway.journal.config import JournalConfig
+    from gateway.journal.factory import open_reader
+    jcfg = JournalConfig(path=tmp_path / "j.sqlite3", busy_timeout_ms=2345)
+    open_journal(jcfg, daemon=False).close()
+    reader = open_reader(jcfg)
+    try:
+        assert reader.pragma("busy_timeout") == 2345 and reader.readonly
+    finally:
+        reader.close()

@@ -66,3 +66,21 @@ def test_message_states() -> None:
     assert can_transition_message("sending", "queued")
     assert not can_transition_message("receipted", "queued")
     assert set(MESSAGE_STATES) >= {"queued", "sending", "receipted", "failed", "held", "orphan"}
+
+
+def test_unknown_and_terminal_states_lead_nowhere() -> None:
+    """`allowed_next` answers an empty set (never None) for a state the machine does not know, so a caller can
+    always test membership or iterate."""
+    from gateway.journal.states import allowed_next
+    assert allowed_next("no-such-state") == frozenset()
+    assert allowed_next("") == frozenset()
+
+
+def test_invalid_transition_names_the_filing_only_when_known() -> None:
+    from gateway.journal.errors import InvalidTransition
+    bare = InvalidTransition("registered", "received")
+    assert (bare.old, bare.new, bare.filing) == ("registered", "received", "")
+    assert str(bare) == ("invalid state transition 'registered' -> 'received' (see docs/states.md for the allowed "
+                         "transitions out of 'registered')")
+    named = InvalidTransition("registered", "received", filing="NL123/LRN-1")
+    assert str(named).startswith("filing NL123/LRN-1: invalid state transition 'registered' -> 'received' ")

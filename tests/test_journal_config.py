@@ -112,3 +112,65 @@ def test_a_reader_opened_from_the_configuration_uses_its_busy_timeout(tmp_path: 
         assert reader.pragma("busy_timeout") == 2345 and reader.readonly
     finally:
         reader.close()
+
+
+def test_migrating_beside_a_running_daemon_records_the_time_and_doctor_words_each_check(tmp_path: Path) -> None:
+    """`ics2gw journal migrate` opens the journal without the daemon's lock (it must work while the daemon runs,
+    and must not recover the daemon's in-flight sends) and records when each migration was applied; `doctor`'s
+    journal checks are exact: their names are what operators grep for."""
+    import sqlite3
+    import subprocess
+
+    from gateway.journal.timeutil import iso
+    cfg = read_journal_config(Section({"path": "j/journal.sqlite3"}, file=tmp_path / "g.toml", prefix="journal"))
+    name = cfg.describe()
+    assert journal_checks(cfg) == [("journal reachable", False,
+                                    f"{name}: no journal file yet (run `ics2gw journal init`)")]
+    at = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
+    daemon = open_journal(cfg, daemon=True)          # holds <path>.lock, as the running daemon does
+    try:
+        assert migrate_journal(cfg, now=at) == (schema.LATEST, schema.LATEST)
+    finally:
+        daemon.close()
+    other = tmp_path / "k.sqlite3"
+    cfg2 = read_journal_config(Section({"path": str(other)}, file=tmp_path / "g.toml", prefix="journal"))
+    assert migrate_journal(cfg2, now=at) == (0, schema.LATEST)
+    with sqlite3.connect(other) as conn:
+        assert {r[0] for r in conn.execute("SELECT applied_at FROM schema_migrations")} == {iso(at)}
+    assert journal_checks(cfg2) == [
+        ("journal reachable", True, cfg2.describe()),
+        ("journal schema", True, f"version {schema.LATEST}, this ics2gw uses {schema.LATEST}"),
+        ("journal permissions", True, "file and folder writable")]
+    with sqlite3.connect(other) as conn:
+        conn.execute(f"PRAGMA user_version = {schema.LATEST - 1}")
+    assert journal_checks(cfg2)[1] == ("journal schema", False, f"version {schema.LATEST - 1}, this ics2gw uses "
+                                       f"{schema.LATEST} (run `ics2gw journal migrate`)")
+    with sqlite3.connect(other) as conn:
+        conn.execute(f"PRAGMA user_version = {schema.LATEST}")
+    # the file not writable while its folder is (root ignores modes: an immutable file is refused even to root)
+    if subprocess.run(["chattr", "+i", str(other)], capture_output=True).returncode == 0:
+        try:
+            assert journal_checks(cfg2)[2] == ("journal permissions", False,
+                                               f"{other.parent} or {other.name} is not writable")
+        finally:
+            subprocess.run(["chattr", "-i", str(other)], check=True)
+    else:
+        pytest.skip("chattr +i refused on this file system: the unwritable-file check cannot be set up")
+    foreign = tmp_path / "foreign.sqlite3"
+    foreign.write_bytes(b"this is not a database" * 100)
+    cfg3 = read_journal_config(Section({"path": str(foreign)}, file=tmp_path / "g.toml", prefix="journal"))
+    [(check, ok, detail)] = journal_checks(cfg3)
+    assert (check, ok) == ("journal reachable", False) and detail.startswith(f"{cfg3.describe()}: ")
+    assert "not a database" in detail
+
+
+def test_migrating_a_postgresql_journal_records_the_time_given(pg_dsn: object) -> None:
+    import psycopg
+
+    from gateway.journal.timeutil import iso
+    from tests.journal_backends import pg_config
+    at = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
+    cfg = pg_config(str(pg_dsn), pg_dsn.password)  # type: ignore[attr-defined]
+    assert migrate_journal(cfg, now=at) == (0, schema.LATEST)
+    with psycopg.connect(pg_dsn.with_password) as conn:  # type: ignore[attr-defined]
+        assert {r[0] for r in conn.execute("SELECT applied_at FROM schema_migrations")} == {iso(at)}

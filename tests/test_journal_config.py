@@ -174,3 +174,111 @@ def test_migrating_a_postgresql_journal_records_the_time_given(pg_dsn: object) -
     assert migrate_journal(cfg, now=at) == (0, schema.LATEST)
     with psycopg.connect(pg_dsn.with_password) as conn:  # type: ignore[attr-defined]
         assert {r[0] for r in conn.execute("SELECT applied_at FROM schema_migrations")} == {iso(at)}
+
+
+# ---------------------------------------------------------------------------------------------- exact values
+def _err(data: dict, file: Path = Path("/etc/ics2gw/g.toml")) -> ConfigError:
+    with pytest.raises(ConfigError) as exc:
+        read_journal_config(Section(data, file=file, prefix="journal"))
+    return exc.value
+
+
+def test_sqlite_defaults_and_every_bound_at_its_edge(tmp_path: Path) -> None:
+    from gateway.journal.config import JournalConfig
+    g = tmp_path / "conf" / "g.toml"
+    cfg = read_journal_config(Section({}, file=g, prefix="journal"))
+    assert cfg == JournalConfig(path=(tmp_path / "var" / "journal.sqlite3"), busy_timeout_ms=5000,
+                                group_commit_max_batch=256, group_commit_max_delay_ms=0, retention_days=1095)
+    assert cfg.backend == "sqlite" and cfg.dsn is None and cfg.password is None
+    assert cfg.describe() == f"sqlite:{tmp_path / 'var' / 'journal.sqlite3'}"
+    edges = {"busy_timeout_ms": (0, 600_000), "group_commit_max_batch": (1, 100_000),
+             "group_commit_max_delay_ms": (0, 1000), "retention_days": (1, None)}
+    for key, (low, high) in edges.items():
+        assert getattr(read_journal_config(Section({key: low}, file=g, prefix="journal")), key) == low
+        e = _err({key: low - 1}, g)
+        assert (e.key, e.message) == (f"journal.{key}", f"must be at least {low}, not {low - 1}")
+        if high is not None:
+            assert getattr(read_journal_config(Section({key: high}, file=g, prefix="journal")), key) == high
+            e = _err({key: high + 1}, g)
+            assert (e.key, e.message) == (f"journal.{key}", f"must be at most {high}, not {high + 1}")
+
+
+def test_postgresql_defaults_bounds_and_each_refusal_word_by_word(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    g = tmp_path / "g.toml"
+    monkeypatch.setenv("JPW", "s3cret")
+    base = {"backend": "postgresql", "dsn": "host=db.example dbname=ics2gw user=gw"}
+    cfg = read_journal_config(Section({**base, "password_env": "JPW"}, file=g, prefix="journal"))
+    assert (cfg.backend, cfg.dsn, cfg.password, cfg.sslmode, cfg.pool_size, cfg.connect_timeout_seconds) == (
+        "postgresql", base["dsn"], "s3cret", None, 8, 10.0)
+    assert (cfg.sslrootcert, cfg.sslcert, cfg.sslkey) == (None, None, None)
+    assert (cfg.busy_timeout_ms, cfg.group_commit_max_batch, cfg.retention_days) == (5000, 256, 1095)
+    assert "s3cret" not in repr(cfg) and cfg.describe() == "postgresql://gw@db.example:5432/ics2gw"
+    for f in ("ca.pem", "c.pem", "k.pem"):
+        (tmp_path / f).write_text("x")
+    tls = read_journal_config(Section({**base, "sslmode": "verify-full", "sslrootcert": "ca.pem",
+                                       "sslcert": "c.pem", "sslkey": "k.pem", "pool_size": 2,
+                                       "connect_timeout_seconds": 1.0}, file=g, prefix="journal"))
+    assert (tls.sslmode, tls.sslrootcert, tls.sslcert, tls.sslkey, tls.pool_size, tls.connect_timeout_seconds) == (
+        "verify-full", tmp_path / "ca.pem", tmp_path / "c.pem", tmp_path / "k.pem", 2, 1.0)
+    assert read_journal_config(Section({**base, "pool_size": 200, "connect_timeout_seconds": 300.0}, file=g,
+                                       prefix="journal")).pool_size == 200
+    for key, bad, message in [("pool_size", 1, "must be at least 2, not 1"), ("pool_size", 201, "must be at most 200, not 201"),
+                              ("connect_timeout_seconds", 0.5, "must be at least 1.0, not 0.5"),
+                              ("connect_timeout_seconds", 301, "must be at most 300.0, not 301")]:
+        e = _err({**base, key: bad}, g)
+        assert (e.key, e.message) == (f"journal.{key}", message)
+    e = _err({"backend": "postgresql", "dsn": "host=db", "path": "j.sqlite3"}, g)
+    assert (e.key, e.message) == ("journal.path", 'only for backend = "sqlite"; a postgresql journal is named by dsn')
+    for data in ({"backend": "postgresql"}, {"backend": "postgresql", "dsn": ""}):
+        e = _err(data, g)
+        assert (e.key, e.message) == ("journal.dsn", 'backend = "postgresql" needs dsn, e.g. "host=db.example '
+                                      'port=5432 dbname=ics2gw user=ics2gw" (the password goes in password_env or '
+                                      'password_file)')
+    for secret in ("password", "passfile", "sslpassword"):
+        e = _err({"backend": "postgresql", "dsn": f"host=db {secret}=x"}, g)
+        assert (e.key, e.message) == ("journal.dsn", f"the DSN carries a {secret}: secrets are never written in "
+                                      "the configuration, use password_env or password_file")
+    e = _err({"backend": "postgresql", "dsn": "host=db port"}, g)
+    assert e.key == "journal.dsn" and e.message.startswith("not a libpq connection string or URI: ")
+    assert len(e.message) > len("not a libpq connection string or URI: ")
+    for key in ("dsn", "password_env", "password_file", "sslmode", "sslrootcert", "sslcert", "sslkey", "pool_size",
+                "connect_timeout_seconds"):
+        e = _err({key: "x"}, g)
+        assert (e.key, e.message) == (f"journal.{key}", 'only for backend = "postgresql" (this journal is '
+                                      'backend = "sqlite")')
+    e = _err({"backend": "mysql"}, g)
+    assert e.key == "journal.backend" and "sqlite" in e.message and "postgresql" in e.message
+
+
+@pytest.mark.parametrize("dsn,described", [
+    ("host=db.example port=6432 dbname=j user=u", "postgresql://u@db.example:6432/j"),
+    ("hostaddr=10.0.0.7 dbname=j", "postgresql://(default user)@10.0.0.7:5432/j"),
+    ("dbname=j user=u", "postgresql://u@(local socket):5432/j"),
+    ("host=db", "postgresql://(default user)@db:5432/(default db)"),
+    ("postgresql://u@db.example:5433/jj", "postgresql://u@db.example:5433/jj"),
+    ("host=db port", "postgresql://(unparsable dsn)"),
+])
+def test_a_dsn_is_described_without_secrets(dsn: str, described: str) -> None:
+    from gateway.journal.pgconn import describe_dsn
+    assert describe_dsn(dsn) == described
+
+
+def test_the_connection_string_adds_password_tls_and_keepalives_to_the_dsn(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    from gateway.journal.config import JournalConfig
+    cfg = JournalConfig(path=tmp_path / "unused", backend="postgresql", dsn="host=db dbname=j user=u",
+                        connect_timeout_seconds=2.9)
+    assert conninfo_to_dict(cfg.conninfo()) == {
+        "host": "db", "dbname": "j", "user": "u", "connect_timeout": "2", "application_name": "ics2gw",
+        "keepalives": "1", "keepalives_idle": "5", "keepalives_interval": "2", "keepalives_count": "3",
+        "tcp_user_timeout": "15000"}
+    tls = replace(cfg, password="pw", sslmode="verify-full", sslrootcert=tmp_path / "ca.pem",
+                  sslcert=tmp_path / "c.pem", sslkey=tmp_path / "k.pem", connect_timeout_seconds=0.2)
+    d = conninfo_to_dict(tls.conninfo())
+    assert (d["password"], d["sslmode"], d["sslrootcert"], d["sslcert"], d["sslkey"], d["connect_timeout"]) == (
+        "pw", "verify-full", str(tmp_path / "ca.pem"), str(tmp_path / "c.pem"), str(tmp_path / "k.pem"), "1")
+    assert "pw" not in tls.describe() and tls.describe() == "postgresql://u@db:5432/j"

@@ -77,7 +77,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                     "gateway/journal/pgconn.py"],
                    ["tests/test_journal.py", "tests/test_journal_pg.py", "tests/test_journal_schema_parity.py",
                     "tests/test_journal_writer.py", "tests/test_sender_leases.py", "tests/test_pipeline_units.py",
-                    "tests/test_pipeline_robust.py"]),
+                    "tests/test_pipeline_robust.py", "tests/test_journal_config.py"]),
     # the rest of the journal package: configuration, backend choice, operators' queries, the SQLite schema, records,
     # the state machine and the time format (both backends, on the shared server)
     "journal-rest": (["gateway/journal/config.py", "gateway/journal/factory.py", "gateway/journal/queries.py",

@@ -1599,3 +1599,53 @@ def test_unavailable_means_nothing_was_committed_unless_said_otherwise() -> None
     from gateway.journal.errors import JournalUnavailable
     assert JournalUnavailable("database unavailable").before_commit is True
     assert JournalUnavailable("lost during COMMIT", before_commit=False).before_commit is False
+
+
+def test_sqlite_migrate_returns_what_it_applied_and_refuses_a_newer_schema(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "m.sqlite3", isolation_level=None)
+    try:
+        assert schema.migrate(conn, now_iso="2026-01-01T00:00:00.000Z") == [m.version for m in schema.MIGRATIONS]
+        assert [m.version for m in schema.MIGRATIONS] == list(range(1, schema.LATEST + 1))
+        assert schema.migrate(conn, now_iso="2026-01-01T00:00:00.000Z") == []
+        conn.execute(f"PRAGMA user_version = {schema.LATEST + 1}")
+        with pytest.raises(schema.SchemaTooNew) as exc:
+            schema.migrate(conn, now_iso="2026-01-01T00:00:00.000Z")
+        assert str(exc.value) == (f"journal: schema version {schema.LATEST + 1} is newer than this ics2gw knows "
+                                  f"({schema.LATEST}); upgrade ics2gw or open the journal with the version that "
+                                  "wrote it")
+        assert not conn.in_transaction            # rolled back: the file is left as it was
+    finally:
+        conn.close()
+
+
+def test_sqlite_migrate_waiting_for_another_process_that_migrated_finds_nothing_to_do(tmp_path: Path) -> None:
+    """Two processes open a fresh journal at once: both read version 0, one takes the write lock and migrates;
+    the other, once it has the lock, reads the version again and finds it current (not "newer than known")."""
+    import threading
+    import time
+
+    path = tmp_path / "race.sqlite3"
+    first = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    second = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    try:
+        first.execute("PRAGMA journal_mode = WAL")
+        first.execute("BEGIN IMMEDIATE")                 # the first process holds the write lock, not committed
+        first.execute(f"PRAGMA user_version = {schema.LATEST}")
+        result: list[object] = []
+        t = threading.Thread(target=lambda: result.append(_migrate_or_error(second)))
+        t.start()
+        time.sleep(0.5)        # let the second read version 0 and wait for the lock (if it is late, it reads LATEST)
+        first.execute("COMMIT")
+        t.join(30)
+        assert result == [[]]
+        assert schema.current_version(second) == schema.LATEST
+    finally:
+        first.close()
+        second.close()
+
+
+def _migrate_or_error(conn: sqlite3.Connection) -> object:
+    try:
+        return schema.migrate(conn, now_iso="2026-01-01T00:00:00.000Z")
+    except Exception as exc:  # noqa: BLE001 - the test compares it
+        return exc

@@ -84,3 +84,9 @@ def test_invalid_transition_names_the_filing_only_when_known() -> None:
                          "transitions out of 'registered')")
     named = InvalidTransition("registered", "received", filing="NL123/LRN-1")
     assert str(named).startswith("filing NL123/LRN-1: invalid state transition 'registered' -> 'received' ")
+
+
+def test_a_message_in_an_unknown_state_may_not_move() -> None:
+    from gateway.journal.states import can_transition_message
+    assert can_transition_message("no-such-state", "queued") is False
+    assert can_transition_message("queued", "sending") is True

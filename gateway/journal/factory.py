@@ -21,7 +21,6 @@ def open_journal(jcfg: JournalConfig, *, daemon: bool = True, instance: str | No
     live (a dead instance's claims return to the queue when their lease expires)."""
     if jcfg.backend == "sqlite":
         from gateway.journal.sqlite import SqliteJournal
-        jcfg.path.parent.mkdir(parents=True, exist_ok=True)
         return SqliteJournal.open(jcfg.path, busy_timeout_ms=jcfg.busy_timeout_ms, daemon=daemon, now=now)
     from gateway.journal.postgres import PostgresJournal
     return PostgresJournal.open(jcfg, instance=instance, now=now, migrate=migrate)

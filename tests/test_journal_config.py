@@ -176,6 +176,18 @@ def test_migrating_a_postgresql_journal_records_the_time_given(pg_dsn: object) -
         assert {r[0] for r in conn.execute("SELECT applied_at FROM schema_migrations")} == {iso(at)}
 
 
+def test_opening_a_fresh_postgresql_journal_migrates_it_at_the_time_given(pg_dsn: object) -> None:
+    import psycopg
+
+    from gateway.journal.timeutil import iso
+    from tests.journal_backends import pg_config
+    at = datetime(2026, 4, 5, 6, 7, 8, tzinfo=timezone.utc)
+    j = open_journal(pg_config(str(pg_dsn), pg_dsn.password), now=at)  # type: ignore[attr-defined]
+    j.close()
+    with psycopg.connect(pg_dsn.with_password) as conn:  # type: ignore[attr-defined]
+        assert {r[0] for r in conn.execute("SELECT applied_at FROM schema_migrations")} == {iso(at)}
+
+
 # ---------------------------------------------------------------------------------------------- exact values
 def _err(data: dict, file: Path = Path("/etc/ics2gw/g.toml")) -> ConfigError:
     with pytest.raises(ConfigError) as exc:
@@ -289,9 +301,10 @@ def test_the_daemons_journal_is_the_default_and_a_second_daemon_is_refused(tmp_p
     second daemon on the same journal is refused while CLI commands (`daemon=False`) still open it."""
     from gateway.journal.config import JournalConfig
     from gateway.journal.errors import JournalLocked
-    cfg = JournalConfig(path=tmp_path / "a" / "b" / "journal.sqlite3")
+    cfg = JournalConfig(path=tmp_path / "a" / "b" / "journal.sqlite3", busy_timeout_ms=3456)
     first = open_journal(cfg)
     try:
+        assert first.pragma("busy_timeout") == 3456          # [journal] busy_timeout_ms reaches the writer
         with pytest.raises(JournalLocked, match="another gateway daemon uses this journal"):
             open_journal(cfg)
         open_journal(cfg, daemon=False).close()

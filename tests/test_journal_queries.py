@@ -536,3 +536,26 @@ def test_opening_by_path_or_by_reader(tmp_path: Path) -> None:
         JournalQueries(path)
     assert str(e.value) == (f"{path}: the journal lacks the operations read paths (the filing_state_counts "
                             "migration); start the daemon of this version once to migrate it")
+
+
+def test_default_limits_of_the_lists(jq: Any) -> None:
+    """The status page's lists without a limit: 50 do-not-load filings, 100 orphans, 200 open requests."""
+    j, queries = jq
+    with j.transaction():
+        for i in range(201):
+            f, _ = j.insert_filing(new_filing(f"LRN-L{i:03d}"), now=at(i))
+            j.open_request(f.id, "IE3Q02", f"q-{i:03d}", now=at(i))
+            if i < 51:
+                to_do_not_load(j, f.id, at(1000 + i))
+            if i < 101:
+                j.record_inbound(in_msg(f"o-{i:03d}@customs"), now=at(i), receipt=b"r")
+                j.record_orphan(f"o-{i:03d}@customs", "sti-taxud", now=at(i), reason="none")
+    q = queries()
+    dnl = q.do_not_load()
+    assert len(dnl) == 50 and [r["lrn"] for r in dnl] == [f"LRN-L{i:03d}" for i in range(50, 0, -1)]
+    orphans = q.orphans()
+    assert len(orphans) == 100 and [r["message_id"] for r in orphans] == \
+        [f"o-{i:03d}@customs" for i in range(100, 0, -1)]
+    reqs = q.open_requests()
+    assert len(reqs) == 200 and [r["request_message_id"] for r in reqs] == [f"q-{i:03d}" for i in range(200)]
+    assert q.open_request_counts() == {"IE3Q01": 0, "IE3Q02": 201, "IE3Q03": 0} and q.orphans_open() == 101

@@ -444,7 +444,8 @@ def test_timeline_lists_messages_signals_requests_and_events_in_time_order(jq: A
     j.fail_message("m2@ap", worker="w", now=at(4), error="EBMS:0004", receipt=b"<error/>")
     j.enqueue_message(out_msg("m3@ap", f.id), now=at(5))
     j.claim_due_messages(now=at(5), worker="w")
-    j.schedule_retry("m3@ap", worker="w", now=at(6), next_attempt_at=at(60), error="timeout")
+    # a retry after an error signal: the signal is kept, without a receipt outcome
+    j.schedule_retry("m3@ap", worker="w", now=at(6), next_attempt_at=at(60), error="timeout", receipt=b"<err/>")
     j.record_inbound(in_msg("in1@customs", ref="m1@ap"), now=at(7), receipt=b"<our-receipt/>")
     j.attach_inbound("in1@customs", "sti-taxud", f.id, now=at(8))
     r1 = j.open_request(f.id, "IE3Q02", "q2@customs", now=at(9))
@@ -472,6 +473,8 @@ def test_timeline_lists_messages_signals_requests_and_events_in_time_order(jq: A
          "what": "signal received", "state": "EBMS:0004", "detail": ""},
         {"at": iso(at(5)), "kind": "message", "direction": "out", "action": "IE3F32", "message_id": "m3@ap",
          "what": "queued IE3F32", "state": "queued", "detail": "timeout"},
+        {"at": iso(at(6)), "kind": "signal", "direction": "in", "action": "Error", "message_id": "m3@ap",
+         "what": "signal received", "state": "", "detail": ""},
         {"at": iso(at(7)), "kind": "message", "direction": "in", "action": "IE3R01", "message_id": "in1@customs",
          "what": "received IE3R01", "state": "processed", "detail": ""},
         {"at": iso(at(8)), "kind": "signal", "direction": "out", "action": "Receipt", "message_id": "in1@customs",

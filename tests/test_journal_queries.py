@@ -44,7 +44,8 @@ def out_msg(mid: str, filing_id: int | None = None, priority: str = "B", action:
                            content_type="multipart/related", filing_id=filing_id, priority=priority, kind=kind)
 
 
-def in_msg(mid: str, action: str | None = "IE3R01", sender: str = "sti-taxud", ref: str | None = None) -> InboundMessage:
+def in_msg(mid: str, action: str | None = "IE3R01", sender: str = "sti-taxud",
+           ref: str | None = None) -> InboundMessage:
     return InboundMessage(sender_party=sender, message_id=mid, raw=b"<in/>", content_type="application/xml",
                           action=action, ref_to_message_id=ref)
 

@@ -85,7 +85,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                       "gateway/journal/timeutil.py", "gateway/journal/errors.py"],
                      ["tests/test_journal_config.py", "tests/test_journal.py", "tests/test_journal_states.py",
                       "tests/test_journal_schema_parity.py", "tests/test_ops_units.py", "tests/test_journal_reliab.py",
-                      "tests/test_journal_pg.py"]),
+                      "tests/test_journal_pg.py", "tests/test_journal_queries.py"]),
     # the private server of the tests themselves (each test of test_pglocal starts its own: no shared server)
     "pglocal": (["gateway/journal/pglocal.py"], ["tests/test_pglocal.py"]),
 }

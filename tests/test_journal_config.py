@@ -311,3 +311,25 @@ def test_the_daemons_journal_is_the_default_and_a_second_daemon_is_refused(tmp_p
     finally:
         first.close()
     open_journal(cfg).close()             # the lock ends with its holder
+
+
+def test_postgresql_pools_are_sized_and_named_from_the_configuration(pg_dsn: object) -> None:
+    """The writer's pool holds `pool_size` connections and the reader's half of it (at least 2); each carries its
+    name (psycopg_pool's logs and stats), and both describe the journal by its DSN, never the password."""
+    from gateway.journal.factory import open_reader
+    from tests.journal_backends import pg_config
+    for size, reader_size in ((9, 4), (2, 2), (5, 2)):
+        cfg = pg_config(str(pg_dsn), pg_dsn.password, pool_size=size)  # type: ignore[attr-defined]
+        writer = open_journal(cfg)
+        reader = open_reader(cfg)
+        try:
+            assert (writer._pool.max_size, writer._pool.name) == (size, "ics2gw-journal")
+            assert (reader._pool.max_size, reader._pool.name) == (reader_size, "ics2gw-journal-reader")
+            assert writer.describe() == reader.describe() == cfg.describe()
+            assert pg_dsn.password not in reader.describe()  # type: ignore[attr-defined]
+            lock = reader.singleton("outbox")       # a singleton connects with the reader's own conninfo
+            assert lock.try_acquire() and lock.held()
+            lock.release()
+        finally:
+            reader.close()
+            writer.close()

@@ -1649,3 +1649,15 @@ def _migrate_or_error(conn: sqlite3.Connection) -> object:
         return schema.migrate(conn, now_iso="2026-01-01T00:00:00.000Z")
     except Exception as exc:  # noqa: BLE001 - the test compares it
         return exc
+
+
+def test_a_migration_script_splits_on_top_level_semicolons_and_keeps_a_last_statement_without_one() -> None:
+    """A trigger body's inner `;` does not split it; a script whose last statement lacks its `;` still runs it."""
+    script = ("CREATE TABLE a (x INTEGER);\n"
+              "CREATE TRIGGER t AFTER INSERT ON a BEGIN\n  UPDATE a SET x = 1;\n  UPDATE a SET x = 2;\nEND;\n"
+              "\n"
+              "CREATE INDEX i ON a (x)\n")
+    assert schema._split(script) == [
+        "CREATE TABLE a (x INTEGER);",
+        "CREATE TRIGGER t AFTER INSERT ON a BEGIN\n  UPDATE a SET x = 1;\n  UPDATE a SET x = 2;\nEND;",
+        "CREATE INDEX i ON a (x)"]

@@ -181,8 +181,14 @@ def test_opening_a_fresh_postgresql_journal_migrates_it_at_the_time_given(pg_dsn
 
     from gateway.journal.timeutil import iso
     from tests.journal_backends import pg_config
+    from gateway.journal.errors import JournalError
     at = datetime(2026, 4, 5, 6, 7, 8, tzinfo=timezone.utc)
-    j = open_journal(pg_config(str(pg_dsn), pg_dsn.password), now=at)  # type: ignore[attr-defined]
+    cfg = pg_config(str(pg_dsn), pg_dsn.password)  # type: ignore[attr-defined]
+    with pytest.raises(JournalError) as exc:             # the daemon opens with migrate=False: it never migrates
+        open_journal(cfg, migrate=False)
+    assert str(exc.value) == (f"{cfg.describe()}: schema version 0, this ics2gw uses {schema.LATEST}; run "
+                              "`ics2gw journal migrate` (or start with --init-journal)")
+    j = open_journal(cfg, now=at)
     j.close()
     with psycopg.connect(pg_dsn.with_password) as conn:  # type: ignore[attr-defined]
         assert {r[0] for r in conn.execute("SELECT applied_at FROM schema_migrations")} == {iso(at)}

@@ -1661,3 +1661,25 @@ def test_a_migration_script_splits_on_top_level_semicolons_and_keeps_a_last_stat
         "CREATE TABLE a (x INTEGER);",
         "CREATE TRIGGER t AFTER INSERT ON a BEGIN\n  UPDATE a SET x = 1;\n  UPDATE a SET x = 2;\nEND;",
         "CREATE INDEX i ON a (x)"]
+
+
+def test_a_time_without_a_utc_offset_is_refused_like_a_naive_one() -> None:
+    """A tzinfo whose utcoffset() is None makes a datetime naive in Python's sense (astimezone would read it as
+    local time): the journal refuses it, as it refuses a datetime without tzinfo."""
+    from datetime import tzinfo
+
+    from gateway.journal.timeutil import iso
+
+    class Floating(tzinfo):
+        def utcoffset(self, dt: datetime | None) -> None:
+            return None
+
+        def dst(self, dt: datetime | None) -> None:
+            return None
+
+        def tzname(self, dt: datetime | None) -> None:
+            return None
+
+    for ts in (datetime(2026, 1, 2, 3, 4, 5), datetime(2026, 1, 2, 3, 4, 5, tzinfo=Floating())):
+        with pytest.raises(ValueError, match="naive datetime .*: the journal needs timezone-aware UTC times"):
+            iso(ts)

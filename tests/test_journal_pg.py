@@ -349,11 +349,13 @@ def test_doctor_reports_each_check_exactly(cfg: Any, pg_dsn: Any) -> None:
         ("journal permissions", True, "read and write on every table")]
     # one privilege missing is enough (has_table_privilege with a list of privileges is true if ANY is held: the
     # check named every table readable and writable while a privilege was missing)
+    lost = {"filings": "UPDATE", "messages": "DELETE", "events": "INSERT", "inbound_dedup": "SELECT",
+            "outbox_cursors": "UPDATE"}
     with _superuser(pg_dsn) as admin:
-        admin.execute("REVOKE DELETE ON messages FROM ics2gw")
-        admin.execute("REVOKE SELECT ON outbox_cursors FROM ics2gw")
-    assert pg_checks(cfg)[2] == ("journal permissions", False,
-                                 "the role lacks SELECT/INSERT/UPDATE/DELETE on messages, outbox_cursors")
+        for table, privilege in lost.items():
+            admin.execute(f"REVOKE {privilege} ON {table} FROM ics2gw")
+    assert pg_checks(cfg)[2] == ("journal permissions", False, "the role lacks SELECT/INSERT/UPDATE/DELETE on "
+                                 "filings, messages, events, inbound_dedup, outbox_cursors")
 
 
 def test_an_unreachable_database_is_named_by_the_first_line_of_its_error(pg_dsn: Any) -> None:

@@ -265,3 +265,128 @@ def test_journal_over_tls_verify_full_from_the_configuration(tmp_path: Any, pki:
         bad = read_journal_config(Section({**section, "sslrootcert": str(wrong)}, file=conf, prefix="journal"))
         with pytest.raises(JournalError, match="certificate verify failed|cannot connect"):
             open_journal(bad, now=T0)
+
+
+def _superuser(pg_dsn: Any) -> Any:
+    s = pg_dsn.server
+    return psycopg.connect(s.dsn(pg_dsn.dbname, s.superuser, s.superuser_password, unix=True), autocommit=True)
+
+
+def test_singleton_session_is_autocommit_with_a_statement_timeout(instances: Any, pg_dsn: Any) -> None:
+    """The lock's session sits idle (not idle in a transaction: no snapshot held against vacuum) and its liveness
+    check cannot stall longer than 5 s (the failover depends on it)."""
+    [a] = instances(1)
+    lock = a.singleton("timers")
+    assert lock.name == "timers"
+    assert lock.try_acquire()
+    assert lock._conn.execute("SHOW statement_timeout").fetchone()[0] == "5s"
+    pid = lock._conn.info.backend_pid
+    with _superuser(pg_dsn) as admin:
+        state = admin.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()[0]
+        assert state == "idle"
+        held = admin.execute("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = %s AND granted",
+                             (pid,)).fetchone()[0]
+        assert held == 1
+    lock.release()
+    assert not lock.held()
+
+
+def test_singleton_is_not_taken_when_the_database_cannot_be_reached_or_refuses(instances: Any, pg_dsn: Any) -> None:
+    import socket
+
+    from gateway.journal.postgres import PgSingleton
+    with socket.socket() as s:          # a port nobody listens on: the connection is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert PgSingleton(f"host=127.0.0.1 port={port} dbname=x user=x connect_timeout=2", "timers").try_acquire() \
+        is False
+    # the session opens but the lock function is refused (a privilege the role lacks in this database)
+    [a] = instances(1)
+    with _superuser(pg_dsn) as admin:
+        admin.execute("REVOKE EXECUTE ON FUNCTION pg_try_advisory_lock(bigint) FROM PUBLIC")
+    lock = a.singleton("timers")
+    assert lock.try_acquire() is False
+    assert not lock.held() and lock._conn is None
+
+
+def test_integrity_check_counts_filings_in_an_unknown_state(instances: Any) -> None:
+    [a] = instances(1)
+    assert a.integrity_check() == "ok"
+    f, _ = a.insert_filing(filing("ODD"), now=T0)
+    a.insert_filing(filing("FINE"), now=T0)
+    a._x("UPDATE filings SET state = 'bogus' WHERE id = ?", (f.id,))
+    assert a.integrity_check() == "1 filings in an unknown state"
+
+
+def test_queries_read_this_journal(instances: Any) -> None:
+    [a] = instances(1)
+    a.insert_filing(filing("Q1"), now=T0)
+    counts = a.queries().counts_by_state(fresh=True)
+    assert counts["received"] == 1 and sum(counts.values()) == 1
+
+
+def test_doctor_reports_each_check_exactly(cfg: Any, pg_dsn: Any) -> None:
+    from gateway.journal.postgres import pg_checks
+    with psycopg.connect(cfg.conninfo()) as c:
+        major = c.info.server_version // 10000
+    name = cfg.describe()
+    reachable = ("journal reachable", True, f"{name} (PostgreSQL {major}, no TLS)")
+    assert pg_checks(cfg) == [
+        reachable,
+        ("journal schema", False, f"version 0, this ics2gw uses {schema_pg.LATEST} (run `ics2gw journal migrate`)"),
+        ("journal permissions", True, "may create the schema")]
+    with _superuser(pg_dsn) as admin:     # the owner's CREATE comes from the PUBLIC-less database grant: revoke it
+        admin.execute(f'ALTER DATABASE "{pg_dsn.dbname}" OWNER TO {pg_dsn.server.superuser}')
+        admin.execute(f'REVOKE ALL ON DATABASE "{pg_dsn.dbname}" FROM PUBLIC')
+        admin.execute(f'GRANT CONNECT, TEMPORARY ON DATABASE "{pg_dsn.dbname}" TO ics2gw')
+    assert pg_checks(cfg)[2] == ("journal permissions", False,
+                                 "the role may not create the schema: run `ics2gw journal migrate` as the owner")
+    with _superuser(pg_dsn) as admin:
+        admin.execute(f'ALTER DATABASE "{pg_dsn.dbname}" OWNER TO ics2gw')
+    migrate_journal(cfg)
+    assert pg_checks(cfg) == [
+        reachable, ("journal schema", True, f"version {schema_pg.LATEST}, this ics2gw uses {schema_pg.LATEST}"),
+        ("journal permissions", True, "read and write on every table")]
+    # one privilege missing is enough (has_table_privilege with a list of privileges is true if ANY is held: the
+    # check named every table readable and writable while a privilege was missing)
+    lost = {"filings": "UPDATE", "messages": "DELETE", "events": "INSERT", "inbound_dedup": "SELECT",
+            "outbox_cursors": "UPDATE"}
+    with _superuser(pg_dsn) as admin:
+        for table, privilege in lost.items():
+            admin.execute(f"REVOKE {privilege} ON {table} FROM ics2gw")
+    assert pg_checks(cfg)[2] == ("journal permissions", False, "the role lacks SELECT/INSERT/UPDATE/DELETE on "
+                                 "filings, messages, events, inbound_dedup, outbox_cursors")
+
+
+def test_an_unreachable_database_is_named_by_the_first_line_of_its_error(pg_dsn: Any) -> None:
+    import socket
+
+    from gateway.journal.postgres import pg_checks
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = pg_config(f"host=127.0.0.1 port={port} dbname=j user=ics2gw", "pw", connect_timeout_seconds=2.0)
+    [(check, ok, detail)] = pg_checks(cfg)
+    assert (check, ok) == ("journal reachable", False)
+    # psycopg's message has a second line ("Is the server running ...?"): only the first is kept
+    assert detail.startswith(f"{cfg.describe()}: cannot connect: connection failed: ") and "\n" not in detail
+    assert "Connection refused" in detail and "Is the server running" not in detail
+
+
+def test_event_horizon_waiting_too_long_for_its_lock_is_unavailability(instances: Any, pg_dsn: Any) -> None:
+    from gateway.journal.errors import JournalUnavailable
+    [a] = instances(1)
+    a.insert_filing(filing("H"), now=T0)
+    horizon = a.event_horizon()
+    events = a.events_after(0)
+    assert [e.id for e in events] == [e.id for e in a.events()] and events[-1].id == horizon
+    assert [(e.filing_id, e.message_id, e.event) for e in events] == \
+        [(e.filing_id, e.message_id, e.event) for e in a.events()]
+    a.enqueue_message(out("hz@x", None), now=T0)
+    [queued] = a.events_after(horizon)
+    assert (queued.message_id, queued.event) == ("hz@x", "message-queued")
+    with psycopg.connect(pg_dsn.with_password) as other, other.transaction():
+        other.execute("LOCK TABLE events IN ROW EXCLUSIVE MODE")     # a writer that has not committed yet
+        with pytest.raises(JournalUnavailable, match=r"^database unavailable \(LockNotAvailable\): canceling "
+                                                     r"statement due to lock timeout$"):
+            a.event_horizon(lock_timeout_ms=50)

@@ -121,6 +121,21 @@ async def test_submit_after_close_is_refused(journal: SqliteJournal) -> None:
         await writer.submit(lambda j: None)
 
 
+
+def test_close_sync_finishes_the_queue_stops_the_thread_and_refuses_more(journal: SqliteJournal,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    crashed: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashed.append(args.exc_value))
+    writer = JournalWriter(journal).start()
+    futures = [writer.submit_threadsafe(lambda j, i=i: j.insert_filing(nf(f"S{i}"), now=T0)[0].lrn) for i in range(3)]
+    writer.close_sync()
+    assert [f.result(0) for f in futures] == ["S0", "S1", "S2"]    # done before close_sync returned
+    assert not writer._thread.is_alive() and crashed == []        # stopped by its sentinel, not by a crash
+    with pytest.raises(RuntimeError, match="the journal writer is closed"):
+        writer.submit_threadsafe(lambda j: None)
+    writer.close_sync()                                            # a second close is a no-op
+    assert writer.stats.changes == 3
+
 CHILD = textwrap.dedent("""
     import asyncio, hashlib, sys
     from datetime import datetime, timezone

@@ -493,9 +493,10 @@ def pg_checks(jcfg: Any) -> list[tuple[str, bool, str]]:
         out.append(("journal schema", ok, f"version {version}, this ics2gw uses {schema_pg.LATEST}" + (
             "" if ok else " (run `ics2gw journal migrate`)")))
         if version:
+            # one privilege per call: with a list, has_table_privilege is true when ANY of them is held
+            every = " AND ".join(f"has_table_privilege(%(t)s, '{p}')" for p in ("SELECT", "INSERT", "UPDATE", "DELETE"))
             missing = [t for t in ("filings", "messages", "events", "inbound_dedup", "outbox_cursors")
-                       if not conn.execute("SELECT has_table_privilege(%s, 'SELECT, INSERT, UPDATE, DELETE')",
-                                           (t,)).fetchone()[0]]  # type: ignore[index]
+                       if not conn.execute(f"SELECT {every}", {"t": t}).fetchone()[0]]  # type: ignore[index]
             out.append(("journal permissions", not missing,
                         "read and write on every table" if not missing else
                         f"the role lacks SELECT/INSERT/UPDATE/DELETE on {', '.join(missing)}"))

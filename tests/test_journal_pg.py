@@ -390,3 +390,30 @@ def test_event_horizon_waiting_too_long_for_its_lock_is_unavailability(instances
         with pytest.raises(JournalUnavailable, match=r"^database unavailable \(LockNotAvailable\): canceling "
                                                      r"statement due to lock timeout$"):
             a.event_horizon(lock_timeout_ms=50)
+
+
+def test_statement_results_read_like_sqlite_cursors(instances: Any, tmp_path: Any) -> None:
+    """`JournalCore` is written against sqlite3's cursor and row: the PostgreSQL adapter's results must read the
+    same way (fetchone advancing row by row then None, fetchall the rest, iteration, rowcount of a change, rows by
+    position and by column name, keys in column order), compared with SQLite on the same statements."""
+    import sqlite3
+
+    [j] = instances(1)
+    lite = sqlite3.connect(tmp_path / "cmp.sqlite3")
+    lite.row_factory = sqlite3.Row
+    sql = "SELECT * FROM (SELECT 1 AS a, 'x' AS b UNION ALL SELECT 2, 'y' UNION ALL SELECT 3, 'z') t ORDER BY a"
+    pg_res, lite_res = j._x(sql), lite.execute(sql)
+    for _ in range(3):
+        p, s = pg_res.fetchone(), lite_res.fetchone()
+        assert (tuple(p), p["b"], p[1], p.keys(), len(p)) == (tuple(s), s["b"], s[1], s.keys(), len(s))
+    assert pg_res.fetchone() is None and lite_res.fetchone() is None
+    pg_res, lite_res = j._x(sql), lite.execute(sql)
+    assert tuple(pg_res.fetchone()) == tuple(lite_res.fetchone()) == (1, "x")
+    assert [tuple(r) for r in pg_res.fetchall()] == [tuple(r) for r in lite_res.fetchall()] == [(2, "y"), (3, "z")]
+    assert pg_res.fetchall() == [] and pg_res.fetchone() is None
+    assert [tuple(r) for r in j._x(sql)] == [(1, "x"), (2, "y"), (3, "z")]
+    j.enqueue_message(out("rc1@x", None), now=T0)
+    j.enqueue_message(out("rc2@x", None), now=T0)
+    changed = j._x("UPDATE messages SET attempts = attempts WHERE message_id IN (?, ?)", ("rc1@x", "rc2@x"))
+    assert changed.rowcount == 2 and changed.fetchall() == [] and changed.fetchone() is None
+    lite.close()

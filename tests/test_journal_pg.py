@@ -417,3 +417,18 @@ def test_statement_results_read_like_sqlite_cursors(instances: Any, tmp_path: An
     changed = j._x("UPDATE messages SET attempts = attempts WHERE message_id IN (?, ?)", ("rc1@x", "rc2@x"))
     assert changed.rowcount == 2 and changed.fetchall() == [] and changed.fetchone() is None
     lite.close()
+
+
+def test_a_fresh_postgresql_journal_counts_its_own_commits_and_rollbacks_from_zero(instances: Any) -> None:
+    """Nothing is recovered at open on PostgreSQL (the daemon logs a non-zero `recovered_at_open`), there is no
+    file path, and the commit / rollback counters start at zero and count this journal's transactions."""
+    [j] = instances(1)
+    assert (j.commits, j.rollbacks, j.recovered_at_open, j.path) == (0, 0, 0, None)
+    with j.transaction():
+        j.insert_filing(filing("COUNT-1"), now=T0)
+    with pytest.raises(ZeroDivisionError):
+        with j.transaction():
+            j.insert_filing(filing("COUNT-2"), now=T0)
+            1 / 0
+    assert (j.commits, j.rollbacks) == (1, 1)
+    assert [f["lrn"] for f in j.list_filings(limit=10)] == ["COUNT-1"]

@@ -487,7 +487,8 @@ def pg_checks(jcfg: Any) -> list[tuple[str, bool, str]]:
     with conn:
         info = conn.info
         tls = "TLS" if conn.pgconn.ssl_in_use else "no TLS"
-        out.append(("journal reachable", True, f"{name} (PostgreSQL {info.server_version // 10000}, {tls})"))
+        # the server's own version string ("15.18 (Debian 15.18-0+deb12u1)"): the minor release matters to operators
+        out.append(("journal reachable", True, f"{name} (PostgreSQL {info.parameter_status('server_version')}, {tls})"))
         version = _version(conn)
         ok = version == schema_pg.LATEST
         out.append(("journal schema", ok, f"version {version}, this ics2gw uses {schema_pg.LATEST}" + (

@@ -433,3 +433,25 @@ def test_a_fresh_postgresql_journal_counts_its_own_commits_and_rollbacks_from_ze
             1 / 0
     assert (j.commits, j.rollbacks) == (1, 1)
     assert [f["lrn"] for f in j.list_filings(limit=10)] == ["COUNT-1"]
+
+
+def test_migrate_upgrades_a_journal_of_an_older_release_and_refuses_a_newer_one(cfg: Any, pg_dsn: Any,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A journal written by this release (version 5) meets a release with one more migration: only the new step runs,
+    and is recorded. A journal newer than the running release is refused by name, version and the way out."""
+    from gateway.journal.errors import SchemaTooNew
+    from gateway.journal.postgres import pg_migrate
+    assert pg_migrate(cfg, now=T0) == [schema_pg.LATEST]
+    step = (schema_pg.LATEST + 1, "a later release's step", "CREATE TABLE later_release_step (x INTEGER)")
+    monkeypatch.setattr(schema_pg, "MIGRATIONS", [*schema_pg.MIGRATIONS, step])
+    monkeypatch.setattr(schema_pg, "LATEST", step[0])
+    assert pg_migrate(cfg, now=T0) == [step[0]]
+    assert pg_migrate(cfg, now=T0) == []
+    with psycopg.connect(pg_dsn.with_password) as c:
+        assert c.execute("SELECT version, description FROM schema_migrations ORDER BY version").fetchall() == [
+            (step[0] - 1, schema_pg.MIGRATIONS[0][1]), (step[0], "a later release's step")]
+    monkeypatch.undo()
+    with pytest.raises(SchemaTooNew) as exc:
+        pg_migrate(cfg, now=T0)
+    assert str(exc.value) == (f"{cfg.describe()}: schema version {schema_pg.LATEST + 1} is newer than this ics2gw "
+                              f"knows ({schema_pg.LATEST}); upgrade ics2gw")

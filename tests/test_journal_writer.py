@@ -199,3 +199,11 @@ def test_sigkill_leaves_no_torn_state(tmp_path: Path) -> None:
                 "filing-received", "state:queued", "message-queued"]
     finally:
         j.close()
+
+
+def test_writer_defaults(journal: SqliteJournal) -> None:
+    """The defaults `[journal]` documents: batches of up to 256 changes, no added wait (batching happens while the
+    previous fsync runs), five minutes of waiting for an unavailable database; the thread is named in dumps."""
+    writer = JournalWriter(journal)
+    assert (writer.max_batch, writer.max_delay, writer.unavailable_budget) == (256, 0.0, 300.0)
+    assert writer._thread.name == "journal-writer" and writer._thread.daemon

@@ -207,3 +207,11 @@ def test_writer_defaults(journal: SqliteJournal) -> None:
     writer = JournalWriter(journal)
     assert (writer.max_batch, writer.max_delay, writer.unavailable_budget) == (256, 0.0, 300.0)
     assert writer._thread.name == "journal-writer" and writer._thread.daemon
+
+
+def test_a_batch_holds_at_least_one_change(journal: SqliteJournal) -> None:
+    assert JournalWriter(journal, max_batch=1).max_batch == 1
+    for bad in (0, -1):
+        with pytest.raises(ValueError) as exc:
+            JournalWriter(journal, max_batch=bad)
+        assert str(exc.value) == "max_batch must be at least 1"

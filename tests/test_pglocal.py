@@ -224,3 +224,18 @@ def test_tls_verify_full_with_the_ca(pki: Path) -> None:
         wrong_ca.write_bytes((REPO / "certs" / "out" / "other-root.pem").read_bytes())   # the test PKI's other root
         with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
             psycopg.connect(pg.dsn("tlsdb", "ics2gw", "tls-pw", sslrootcert=str(wrong_ca)), connect_timeout=5)
+
+
+def test_the_newest_complete_postgresql_installation_is_chosen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several Debian PostgreSQL versions side by side: the newest by version number (15 before 9, which a sort by
+    name would invert), skipping one whose binaries are incomplete."""
+    monkeypatch.delenv("ICS2GW_PG_BINDIR", raising=False)
+    for version, tools in (("9.6", ("initdb", "pg_ctl", "postgres")), ("15", ("initdb", "pg_ctl", "postgres")),
+                           ("16", ("initdb", "pg_ctl"))):
+        d = tmp_path / "postgresql" / version / "bin"
+        d.mkdir(parents=True)
+        for t in tools:
+            (d / t).write_text("#!/bin/sh\n")
+            (d / t).chmod(0o755)
+    monkeypatch.setattr(pglocal, "_BIN_GLOB", str(tmp_path / "postgresql" / "*" / "bin"))
+    assert pglocal.find_bindir() == tmp_path / "postgresql" / "15" / "bin"

@@ -455,3 +455,32 @@ def test_migrate_upgrades_a_journal_of_an_older_release_and_refuses_a_newer_one(
         pg_migrate(cfg, now=T0)
     assert str(exc.value) == (f"{cfg.describe()}: schema version {schema_pg.LATEST + 1} is newer than this ics2gw "
                               f"knows ({schema_pg.LATEST}); upgrade ics2gw")
+
+
+def test_opening_an_unreachable_journal_fails_at_once_naming_the_cause(pg_dsn: Any) -> None:
+    """The daemon's open waits for its pool's first connection (`connect_timeout_seconds`) and fails with the first
+    line of libpq's error, not later with a pool timeout on the first statement."""
+    import socket
+
+    from gateway.journal.errors import JournalUnavailable
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = pg_config(f"host=127.0.0.1 port={port} dbname=j user=ics2gw", "pw", connect_timeout_seconds=1.0)
+    with pytest.raises(JournalUnavailable) as exc:
+        open_journal(cfg, migrate=False)
+    assert str(exc.value).startswith("cannot connect to the journal database: ") and "\n" not in str(exc.value)
+
+
+def test_a_role_that_may_not_create_the_schema_is_told_how_to_migrate(cfg: Any, pg_dsn: Any) -> None:
+    from gateway.journal.postgres import pg_migrate
+    with _superuser(pg_dsn) as admin:     # the database and its public schema belong to the superuser, not the role
+        admin.execute(f'ALTER DATABASE "{pg_dsn.dbname}" OWNER TO {pg_dsn.server.superuser}')
+        admin.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        admin.execute(f'GRANT CONNECT ON DATABASE "{pg_dsn.dbname}" TO {pg_dsn.user}')
+    with pytest.raises(JournalError) as exc:
+        pg_migrate(cfg, now=T0)
+    text = str(exc.value)
+    assert text.startswith(f"{cfg.describe()}: the journal role may not create the schema: permission denied ")
+    assert text.endswith(" (grant CREATE on the database or schema, or run `ics2gw journal migrate` as the owner)")
+    assert "\n" not in text

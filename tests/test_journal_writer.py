@@ -207,6 +207,7 @@ def test_writer_defaults(journal: SqliteJournal) -> None:
     writer = JournalWriter(journal)
     assert (writer.max_batch, writer.max_delay, writer.unavailable_budget) == (256, 0.0, 300.0)
     assert writer._thread.name == "journal-writer" and writer._thread.daemon
+    assert JournalWriter(journal, max_delay_ms=250).max_delay == 0.25          # milliseconds in the configuration
 
 
 def test_a_batch_holds_at_least_one_change(journal: SqliteJournal) -> None:

@@ -470,6 +470,7 @@ def test_opening_an_unreachable_journal_fails_at_once_naming_the_cause(pg_dsn: A
     with pytest.raises(JournalUnavailable) as exc:
         open_journal(cfg, migrate=False)
     assert str(exc.value).startswith("cannot connect to the journal database: ") and "\n" not in str(exc.value)
+    assert "Connection refused" in str(exc.value)
 
 
 def test_a_role_that_may_not_create_the_schema_is_told_how_to_migrate(cfg: Any, pg_dsn: Any) -> None:

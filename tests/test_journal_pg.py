@@ -458,8 +458,8 @@ def test_migrate_upgrades_a_journal_of_an_older_release_and_refuses_a_newer_one(
 
 
 def test_opening_an_unreachable_journal_fails_at_once_naming_the_cause(pg_dsn: Any) -> None:
-    """The daemon's open waits for its pool's first connection (`connect_timeout_seconds`) and fails with the first
-    line of libpq's error, not later with a pool timeout on the first statement."""
+    """The daemon's open waits for its pool's first connection (`connect_timeout_seconds`) and fails naming libpq's
+    cause (refused, wrong password), not the pool's "initialization incomplete" nor later on the first statement."""
     import socket
 
     from gateway.journal.errors import JournalUnavailable
@@ -471,6 +471,11 @@ def test_opening_an_unreachable_journal_fails_at_once_naming_the_cause(pg_dsn: A
         open_journal(cfg, migrate=False)
     assert str(exc.value).startswith("cannot connect to the journal database: ") and "\n" not in str(exc.value)
     assert "Connection refused" in str(exc.value)
+    wrong = pg_config(str(pg_dsn), "not-the-password", connect_timeout_seconds=1.0)
+    with pytest.raises(JournalUnavailable) as exc:
+        open_journal(wrong, migrate=False)
+    assert str(exc.value).startswith("cannot connect to the journal database: ")
+    assert 'password authentication failed for user "ics2gw"' in str(exc.value) and "not-the-password" not in str(exc.value)
 
 
 def test_a_role_that_may_not_create_the_schema_is_told_how_to_migrate(cfg: Any, pg_dsn: Any) -> None:

@@ -226,7 +226,14 @@ class PostgresJournal(JournalCore):
             pool.open(wait=True, timeout=timeout)
         except Exception as exc:
             pool.close()
-            raise JournalUnavailable(f"cannot connect to the journal database: {_first_line(exc)}") from None
+            # the pool only says "pool initialization incomplete after N sec": one direct attempt names the cause
+            # (refused, unknown host, password authentication failed, TLS) for the operator
+            cause = _first_line(exc)
+            try:
+                psycopg.connect(conninfo).close()
+            except psycopg.Error as direct:
+                cause = _first_line(direct)
+            raise JournalUnavailable(f"cannot connect to the journal database: {cause}") from None
         return pool
 
     @classmethod

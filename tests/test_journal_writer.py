@@ -216,3 +216,28 @@ def test_a_batch_holds_at_least_one_change(journal: SqliteJournal) -> None:
         with pytest.raises(ValueError) as exc:
             JournalWriter(journal, max_batch=bad)
         assert str(exc.value) == "max_batch must be at least 1"
+
+
+async def test_submissions_before_start_and_after_close_are_refused_by_name(journal: SqliteJournal,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer not yet started refuses work (it would wait forever) and says how to start it; `close()` finishes the
+    queue, stops the thread by its sentinel (no crash) and later submissions are refused; every accepted submission is
+    counted once."""
+    crashed: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashed.append(args.exc_value))
+    writer = JournalWriter(journal)
+    with pytest.raises(RuntimeError) as exc:
+        writer.submit_threadsafe(lambda j: None)
+    assert str(exc.value) == "the journal writer is not started (call start() or use 'async with')"
+    assert writer.stats.submitted == 0
+    writer.start()
+    results = await asyncio.gather(*(writer.submit(lambda j, i=i: j.insert_filing(nf(f"C{i}"), now=T0)[0].lrn)
+                                     for i in range(3)))
+    assert results == ["C0", "C1", "C2"] and writer.stats.submitted == 3
+    await writer.close()
+    assert not writer._thread.is_alive() and crashed == []
+    with pytest.raises(RuntimeError) as exc:
+        writer.submit_threadsafe(lambda j: None)
+    assert str(exc.value) == "the journal writer is closed"
+    assert writer.stats.submitted == 3
+    await writer.close()                                           # a second close is a no-op

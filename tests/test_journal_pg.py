@@ -455,6 +455,10 @@ def test_migrate_upgrades_a_journal_of_an_older_release_and_refuses_a_newer_one(
         pg_migrate(cfg, now=T0)
     assert str(exc.value) == (f"{cfg.describe()}: schema version {schema_pg.LATEST + 1} is newer than this ics2gw "
                               f"knows ({schema_pg.LATEST}); upgrade ics2gw")
+    with pytest.raises(SchemaTooNew) as exc:             # the daemon's open (no migration) refuses it the same way
+        open_journal(cfg, migrate=False)
+    assert str(exc.value) == (f"{cfg.describe()}: schema version {schema_pg.LATEST + 1} is newer than this ics2gw "
+                              f"knows ({schema_pg.LATEST}); upgrade ics2gw")
 
 
 def test_opening_an_unreachable_journal_fails_at_once_naming_the_cause(pg_dsn: Any) -> None:

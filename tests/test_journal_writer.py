@@ -241,3 +241,27 @@ async def test_submissions_before_start_and_after_close_are_refused_by_name(jour
     assert str(exc.value) == "the journal writer is closed"
     assert writer.stats.submitted == 3
     await writer.close()                                           # a second close is a no-op
+
+
+async def test_batches_are_counted_bounded_and_wait_max_delay_for_more(journal: SqliteJournal) -> None:
+    """`max_delay_ms` makes the writer wait for more work after the first submission (two submissions 50 ms apart
+    share one batch and one commit); `max_batch` bounds a batch exactly; every batch and every fallback is counted."""
+    async with JournalWriter(journal, max_batch=2, max_delay_ms=1000) as writer:
+        first = asyncio.ensure_future(writer.submit(lambda j: j.insert_filing(nf("D1"), now=T0)[0].lrn))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(writer.submit(lambda j: j.insert_filing(nf("D2"), now=T0)[0].lrn))
+        assert await asyncio.wait_for(asyncio.gather(first, second), 30) == ["D1", "D2"]
+        assert (writer.stats.batches, writer.stats.commits, writer.stats.max_batch_seen) == (1, 1, 2)
+        alone = await asyncio.wait_for(writer.submit(lambda j: j.insert_filing(nf("D3"), now=T0)[0].lrn), 30)
+        assert alone == "D3" and writer.stats.batches == 2        # one submission alone: committed after the wait
+    gate = threading.Event()
+    async with JournalWriter(journal, max_batch=2) as writer:
+        blocker = asyncio.ensure_future(writer.submit(lambda j: gate.wait(10)))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.ensure_future(writer.submit(lambda j, i=i: j.insert_filing(nf(f"E{i}"), now=T0)[0].lrn))
+                for i in range(5)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await blocker
+        assert await asyncio.gather(*rest) == [f"E{i}" for i in range(5)]
+        assert writer.stats.max_batch_seen == 2 and writer.stats.batches == 4     # 1 + 2 + 2 + 1

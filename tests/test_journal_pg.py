@@ -494,3 +494,21 @@ def test_a_role_that_may_not_create_the_schema_is_told_how_to_migrate(cfg: Any, 
     assert text.startswith(f"{cfg.describe()}: the journal role may not create the schema: permission denied ")
     assert text.endswith(" (grant CREATE on the database or schema, or run `ics2gw journal migrate` as the owner)")
     assert "\n" not in text
+
+
+def test_a_reader_survives_a_database_restart_without_an_error(cfg: Any, pg_dsn: Any) -> None:
+    """The pools check a connection before lending it: after the database restarted, the first read on a pool whose
+    connections all died answers normally instead of failing once with `JournalUnavailable`."""
+    writer = open_journal(cfg, now=T0)
+    reader = open_reader(cfg)
+    try:
+        writer.insert_filing(filing("RESTART-1"), now=T0)
+        assert [f["lrn"] for f in reader.list_filings(limit=5)] == ["RESTART-1"]
+        pg_dsn.server.restart()
+        assert [f["lrn"] for f in reader.list_filings(limit=5)] == ["RESTART-1"]
+        assert writer.count_by_state() == {"received": 1}
+    finally:
+        reader.close()
+        writer.close()
+        if not pg_dsn.server.running():
+            pg_dsn.server.start()

@@ -265,3 +265,16 @@ async def test_batches_are_counted_bounded_and_wait_max_delay_for_more(journal: 
         await blocker
         assert await asyncio.gather(*rest) == [f"E{i}" for i in range(5)]
         assert writer.stats.max_batch_seen == 2 and writer.stats.batches == 4     # 1 + 2 + 2 + 1
+
+
+async def test_every_failed_commit_counts_as_a_fallback(journal: SqliteJournal) -> None:
+    def commit_breaker(j: SqliteJournal) -> None:
+        j._conn.execute("PRAGMA defer_foreign_keys = ON")
+        j._conn.execute("INSERT INTO customs_requests (filing_id, kind, request_message_id, state, opened_at, "
+                        "updated_at) VALUES (424242, 'IE3Q02', 'x', 'open', 'a', 'a')")
+
+    async with JournalWriter(journal) as writer:
+        for _ in range(2):
+            with pytest.raises(Exception, match="FOREIGN KEY"):
+                await writer.submit(commit_breaker)
+    assert (writer.stats.fallbacks, writer.stats.failed, writer.stats.batches) == (2, 2, 2)

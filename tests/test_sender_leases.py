@@ -193,3 +193,40 @@ async def test_a_send_reclaimed_by_its_own_instance_records_one_outcome(journals
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await writer.close()
+
+
+async def test_a_sender_restarted_after_a_failed_claim_still_has_its_slots(tmp_path: Path) -> None:
+    """A claim that fails (the database dropped the connection at that instant) ends the sender's run, and the
+    supervisor starts it again: the worker slots the failed claim held must be free, or the restarted sender waits
+    for them forever and nothing is sent again (one worker slot here, so one leaked slot is all of them)."""
+    journal = open_journal(JournalConfig(path=tmp_path / "journal.sqlite3"), daemon=False)
+    writer = JournalWriter(journal).start()
+
+    class FailsOnce:      # the real writer; its first submission fails as a lost connection would
+        failed = False
+
+        async def submit(self, fn: Any) -> Any:
+            if not self.failed:
+                self.failed = True
+                raise OSError("server closed the connection unexpectedly")
+            return await writer.submit(fn)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(writer, name)
+
+    route = SlowRoute()
+    route.release.set()
+    sender = _sender(journal, FailsOnce(), route, tmp_path, lease=60)
+    try:
+        with pytest.raises(OSError, match="server closed the connection"):
+            await asyncio.wait_for(sender.run(), 10)
+        task = asyncio.create_task(sender.run())          # what the supervisor does
+        _enqueue(journal, "after-restart@x")
+        await _until(lambda: journal.get_message("after-restart@x").state == "receipted")
+        assert route.started == ["after-restart@x"]
+    finally:
+        await sender.stop(2)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await writer.close()
+        journal.close()

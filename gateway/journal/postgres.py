@@ -339,8 +339,11 @@ class PostgresJournal(JournalCore):
             raise ReadOnlyJournal(f"{self._description}: opened read-only; writes go through the daemon")
         conn = self._current()
         if conn is not None:
-            with conn.transaction():   # a SAVEPOINT; a failure rolls back this unit only
-                yield
+            try:
+                with conn.transaction():   # a SAVEPOINT; a failure rolls back this unit only
+                    yield
+            except psycopg.OperationalError as exc:   # the connection died at SAVEPOINT / RELEASE: the whole batch
+                raise _unavailable(exc) from exc      # is lost, and the group-commit writer runs it again
             return
         committing = False
         try:

@@ -131,7 +131,13 @@ class Sender:
                 for _ in range(slots):
                     self._slots.release()
                 break
-            claimed = await self._claim(slots)
+            try:
+                claimed = await self._claim(slots)
+            except BaseException:
+                # the slots go back with the failure: a sender the supervisor restarts must find them free
+                for _ in range(slots):
+                    self._slots.release()
+                raise
             for _ in range(slots - len(claimed)):
                 self._slots.release()
             if not claimed:

@@ -217,6 +217,7 @@ async def test_a_sender_restarted_after_a_failed_claim_still_has_its_slots(tmp_p
     route = SlowRoute()
     route.release.set()
     sender = _sender(journal, FailsOnce(), route, tmp_path, lease=60)
+    task: asyncio.Task[Any] | None = None
     try:
         with pytest.raises(OSError, match="server closed the connection"):
             await asyncio.wait_for(sender.run(), 10)
@@ -226,7 +227,8 @@ async def test_a_sender_restarted_after_a_failed_claim_still_has_its_slots(tmp_p
         assert route.started == ["after-restart@x"]
     finally:
         await sender.stop(2)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        if task is not None:      # the first run's failure may leave no restarted task to stop
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         await writer.close()
         journal.close()
